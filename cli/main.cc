@@ -1,0 +1,57 @@
+// `loom`: the client. Subcommands are listed by `loom --help`; each has its own --help.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "cli/commands.h"
+#include "common/proto_names.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(const loom::cli::Args&);
+};
+
+constexpr Command kCommands[] = {
+    {"validate", "check a plan: print a summary, or every error with its field path", loom::cli::RunValidate},
+};
+
+void PrintUsage(FILE* out) {
+  std::fprintf(out,
+               "usage: loom COMMAND [flags] [args]\n\n"
+               "Loom's client: check and submit training plans, watch them run.\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
+  std::fprintf(out, "\nRun `loom COMMAND --help` for a command's flags.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    PrintUsage(stderr);
+    return 2;
+  }
+  const std::string name = args[0];
+  if (name == "--help" || name == "-h" || name == "help") {
+    if (name == "help" && args.size() > 1) {
+      args = {args[1], "--help"};
+    } else {
+      PrintUsage(stdout);
+      return 0;
+    }
+  }
+  for (const Command& c : kCommands) {
+    if (args[0] == c.name) return c.run(std::vector<std::string>(args.begin() + 1, args.end()));
+  }
+  std::vector<std::string> names;
+  for (const Command& c : kCommands) names.push_back(c.name);
+  const std::string hint = loom::DidYouMean(args[0], names);
+  std::fprintf(stderr, "loom: unknown command '%s'%s\n", args[0].c_str(),
+               hint.empty() ? "" : absl::StrFormat(" (%s)", hint).c_str());
+  PrintUsage(stderr);
+  return 2;
+}

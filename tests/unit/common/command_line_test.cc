@@ -1,0 +1,88 @@
+#include "common/command_line.h"
+
+#include <gtest/gtest.h>
+
+namespace loom {
+namespace {
+
+struct Flags {
+  std::string plan;
+  std::string listen = "127.0.0.1:7070";
+  int workers = 2;
+  int64_t tokens = 0;
+  double lr = 0.1;
+  bool json = false;
+  absl::Duration heartbeat = absl::Seconds(1);
+};
+
+CommandLine Make(Flags* f) {
+  CommandLine cl("loom test", "A test command.");
+  cl.AddPositional("PLAN", &f->plan, "plan file");
+  cl.AddFlag("listen", &f->listen, "address");
+  cl.AddFlag("workers", &f->workers, "worker count");
+  cl.AddFlag("tokens", &f->tokens, "tokens");
+  cl.AddFlag("lr", &f->lr, "learning rate");
+  cl.AddFlag("json", &f->json, "print JSON");
+  cl.AddFlag("heartbeat", &f->heartbeat, "heartbeat interval");
+  return cl;
+}
+
+TEST(CommandLine, ParsesEveryFlagForm) {
+  Flags f;
+  CommandLine cl = Make(&f);
+  ASSERT_TRUE(cl.Parse({"--workers", "4", "plan.yaml", "--tokens=2M", "--lr", "3e-4", "--json",
+                        "--heartbeat=250ms", "--listen=127.0.0.1:0"})
+                  .ok());
+  EXPECT_EQ(f.plan, "plan.yaml");
+  EXPECT_EQ(f.workers, 4);
+  EXPECT_EQ(f.tokens, 2'000'000);
+  EXPECT_DOUBLE_EQ(f.lr, 3e-4);
+  EXPECT_TRUE(f.json);
+  EXPECT_EQ(f.heartbeat, absl::Milliseconds(250));
+  EXPECT_EQ(f.listen, "127.0.0.1:0");
+  EXPECT_FALSE(cl.help_requested());
+}
+
+TEST(CommandLine, NegatedBoolean) {
+  Flags f;
+  f.json = true;
+  CommandLine cl = Make(&f);
+  ASSERT_TRUE(cl.Parse({"p", "--no-json"}).ok());
+  EXPECT_FALSE(f.json);
+}
+
+TEST(CommandLine, ErrorsNameTheFlagAndSuggest) {
+  Flags f;
+  CommandLine cl = Make(&f);
+  absl::Status s = cl.Parse({"p", "--worker", "3"});
+  EXPECT_EQ(s.message(), "unknown flag --worker (did you mean 'workers'?)");
+  Flags g;
+  CommandLine c2 = Make(&g);
+  s = c2.Parse({"p", "--workers", "many"});
+  EXPECT_EQ(s.message(), "--workers: 'many' is not a whole number");
+  Flags h;
+  CommandLine c3 = Make(&h);
+  EXPECT_EQ(c3.Parse({}).message(), "missing PLAN: plan file");
+  Flags k;
+  CommandLine c4 = Make(&k);
+  EXPECT_EQ(c4.Parse({"p", "--listen"}).message(), "--listen needs a value");
+  Flags m;
+  CommandLine c5 = Make(&m);
+  EXPECT_EQ(c5.Parse({"p", "q"}).message(), "unexpected argument 'q'");
+}
+
+TEST(CommandLine, HelpListsFlagsWithDefaults) {
+  Flags f;
+  CommandLine cl = Make(&f);
+  ASSERT_TRUE(cl.Parse({"--help"}).ok());
+  EXPECT_TRUE(cl.help_requested());
+  const std::string usage = cl.Usage();
+  EXPECT_NE(usage.find("usage: loom test [flags] PLAN"), std::string::npos) << usage;
+  EXPECT_NE(usage.find("--workers N"), std::string::npos) << usage;
+  EXPECT_NE(usage.find("(default 2)"), std::string::npos) << usage;
+  EXPECT_NE(usage.find("(default \"127.0.0.1:7070\")"), std::string::npos) << usage;
+  EXPECT_NE(usage.find("(default 1s)"), std::string::npos) << usage;
+}
+
+}  // namespace
+}  // namespace loom
