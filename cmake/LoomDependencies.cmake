@@ -14,6 +14,8 @@ find_package(RocksDB CONFIG REQUIRED)
 # prometheus-cpp's config file rejects version requests: no version here.
 find_package(prometheus-cpp CONFIG REQUIRED)
 find_package(yaml-cpp CONFIG REQUIRED)
+find_package(nlohmann_json CONFIG REQUIRED)   # nlohmann_json::nlohmann_json
+find_package(OpenSSL REQUIRED)                # OpenSSL::Crypto, for SHA-256
 find_package(GTest CONFIG REQUIRED)
 find_package(benchmark CONFIG REQUIRED)
 

@@ -12,6 +12,7 @@
 #include <gloo/config.h>
 #include <gloo/rendezvous/hash_store.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
@@ -91,6 +92,12 @@ TEST(Dependencies, SentencePieceTrainsAndEncodes) {
   ASSERT_TRUE(sp.Decode(ids, &text).ok());
   EXPECT_EQ(text, "the lazy fox");
   std::filesystem::remove_all(dir);
+}
+
+TEST(Dependencies, NlohmannJsonRoundTrip) {
+  const auto j = nlohmann::json::parse(R"({"step": 12, "files": {"a": "b"}})");
+  EXPECT_EQ(j["step"].get<int>(), 12);
+  EXPECT_EQ(j.dump(), R"({"files":{"a":"b"},"step":12})");
 }
 
 void BM_Nothing(benchmark::State& state) {

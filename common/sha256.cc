@@ -1,0 +1,59 @@
+#include "common/sha256.h"
+
+#include <openssl/evp.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+
+namespace loom {
+
+struct Sha256::State {
+  EVP_MD_CTX* ctx = nullptr;
+};
+
+Sha256::Sha256() : state_(new State) {
+  state_->ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(state_->ctx, EVP_sha256(), nullptr);
+}
+
+Sha256::~Sha256() {
+  EVP_MD_CTX_free(state_->ctx);
+  delete state_;
+}
+
+void Sha256::Update(const void* data, size_t size) { EVP_DigestUpdate(state_->ctx, data, size); }
+
+std::string Sha256::HexDigest() {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_DigestFinal_ex(state_->ctx, digest, &length);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * length);
+  for (unsigned int i = 0; i < length; ++i) {
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 15]);
+  }
+  return out;
+}
+
+std::string Sha256Hex(std::string_view bytes) {
+  Sha256 h;
+  h.Update(bytes);
+  return h.HexDigest();
+}
+
+absl::StatusOr<std::string> Sha256File(const std::string& path) {
+  std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!file) return absl::NotFoundError(absl::StrCat("cannot open ", path, " to hash it"));
+  Sha256 h;
+  std::unique_ptr<char[]> buffer(new char[1 << 20]);
+  size_t n;
+  while ((n = std::fread(buffer.get(), 1, 1 << 20, file.get())) > 0) h.Update(buffer.get(), n);
+  if (std::ferror(file.get())) return absl::DataLossError(absl::StrCat("error reading ", path));
+  return h.HexDigest();
+}
+
+}  // namespace loom
