@@ -22,18 +22,19 @@ std::vector<int64_t> FirstKeys(const AttentionShape& s, const int32_t* segments_
   std::vector<int64_t> first(static_cast<size_t>(s.seq_len));
   int64_t segment_start = 0;
   for (int64_t i = 0; i < s.seq_len; ++i) {
-    if (segments_of_row != nullptr && i > 0 && segments_of_row[i] != segments_of_row[i - 1]) segment_start = i;
+    if (segments_of_row != nullptr && i > 0 && segments_of_row[i] != segments_of_row[i - 1])
+      segment_start = i;
     first[i] = std::max(segment_start, s.window > 0 ? i - s.window + 1 : int64_t{0});
   }
   return first;
 }
 
 // C[m,n] = A[m,k]·op(B) + beta·C with explicit strides; single-threaded (inside a parallel task).
-void SmallGemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-               const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+void SmallGemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, const float* a,
+               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans,
-              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b,
-              static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0f, a, static_cast<int>(lda),
+              b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
 }
 
 struct Strides {
@@ -120,8 +121,8 @@ void AttentionBackward(const AttentionShape& s, const float* q, const float* k, 
           const int64_t i1 = std::min(T, i0 + kBlock), m = i1 - i0, k0 = first[i0], n = i1 - k0;
           SmallGemm(false, true, m, n, hd, qb + i0 * st.q_row, st.q_row, kb + k0 * st.kv_row, st.kv_row, 0.0f,
                     probs.data(), n);
-          SmallGemm(false, true, m, n, hd, dob + i0 * st.q_row, st.q_row, vb + k0 * st.kv_row, st.kv_row, 0.0f,
-                    dprobs.data(), n);
+          SmallGemm(false, true, m, n, hd, dob + i0 * st.q_row, st.q_row, vb + k0 * st.kv_row, st.kv_row,
+                    0.0f, dprobs.data(), n);
           for (int64_t r = 0; r < m; ++r) {
             const int64_t i = i0 + r, lo = first[i] - k0, hi = i - k0;
             const float* o = ob + i * st.q_row;

@@ -42,7 +42,8 @@ void LinearForward(const float* x, const float* w, float* y, int64_t rows, int64
 
 void LinearBackward(const float* dy, const float* x, const float* w, float* dx, float* dw, int64_t rows,
                     int64_t in, int64_t out, bool accumulate_dx) {
-  if (dx != nullptr) Gemm(false, false, rows, in, out, 1.0f, dy, out, w, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
+  if (dx != nullptr)
+    Gemm(false, false, rows, in, out, 1.0f, dy, out, w, in, accumulate_dx ? 1.0f : 0.0f, dx, in);
   // dw[out, in] += dyᵀ[out, rows] · x[rows, in]
   Gemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in);
 }

@@ -17,7 +17,8 @@ void SwiGluForward(const float* gate, const float* up, float* out, int64_t n) {
   });
 }
 
-void SwiGluBackward(const float* dout, const float* gate, const float* up, float* dgate, float* dup, int64_t n) {
+void SwiGluBackward(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
+                    int64_t n) {
   ParallelFor(n, kGrain, [&](int64_t i0, int64_t i1) {
     const float* __restrict d = dout;
     const float* __restrict g = gate;

@@ -14,7 +14,9 @@ TEST(Logging, OneLinePerEventWithTimestampLevelAndComponent) {
   Log(LogLevel::kDebug, "coordinator", "hidden at INFO");
   const std::string out = ::testing::internal::GetCapturedStderr();
   EXPECT_TRUE(std::regex_match(
-      out, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO  coordinator: plan llama3_tiny-1 submitted \(6 stages\)\n)")))
+      out,
+      std::regex(
+          R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO  coordinator: plan llama3_tiny-1 submitted \(6 stages\)\n)")))
       << out;
 }
 

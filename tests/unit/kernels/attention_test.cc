@@ -52,14 +52,17 @@ TEST_P(AttentionTest, ForwardAndBackward) {
   ExpectGradientMatches([&](const Vec& x) { return ref(qd, kd, x); }, vd, proj, dv, "dv", 48);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, AttentionTest,
-    ::testing::Values(Case{"mha_tiny", 1, 5, 2, 2, 4, 0, false}, Case{"gqa_odd_len", 2, 37, 4, 2, 8, 0, false},
-                      Case{"mqa_two_blocks", 1, 70, 4, 1, 8, 0, false},
-                      Case{"window", 2, 70, 2, 1, 6, 9, false}, Case{"segments", 1, 45, 2, 2, 4, 0, true},
-                      Case{"window_and_segments", 2, 130, 4, 2, 4, 17, true},
-                      Case{"window_one", 1, 9, 1, 1, 2, 1, false}),
-    [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
+                         ::testing::Values(Case{"mha_tiny", 1, 5, 2, 2, 4, 0, false},
+                                           Case{"gqa_odd_len", 2, 37, 4, 2, 8, 0, false},
+                                           Case{"mqa_two_blocks", 1, 70, 4, 1, 8, 0, false},
+                                           Case{"window", 2, 70, 2, 1, 6, 9, false},
+                                           Case{"segments", 1, 45, 2, 2, 4, 0, true},
+                                           Case{"window_and_segments", 2, 130, 4, 2, 4, 17, true},
+                                           Case{"window_one", 1, 9, 1, 1, 2, 1, false}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::string(info.param.name);
+                         });
 
 TEST(Attention, WindowAndSegmentsAreExactMasks) {
   // With window 1 each token sees only itself: out == v (one head, one kv head).

@@ -28,7 +28,8 @@ class LinearTest : public ::testing::TestWithParam<LinearShape> {};
 
 TEST_P(LinearTest, ForwardAndBackward) {
   const auto [rows, in, out] = GetParam();
-  const auto x = RandomFloats(rows * in, 1), w = RandomFloats(out * in, 2, 0.3f), dy = RandomFloats(rows * out, 3);
+  const auto x = RandomFloats(rows * in, 1), w = RandomFloats(out * in, 2, 0.3f),
+             dy = RandomFloats(rows * out, 3);
   std::vector<float> y(rows * out);
   LinearForward(x.data(), w.data(), y.data(), rows, in, out);
   EXPECT_CLOSE(y, reference::Linear(ToDouble(x), ToDouble(w), rows, in, out), 1e-5, 1e-4);
@@ -45,8 +46,8 @@ TEST_P(LinearTest, ForwardAndBackward) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
-                         ::testing::Values(LinearShape{1, 1, 1}, LinearShape{7, 13, 5}, LinearShape{64, 32, 48},
-                                           LinearShape{131, 17, 29}));
+                         ::testing::Values(LinearShape{1, 1, 1}, LinearShape{7, 13, 5},
+                                           LinearShape{64, 32, 48}, LinearShape{131, 17, 29}));
 
 TEST(RmsNorm, ForwardAndBackward) {
   for (auto [rows, dim] : {std::pair<int64_t, int64_t>{1, 4}, {37, 24}, {100, 65}}) {
@@ -73,7 +74,9 @@ TEST(Rope, ForwardMatchesDefinitionAndBackwardIsTheTranspose) {
     const auto x = RandomFloats(tokens * heads * hd, 7), dout = RandomFloats(x.size(), 8);
     std::vector<float> y = x;
     RopeForward(y.data(), positions.data(), table, tokens, heads);
-    auto ref = [&](const Vec& xx) { return reference::Rope(xx, positions, tokens, heads, hd, 10000.0, divisor); };
+    auto ref = [&](const Vec& xx) {
+      return reference::Rope(xx, positions, tokens, heads, hd, 10000.0, divisor);
+    };
     EXPECT_CLOSE(y, ref(ToDouble(x)), 1e-6, 1e-5);
     std::vector<float> dx = dout;
     RopeBackward(dx.data(), positions.data(), table, tokens, heads);

@@ -39,12 +39,12 @@ inline double WorstError(const std::vector<float>& a, const Vec& b, double atol,
   return worst;
 }
 
-#define EXPECT_CLOSE(actual, expected, atol, rtol)                                                          \
-  do {                                                                                                     \
-    size_t where_ = 0;                                                                                     \
-    const double worst_ = ::loom::testing::WorstError((actual), (expected), (atol), (rtol), &where_);      \
-    EXPECT_LE(worst_, 1.0) << #actual " differs at " << where_ << ": " << (actual)[where_] << " vs " \
-                           << (expected)[where_];                                                          \
+#define EXPECT_CLOSE(actual, expected, atol, rtol)                                                    \
+  do {                                                                                                \
+    size_t where_ = 0;                                                                                \
+    const double worst_ = ::loom::testing::WorstError((actual), (expected), (atol), (rtol), &where_); \
+    EXPECT_LE(worst_, 1.0) << #actual " differs at " << where_ << ": " << (actual)[where_] << " vs "  \
+                           << (expected)[where_];                                                     \
   } while (0)
 
 // Checks `analytic` (the kernel's gradient of L = Σ proj ⊙ f(x) with respect to x) against

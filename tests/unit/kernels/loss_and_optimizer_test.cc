@@ -26,8 +26,8 @@ TEST(CrossEntropy, LossAndGradientWithIgnoredRows) {
   EXPECT_NEAR(r.loss_sum, reference::CrossEntropySum(ToDouble(logits), targets, vocab), 1e-4);
   // d(scale·Σloss)/dlogits.
   ExpectGradientMatches(
-      [&](const Vec& l) { return Vec{scale * reference::CrossEntropySum(l, targets, vocab)}; }, ToDouble(logits),
-      Vec{1.0}, grad, "dlogits", 120);
+      [&](const Vec& l) { return Vec{scale * reference::CrossEntropySum(l, targets, vocab)}; },
+      ToDouble(logits), Vec{1.0}, grad, "dlogits", 120);
   for (int64_t v = 0; v < vocab; ++v) EXPECT_EQ(grad[1 * vocab + v], 0.0f);  // ignored row
 }
 
@@ -60,7 +60,8 @@ TEST(AdamW, ThreeStepsMatchTheDefinition) {
   Vec pr = ToDouble(p), mr(n, 0.0), vr(n, 0.0);
   for (int step = 1; step <= 3; ++step) {
     const auto g = RandomFloats(n, 60 + step);
-    AdamWStep(p.data(), g.data(), m.data(), v.data(), n, AdamWHyper{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step}, 0.5f);
+    AdamWStep(p.data(), g.data(), m.data(), v.data(), n, AdamWHyper{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step},
+              0.5f);
     Vec gd = ToDouble(g);
     for (double& x : gd) x *= 0.5;
     reference::AdamW(pr, gd, mr, vr, 1e-2, 0.9, 0.95, 1e-8, 0.1, step);

@@ -84,7 +84,8 @@ inline Vec Attention(const Vec& q, const Vec& k, const Vec& v, const std::vector
         }
         for (int64_t j = 0; j < seq; ++j)
           for (int d = 0; d < hd; ++d)
-            out[((b * seq + i) * heads + h) * hd + d] += p[j] / sum * v[((b * seq + j) * kv_heads + kvh) * hd + d];
+            out[((b * seq + i) * heads + h) * hd + d] +=
+                p[j] / sum * v[((b * seq + j) * kv_heads + kvh) * hd + d];
       }
     }
   return out;
@@ -117,8 +118,8 @@ inline Vec Embedding(const std::vector<int32_t>& ids, const Vec& table, int64_t 
 }
 
 // One AdamW step as torch.optim.AdamW defines it (foreach=False).
-inline void AdamW(Vec& p, const Vec& g, Vec& m, Vec& v, double lr, double b1, double b2, double eps, double wd,
-                  int64_t step) {
+inline void AdamW(Vec& p, const Vec& g, Vec& m, Vec& v, double lr, double b1, double b2, double eps,
+                  double wd, int64_t step) {
   for (size_t i = 0; i < p.size(); ++i) {
     p[i] *= 1 - lr * wd;
     m[i] = b1 * m[i] + (1 - b1) * g[i];

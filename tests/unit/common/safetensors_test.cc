@@ -1,0 +1,73 @@
+#include "common/safetensors.h"
+
+#include <cstring>
+
+#include <gtest/gtest.h>
+
+namespace loom {
+namespace {
+
+TEST(Safetensors, RoundTripKeepsBitsShapesAndMetadata) {
+  const std::vector<float> a = {1.5f, -2.0f, 3.25f, 0.0f, -0.0f, 1e-30f};
+  const std::vector<float> b = {42.0f};
+  const std::string bytes = EncodeSafetensors(
+      {{"model.embed_tokens.weight", {2, 3}, a.data()}, {"scalar", {1}, b.data()}}, {{"step", "7"}});
+  // 8-byte length, then a JSON header padded to 8 bytes, then the data.
+  uint64_t length;
+  std::memcpy(&length, bytes.data(), 8);
+  EXPECT_EQ(length % 8, 0u);
+  EXPECT_EQ(bytes.size(), 8 + length + (a.size() + b.size()) * 4);
+
+  auto file = SafetensorsFile::Parse(bytes, "mem");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->metadata().at("step"), "7");
+  ASSERT_TRUE(file->Has("scalar"));
+  std::vector<float> out(6);
+  ASSERT_TRUE(file->ReadF32("model.embed_tokens.weight", {2, 3}, out.data()).ok());
+  EXPECT_EQ(0, std::memcmp(out.data(), a.data(), 24));
+  EXPECT_EQ(file->ReadF32("model.embed_tokens.weight", {3, 2}, out.data()).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(file->ReadF32("nope", {1}, out.data()).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(Safetensors, ReadsBf16AndF16AsWrittenByOtherTools) {
+  // {"x":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]},"y":{"dtype":"F16","shape":[3],"data_offsets":[4,10]}}
+  const std::string header =
+      R"({"x":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]},"y":{"dtype":"F16","shape":[3],"data_offsets":[4,10]}})";
+  std::string bytes(8, '\0');
+  const uint64_t length = header.size();
+  std::memcpy(bytes.data(), &length, 8);
+  bytes += header;
+  const uint16_t data[] = {0x3fc0, 0xc000,           // bf16 1.5, -2
+                           0x3c00, 0x0001, 0xfc00};  // f16 1, smallest subnormal, -inf
+  bytes.append(reinterpret_cast<const char*>(data), sizeof(data));
+  auto file = SafetensorsFile::Parse(bytes, "hf");
+  ASSERT_TRUE(file.ok()) << file.status();
+  float x[2], y[3];
+  ASSERT_TRUE(file->ReadF32("x", {2}, x).ok());
+  ASSERT_TRUE(file->ReadF32("y", {3}, y).ok());
+  EXPECT_EQ(x[0], 1.5f);
+  EXPECT_EQ(x[1], -2.0f);
+  EXPECT_EQ(y[0], 1.0f);
+  EXPECT_FLOAT_EQ(y[1], 5.9604645e-8f);
+  EXPECT_TRUE(std::isinf(y[2]) && y[2] < 0);
+}
+
+TEST(Safetensors, DamagedFilesAreRefusedWithTheReason) {
+  const std::vector<float> a = {1, 2, 3, 4};
+  const std::string good = EncodeSafetensors({{"w", {4}, a.data()}});
+  std::string truncated = good.substr(0, good.size() - 3);
+  EXPECT_NE(SafetensorsFile::Parse(truncated, "f.safetensors").status().message().find("outside the file"),
+            std::string::npos);
+  std::string bad_json = good;
+  bad_json[9] = '#';
+  EXPECT_EQ(SafetensorsFile::Parse(bad_json, "f.safetensors").status().code(), absl::StatusCode::kDataLoss);
+  std::string huge = good;
+  huge[7] = 0x7f;
+  EXPECT_NE(SafetensorsFile::Parse(huge, "f.safetensors").status().message().find("f.safetensors"),
+            std::string::npos);
+  EXPECT_FALSE(SafetensorsFile::Parse("abc", "tiny").ok());
+}
+
+}  // namespace
+}  // namespace loom
