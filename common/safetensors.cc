@@ -185,4 +185,24 @@ absl::Status SafetensorsFile::ReadF32(const std::string& name, const std::vector
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<int32_t>> SafetensorsFile::ReadI32(const std::string& name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) return absl::NotFoundError(absl::StrCat(path_, " has no tensor ", name));
+  const Tensor& t = it->second;
+  const char* src = bytes_.data() + data_start_ + t.begin;
+  std::vector<int32_t> out(static_cast<size_t>(t.elements()));
+  if (t.dtype == "I32") {
+    std::memcpy(out.data(), src, out.size() * 4);
+  } else if (t.dtype == "I64") {
+    for (size_t i = 0; i < out.size(); ++i) {
+      int64_t v;
+      std::memcpy(&v, src + 8 * i, 8);
+      out[i] = static_cast<int32_t>(v);
+    }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": tensor ", name, " has dtype ", t.dtype, ", not I32/I64"));
+  }
+  return out;
+}
+
 }  // namespace loom

@@ -47,6 +47,8 @@ class SafetensorsFile {
 
   // Copies a tensor into `out` as F32, checking that its shape is `expected_shape`.
   absl::Status ReadF32(const std::string& name, const std::vector<int64_t>& expected_shape, float* out) const;
+  // Reads an I32 or I64 tensor of any shape into 32-bit integers (fixtures, token data).
+  absl::StatusOr<std::vector<int32_t>> ReadI32(const std::string& name) const;
 
  private:
   std::string path_;

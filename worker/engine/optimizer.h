@@ -1,0 +1,49 @@
+// The optimizer over a model's whole parameter buffer: global-norm gradient clipping, then AdamW
+// (decoupled weight decay on the tensors ParameterLayout marks) or Lion. Its state (moments and
+// step count) is what a checkpoint must carry for an exact resume.
+#pragma once
+
+#include <cstdint>
+
+#include "loom/v1/plan.pb.h"
+#include "worker/engine/buffer.h"
+#include "worker/engine/parameters.h"
+
+namespace loom::engine {
+
+struct OptimizerSettings {
+  loom::v1::OptimizerConfig::Type type = loom::v1::OptimizerConfig::TYPE_ADAMW;
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f;
+  float grad_clip = 1.0f;  // 0 = no clipping
+
+  // From a resolved stage's optimizer block (plan_resolve.h fills the defaults).
+  static OptimizerSettings FromProto(const loom::v1::OptimizerConfig& config);
+};
+
+class Optimizer {
+ public:
+  Optimizer(const ParameterLayout& layout, OptimizerSettings settings);
+
+  // Clips `grads` to the global norm (scaling inside the update, grads stay as they are) and
+  // updates `params` at learning rate `lr`. Returns the gradient norm before clipping.
+  double Step(float* params, const float* grads, float lr);
+
+  int64_t step() const { return step_; }
+  void set_step(int64_t step) { step_ = step; }
+  const OptimizerSettings& settings() const { return settings_; }
+  // First and second moments (Lion uses only the first), laid out like the parameters.
+  FloatBuffer& first_moment() { return m_; }
+  FloatBuffer& second_moment() { return v_; }
+  bool has_second_moment() const { return settings_.type != loom::v1::OptimizerConfig::TYPE_LION; }
+
+ private:
+  const ParameterLayout& layout_;
+  OptimizerSettings settings_;
+  FloatBuffer m_, v_;
+  int64_t step_ = 0;
+};
+
+// sqrt(Σ g²) over the whole buffer.
+double GlobalGradNorm(const float* grads, int64_t n);
+
+}  // namespace loom::engine

@@ -1,0 +1,189 @@
+#include "worker/engine/transformer.h"
+
+#include <algorithm>
+
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/embedding.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/parallel.h"
+#include "kernels/cpu/rmsnorm.h"
+#include "kernels/cpu/swiglu.h"
+#include "worker/engine/random.h"
+
+namespace loom::engine {
+
+namespace k = loom::kernels::cpu;
+
+Transformer::Transformer(TransformerConfig config)
+    : config_(std::move(config)), layout_(config_), params_(layout_.total()), grads_(layout_.total()) {}
+
+void Transformer::InitWeights(uint64_t seed) {
+  Random rng(seed);
+  float* p = params_.data();
+  for (const ParamTensor& t : layout_.tensors()) {
+    if (t.shape.size() == 1) {
+      std::fill(p + t.offset, p + t.offset + t.size, 1.0f);  // norm gains
+    } else {
+      for (int64_t i = 0; i < t.size; ++i) p[t.offset + i] = config_.init_std * rng.NextNormal();
+    }
+  }
+}
+
+const k::RopeTable& Transformer::Rope(int max_position) {
+  if (rope_.max_positions <= max_position) {
+    // Grow geometrically: positions are bounded by the sequence length, which changes rarely.
+    const int size = std::max(max_position + 1, std::max(2 * rope_.max_positions, 256));
+    rope_ = k::MakeRopeTable(size, config_.head_dim, config_.rope_theta, config_.rope_position_divisor);
+  }
+  return rope_;
+}
+
+void Transformer::Plan(int batch, int seq_len) {
+  if (batch == planned_batch_ && seq_len == planned_seq_) return;
+  const int64_t n = int64_t{batch} * seq_len, d = config_.d_model;
+  const int64_t q = int64_t{config_.heads} * config_.head_dim,
+                kv = int64_t{config_.kv_heads} * config_.head_dim;
+  const int64_t f = config_.ffn;
+  int64_t offset = 0;
+  auto take = [&](int64_t floats) {
+    const int64_t at = offset;
+    offset += (floats + 15) / 16 * 16;
+    return at;
+  };
+  layer_acts_.clear();
+  for (int l = 0; l < config_.layers; ++l) {
+    LayerActs a;
+    a.x = take(n * d);
+    a.h1 = take(n * d);
+    a.rstd1 = take(n);
+    a.q = take(n * q);
+    a.k = take(n * kv);
+    a.v = take(n * kv);
+    a.attn = take(n * q);
+    a.lse = take(int64_t{batch} * config_.heads * seq_len);
+    a.x_mid = take(n * d);
+    a.h2 = take(n * d);
+    a.rstd2 = take(n);
+    a.gate = take(n * f);
+    a.up = take(n * f);
+    a.act = take(n * f);
+    layer_acts_.push_back(a);
+  }
+  x_final_ = take(n * d);
+  h_final_ = take(n * d);
+  rstd_final_ = take(n);
+  logits_ = take(n * config_.vocab);
+  acts_.Resize(offset);
+
+  offset = 0;
+  d_x_ = take(n * d);
+  d_h_ = take(n * d);
+  d_q_ = take(n * q);
+  d_k_ = take(n * kv);
+  d_v_ = take(n * kv);
+  d_attn_ = take(n * q);
+  d_gate_ = take(n * f);
+  d_up_ = take(n * f);
+  d_act_ = take(n * f);
+  scratch_.Resize(offset);
+  planned_batch_ = batch;
+  planned_seq_ = seq_len;
+}
+
+float* Transformer::Forward(const data::TokenBatch& batch) {
+  const int B = batch.batch_size, T = batch.seq_len;
+  Plan(B, T);
+  const int64_t n = int64_t{B} * T, d = config_.d_model, f = config_.ffn, V = config_.vocab;
+  const int64_t q_dim = int64_t{config_.heads} * config_.head_dim;
+  const int64_t kv_dim = int64_t{config_.kv_heads} * config_.head_dim;
+  inputs_ = batch.inputs;
+  if (batch.positions.empty()) {
+    positions_.resize(n);
+    for (int64_t i = 0; i < n; ++i) positions_[i] = static_cast<int32_t>(i % T);
+  } else {
+    positions_ = batch.positions;
+  }
+  has_segments_ = !batch.segment_ids.empty();
+  segments_ = batch.segment_ids;
+  const k::RopeTable& rope = Rope(*std::max_element(positions_.begin(), positions_.end()));
+
+  float* A = acts_.data();
+  const float* P = params_.data();
+  k::EmbeddingForward(inputs_.data(), P + layout_.embedding(), A + layer_acts_[0].x, n, d);
+  for (int l = 0; l < config_.layers; ++l) {
+    const LayerActs& a = layer_acts_[l];
+    const LayerOffsets& w = layout_.layer(l);
+    float* x_out = l + 1 < config_.layers ? A + layer_acts_[l + 1].x : A + x_final_;
+    k::RmsNormForward(A + a.x, P + w.input_norm, A + a.h1, A + a.rstd1, n, d, config_.norm_eps);
+    k::LinearForward(A + a.h1, P + w.q, A + a.q, n, d, q_dim);
+    k::LinearForward(A + a.h1, P + w.k, A + a.k, n, d, kv_dim);
+    k::LinearForward(A + a.h1, P + w.v, A + a.v, n, d, kv_dim);
+    k::RopeForward(A + a.q, positions_.data(), rope, n, config_.heads);
+    k::RopeForward(A + a.k, positions_.data(), rope, n, config_.kv_heads);
+    const k::AttentionShape shape{
+        B, T, config_.heads, config_.kv_heads, config_.head_dim, config_.window_of(l)};
+    k::AttentionForward(shape, A + a.q, A + a.k, A + a.v, has_segments_ ? segments_.data() : nullptr,
+                        A + a.attn, A + a.lse);
+    k::LinearForward(A + a.attn, P + w.o, A + a.x_mid, n, q_dim, d);
+    k::ParallelFor(n * d, 1 << 15, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) A[a.x_mid + i] += A[a.x + i];
+    });
+    k::RmsNormForward(A + a.x_mid, P + w.post_norm, A + a.h2, A + a.rstd2, n, d, config_.norm_eps);
+    k::LinearForward(A + a.h2, P + w.gate, A + a.gate, n, d, f);
+    k::LinearForward(A + a.h2, P + w.up, A + a.up, n, d, f);
+    k::SwiGluForward(A + a.gate, A + a.up, A + a.act, n * f);
+    k::LinearForward(A + a.act, P + w.down, x_out, n, f, d);
+    k::ParallelFor(n * d, 1 << 15, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) x_out[i] += A[a.x_mid + i];
+    });
+  }
+  k::RmsNormForward(A + x_final_, P + layout_.final_norm(), A + h_final_, A + rstd_final_, n, d,
+                    config_.norm_eps);
+  k::LinearForward(A + h_final_, P + layout_.lm_head(), A + logits_, n, d, V);
+  return A + logits_;
+}
+
+void Transformer::Backward(const float* dlogits) {
+  const int B = planned_batch_, T = planned_seq_;
+  const int64_t n = int64_t{B} * T, d = config_.d_model, f = config_.ffn, V = config_.vocab;
+  const int64_t q_dim = int64_t{config_.heads} * config_.head_dim;
+  const int64_t kv_dim = int64_t{config_.kv_heads} * config_.head_dim;
+  const float* A = acts_.data();
+  const float* P = params_.data();
+  float* G = grads_.data();
+  float* S = scratch_.data();
+  const k::RopeTable& rope = rope_;
+
+  // Head and final norm: d_x holds d(loss)/d(residual stream) from here down.
+  k::LinearBackward(dlogits, A + h_final_, P + layout_.lm_head(), S + d_h_, G + layout_.lm_head(), n, d, V,
+                    false);
+  k::RmsNormBackward(S + d_h_, A + x_final_, P + layout_.final_norm(), A + rstd_final_, S + d_x_,
+                     G + layout_.final_norm(), n, d, false);
+  for (int l = config_.layers - 1; l >= 0; --l) {
+    const LayerActs& a = layer_acts_[l];
+    const LayerOffsets& w = layout_.layer(l);
+    // MLP: x_out = x_mid + down(act); d_x flows to x_mid unchanged plus through the MLP.
+    k::LinearBackward(S + d_x_, A + a.act, P + w.down, S + d_act_, G + w.down, n, f, d, false);
+    k::SwiGluBackward(S + d_act_, A + a.gate, A + a.up, S + d_gate_, S + d_up_, n * f);
+    k::LinearBackward(S + d_gate_, A + a.h2, P + w.gate, S + d_h_, G + w.gate, n, d, f, false);
+    k::LinearBackward(S + d_up_, A + a.h2, P + w.up, S + d_h_, G + w.up, n, d, f, true);
+    k::RmsNormBackward(S + d_h_, A + a.x_mid, P + w.post_norm, A + a.rstd2, S + d_x_, G + w.post_norm, n, d,
+                       true);
+    // Attention: x_mid = x + o_proj(attn).
+    k::LinearBackward(S + d_x_, A + a.attn, P + w.o, S + d_attn_, G + w.o, n, q_dim, d, false);
+    const k::AttentionShape shape{
+        B, T, config_.heads, config_.kv_heads, config_.head_dim, config_.window_of(l)};
+    k::AttentionBackward(shape, A + a.q, A + a.k, A + a.v, A + a.attn, A + a.lse, S + d_attn_,
+                         has_segments_ ? segments_.data() : nullptr, S + d_q_, S + d_k_, S + d_v_);
+    k::RopeBackward(S + d_q_, positions_.data(), rope, n, config_.heads);
+    k::RopeBackward(S + d_k_, positions_.data(), rope, n, config_.kv_heads);
+    k::LinearBackward(S + d_q_, A + a.h1, P + w.q, S + d_h_, G + w.q, n, d, q_dim, false);
+    k::LinearBackward(S + d_k_, A + a.h1, P + w.k, S + d_h_, G + w.k, n, d, kv_dim, true);
+    k::LinearBackward(S + d_v_, A + a.h1, P + w.v, S + d_h_, G + w.v, n, d, kv_dim, true);
+    k::RmsNormBackward(S + d_h_, A + a.x, P + w.input_norm, A + a.rstd1, S + d_x_, G + w.input_norm, n, d,
+                       true);
+  }
+  k::EmbeddingBackward(inputs_.data(), S + d_x_, G + layout_.embedding(), n, d);
+}
+
+}  // namespace loom::engine

@@ -1,0 +1,76 @@
+// A Llama-family decoder with explicit forward and backward passes (no autograd):
+//
+//   x = embed(tokens)
+//   per layer: x += o_proj(attention(rope(q,k), v)) over rmsnorm(x)     (GQA, causal, optional window)
+//              x += down(silu(gate(h)) * up(h)),   h = rmsnorm(x)
+//   logits = lm_head(rmsnorm(x))                                         (or embedᵀ when tied)
+//
+// Parameters and their gradients live in two contiguous buffers laid out by ParameterLayout.
+// Activations for a (batch, seq_len) shape are planned once into one buffer and reused until the
+// shape changes. The loss is not part of the model: Forward returns logits, the caller turns
+// them into d(loss)/d(logits) (in place), and Backward takes it from there.
+#pragma once
+
+#include <cstdint>
+
+#include "data/batch.h"
+#include "kernels/cpu/rope.h"
+#include "worker/engine/buffer.h"
+#include "worker/engine/parameters.h"
+#include "worker/engine/transformer_config.h"
+
+namespace loom::engine {
+
+class Transformer {
+ public:
+  explicit Transformer(TransformerConfig config);
+
+  const TransformerConfig& config() const { return config_; }
+  const ParameterLayout& layout() const { return layout_; }
+  float* params() { return params_.data(); }
+  const float* params() const { return params_.data(); }
+  float* grads() { return grads_.data(); }
+  int64_t num_params() const { return layout_.total(); }
+
+  // Normal(0, init_std) for matrices and the embedding, ones for norms; deterministic in seed.
+  void InitWeights(uint64_t seed);
+  void ZeroGrads() { grads_.Zero(); }
+
+  // Runs the forward pass over `batch` and keeps what Backward needs. Returns the logits
+  // [batch_size * seq_len, vocab], owned by the model and valid until the next Forward.
+  float* Forward(const data::TokenBatch& batch);
+
+  // Backpropagates dlogits (which may be the logits buffer returned by Forward, overwritten in
+  // place by the loss) through the last Forward, adding the gradients into grads().
+  void Backward(const float* dlogits);
+
+  // Bytes of the activation plan for the current shape.
+  int64_t activation_bytes() const { return acts_.size() * 4 + scratch_.size() * 4; }
+
+ private:
+  void Plan(int batch, int seq_len);
+  const kernels::cpu::RopeTable& Rope(int max_position);
+
+  TransformerConfig config_;
+  ParameterLayout layout_;
+  FloatBuffer params_, grads_;
+
+  // Activation plan (offsets into acts_), for the shape planned_batch_ x planned_seq_.
+  int planned_batch_ = 0, planned_seq_ = 0;
+  struct LayerActs {
+    int64_t x, h1, rstd1, q, k, v, attn, lse, x_mid, h2, rstd2, gate, up, act;
+  };
+  std::vector<LayerActs> layer_acts_;
+  int64_t x_final_ = 0, h_final_ = 0, rstd_final_ = 0, logits_ = 0;
+  FloatBuffer acts_;
+  // Gradient scratch shared by all layers.
+  int64_t d_x_ = 0, d_h_ = 0, d_q_ = 0, d_k_ = 0, d_v_ = 0, d_attn_ = 0, d_gate_ = 0, d_up_ = 0, d_act_ = 0;
+  FloatBuffer scratch_;
+
+  // The batch of the last Forward (token ids, positions, segments), needed by Backward.
+  std::vector<int32_t> inputs_, positions_, segments_;
+  bool has_segments_ = false;
+  kernels::cpu::RopeTable rope_;
+};
+
+}  // namespace loom::engine
