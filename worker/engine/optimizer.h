@@ -31,9 +31,12 @@ class Optimizer {
   int64_t step() const { return step_; }
   void set_step(int64_t step) { step_ = step; }
   const OptimizerSettings& settings() const { return settings_; }
+  const ParameterLayout& layout() const { return layout_; }
   // First and second moments (Lion uses only the first), laid out like the parameters.
   FloatBuffer& first_moment() { return m_; }
   FloatBuffer& second_moment() { return v_; }
+  const FloatBuffer& first_moment() const { return m_; }
+  const FloatBuffer& second_moment() const { return v_; }
   bool has_second_moment() const { return settings_.type != loom::v1::OptimizerConfig::TYPE_LION; }
 
  private:

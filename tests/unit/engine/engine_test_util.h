@@ -1,0 +1,39 @@
+// Small plans for engine tests, read through the same parser and resolver the coordinator uses.
+#pragma once
+
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "common/plan_io.h"
+#include "common/plan_resolve.h"
+#include "common/plan_validation.h"
+
+namespace loom::testing {
+
+// A byte-level model (vocab 256) and one pretrain stage; `stage_yaml` is spliced into the stage.
+inline loom::v1::TrainingPlan TinyPlan(const std::string& stage_yaml, const std::string& model_yaml = "") {
+  const std::string text = R"(name: tiny
+model: {layers: 2, d_model: 64, heads: 4, kv_heads: 2, ffn_size: 128, vocab_size: 256)" +
+                           model_yaml + R"(}
+data: {sources: [text]}
+stages:
+  - name: core
+    kind: pretrain
+)" + stage_yaml;
+  ParsedPlan parsed = ParsePlanText(text, PlanFormat::kYaml);
+  EXPECT_TRUE(parsed.errors.empty()) << FormatPlanErrors(parsed.errors) << text;
+  const auto errors = ValidatePlan(parsed.plan);
+  EXPECT_TRUE(errors.empty()) << FormatPlanErrors(errors) << text;
+  return parsed.plan;
+}
+
+inline std::string RepetitiveText() {
+  std::string text;
+  const char* lines[] = {"the quick brown fox jumps over the lazy dog. ", "a stitch in time saves nine. ",
+                         "all that glitters is not gold. "};
+  for (int i = 0; i < 200; ++i) text += lines[i % 3];
+  return text;
+}
+
+}  // namespace loom::testing

@@ -1,0 +1,225 @@
+// The single-process trainer: it learns, it is deterministic, and a resumed run equals an
+// uninterrupted one bit for bit.
+#include "worker/engine/trainer.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "common/checkpoint_io.h"
+#include "engine_test_util.h"
+#include "worker/engine/checkpoint.h"
+
+namespace loom::engine {
+namespace {
+
+using loom::testing::RepetitiveText;
+using loom::testing::TinyPlan;
+
+std::vector<int32_t> Bytes(const std::string& text) { return std::vector<int32_t>(text.begin(), text.end()); }
+
+constexpr char kStage[] = R"(    tokens: 100K
+    optimizer: {lr: 3e-3, weight_decay: 0.01}
+    lr_schedule: {type: cosine, warmup_tokens: 4Ki, min_lr_ratio: 0.1}
+    parallel: {micro_batch_size: 4}
+    batch_ramp: [{at_tokens: 0, global_batch_tokens: 512}]
+    seq_len_schedule: [{at_tokens: 0, seq_len: 64}]
+    data_mix: [{at_tokens: 0, weights: {text: 1}}]
+    checkpoint: {every_steps: 5, keep_last: 0}
+)";
+
+TrainerOptions Options(const loom::v1::TrainingPlan& plan, const std::string& checkpoints = "") {
+  TrainerOptions o;
+  o.model = plan.model();
+  o.stage = ResolveStage(plan, 0);
+  o.plan_id = "tiny-1";
+  o.checkpoint_dir = checkpoints;
+  return o;
+}
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/trainer_" + name;
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+// Runs `steps` steps and returns the per-step losses.
+std::vector<double> Train(Trainer& trainer, int steps) {
+  std::vector<double> losses;
+  for (int i = 0; i < steps; ++i) {
+    auto r = trainer.Step();
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) break;
+    losses.push_back(r->loss);
+  }
+  return losses;
+}
+
+TEST(Trainer, LearnsRepetitiveText) {
+  const auto plan = TinyPlan(kStage);
+  TokenStreamSource data(Bytes(RepetitiveText()));
+  auto trainer = Trainer::Create(Options(plan), &data);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  const std::vector<double> losses = Train(**trainer, 200);
+  ASSERT_EQ(losses.size(), 200u);
+  EXPECT_NEAR(losses.front(), std::log(256.0), 0.3);  // a random byte-level model starts near ln 256
+  EXPECT_LT(losses.back(), 0.5) << "the loss did not fall well below its start (" << losses.front() << ")";
+}
+
+TEST(Trainer, SameSeedSameBits) {
+  const auto plan = TinyPlan(kStage);
+  std::vector<std::vector<double>> runs;
+  std::vector<std::vector<float>> weights;
+  for (int run = 0; run < 2; ++run) {
+    TokenStreamSource data(Bytes(RepetitiveText()));
+    auto trainer = Trainer::Create(Options(plan), &data);
+    ASSERT_TRUE(trainer.ok());
+    runs.push_back(Train(**trainer, 8));
+    Transformer& m = (*trainer)->model();
+    weights.emplace_back(m.params(), m.params() + m.num_params());
+  }
+  ASSERT_EQ(runs[0].size(), runs[1].size());
+  for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_EQ(runs[0][i], runs[1][i]) << "step " << i + 1;
+  EXPECT_EQ(0, std::memcmp(weights[0].data(), weights[1].data(), weights[0].size() * sizeof(float)));
+}
+
+TEST(Trainer, ResumedRunEqualsUninterruptedRunBitwise) {
+  const auto plan = TinyPlan(kStage);
+  const std::string dir = FreshDir("resume");
+  // Uninterrupted: 12 steps, with checkpoints every 5.
+  std::vector<double> full;
+  std::vector<float> full_weights;
+  {
+    TokenStreamSource data(Bytes(RepetitiveText()));
+    auto trainer = Trainer::Create(Options(plan, dir), &data);
+    ASSERT_TRUE(trainer.ok());
+    for (int i = 0; i < 12; ++i) {
+      auto r = (*trainer)->Step();
+      ASSERT_TRUE(r.ok());
+      full.push_back(r->loss);
+      if (r->step == 5) {
+        ASSERT_TRUE((*trainer)->SaveCheckpoint(false).ok());
+      }
+    }
+    Transformer& m = (*trainer)->model();
+    full_weights.assign(m.params(), m.params() + m.num_params());
+  }
+  // Resumed from step 5 with a fresh data source: steps 6..12 repeat exactly.
+  TokenStreamSource data(Bytes(RepetitiveText()));
+  TrainerOptions options = Options(plan, dir);
+  options.resume_from = dir + "/" + CheckpointDirName(5);
+  auto trainer = Trainer::Create(options, &data);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  EXPECT_EQ((*trainer)->step(), 5);
+  EXPECT_EQ((*trainer)->tokens(), 5 * 512);
+  const std::vector<double> resumed = Train(**trainer, 7);
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(resumed[i], full[5 + i]) << "step " << 6 + i;
+  Transformer& m = (*trainer)->model();
+  EXPECT_EQ(0, std::memcmp(m.params(), full_weights.data(), full_weights.size() * sizeof(float)));
+}
+
+TEST(Trainer, RunStopsAtTheBudgetWritesCheckpointsAndKeepsTheNewest) {
+  auto plan = TinyPlan(std::string(kStage).replace(std::string(kStage).find("100K"), 4, "6Ki"));
+  plan.mutable_stages(0)->mutable_checkpoint()->set_every_steps(4);
+  plan.mutable_stages(0)->mutable_checkpoint()->set_keep_last(2);
+  const std::string dir = FreshDir("run");
+  TokenStreamSource data(Bytes(RepetitiveText()));
+  auto trainer = Trainer::Create(Options(plan, dir), &data);
+  ASSERT_TRUE(trainer.ok());
+  int steps = 0;
+  std::vector<std::string> written;
+  ASSERT_TRUE(
+      (*trainer)
+          ->Run([&](const StepReport&) { ++steps; }, [&](const std::string& d) { written.push_back(d); })
+          .ok());
+  EXPECT_EQ(steps, 12);           // 6144 tokens / 512 per step
+  ASSERT_EQ(written.size(), 3u);  // steps 4, 8, 12 (final)
+  const auto kept = ListCheckpointDirs(dir);
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_EQ(std::filesystem::path(kept[1]).filename(), "step-000012");
+  auto manifest = ReadCheckpointManifest(kept[1]);
+  ASSERT_TRUE(manifest.ok());
+  EXPECT_TRUE(manifest->final());
+  EXPECT_EQ(manifest->tokens(), 6144);
+  EXPECT_EQ(manifest->stage(), "core");
+}
+
+TEST(Trainer, GradientAccumulationDoesNotChangeTheStep) {
+  // The same global batch in 1 or 4 micro-batches: the same loss and nearly the same weights.
+  std::vector<std::vector<float>> weights;
+  std::vector<double> losses;
+  for (int micro : {8, 2}) {
+    auto plan = TinyPlan(kStage);
+    plan.mutable_stages(0)->mutable_parallel()->set_micro_batch_size(micro);
+    TokenStreamSource data(Bytes(RepetitiveText()));
+    auto trainer = Trainer::Create(Options(plan), &data);
+    ASSERT_TRUE(trainer.ok());
+    auto r = (*trainer)->Step();
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->micro_batches, 8 / micro);
+    losses.push_back(r->loss);
+    Transformer& m = (*trainer)->model();
+    weights.emplace_back(m.params(), m.params() + m.num_params());
+  }
+  EXPECT_NEAR(losses[0], losses[1], 1e-5);
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < weights[0].size(); ++i) {
+    diff += (weights[0][i] - weights[1][i]) * (weights[0][i] - weights[1][i]);
+    norm += weights[0][i] * weights[0][i];
+  }
+  EXPECT_LT(std::sqrt(diff / norm), 1e-5);
+}
+
+TEST(Trainer, BatchRampAndSequenceScheduleApplyAtTheirBoundaries) {
+  const auto plan = TinyPlan(R"(    tokens: 8Ki
+    optimizer: {lr: 1e-3}
+    parallel: {micro_batch_size: 2}
+    batch_ramp: [{at_tokens: 0, global_batch_tokens: 512}, {at_tokens: 1Ki, global_batch_tokens: 1Ki}, {at_tokens: 4Ki, global_batch_tokens: 2Ki}]
+    seq_len_schedule: [{at_tokens: 0, seq_len: 64}, {at_tokens: 2Ki, seq_len: 128}]
+    data_mix: [{at_tokens: 0, weights: {text: 1}}]
+)");
+  TokenStreamSource data(Bytes(RepetitiveText()));
+  auto trainer = Trainer::Create(Options(plan), &data);
+  ASSERT_TRUE(trainer.ok());
+  std::vector<std::tuple<int64_t, int64_t, int>> seen;  // (tokens before, batch, seq)
+  int64_t before = 0;
+  ASSERT_TRUE((*trainer)
+                  ->Run(
+                      [&](const StepReport& r) {
+                        seen.emplace_back(before, r.global_batch_tokens, r.seq_len);
+                        before = r.tokens;
+                      },
+                      nullptr)
+                  .ok());
+  const std::vector<std::tuple<int64_t, int64_t, int>> expected = {
+      {0, 512, 64},      {512, 512, 64},    {1024, 1024, 64}, {2048, 1024, 128},
+      {3072, 1024, 128}, {4096, 2048, 128}, {6144, 2048, 128}};
+  EXPECT_EQ(seen, expected);
+}
+
+TEST(Trainer, ResumingFromACheckpointOfAnotherModelSaysWhy) {
+  const auto plan = TinyPlan(kStage);
+  const std::string dir = FreshDir("mismatch");
+  {
+    TokenStreamSource data(Bytes(RepetitiveText()));
+    auto trainer = Trainer::Create(Options(plan, dir), &data);
+    ASSERT_TRUE(trainer.ok());
+    ASSERT_TRUE((*trainer)->Step().ok());
+    ASSERT_TRUE((*trainer)->SaveCheckpoint(false).ok());
+  }
+  auto wider = TinyPlan(kStage);
+  wider.mutable_model()->set_ffn_size(192);
+  TokenStreamSource data(Bytes(RepetitiveText()));
+  TrainerOptions options = Options(wider);
+  options.init_from = dir + "/" + CheckpointDirName(1);
+  auto trainer = Trainer::Create(options, &data);
+  ASSERT_FALSE(trainer.ok());
+  EXPECT_NE(trainer.status().message().find("does not fit this model"), std::string::npos)
+      << trainer.status();
+  EXPECT_NE(trainer.status().message().find("mlp.gate_proj.weight"), std::string::npos) << trainer.status();
+}
+
+}  // namespace
+}  // namespace loom::engine

@@ -1,0 +1,171 @@
+#include "worker/engine/trainer.h"
+
+#include <chrono>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "common/checkpoint_io.h"
+#include "common/plan_resolve.h"
+#include "kernels/cpu/cross_entropy.h"
+#include "worker/engine/checkpoint.h"
+#include "worker/engine/schedules.h"
+
+namespace loom::engine {
+
+static_assert(kernels::cpu::kIgnoreTarget == data::kIgnoreIndex, "one ignore index across the engine");
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainerOptions options, BatchSource* data) {
+  std::unique_ptr<Trainer> trainer(new Trainer(std::move(options), data));
+  if (absl::Status s = trainer->Init(); !s.ok()) return s;
+  return trainer;
+}
+
+absl::Status Trainer::Init() {
+  const loom::v1::Stage& stage = options_.stage;
+  effective_model_ = options_.model;
+  ApplyModelDefaults(&effective_model_);  // checkpoints record concrete values
+  // A stage that starts from (or resumes) a checkpoint keeps that checkpoint's RoPE unless it
+  // sets its own: an SFT stage after a context extension must not fall back to the old base.
+  const std::string& source = !options_.resume_from.empty() ? options_.resume_from : options_.init_from;
+  if (!source.empty()) {
+    absl::StatusOr<loom::v1::CheckpointManifest> manifest = ReadCheckpointManifest(source, /*verify=*/false);
+    if (!manifest.ok()) return manifest.status();
+    if (manifest->model().has_rope_theta()) effective_model_.set_rope_theta(manifest->model().rope_theta());
+    if (manifest->model().has_rope_scaling()) {
+      *effective_model_.mutable_rope_scaling() = manifest->model().rope_scaling();
+    }
+  }
+  if (stage.has_rope()) {
+    if (stage.rope().has_theta()) effective_model_.set_rope_theta(stage.rope().theta());
+    if (stage.rope().has_scaling()) *effective_model_.mutable_rope_scaling() = stage.rope().scaling();
+  }
+  absl::StatusOr<TransformerConfig> config = TransformerConfig::FromProto(effective_model_);
+  if (!config.ok()) return config.status();
+  model_ = std::make_unique<Transformer>(*config);
+  optimizer_ = std::make_unique<Optimizer>(model_->layout(), OptimizerSettings::FromProto(stage.optimizer()));
+  rng_ = Random(stage.seed());
+
+  if (!options_.resume_from.empty()) {
+    absl::StatusOr<loom::v1::CheckpointManifest> manifest = LoadWeights(options_.resume_from, model_.get());
+    if (!manifest.ok()) return manifest.status();
+    if (absl::Status s = LoadOptimizerState(options_.resume_from, *manifest, optimizer_.get()); !s.ok())
+      return s;
+    if (absl::Status s = data_->RestoreState(manifest->data_state()); !s.ok()) return s;
+    if (!rng_.RestoreState(manifest->rng_state())) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint ", options_.resume_from, " has a malformed RNG state"));
+    }
+    tokens_ = manifest->tokens();
+  } else if (!options_.init_from.empty()) {
+    if (auto manifest = LoadWeights(options_.init_from, model_.get()); !manifest.ok())
+      return manifest.status();
+  } else {
+    model_->InitWeights(rng_.NextU64());
+  }
+  return absl::OkStatus();
+}
+
+bool Trainer::Done() const {
+  if (options_.max_steps > 0 && step() >= options_.max_steps) return true;
+  return options_.stage.tokens() > 0 && tokens_ >= options_.stage.tokens();
+}
+
+absl::StatusOr<StepReport> Trainer::Step() {
+  const auto start = std::chrono::steady_clock::now();
+  const loom::v1::Stage& stage = options_.stage;
+  const int64_t batch_tokens = GlobalBatchTokens(stage, tokens_);
+  const int seq_len = SeqLen(stage, tokens_);
+  const int micro = stage.parallel().micro_batch_size();
+  const int dp = 1, dp_rank = 0;  // one process
+  if (seq_len < 2 || batch_tokens % (int64_t{seq_len} * micro * dp) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "global batch ", batch_tokens, " tokens is not a multiple of seq_len ", seq_len,
+        " x micro_batch_size ", micro, " x dp ", dp, " at ", tokens_, " tokens (validate the plan)"));
+  }
+  const int global_sequences = static_cast<int>(batch_tokens / seq_len);
+  if (absl::Status s = data_->Next(seq_len, global_sequences, dp_rank, dp, &batch_); !s.ok()) return s;
+
+  int64_t targets = 0;
+  for (int32_t t : batch_.targets) targets += t != data::kIgnoreIndex;
+  if (targets == 0) return absl::FailedPreconditionError("a training batch has no target tokens");
+  const float grad_scale = 1.0f / static_cast<float>(targets);
+
+  model_->ZeroGrads();
+  double loss_sum = 0;
+  const int vocab = model_->config().vocab;
+  const int micro_batches = batch_.batch_size / micro;
+  for (int m = 0; m < micro_batches; ++m) {
+    const data::TokenBatch mb = SliceBatch(batch_, m * micro, micro);
+    float* logits = model_->Forward(mb);
+    loss_sum += kernels::cpu::CrossEntropy(logits, mb.targets.data(), mb.tokens(), vocab, grad_scale, logits)
+                    .loss_sum;
+    model_->Backward(logits);
+  }
+  const double lr = LearningRate(stage.lr_schedule(), stage.optimizer().lr(), tokens_, stage.tokens());
+  const double norm = optimizer_->Step(model_->params(), model_->grads(), static_cast<float>(lr));
+  tokens_ += batch_tokens;
+
+  StepReport r;
+  r.step = step();
+  r.tokens = tokens_;
+  r.loss = loss_sum / targets;
+  r.learning_rate = lr;
+  r.grad_norm = norm;
+  r.global_batch_tokens = batch_tokens;
+  r.seq_len = seq_len;
+  r.micro_batches = micro_batches;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.tokens_per_second = batch_tokens / std::max(r.seconds, 1e-9);
+  return r;
+}
+
+absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
+  if (options_.checkpoint_dir.empty())
+    return absl::FailedPreconditionError("no checkpoint directory was given");
+  loom::v1::CheckpointManifest manifest;
+  manifest.set_plan_id(options_.plan_id);
+  manifest.set_stage(options_.stage.name());
+  manifest.set_step(step());
+  manifest.set_tokens(tokens_);
+  *manifest.mutable_model() = effective_model_;
+  manifest.set_dp(1);
+  manifest.set_tp(1);
+  manifest.set_pp(1);
+  manifest.set_data_state(data_->SaveState());
+  manifest.set_rng_state(rng_.SaveState());
+  manifest.set_final(final);
+  const std::string dir =
+      (std::filesystem::path(options_.checkpoint_dir) / CheckpointDirName(step())).string();
+  if (absl::Status s = engine::SaveCheckpoint(dir, *model_, optimizer_.get(), manifest); !s.ok()) return s;
+  return dir;
+}
+
+void Trainer::PruneCheckpoints() {
+  // Keep the newest keep_last checkpoints; the final one is always the newest. Older ones are
+  // removed only after a newer one is durable.
+  const int keep = options_.stage.checkpoint().keep_last();
+  if (keep <= 0) return;
+  const std::vector<std::string> dirs = ListCheckpointDirs(options_.checkpoint_dir);
+  std::error_code ec;
+  for (size_t i = 0; i + keep < dirs.size(); ++i) std::filesystem::remove_all(dirs[i], ec);
+}
+
+absl::Status Trainer::Run(const std::function<void(const StepReport&)>& on_step,
+                          const std::function<void(const std::string&)>& on_checkpoint) {
+  const int every = options_.stage.checkpoint().every_steps();
+  while (!Done()) {
+    absl::StatusOr<StepReport> report = Step();
+    if (!report.ok()) return report.status();
+    if (on_step) on_step(*report);
+    const bool last = Done();
+    if (!options_.checkpoint_dir.empty() && (last || (every > 0 && report->step % every == 0))) {
+      absl::StatusOr<std::string> dir = SaveCheckpoint(last);
+      if (!dir.ok()) return dir.status();
+      if (on_checkpoint) on_checkpoint(*dir);
+      PruneCheckpoints();
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace loom::engine

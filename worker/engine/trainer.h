@@ -1,0 +1,93 @@
+// The training loop of one pretraining-style stage on one process: each optimizer step takes
+// the global batch and sequence length the stage's schedules give for the tokens consumed so far,
+// splits this rank's share into micro-batches (gradient accumulation), and applies the optimizer
+// at the scheduled learning rate. Everything a resume needs — weights, optimizer moments, step,
+// tokens, data position and RNG — goes into its checkpoints, so a resumed run repeats the
+// uninterrupted one bit for bit.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "loom/v1/plan.pb.h"
+#include "worker/engine/batch_source.h"
+#include "worker/engine/optimizer.h"
+#include "worker/engine/random.h"
+#include "worker/engine/transformer.h"
+
+namespace loom::engine {
+
+struct TrainerOptions {
+  // The stage's model (a validated plan's) and the stage itself, resolved (plan_resolve.h).
+  loom::v1::ModelConfig model;
+  loom::v1::Stage stage;
+  std::string plan_id;
+  // Where checkpoints go: `<checkpoint_dir>/step-<N>`. Empty: no checkpoints.
+  std::string checkpoint_dir;
+  // A checkpoint to resume from (weights, optimizer, step, tokens, data, RNG), or empty.
+  std::string resume_from;
+  // A checkpoint to start from (weights only: the stage's `from`), or empty for random init.
+  // Its RoPE settings carry over unless the stage sets its own.
+  std::string init_from;
+  // Stop after this many steps in total (0: run to the stage's token budget).
+  int64_t max_steps = 0;
+};
+
+struct StepReport {
+  int64_t step = 0;    // steps done, this one included
+  int64_t tokens = 0;  // tokens consumed after this step
+  double loss = 0;     // mean over the step's target tokens
+  double learning_rate = 0;
+  double grad_norm = 0;
+  int64_t global_batch_tokens = 0;
+  int seq_len = 0;
+  int micro_batches = 0;
+  double seconds = 0;
+  double tokens_per_second = 0;
+};
+
+class Trainer {
+ public:
+  // Builds the model, loads `resume_from` or `init_from`, or initialises from the stage seed.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(TrainerOptions options, BatchSource* data);
+
+  // One optimizer step.
+  absl::StatusOr<StepReport> Step();
+  // The token budget (or max_steps) is reached.
+  bool Done() const;
+
+  // Writes `<checkpoint_dir>/step-<N>` and returns its path; `final` marks the stage's last.
+  absl::StatusOr<std::string> SaveCheckpoint(bool final);
+
+  // Steps until Done, checkpointing every checkpoint.every_steps and at the end (keeping the
+  // newest checkpoint.keep_last); calls on_step after every step and on_checkpoint after every
+  // checkpoint.
+  absl::Status Run(const std::function<void(const StepReport&)>& on_step,
+                   const std::function<void(const std::string&)>& on_checkpoint);
+
+  Transformer& model() { return *model_; }
+  int64_t step() const { return optimizer_->step(); }
+  int64_t tokens() const { return tokens_; }
+  // The model config as trained (the stage's RoPE applied), as written into checkpoints.
+  const loom::v1::ModelConfig& effective_model() const { return effective_model_; }
+
+ private:
+  Trainer(TrainerOptions options, BatchSource* data) : options_(std::move(options)), data_(data), rng_(0) {}
+  absl::Status Init();
+  void PruneCheckpoints();
+
+  TrainerOptions options_;
+  BatchSource* data_;
+  loom::v1::ModelConfig effective_model_;
+  std::unique_ptr<Transformer> model_;
+  std::unique_ptr<Optimizer> optimizer_;
+  Random rng_;
+  int64_t tokens_ = 0;
+  data::TokenBatch batch_;
+};
+
+}  // namespace loom::engine
