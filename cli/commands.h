@@ -12,4 +12,10 @@ using Args = std::vector<std::string>;
 
 int RunValidate(const Args& args);
 
+// Engine commands (cli/engine_commands.cc): they run the engine in this process.
+int RunTrainLocal(const Args& args);
+int RunGenerate(const Args& args);
+int RunExportHf(const Args& args);
+int RunImportHf(const Args& args);
+
 }  // namespace loom::cli
