@@ -76,19 +76,23 @@ absl::StatusOr<StepReport> Trainer::Step() {
   const int64_t batch_tokens = GlobalBatchTokens(stage, tokens_);
   const int seq_len = SeqLen(stage, tokens_);
   const int micro = stage.parallel().micro_batch_size();
-  const int dp = 1, dp_rank = 0;  // one process
+  const int dp = dp_size(), rank = dp_rank();
   if (seq_len < 2 || batch_tokens % (int64_t{seq_len} * micro * dp) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "global batch ", batch_tokens, " tokens is not a multiple of seq_len ", seq_len,
         " x micro_batch_size ", micro, " x dp ", dp, " at ", tokens_, " tokens (validate the plan)"));
   }
   const int global_sequences = static_cast<int>(batch_tokens / seq_len);
-  if (absl::Status s = data_->Next(seq_len, global_sequences, dp_rank, dp, &batch_); !s.ok()) return s;
+  if (absl::Status s = data_->Next(seq_len, global_sequences, rank, dp, &batch_); !s.ok()) return s;
 
-  int64_t targets = 0;
+  // The loss is the mean over the global batch's target tokens, whichever rank holds them.
+  double targets = 0;
   for (int32_t t : batch_.targets) targets += t != data::kIgnoreIndex;
+  if (options_.data_parallel) {
+    if (absl::Status s = options_.data_parallel->AllReduceSum(&targets, 1); !s.ok()) return s;
+  }
   if (targets == 0) return absl::FailedPreconditionError("a training batch has no target tokens");
-  const float grad_scale = 1.0f / static_cast<float>(targets);
+  const float grad_scale = static_cast<float>(1.0 / targets);
 
   model_->ZeroGrads();
   double loss_sum = 0;
@@ -100,6 +104,11 @@ absl::StatusOr<StepReport> Trainer::Step() {
     loss_sum += kernels::cpu::CrossEntropy(logits, mb.targets.data(), mb.tokens(), vocab, grad_scale, logits)
                     .loss_sum;
     model_->Backward(logits);
+  }
+  if (options_.data_parallel) {
+    if (absl::Status s = options_.data_parallel->AllReduceSum(model_->grads(), model_->num_params()); !s.ok())
+      return s;
+    if (absl::Status s = options_.data_parallel->AllReduceSum(&loss_sum, 1); !s.ok()) return s;
   }
   const double lr = LearningRate(stage.lr_schedule(), stage.optimizer().lr(), tokens_, stage.tokens());
   const double norm = optimizer_->Step(model_->params(), model_->grads(), static_cast<float>(lr));
@@ -122,13 +131,14 @@ absl::StatusOr<StepReport> Trainer::Step() {
 absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
   if (options_.checkpoint_dir.empty())
     return absl::FailedPreconditionError("no checkpoint directory was given");
+  if (dp_rank() != 0) return std::string();
   loom::v1::CheckpointManifest manifest;
   manifest.set_plan_id(options_.plan_id);
   manifest.set_stage(options_.stage.name());
   manifest.set_step(step());
   manifest.set_tokens(tokens_);
   *manifest.mutable_model() = effective_model_;
-  manifest.set_dp(1);
+  manifest.set_dp(dp_size());
   manifest.set_tp(1);
   manifest.set_pp(1);
   manifest.set_data_state(data_->SaveState());
@@ -161,8 +171,10 @@ absl::Status Trainer::Run(const std::function<void(const StepReport&)>& on_step,
     if (!options_.checkpoint_dir.empty() && (last || (every > 0 && report->step % every == 0))) {
       absl::StatusOr<std::string> dir = SaveCheckpoint(last);
       if (!dir.ok()) return dir.status();
-      if (on_checkpoint) on_checkpoint(*dir);
-      PruneCheckpoints();
+      if (dp_rank() == 0) {
+        if (on_checkpoint) on_checkpoint(*dir);
+        PruneCheckpoints();
+      }
     }
   }
   return absl::OkStatus();

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "loom/v1/plan.pb.h"
 #include "worker/engine/batch_source.h"
+#include "worker/engine/communicator.h"
 #include "worker/engine/optimizer.h"
 #include "worker/engine/random.h"
 #include "worker/engine/transformer.h"
@@ -35,6 +36,10 @@ struct TrainerOptions {
   std::string init_from;
   // Stop after this many steps in total (0: run to the stage's token budget).
   int64_t max_steps = 0;
+  // The data-parallel group (not owned); null: this process alone. Each rank takes its slice of
+  // every global batch, gradients are summed across the group before the optimizer, and only
+  // rank 0 writes checkpoints (every rank holds the same weights).
+  Communicator* data_parallel = nullptr;
 };
 
 struct StepReport {
@@ -61,11 +66,12 @@ class Trainer {
   bool Done() const;
 
   // Writes `<checkpoint_dir>/step-<N>` and returns its path; `final` marks the stage's last.
+  // On a data-parallel rank other than 0 it writes nothing and returns "".
   absl::StatusOr<std::string> SaveCheckpoint(bool final);
 
   // Steps until Done, checkpointing every checkpoint.every_steps and at the end (keeping the
   // newest checkpoint.keep_last); calls on_step after every step and on_checkpoint after every
-  // checkpoint.
+  // checkpoint (rank 0 only).
   absl::Status Run(const std::function<void(const StepReport&)>& on_step,
                    const std::function<void(const std::string&)>& on_checkpoint);
 
@@ -79,6 +85,8 @@ class Trainer {
   Trainer(TrainerOptions options, BatchSource* data) : options_(std::move(options)), data_(data), rng_(0) {}
   absl::Status Init();
   void PruneCheckpoints();
+  int dp_rank() const { return options_.data_parallel ? options_.data_parallel->rank() : 0; }
+  int dp_size() const { return options_.data_parallel ? options_.data_parallel->size() : 1; }
 
   TrainerOptions options_;
   BatchSource* data_;
