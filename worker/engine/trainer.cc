@@ -14,6 +14,18 @@ namespace loom::engine {
 
 static_assert(kernels::cpu::kIgnoreTarget == data::kIgnoreIndex, "one ignore index across the engine");
 
+kernels::cpu::DistillOptions DistillOptionsFromProto(const loom::v1::DistillConfig& config) {
+  kernels::cpu::DistillOptions o;
+  o.mode = config.mode() == loom::v1::DistillConfig::MODE_TOP1_TARGET
+               ? kernels::cpu::DistillOptions::Mode::kTop1Target
+               : kernels::cpu::DistillOptions::Mode::kSoftCrossEntropy;
+  o.temperature = config.has_temperature() ? static_cast<float>(config.temperature()) : 1.0f;
+  o.top_k = config.has_top_k() ? config.top_k() : 0;
+  o.teacher_weight = config.has_teacher_weight() ? static_cast<float>(config.teacher_weight()) : 0.9f;
+  o.lm_weight = config.has_lm_loss_weight() ? static_cast<float>(config.lm_loss_weight()) : 0.0f;
+  return o;
+}
+
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainerOptions options, BatchSource* data) {
   std::unique_ptr<Trainer> trainer(new Trainer(std::move(options), data));
   if (absl::Status s = trainer->Init(); !s.ok()) return s;
@@ -62,6 +74,21 @@ absl::Status Trainer::Init() {
   } else {
     model_->InitWeights(rng_.NextU64());
   }
+  if (!options_.teacher_from.empty()) {
+    absl::StatusOr<loom::v1::CheckpointManifest> manifest =
+        ReadCheckpointManifest(options_.teacher_from, false);
+    if (!manifest.ok()) return manifest.status();
+    if (manifest->model().vocab_size() != effective_model_.vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "distill.teacher ", options_.teacher_from, " has vocab_size ", manifest->model().vocab_size(),
+          ", the student ", effective_model_.vocab_size(), ": they must share a tokenizer"));
+    }
+    absl::StatusOr<TransformerConfig> teacher_config = TransformerConfig::FromProto(manifest->model());
+    if (!teacher_config.ok()) return teacher_config.status();
+    teacher_ = std::make_unique<Transformer>(*teacher_config);
+    if (auto loaded = LoadWeights(options_.teacher_from, teacher_.get()); !loaded.ok())
+      return loaded.status();
+  }
   return absl::OkStatus();
 }
 
@@ -100,6 +127,16 @@ absl::StatusOr<StepReport> Trainer::Step() {
   const int micro_batches = batch_.batch_size / micro;
   for (int m = 0; m < micro_batches; ++m) {
     const data::TokenBatch mb = SliceBatch(batch_, m * micro, micro);
+    if (teacher_) {
+      // The teacher's logits live in its own activation buffer until its next Forward.
+      const float* teacher_logits = teacher_->Forward(mb);
+      float* logits = model_->Forward(mb);
+      loss_sum += kernels::cpu::DistillCrossEntropy(logits, teacher_logits, mb.targets.data(), mb.tokens(),
+                                                    vocab, options_.distill, grad_scale, logits)
+                      .loss_sum;
+      model_->Backward(logits);
+      continue;
+    }
     float* logits = model_->Forward(mb);
     loss_sum += kernels::cpu::CrossEntropy(logits, mb.targets.data(), mb.tokens(), vocab, grad_scale, logits)
                     .loss_sum;

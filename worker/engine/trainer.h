@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "kernels/cpu/distill.h"
 #include "loom/v1/plan.pb.h"
 #include "worker/engine/batch_source.h"
 #include "worker/engine/communicator.h"
@@ -40,6 +41,10 @@ struct TrainerOptions {
   // every global batch, gradients are summed across the group before the optimizer, and only
   // rank 0 writes checkpoints (every rank holds the same weights).
   Communicator* data_parallel = nullptr;
+  // Distillation (a `distill` stage): the teacher's checkpoint, run forward beside the student
+  // on every micro-batch; the loss is then the distillation loss of kernels/cpu/distill.h.
+  std::string teacher_from;
+  kernels::cpu::DistillOptions distill;
 };
 
 struct StepReport {
@@ -54,6 +59,9 @@ struct StepReport {
   double seconds = 0;
   double tokens_per_second = 0;
 };
+
+// The kernel options a stage's `distill` block asks for (defaults from plan.proto).
+kernels::cpu::DistillOptions DistillOptionsFromProto(const loom::v1::DistillConfig& config);
 
 class Trainer {
  public:
@@ -92,6 +100,7 @@ class Trainer {
   BatchSource* data_;
   loom::v1::ModelConfig effective_model_;
   std::unique_ptr<Transformer> model_;
+  std::unique_ptr<Transformer> teacher_;  // distillation only
   std::unique_ptr<Optimizer> optimizer_;
   Random rng_;
   int64_t tokens_ = 0;
