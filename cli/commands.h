@@ -11,5 +11,7 @@ namespace loom::cli {
 using Args = std::vector<std::string>;
 
 int RunValidate(const Args& args);
+// `loom data corpus|prepare|inspect` (cli/data_command.cc).
+int RunData(const Args& args);
 
 }  // namespace loom::cli

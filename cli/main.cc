@@ -17,6 +17,7 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"validate", "check a plan: print a summary, or every error with its field path", loom::cli::RunValidate},
+    {"data", "build the corpus, prepare token shards and the tokenizer, inspect prepared data", loom::cli::RunData},
 };
 
 void PrintUsage(FILE* out) {

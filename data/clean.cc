@@ -213,32 +213,48 @@ void Decontaminator::AddEval(std::string_view text) {
   const size_t n = static_cast<size_t>(options_.ngram);
   if (words.size() < n) {
     if (static_cast<int>(words.size()) < options_.min_words) return;
-    ngrams_.insert(WindowHash(words, 0, words.size()));
+    ngrams_.emplace(WindowHash(words, 0, words.size()), 0);
     lengths_[static_cast<int>(words.size())] = true;
     return;
   }
-  for (size_t i = 0; i + n <= words.size(); ++i) ngrams_.insert(WindowHash(words, i, n));
+  for (size_t i = 0; i + n <= words.size(); ++i) ngrams_.emplace(WindowHash(words, i, n), 0);
   lengths_[options_.ngram] = true;
 }
 
-bool Decontaminator::Contaminated(std::string_view text) const {
-  if (ngrams_.empty()) return false;
+std::vector<uint64_t> Decontaminator::Matches(std::string_view text, bool first_only) const {
+  std::vector<uint64_t> out;
+  if (ngrams_.empty()) return out;
   const std::vector<std::string> words = NormalizedWords(text);
   for (const auto& [length, unused] : lengths_) {
     const size_t n = static_cast<size_t>(length);
     for (size_t i = 0; i + n <= words.size(); ++i) {
-      if (ngrams_.contains(WindowHash(words, i, n))) return true;
+      const uint64_t h = WindowHash(words, i, n);
+      if (!ngrams_.contains(h)) continue;
+      out.push_back(h);
+      if (first_only) return out;
     }
   }
-  return false;
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
+
+void Decontaminator::CountTraining(std::string_view text) {
+  for (uint64_t h : Matches(text, false)) ++ngrams_[h];
+}
+
+size_t Decontaminator::DropBoilerplate() {
+  return std::erase_if(ngrams_, [&](const auto& entry) { return entry.second > options_.max_train_docs; });
+}
+
+bool Decontaminator::Contaminated(std::string_view text) const { return !Matches(text, true).empty(); }
 
 // ---------------------------------------------------------------- report
 
 std::string FilterReport::Format() const {
-  const std::vector<std::string> filters = {kFilterInvalidUtf8, kFilterTooShort, kFilterTooLong,
-                                            kFilterCharClass,   kFilterExactDup, kFilterNearDup,
-                                            kFilterDecontam};
+  const std::vector<std::string> filters = {"malformed",    kFilterInvalidUtf8, kFilterTooShort,
+                                            kFilterTooLong, kFilterCharClass,   kFilterExactDup,
+                                            kFilterNearDup, kFilterDecontam};
   std::string out = absl::StrFormat("%-24s %9s", "source/split", "input");
   for (const std::string& f : filters)
     absl::StrAppendFormat(&out, " %*s", static_cast<int>(std::max<size_t>(f.size(), 6)), f);

@@ -95,6 +95,10 @@ struct DecontamOptions {
   // Evaluation documents shorter than `ngram` words contribute their whole word sequence when it
   // has at least this many words (short math problems); shorter ones are left to exact dedup.
   int min_words = 8;
+  // An evaluation n-gram found in more than this many training documents is boilerplate (a
+  // licence header, a prompt template), not a leaked evaluation item, and is ignored. Applies
+  // when the training documents were counted (CountTraining + DropBoilerplate).
+  int max_train_docs = 10;
 };
 
 // N-gram decontamination: a training document is contaminated when it contains any n-gram of
@@ -103,13 +107,20 @@ class Decontaminator {
  public:
   explicit Decontaminator(const DecontamOptions& options) : options_(options) {}
   void AddEval(std::string_view text);
+  // Optional first pass over the training documents: counts, per evaluation n-gram, the
+  // documents that contain it. DropBoilerplate then forgets those above max_train_docs and
+  // returns how many it dropped.
+  void CountTraining(std::string_view text);
+  size_t DropBoilerplate();
   bool Contaminated(std::string_view text) const;
   size_t ngrams() const { return ngrams_.size(); }
 
  private:
+  // The distinct evaluation n-grams that `text` contains.
+  std::vector<uint64_t> Matches(std::string_view text, bool first_only) const;
   DecontamOptions options_;
-  std::unordered_set<uint64_t> ngrams_;
-  std::map<int, bool> lengths_;  // window lengths in words that have entries
+  std::unordered_map<uint64_t, int64_t> ngrams_;  // n-gram hash -> training documents containing it
+  std::map<int, bool> lengths_;                   // window lengths in words that have entries
 };
 
 // What the filters removed, per source and split.
