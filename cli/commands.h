@@ -11,6 +11,8 @@ namespace loom::cli {
 using Args = std::vector<std::string>;
 
 int RunValidate(const Args& args);
+// `loom data corpus|prepare|inspect` (cli/data_command.cc).
+int RunData(const Args& args);
 
 // Engine commands (cli/engine_commands.cc): they run the engine in this process.
 int RunTrainLocal(const Args& args);

@@ -21,6 +21,7 @@ constexpr Command kCommands[] = {
     {"generate", "continue a prompt with a checkpoint's model", loom::cli::RunGenerate},
     {"export-hf", "write a checkpoint as a Hugging Face Llama directory", loom::cli::RunExportHf},
     {"import-hf", "read a Hugging Face Llama directory into a Loom checkpoint", loom::cli::RunImportHf},
+    {"data", "build the corpus, prepare token shards and the tokenizer, inspect prepared data", loom::cli::RunData},
 };
 
 void PrintUsage(FILE* out) {
