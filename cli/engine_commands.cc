@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
@@ -14,10 +15,12 @@
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
 #include "common/strings.h"
+#include "data/tokenizer.h"
 #include "kernels/cpu/parallel.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/generator.h"
 #include "worker/engine/hf_format.h"
+#include "worker/engine/sampler_source.h"
 #include "worker/engine/trainer.h"
 
 namespace loom::cli {
@@ -31,7 +34,7 @@ int Fail(const absl::Status& status, const char* command) {
 }  // namespace
 
 int RunTrainLocal(const Args& args) {
-  std::string plan_path, stage_name, text_path, tokens_path, out_dir, resume, from;
+  std::string plan_path, stage_name, text_path, tokens_path, data_dir, out_dir, resume, from;
   int64_t steps = 0;
   int threads = 1;
   CommandLine cl("loom train-local",
@@ -41,6 +44,8 @@ int RunTrainLocal(const Args& args) {
   cl.AddFlag("stage", &stage_name, "stage to train (default: the first)");
   cl.AddFlag("text", &text_path, "train on this file's bytes (byte-level models: vocab_size 256)");
   cl.AddFlag("tokens", &tokens_path, "train on this file of little-endian uint32 token ids");
+  cl.AddFlag("data", &data_dir,
+             "train on prepared data (`loom data prepare` output) with the stage's data_mix");
   cl.AddFlag("steps", &steps, "stop after this many optimizer steps (0: the stage's token budget)");
   cl.AddFlag("out", &out_dir, "directory for checkpoints (step-NNNNNN/); empty: none");
   cl.AddFlag("resume", &resume, "checkpoint directory to resume from (weights, optimizer, data, RNG)");
@@ -50,8 +55,8 @@ int RunTrainLocal(const Args& args) {
       "example:\n  loom train-local examples/plans/demo.yaml --text README.md --steps 50 --out /tmp/ckpt");
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
-  if (text_path.empty() == tokens_path.empty()) {
-    std::fprintf(stderr, "loom train-local: give exactly one of --text FILE or --tokens FILE\n");
+  if (text_path.empty() + tokens_path.empty() + data_dir.empty() != 2) {
+    std::fprintf(stderr, "loom train-local: give exactly one of --text FILE, --tokens FILE or --data DIR\n");
     return 2;
   }
   if (threads < 1) {
@@ -73,21 +78,34 @@ int RunTrainLocal(const Args& args) {
     return 2;
   }
 
-  std::unique_ptr<engine::TokenStreamSource> data;
-  if (!text_path.empty()) {
+  std::unique_ptr<engine::BatchSource> data;
+  int64_t data_tokens = 0;
+  const loom::v1::Stage stage = ResolveStage(*plan, index);
+  if (!data_dir.empty()) {
+    const std::string tokenizer_path =
+        plan->data().tokenizer().empty() ? data_dir + "/tokenizer.model" : plan->data().tokenizer();
+    auto tokenizer = data::Tokenizer::Load(tokenizer_path);
+    if (!tokenizer.ok()) return Fail(tokenizer.status(), "train-local");
+    auto source = engine::SamplerBatchSource::Open(stage, data_dir, (*tokenizer)->hash(),
+                                                   plan->model().vocab_size(), stage.seed());
+    if (!source.ok()) return Fail(source.status(), "train-local");
+    data = std::move(*source);
+  } else if (!text_path.empty()) {
     auto source = engine::TokenStreamSource::FromTextFile(text_path);
     if (!source.ok()) return Fail(source.status(), "train-local");
+    data_tokens = (*source)->size();
     data = std::move(*source);
   } else {
     auto source = engine::TokenStreamSource::FromTokenFile(tokens_path, plan->model().vocab_size());
     if (!source.ok()) return Fail(source.status(), "train-local");
+    data_tokens = (*source)->size();
     data = std::move(*source);
   }
 
   kernels::cpu::SetNumThreads(threads);
   engine::TrainerOptions options;
   options.model = plan->model();
-  options.stage = ResolveStage(*plan, index);
+  options.stage = stage;
   options.plan_id = plan->name();
   options.checkpoint_dir = out_dir;
   options.resume_from = resume;
@@ -95,9 +113,10 @@ int RunTrainLocal(const Args& args) {
   options.max_steps = steps;
   auto trainer = engine::Trainer::Create(options, data.get());
   if (!trainer.ok()) return Fail(trainer.status(), "train-local");
-  std::printf("stage %s: %lld parameters, %lld tokens of data, from step %lld\n",
-              options.stage.name().c_str(), static_cast<long long>((*trainer)->model().num_params()),
-              static_cast<long long>(data->size()), static_cast<long long>((*trainer)->step()));
+  std::printf("stage %s: %lld parameters, from step %lld%s\n", options.stage.name().c_str(),
+              static_cast<long long>((*trainer)->model().num_params()),
+              static_cast<long long>((*trainer)->step()),
+              data_tokens > 0 ? absl::StrCat(", ", data_tokens, " tokens of data").c_str() : "");
   absl::Status status = (*trainer)->Run(
       [](const engine::StepReport& r) {
         std::printf(
@@ -112,14 +131,16 @@ int RunTrainLocal(const Args& args) {
 }
 
 int RunGenerate(const Args& args) {
-  std::string checkpoint, prompt, ids;
+  std::string checkpoint, prompt, ids, tokenizer_path;
   int max_new_tokens = 64, top_k = 0, threads = 1;
   double temperature = 0, top_p = 1;
   int64_t seed = 0;
   CommandLine cl("loom generate",
                  "Continues a prompt with a checkpoint's model (KV cache; greedy by default).");
   cl.AddPositional("CHECKPOINT", &checkpoint, "checkpoint directory (with manifest.json)");
-  cl.AddFlag("prompt", &prompt, "prompt text (byte-level models, vocab_size 256)");
+  cl.AddFlag("prompt", &prompt, "prompt text (with --tokenizer, or for byte-level models: vocab_size 256)");
+  cl.AddFlag("tokenizer", &tokenizer_path,
+             "SentencePiece model the checkpoint was trained with (e.g. DATA/tokenizer.model)");
   cl.AddFlag("ids", &ids, "prompt as token ids separated by spaces or commas (any model)");
   cl.AddFlag("max-new-tokens", &max_new_tokens, "tokens to generate");
   cl.AddFlag("temperature", &temperature, "0 = greedy; otherwise sample at this temperature");
@@ -138,12 +159,27 @@ int RunGenerate(const Args& args) {
   auto config = engine::TransformerConfig::FromProto(manifest->model());
   if (!config.ok()) return Fail(config.status(), "generate");
   std::vector<int32_t> tokens;
-  if (!prompt.empty()) {
-    if (config->vocab != 256) {
+  std::unique_ptr<data::Tokenizer> tokenizer;
+  if (!tokenizer_path.empty()) {
+    auto loaded_tokenizer = data::Tokenizer::Load(tokenizer_path);
+    if (!loaded_tokenizer.ok()) return Fail(loaded_tokenizer.status(), "generate");
+    tokenizer = std::move(*loaded_tokenizer);
+    if (tokenizer->vocab_size() > config->vocab) {
       std::fprintf(stderr,
-                   "loom generate: --prompt needs a byte-level model (vocab_size 256; this one has %d); "
-                   "pass token ids with --ids\n",
-                   config->vocab);
+                   "loom generate: the tokenizer has %d pieces, more than the model's vocab_size %d\n",
+                   tokenizer->vocab_size(), config->vocab);
+      return 2;
+    }
+  }
+  if (!prompt.empty() && tokenizer) {
+    tokens = tokenizer->Encode(prompt);
+  } else if (!prompt.empty()) {
+    if (config->vocab != 256) {
+      std::fprintf(
+          stderr,
+          "loom generate: --prompt needs --tokenizer FILE or a byte-level model (vocab_size 256; this "
+          "one has %d), or pass token ids with --ids\n",
+          config->vocab);
       return 2;
     }
     for (unsigned char c : prompt) tokens.push_back(c);
@@ -170,7 +206,9 @@ int RunGenerate(const Args& args) {
   options.max_new_tokens = max_new_tokens;
   options.seed = static_cast<uint64_t>(seed);
   const std::vector<int32_t> out = generator.Generate({tokens}, options)[0];
-  if (!prompt.empty()) {
+  if (tokenizer) {
+    std::printf("%s%s\n", prompt.c_str(), tokenizer->Decode(out).c_str());
+  } else if (!prompt.empty()) {
     std::string text = prompt;
     for (int32_t t : out) text.push_back(static_cast<char>(t));
     std::printf("%s\n", text.c_str());
