@@ -165,8 +165,10 @@ void WorkerDaemon::StartRank(const loom::v1::Assignment& assignment) {
            "LOOM_COORDINATOR=" + options_.coordinator, "LOOM_WORKER_ID=" + options_.worker_id};
   absl::Status written = ec ? absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()))
                             : WriteAssignment(o.assignment_path, assignment);
-  absl::StatusOr<std::unique_ptr<RankProcess>> process = written;
-  if (written.ok()) {
+  absl::StatusOr<std::unique_ptr<RankProcess>> process = absl::UnknownError("not started");
+  if (!written.ok()) {
+    process = written;
+  } else {
     process = RankProcess::Start(
         o, [this, name](const loom::v1::WorkerMessage& m) { OnRankMessage(name, m); },
         [this, name](const loom::v1::RankExit& exit) { OnRankExit(name, exit); });
