@@ -18,7 +18,10 @@ bool Place(const JobRequest& job, std::vector<FreeWorker>* workers, std::vector<
       if (static_cast<int>(w.free_devices.size()) < job.tp) continue;
       if (best == nullptr || w.free_devices.size() < best->free_devices.size()) best = &w;
     }
-    if (best == nullptr) return false;
+    if (best == nullptr) {
+      ranks->clear();
+      return false;
+    }
     for (int t = 0; t < job.tp; ++t) {
       ranks->push_back({best->worker_id, best->free_devices.front()});
       best->free_devices.erase(best->free_devices.begin());

@@ -137,7 +137,7 @@ void RankProcess::Reap() {
     if (r == pid_) break;
     if (r < 0 && errno != EINTR) break;
     const int64_t abort_ms = abort_ms_;
-    if (abort_ms != 0 && !killed && SteadyMs() - abort_ms >= 1000) {
+    if (abort_ms != 0 && !killed && pid_ > 0 && SteadyMs() - abort_ms >= 1000) {
       kill(-pid_, SIGKILL);
       kill(pid_, SIGKILL);
       killed = true;
@@ -161,7 +161,8 @@ void RankProcess::Reap() {
 }
 
 void RankProcess::Abort() {
-  if (exited_) return;
+  // Never signal without a child: kill(-(-1)) and kill(-1) would reach every process we may signal.
+  if (pid_ <= 0 || exited_) return;
   int64_t expected = 0;
   if (abort_ms_.compare_exchange_strong(expected, SteadyMs())) {
     kill(-pid_, SIGTERM);
