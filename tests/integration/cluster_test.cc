@@ -270,6 +270,35 @@ TEST(Cluster, CancelAbortsRunningRanks) {
   EXPECT_NE(out.find("WORKER_STATE_IDLE"), std::string::npos) << out;
 }
 
+TEST(Cluster, LoomUpRunsAPlanAndStopsEverythingOnSigterm) {
+  Cluster cluster;  // only for its directory, port and client
+  Process up({LoomBinary(), "up", "--workers", "2", "--data-dir", cluster.dir() + "/up", "--listen", cluster.address(),
+              "--metrics-listen", "127.0.0.1:0", "--rank-binary", FakeRankBinary()},
+             cluster.dir() + "/up.log");
+  ASSERT_FALSE(up.WaitForLog("loom up: coordinator on").empty()) << up.log();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  std::string id;
+  while (id.empty() && std::chrono::steady_clock::now() < until) {
+    CommandResult r = cluster.Loom({"submit", kPlan, "--quiet"});
+    if (r.exit_code == 0) id = r.out.substr(0, r.out.find('\n'));
+    else std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(id, "twostage-1") << up.log();
+  const PlanStatus s = cluster.WaitForPlan(id, Ended);
+  EXPECT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << up.log();
+  EXPECT_TRUE(std::filesystem::exists(cluster.dir() + "/up/checkpoints/twostage-1/more/step-000010/manifest.json"));
+  CommandResult workers = cluster.Loom({"workers"});
+  EXPECT_NE(workers.out.find("local-0"), std::string::npos) << workers.out;
+  EXPECT_NE(workers.out.find("local-1"), std::string::npos) << workers.out;
+  const auto start = std::chrono::steady_clock::now();
+  const int status = up.Kill(SIGTERM);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << up.log();
+  EXPECT_NE(up.log().find("loom up: stopping"), std::string::npos);
+  // Everything it started is gone: the coordinator no longer answers.
+  EXPECT_EQ(cluster.Loom({"status"}).exit_code, 1);
+}
+
 TEST(Cluster, UnreachableCoordinatorIsNamed) {
   Cluster cluster;  // never started
   CommandResult r = cluster.Loom({"status"});
