@@ -56,12 +56,14 @@ std::unique_ptr<grpc::ClientContext> CallContext(double seconds) {
 }
 
 int ReportRpcError(const std::string& what, const Client& client, const grpc::Status& status) {
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE || status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    std::fprintf(stderr,
-                 "loom: %s: cannot reach the coordinator at %s (%s)\n"
-                 "  is loom-coordinator (or `loom up`) running there? choose another with --coordinator HOST:PORT "
-                 "or LOOM_COORDINATOR\n",
-                 what.c_str(), client.address.c_str(), status.error_message().c_str());
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    std::fprintf(
+        stderr,
+        "loom: %s: cannot reach the coordinator at %s (%s)\n"
+        "  is loom-coordinator (or `loom up`) running there? choose another with --coordinator HOST:PORT "
+        "or LOOM_COORDINATOR\n",
+        what.c_str(), client.address.c_str(), status.error_message().c_str());
   } else {
     std::string message = status.error_message();
     if (!message.empty() && message.back() == '\n') message.pop_back();
@@ -83,27 +85,32 @@ std::string StateName(loom::v1::JobState state) { return Upper(EnumName(state));
 std::string StateName(loom::v1::PlanState state) { return Upper(EnumName(state)); }
 
 std::string JobLine(const loom::v1::JobStatus& job, size_t name_width) {
-  std::string line = absl::StrFormat("%-*s %-10s", static_cast<int>(name_width), job.stage(), StateName(job.state()));
+  std::string line =
+      absl::StrFormat("%-*s %-10s", static_cast<int>(name_width), job.stage(), StateName(job.state()));
   if (job.attempt() > 0) absl::StrAppend(&line, absl::StrFormat(" attempt %d", job.attempt()));
   const loom::v1::Progress& p = job.progress();
-  const bool active = job.state() == loom::v1::JOB_STATE_RUNNING || job.state() == loom::v1::JOB_STATE_SCHEDULED;
+  const bool active =
+      job.state() == loom::v1::JOB_STATE_RUNNING || job.state() == loom::v1::JOB_STATE_SCHEDULED;
   if (p.step() > 0 || job.tokens_budget() > 0) {
     absl::StrAppend(&line, absl::StrFormat("  step %d", p.step()));
     if (job.tokens_budget() > 0) {
       const double pct = 100.0 * static_cast<double>(p.tokens()) / static_cast<double>(job.tokens_budget());
-      absl::StrAppend(&line, absl::StrFormat("  tokens %s/%s (%.0f%%)", Short(static_cast<double>(p.tokens())),
-                                             Short(static_cast<double>(job.tokens_budget())), pct));
+      absl::StrAppend(&line,
+                      absl::StrFormat("  tokens %s/%s (%.0f%%)", Short(static_cast<double>(p.tokens())),
+                                      Short(static_cast<double>(job.tokens_budget())), pct));
     }
     if (p.step() > 0) absl::StrAppend(&line, absl::StrFormat("  loss %.4f", p.loss()));
     if (active && p.tokens_per_second() > 0) {
       absl::StrAppend(&line, absl::StrFormat("  %s tok/s", Short(p.tokens_per_second())));
       if (job.tokens_budget() > p.tokens()) {
-        absl::StrAppend(&line, "  ETA ",
-                        Duration(static_cast<double>(job.tokens_budget() - p.tokens()) / p.tokens_per_second()));
+        absl::StrAppend(
+            &line, "  ETA ",
+            Duration(static_cast<double>(job.tokens_budget() - p.tokens()) / p.tokens_per_second()));
       }
     }
   }
-  if (!job.reason().empty() && job.state() != loom::v1::JOB_STATE_RUNNING) absl::StrAppend(&line, "  (", job.reason(), ")");
+  if (!job.reason().empty() && job.state() != loom::v1::JOB_STATE_RUNNING)
+    absl::StrAppend(&line, "  (", job.reason(), ")");
   return line;
 }
 

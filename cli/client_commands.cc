@@ -19,7 +19,8 @@ namespace {
 
 void AddCoordinatorFlag(CommandLine& cl, std::string* address) {
   *address = DefaultCoordinatorAddress();
-  cl.AddFlag("coordinator", address, "coordinator address (host:port); default $LOOM_COORDINATOR or 127.0.0.1:7070");
+  cl.AddFlag("coordinator", address,
+             "coordinator address (host:port); default $LOOM_COORDINATOR or 127.0.0.1:7070");
 }
 
 void PrintPlan(const loom::v1::PlanStatus& plan) {
@@ -30,7 +31,9 @@ void PrintPlan(const loom::v1::PlanStatus& plan) {
   for (const auto& job : plan.jobs()) width = std::max(width, job.stage().size());
   for (const auto& job : plan.jobs()) {
     std::printf("  %s\n", JobLine(job, width).c_str());
-    if (job.has_final_checkpoint()) std::printf("  %*s final checkpoint %s\n", static_cast<int>(width), "", job.final_checkpoint().path().c_str());
+    if (job.has_final_checkpoint())
+      std::printf("  %*s final checkpoint %s\n", static_cast<int>(width), "",
+                  job.final_checkpoint().path().c_str());
   }
 }
 
@@ -124,7 +127,8 @@ int RunWatch(const Args& args) {
     grpc::ClientContext context;
     loom::v1::WatchPlanRequest request;
     request.set_plan_id(plan_id);
-    std::unique_ptr<grpc::ClientReader<loom::v1::PlanEvent>> reader = client.stub->WatchPlan(&context, request);
+    std::unique_ptr<grpc::ClientReader<loom::v1::PlanEvent>> reader =
+        client.stub->WatchPlan(&context, request);
     loom::v1::PlanEvent event;
     while (reader->Read(&event)) {
       failures = 0;
@@ -152,13 +156,15 @@ int RunWatch(const Args& args) {
       }
     }
     grpc::Status status = reader->Finish();
-    if (status.error_code() == grpc::StatusCode::NOT_FOUND || status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+    if (status.error_code() == grpc::StatusCode::NOT_FOUND ||
+        status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
       return ReportRpcError("watch " + plan_id, client, status);
     }
     // The coordinator went away (a restart?): keep trying for a while.
     if (++failures > 60) return ReportRpcError("watch " + plan_id, client, status);
-    if (failures == 1) std::fprintf(stderr, "loom: watch: lost the coordinator at %s (%s); retrying\n",
-                                    address.c_str(), status.error_message().c_str());
+    if (failures == 1)
+      std::fprintf(stderr, "loom: watch: lost the coordinator at %s (%s); retrying\n", address.c_str(),
+                   status.error_message().c_str());
     std::this_thread::sleep_for(std::chrono::seconds(1));
     drawn = 0;
   }
@@ -193,18 +199,20 @@ int RunWorkers(const Args& args) {
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
   Client client = Connect(address);
   loom::v1::ListWorkersResponse response;
-  grpc::Status status = client.stub->ListWorkers(CallContext().get(), loom::v1::ListWorkersRequest(), &response);
+  grpc::Status status =
+      client.stub->ListWorkers(CallContext().get(), loom::v1::ListWorkersRequest(), &response);
   if (!status.ok()) return ReportRpcError("workers", client, status);
   if (json) {
     std::printf("%s\n", ToJson(response).c_str());
     return 0;
   }
   const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch()).count();
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
   for (const auto& w : response.workers()) {
     std::string state = EnumName(w.state());
-    std::printf("%-24s %-5s %d/%d slots  heartbeat %.1fs ago  %s\n", w.worker_id().c_str(), state.c_str(), w.slots_used(),
-                w.slots(), (now - w.last_heartbeat_ms()) / 1000.0, w.host().c_str());
+    std::printf("%-24s %-5s %d/%d slots  heartbeat %.1fs ago  %s\n", w.worker_id().c_str(), state.c_str(),
+                w.slots_used(), w.slots(), (now - w.last_heartbeat_ms()) / 1000.0, w.host().c_str());
     for (const auto& r : w.ranks()) std::printf("    %s\n", r.c_str());
   }
   if (response.workers_size() == 0) std::printf("no workers\n");
@@ -233,8 +241,9 @@ int RunCheckpoints(const Args& args) {
     return 0;
   }
   for (const auto& c : response.checkpoints()) {
-    std::printf("%-16s step %-8lld tokens %-12lld attempt %d%s  %s\n", c.stage().c_str(), static_cast<long long>(c.step()),
-                static_cast<long long>(c.tokens()), c.attempt(), c.final() ? "  final" : "", c.path().c_str());
+    std::printf("%-16s step %-8lld tokens %-12lld attempt %d%s  %s\n", c.stage().c_str(),
+                static_cast<long long>(c.step()), static_cast<long long>(c.tokens()), c.attempt(),
+                c.final() ? "  final" : "", c.path().c_str());
   }
   if (response.checkpoints_size() == 0) std::printf("no checkpoints\n");
   return 0;

@@ -25,7 +25,8 @@ std::string FindBinary(const std::string& name, const std::string& build_subdir)
   std::error_code ec;
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) {
-    for (const std::filesystem::path& p : {self.parent_path() / name, self.parent_path().parent_path() / build_subdir / name}) {
+    for (const std::filesystem::path& p :
+         {self.parent_path() / name, self.parent_path().parent_path() / build_subdir / name}) {
       if (access(p.c_str(), X_OK) == 0) return p.string();
     }
   }
@@ -80,8 +81,10 @@ int RunUp(const Args& args) {
   cl.AddFlag("data-dir", &data_dir, "coordinator store, checkpoints and worker directories (required)");
   cl.AddFlag("listen", &listen, "coordinator gRPC address");
   cl.AddFlag("metrics-listen", &metrics_listen, "coordinator /metrics address (workers pick free ports)");
-  cl.AddFlag("rank-binary", &rank_binary, "program that runs one rank (default: loom-rank next to loom-worker)");
-  cl.AddEpilog("example:\n  loom up --workers 2 --data-dir /tmp/loom &\n  loom submit examples/plans/demo.yaml");
+  cl.AddFlag("rank-binary", &rank_binary,
+             "program that runs one rank (default: loom-rank next to loom-worker)");
+  cl.AddEpilog(
+      "example:\n  loom up --workers 2 --data-dir /tmp/loom &\n  loom submit examples/plans/demo.yaml");
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
   if (data_dir.empty() || workers < 1) {
@@ -101,24 +104,32 @@ int RunUp(const Args& args) {
 
   const std::string coordinator_bin = FindBinary("loom-coordinator", "coordinator");
   const std::string worker_bin = FindBinary("loom-worker", "worker/daemon");
-  const pid_t coordinator = Spawn({coordinator_bin, "--listen", listen, "--data-dir", data_dir + "/coordinator",
-                                   "--checkpoint-root", data_dir + "/checkpoints", "--metrics-listen", metrics_listen});
+  const pid_t coordinator =
+      Spawn({coordinator_bin, "--listen", listen, "--data-dir", data_dir + "/coordinator",
+             "--checkpoint-root", data_dir + "/checkpoints", "--metrics-listen", metrics_listen});
   if (coordinator < 0) return 1;
   std::vector<pid_t> worker_pids;
   for (int i = 0; i < workers; ++i) {
-    std::vector<std::string> argv = {worker_bin,     "--coordinator", listen,
-                                     "--devices",    absl::StrCat("cpu:", slots),
-                                     "--threads-per-rank", absl::StrCat(threads),
-                                     "--work-dir",   absl::StrCat(data_dir, "/worker-", i),
-                                     "--worker-id",  absl::StrCat("local-", i)};
+    std::vector<std::string> argv = {worker_bin,
+                                     "--coordinator",
+                                     listen,
+                                     "--devices",
+                                     absl::StrCat("cpu:", slots),
+                                     "--threads-per-rank",
+                                     absl::StrCat(threads),
+                                     "--work-dir",
+                                     absl::StrCat(data_dir, "/worker-", i),
+                                     "--worker-id",
+                                     absl::StrCat("local-", i)};
     if (!rank_binary.empty()) {
       argv.push_back("--rank-binary");
       argv.push_back(rank_binary);
     }
     worker_pids.push_back(Spawn(argv));
   }
-  std::printf("loom up: coordinator on %s (metrics http://%s/metrics), %d workers; data in %s. Ctrl-C stops.\n",
-              listen.c_str(), metrics_listen.c_str(), workers, data_dir.c_str());
+  std::printf(
+      "loom up: coordinator on %s (metrics http://%s/metrics), %d workers; data in %s. Ctrl-C stops.\n",
+      listen.c_str(), metrics_listen.c_str(), workers, data_dir.c_str());
   std::fflush(stdout);
 
   int result = 0;

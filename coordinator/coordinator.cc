@@ -37,7 +37,8 @@ std::string AttemptKey(const std::string& job_id, int attempt) { return absl::St
 Coordinator::Coordinator(Store* store, CoordinatorOptions options, Clock clock)
     : store_(store), options_(std::move(options)), clock_(std::move(clock)) {}
 
-absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, CoordinatorOptions options, Clock clock) {
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, CoordinatorOptions options,
+                                                                 Clock clock) {
   std::unique_ptr<Coordinator> c(new Coordinator(store, std::move(options), std::move(clock)));
   absl::MutexLock lock(&c->mu_);
   if (absl::Status s = c->LoadLocked(); !s.ok()) return s;
@@ -72,17 +73,19 @@ absl::Status Coordinator::LoadLocked() {
     }
   }
   Log(LogLevel::kInfo, kLog, "loaded ", plans_.size(), " plans, ", checkpoints_committed_, " checkpoints, ",
-      workers_.size(), " workers; ", adopting, " running attempts wait ", absl::FormatDuration(options_.adopt_grace),
-      " for their workers");
+      workers_.size(), " workers; ", adopting, " running attempts wait ",
+      absl::FormatDuration(options_.adopt_grace), " for their workers");
   return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Client API
 
-absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan& plan, const std::string& source) {
+absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan& plan,
+                                                    const std::string& source) {
   if (plan.ByteSizeLong() > static_cast<size_t>(kMaxPlanBytes)) {
-    return absl::InvalidArgumentError(absl::StrCat("plan is ", plan.ByteSizeLong(), " bytes; the limit is ", kMaxPlanBytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("plan is ", plan.ByteSizeLong(), " bytes; the limit is ", kMaxPlanBytes));
   }
   std::vector<PlanError> errors = ValidatePlan(plan);
   if (!errors.empty()) return PlanErrorsToStatus(errors, source.empty() ? "the plan" : source);
@@ -124,8 +127,8 @@ absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan
   if (absl::Status s = store_->Write(write); !s.ok()) return s;
   plan_seq_ = seq;
   PlanRecord& stored = plans_[plan_id] = std::move(record);
-  Log(LogLevel::kInfo, kLog, "plan ", plan_id, " submitted (", stages.size(), " stages, priority ", plan.priority(),
-      source.empty() ? "" : ", from ", source, ")");
+  Log(LogLevel::kInfo, kLog, "plan ", plan_id, " submitted (", stages.size(), " stages, priority ",
+      plan.priority(), source.empty() ? "" : ", from ", source, ")");
   Announce(stored, absl::StrCat("submitted with ", stages.size(), " stages"));
   dirty_schedule_ = true;
   return plan_id;
@@ -147,7 +150,8 @@ loom::v1::ListPlansResponse Coordinator::ListPlans(bool include_finished) {
   for (const auto& [id, plan] : plans_) {
     if (include_finished || plan.status().state() == loom::v1::PLAN_STATE_ACTIVE) plans.push_back(&plan);
   }
-  std::sort(plans.begin(), plans.end(), [](const PlanRecord* a, const PlanRecord* b) { return a->seq() < b->seq(); });
+  std::sort(plans.begin(), plans.end(),
+            [](const PlanRecord* a, const PlanRecord* b) { return a->seq() < b->seq(); });
   loom::v1::ListPlansResponse response;
   for (const PlanRecord* p : plans) *response.add_plans() = p->status();
   return response;
@@ -185,7 +189,7 @@ loom::v1::ListWorkersResponse Coordinator::ListWorkers() {
 }
 
 absl::StatusOr<loom::v1::ListCheckpointsResponse> Coordinator::ListCheckpoints(const std::string& plan_id,
-                                                                              const std::string& stage) {
+                                                                               const std::string& stage) {
   absl::MutexLock lock(&mu_);
   if (!plans_.contains(plan_id)) return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "'"));
   loom::v1::ListCheckpointsResponse response;
@@ -241,12 +245,14 @@ absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWork
 
     loom::v1::CoordinatorMessage ack;
     ack.mutable_registered()->set_worker_id(request.worker_id());
-    ack.mutable_registered()->set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
+    ack.mutable_registered()->set_heartbeat_interval_ms(
+        absl::ToInt64Milliseconds(options_.heartbeat_interval));
     Send(request.worker_id(), std::move(ack));
 
     // Ranks the worker still runs: re-adopt the current ones, abort the rest.
     std::map<std::string, std::set<int>> listed;
-    for (const loom::v1::RankRef& r : request.running()) listed[AttemptKey(r.job_id(), r.attempt())].insert(r.rank());
+    for (const loom::v1::RankRef& r : request.running())
+      listed[AttemptKey(r.job_id(), r.attempt())].insert(r.rank());
     int adopted = 0, aborted = 0;
     for (const loom::v1::RankRef& r : request.running()) {
       int index = -1;
@@ -287,9 +293,9 @@ absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWork
     }
     RefreshWorkerStatus(w);
     PersistWorker(w);
-    Log(LogLevel::kInfo, kLog, "worker ", request.worker_id(), reconnect ? " reconnected" : " registered", " (",
-        request.host(), ", ", request.devices_size(), " slots, ", adopted, " ranks re-adopted, ", aborted,
-        " aborted)");
+    Log(LogLevel::kInfo, kLog, "worker ", request.worker_id(), reconnect ? " reconnected" : " registered",
+        " (", request.host(), ", ", request.devices_size(), " slots, ", adopted, " ranks re-adopted, ",
+        aborted, " aborted)");
     dirty_schedule_ = true;
   }
   Flush();
@@ -318,7 +324,8 @@ void Coordinator::HandleWorkerMessage(const std::string& worker_id, int64_t conn
         OnRankExit(w, message.rank_exit());
         break;
       default:
-        Log(LogLevel::kWarning, kLog, "worker ", worker_id, " sent an unexpected message (", message.body_case(), ")");
+        Log(LogLevel::kWarning, kLog, "worker ", worker_id, " sent an unexpected message (",
+            message.body_case(), ")");
     }
   }
   Flush();
@@ -340,7 +347,8 @@ void Coordinator::OnHeartbeat(Worker& w, const loom::v1::Heartbeat& hb) {
     bool current = false;
     int index = -1;
     if (PlanRecord* plan = FindJob(r.job_id(), &index); plan != nullptr && IsCurrent(r)) {
-      for (const auto& p : plan->runtime(index).ranks()) current |= p.rank() == r.rank() && p.worker_id() == w.status.worker_id();
+      for (const auto& p : plan->runtime(index).ranks())
+        current |= p.rank() == r.rank() && p.worker_id() == w.status.worker_id();
     }
     if (!current) {
       loom::v1::CoordinatorMessage abort;
@@ -363,8 +371,10 @@ void Coordinator::OnProgress(const loom::v1::Progress& p) {
   }
   std::set<int>& seen = progressed_[job->job_id()];
   seen.insert(p.rank().rank());
-  if (job->state() == loom::v1::JOB_STATE_SCHEDULED && static_cast<int>(seen.size()) == plan->runtime(index).ranks_size()) {
-    SetJobState(*plan, index, loom::v1::JOB_STATE_RUNNING, absl::StrCat("all ", seen.size(), " ranks training"));
+  if (job->state() == loom::v1::JOB_STATE_SCHEDULED &&
+      static_cast<int>(seen.size()) == plan->runtime(index).ranks_size()) {
+    SetJobState(*plan, index, loom::v1::JOB_STATE_RUNNING,
+                absl::StrCat("all ", seen.size(), " ranks training"));
     Persist(*plan);
   }
   Announce(*plan, "");
@@ -396,9 +406,10 @@ void Coordinator::OnCheckpoint(const loom::v1::CheckpointReport& report) {
   checkpoints_[info.plan_id()].push_back(info);
   ++checkpoints_committed_;
   Persist(*plan, &info);
-  Log(LogLevel::kInfo, kLog, "job ", job->job_id(), " attempt ", job->attempt(), ": checkpoint step ", info.step(),
-      " committed", info.final() ? " (final)" : "", " at ", info.path());
-  Announce(*plan, absl::StrCat(job->stage(), ": checkpoint step ", info.step(), " committed", info.final() ? " (final)" : ""));
+  Log(LogLevel::kInfo, kLog, "job ", job->job_id(), " attempt ", job->attempt(), ": checkpoint step ",
+      info.step(), " committed", info.final() ? " (final)" : "", " at ", info.path());
+  Announce(*plan, absl::StrCat(job->stage(), ": checkpoint step ", info.step(), " committed",
+                               info.final() ? " (final)" : ""));
   MaybeSucceed(*plan, index);
 }
 
@@ -480,7 +491,8 @@ void Coordinator::Tick() {
       }
       std::vector<std::string> missing;
       for (const auto& p : plan->runtime(index).ranks()) {
-        if (!p.exited_ok() && !adopted_[it->first].contains(p.rank())) missing.push_back(absl::StrCat(p.rank()));
+        if (!p.exited_ok() && !adopted_[it->first].contains(p.rank()))
+          missing.push_back(absl::StrCat(p.rank()));
       }
       if (missing.empty()) {
         it = adopt_deadline_.erase(it);
@@ -492,8 +504,9 @@ void Coordinator::Tick() {
       }
       const std::string job_id = it->first;
       it = adopt_deadline_.erase(it);
-      FailAttempt(*plan, index,
-                  absl::StrCat("rank(s) ", absl::StrJoin(missing, ","), " not reported running by their workers"));
+      FailAttempt(
+          *plan, index,
+          absl::StrCat("rank(s) ", absl::StrJoin(missing, ","), " not reported running by their workers"));
     }
     if (dirty_schedule_) ScheduleLocked();
   }
@@ -529,7 +542,8 @@ std::vector<Coordinator::Dependency> Coordinator::Dependencies(const PlanRecord&
       }
       break;
     case K::STAGE_KIND_MERGE:
-      for (int i = 0; i < stage.merge().inputs_size(); ++i) add(absl::StrCat("inputs[", i, "]"), stage.merge().inputs(i));
+      for (int i = 0; i < stage.merge().inputs_size(); ++i)
+        add(absl::StrCat("inputs[", i, "]"), stage.merge().inputs(i));
       add("base", stage.merge().base());
       break;
     default:
@@ -538,7 +552,8 @@ std::vector<Coordinator::Dependency> Coordinator::Dependencies(const PlanRecord&
   std::vector<Dependency> deps;
   if (!stage.dataset().from_stage().empty()) {
     for (int j = 0; j < plan.plan().stages_size(); ++j) {
-      if (plan.plan().stages(j).name() == stage.dataset().from_stage()) deps.push_back({"dataset", j, -1, ""});
+      if (plan.plan().stages(j).name() == stage.dataset().from_stage())
+        deps.push_back({"dataset", j, -1, ""});
     }
   }
   for (const auto& [name, text] : refs) {
@@ -560,7 +575,8 @@ std::vector<Coordinator::Dependency> Coordinator::Dependencies(const PlanRecord&
   return deps;
 }
 
-absl::StatusOr<std::map<std::string, std::string>> Coordinator::ResolveInputs(const PlanRecord& plan, int index) {
+absl::StatusOr<std::map<std::string, std::string>> Coordinator::ResolveInputs(const PlanRecord& plan,
+                                                                              int index) {
   std::map<std::string, std::string> inputs;
   for (const Dependency& d : Dependencies(plan, index)) {
     if (d.stage < 0) {
@@ -577,7 +593,8 @@ absl::StatusOr<std::map<std::string, std::string>> Coordinator::ResolveInputs(co
       if (c.stage() == dep.stage() && c.step() == d.step) path = c.path();
     }
     if (path.empty()) {
-      return absl::NotFoundError(absl::StrCat(d.input, ": stage '", dep.stage(), "' committed no checkpoint at step ", d.step));
+      return absl::NotFoundError(
+          absl::StrCat(d.input, ": stage '", dep.stage(), "' committed no checkpoint at step ", d.step));
     }
     inputs[d.input] = path;
   }
@@ -617,7 +634,8 @@ loom::v1::Assignment Coordinator::MakeAssignment(const PlanRecord& plan, int ind
   layout->set_dp_rank(rank / (tp * pp));
   a.set_rendezvous_prefix(absl::StrCat(AttemptKey(job.job_id(), job.attempt()), "/"));
   a.set_resume_from(job.last_checkpoint().path());
-  a.set_checkpoint_dir(absl::StrCat(options_.checkpoint_root, "/", plan.status().plan_id(), "/", job.stage()));
+  a.set_checkpoint_dir(
+      absl::StrCat(options_.checkpoint_root, "/", plan.status().plan_id(), "/", job.stage()));
   for (const auto& [k, v] : inputs) (*a.mutable_inputs())[k] = v;
   a.set_device_index(device);
   return a;
@@ -642,7 +660,8 @@ void Coordinator::ScheduleLocked() {
   for (PlanRecord* plan : order) {
     for (int i = 0; i < plan->status().jobs_size(); ++i) {
       JobStatus* job = plan->mutable_status()->mutable_jobs(i);
-      if (job->state() != loom::v1::JOB_STATE_PENDING && job->state() != loom::v1::JOB_STATE_RECOVERING) continue;
+      if (job->state() != loom::v1::JOB_STATE_PENDING && job->state() != loom::v1::JOB_STATE_RECOVERING)
+        continue;
       ++pending;
       std::vector<std::string> waiting;
       for (const Dependency& d : Dependencies(*plan, i)) {
@@ -651,7 +670,8 @@ void Coordinator::ScheduleLocked() {
         }
       }
       if (!waiting.empty()) {
-        const std::string reason = absl::StrCat("waiting for stage ", absl::StrJoin(waiting, ", "), " to finish");
+        const std::string reason =
+            absl::StrCat("waiting for stage ", absl::StrJoin(waiting, ", "), " to finish");
         if (job->reason() != reason) {
           job->set_reason(reason);
           Persist(*plan);
@@ -730,9 +750,9 @@ void Coordinator::ScheduleLocked() {
       job->add_rank_workers(d.ranks[r].worker_id);
       used.insert(d.ranks[r].worker_id);
     }
-    const std::string reason =
-        absl::StrCat("attempt ", job->attempt(), ": ", d.ranks.size(), " ranks on ", absl::StrJoin(used, ", "),
-                     job->resumed_from().empty() ? "" : absl::StrCat(", resuming from ", job->resumed_from()));
+    const std::string reason = absl::StrCat(
+        "attempt ", job->attempt(), ": ", d.ranks.size(), " ranks on ", absl::StrJoin(used, ", "),
+        job->resumed_from().empty() ? "" : absl::StrCat(", resuming from ", job->resumed_from()));
     SetJobState(plan, i, loom::v1::JOB_STATE_SCHEDULED, reason);
     Persist(plan);
     for (size_t r = 0; r < d.ranks.size(); ++r) {
@@ -804,9 +824,10 @@ void Coordinator::FailAttempt(PlanRecord& plan, int index, const std::string& re
     SettlePlan(plan);
   } else {
     const std::string from = job->last_checkpoint().path();
-    SetJobState(plan, index, loom::v1::JOB_STATE_RECOVERING,
-                absl::StrCat("attempt ", job->attempt(), " failed: ", reason, "; attempt ", job->attempt() + 1,
-                             from.empty() ? " starts afresh" : absl::StrCat(" resumes from ", from)));
+    SetJobState(
+        plan, index, loom::v1::JOB_STATE_RECOVERING,
+        absl::StrCat("attempt ", job->attempt(), " failed: ", reason, "; attempt ", job->attempt() + 1,
+                     from.empty() ? " starts afresh" : absl::StrCat(" resumes from ", from)));
   }
   Log(LogLevel::kWarning, kLog, "job ", job->job_id(), ": ", job->reason());
   Persist(plan);
@@ -850,9 +871,11 @@ void Coordinator::SettlePlan(PlanRecord& plan) {
         if (d.stage < 0) continue;
         const JobState s = plan.status().jobs(d.stage).state();
         if (s == loom::v1::JOB_STATE_FAILED || s == loom::v1::JOB_STATE_CANCELLED) {
-          SetJobState(plan, i, s == loom::v1::JOB_STATE_FAILED ? loom::v1::JOB_STATE_FAILED : loom::v1::JOB_STATE_CANCELLED,
-                      absl::StrCat("stage '", plan.status().jobs(d.stage).stage(), "' ",
-                                   s == loom::v1::JOB_STATE_FAILED ? "failed" : "was cancelled"));
+          SetJobState(
+              plan, i,
+              s == loom::v1::JOB_STATE_FAILED ? loom::v1::JOB_STATE_FAILED : loom::v1::JOB_STATE_CANCELLED,
+              absl::StrCat("stage '", plan.status().jobs(d.stage).stage(), "' ",
+                           s == loom::v1::JOB_STATE_FAILED ? "failed" : "was cancelled"));
           changed = true;
           break;
         }
@@ -901,9 +924,9 @@ void Coordinator::Announce(PlanRecord& plan, const std::string& message) {
 }
 
 void Coordinator::RefreshWorkerStatus(Worker& w) {
-  w.status.set_state(w.link == nullptr         ? loom::v1::WORKER_STATE_LOST
-                     : w.occupied.empty()      ? loom::v1::WORKER_STATE_IDLE
-                                               : loom::v1::WORKER_STATE_BUSY);
+  w.status.set_state(w.link == nullptr    ? loom::v1::WORKER_STATE_LOST
+                     : w.occupied.empty() ? loom::v1::WORKER_STATE_IDLE
+                                          : loom::v1::WORKER_STATE_BUSY);
   w.status.set_slots_used(static_cast<int>(w.occupied.size()));
   w.status.clear_ranks();
   for (const auto& [device, rank] : w.occupied) {
@@ -927,7 +950,8 @@ MetricsSnapshot Coordinator::Metrics() {
   const int64_t now = clock_();
   for (const auto& [id, plan] : plans_) {
     ++m.plans[plan.status().state()];
-    for (const JobStatus& job : plan.status().jobs()) m.jobs.push_back({id, job.stage(), job.state(), job.attempt()});
+    for (const JobStatus& job : plan.status().jobs())
+      m.jobs.push_back({id, job.stage(), job.state(), job.attempt()});
   }
   for (auto& [id, w] : workers_) {
     RefreshWorkerStatus(w);

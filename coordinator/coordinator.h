@@ -64,7 +64,8 @@ class Coordinator {
   using Clock = std::function<int64_t()>;  // Unix milliseconds
 
   // Loads the store's contents. Attempts that were running get `adopt_grace` to be re-adopted.
-  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(Store* store, CoordinatorOptions options, Clock clock);
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(Store* store, CoordinatorOptions options,
+                                                             Clock clock);
 
   // --- client API (PlanService) ---
   // Validates, resolves and stores the plan and its jobs; returns the plan id.
@@ -73,15 +74,19 @@ class Coordinator {
   loom::v1::ListPlansResponse ListPlans(bool include_finished);
   absl::Status CancelPlan(const std::string& plan_id, const std::string& reason);
   loom::v1::ListWorkersResponse ListWorkers();
-  absl::StatusOr<loom::v1::ListCheckpointsResponse> ListCheckpoints(const std::string& plan_id, const std::string& stage);
+  absl::StatusOr<loom::v1::ListCheckpointsResponse> ListCheckpoints(const std::string& plan_id,
+                                                                    const std::string& stage);
   // Blocks until the plan changed after `*version` or `timeout` passed; updates `*version` and
   // returns the plan's status and the latest event message.
-  absl::StatusOr<loom::v1::PlanEvent> WaitForChange(const std::string& plan_id, uint64_t* version, absl::Duration timeout);
+  absl::StatusOr<loom::v1::PlanEvent> WaitForChange(const std::string& plan_id, uint64_t* version,
+                                                    absl::Duration timeout);
 
   // --- worker API (WorkerService) ---
   // Returns the connection id the other events of this stream carry.
-  absl::StatusOr<int64_t> RegisterWorker(const loom::v1::RegisterWorker& request, std::shared_ptr<WorkerLink> link);
-  void HandleWorkerMessage(const std::string& worker_id, int64_t connection, const loom::v1::WorkerMessage& message);
+  absl::StatusOr<int64_t> RegisterWorker(const loom::v1::RegisterWorker& request,
+                                         std::shared_ptr<WorkerLink> link);
+  void HandleWorkerMessage(const std::string& worker_id, int64_t connection,
+                           const loom::v1::WorkerMessage& message);
   // The stream of `connection` ended (an older connection of a re-registered worker is ignored).
   void Disconnected(const std::string& worker_id, int64_t connection, const std::string& why);
 
@@ -123,8 +128,10 @@ class Coordinator {
   loom::v1::PlanRecord* FindJob(const std::string& job_id, int* index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsCurrent(const loom::v1::RankRef& rank) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the current attempt after a failure: aborts its ranks, then RECOVERING or FAILED.
-  void FailAttempt(loom::v1::PlanRecord& plan, int index, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AbortRanks(loom::v1::PlanRecord& plan, int index, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FailAttempt(loom::v1::PlanRecord& plan, int index, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AbortRanks(loom::v1::PlanRecord& plan, int index, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetJobState(loom::v1::PlanRecord& plan, int index, loom::v1::JobState to, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fails jobs whose dependencies can no longer succeed; updates the plan state.
@@ -139,7 +146,8 @@ class Coordinator {
   };
   std::vector<Dependency> Dependencies(const loom::v1::PlanRecord& plan, int index) const;
   // Inputs of a job whose dependencies succeeded; an error when a referenced step is missing.
-  absl::StatusOr<std::map<std::string, std::string>> ResolveInputs(const loom::v1::PlanRecord& plan, int index)
+  absl::StatusOr<std::map<std::string, std::string>> ResolveInputs(const loom::v1::PlanRecord& plan,
+                                                                   int index)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   loom::v1::Assignment MakeAssignment(const loom::v1::PlanRecord& plan, int index, int rank, int device,
                                       const std::map<std::string, std::string>& inputs) const;
@@ -147,7 +155,8 @@ class Coordinator {
   void Persist(loom::v1::PlanRecord& plan, const loom::v1::CheckpointInfo* checkpoint = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PersistWorker(const Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Send(const std::string& worker_id, loom::v1::CoordinatorMessage message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Send(const std::string& worker_id, loom::v1::CoordinatorMessage message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Announce(loom::v1::PlanRecord& plan, const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RefreshWorkerStatus(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends what was queued; call without mu_.

@@ -40,8 +40,8 @@ bool CanTransition(JobState from, JobState to) {
 absl::Status Transition(loom::v1::JobStatus* job, JobState to, const std::string& reason, int64_t now_ms) {
   const JobState from = job->state();
   if (!CanTransition(from, to)) {
-    return absl::FailedPreconditionError(absl::StrCat("job ", job->job_id(), ": no transition ", EnumName(from),
-                                                      " -> ", EnumName(to)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job->job_id(), ": no transition ", EnumName(from), " -> ", EnumName(to)));
   }
   loom::v1::JobTransition* t = job->add_transitions();
   t->set_time_ms(now_ms);

@@ -18,7 +18,8 @@ bool CanTransition(loom::v1::JobState from, loom::v1::JobState to);
 
 // Moves `job` to `to`, sets its reason and appends a JobTransition with job->attempt().
 // FAILED_PRECONDITION (and no change) when the move is not allowed.
-absl::Status Transition(loom::v1::JobStatus* job, loom::v1::JobState to, const std::string& reason, int64_t now_ms);
+absl::Status Transition(loom::v1::JobStatus* job, loom::v1::JobState to, const std::string& reason,
+                        int64_t now_ms);
 
 // ACTIVE while a job has not ended; then FAILED if one failed, CANCELLED if one was cancelled,
 // SUCCEEDED otherwise.

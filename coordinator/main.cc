@@ -36,8 +36,10 @@ int Run(const std::vector<std::string>& args) {
                        "recovers from failures, and keeps its state in RocksDB.");
   cl.AddFlag("listen", &listen, "gRPC address (host:port; port 0 picks a free one)");
   cl.AddFlag("data-dir", &data_dir, "directory of the RocksDB store (required)");
-  cl.AddFlag("checkpoint-root", &checkpoint_root, "root of checkpoint directories (default: <data-dir>/checkpoints)");
-  cl.AddFlag("metrics-listen", &metrics_listen, "address of the Prometheus /metrics endpoint (port 0: any free one)");
+  cl.AddFlag("checkpoint-root", &checkpoint_root,
+             "root of checkpoint directories (default: <data-dir>/checkpoints)");
+  cl.AddFlag("metrics-listen", &metrics_listen,
+             "address of the Prometheus /metrics endpoint (port 0: any free one)");
   cl.AddFlag("heartbeat", &heartbeat, "how often workers must heartbeat");
   cl.AddFlag("heartbeat-timeout", &heartbeat_timeout, "a worker silent this long is lost");
   cl.AddFlag("adopt-grace", &adopt_grace,
@@ -66,7 +68,8 @@ int Run(const std::vector<std::string>& args) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  absl::StatusOr<std::unique_ptr<loom::coordinator::Store>> store = loom::coordinator::Store::Open(data_dir + "/store");
+  absl::StatusOr<std::unique_ptr<loom::coordinator::Store>> store =
+      loom::coordinator::Store::Open(data_dir + "/store");
   if (!store.ok()) {
     std::fprintf(stderr, "loom-coordinator: %s\n", std::string(store.status().message()).c_str());
     return 1;
@@ -85,7 +88,8 @@ int Run(const std::vector<std::string>& args) {
   }
 
   loom::coordinator::CoordinatorMetrics metrics;
-  absl::StatusOr<loom::MetricsServer> metrics_server = loom::StartMetricsServer(metrics_listen, metrics.registry());
+  absl::StatusOr<loom::MetricsServer> metrics_server =
+      loom::StartMetricsServer(metrics_listen, metrics.registry());
   if (!metrics_server.ok()) {
     std::fprintf(stderr, "loom-coordinator: %s\n", std::string(metrics_server.status().message()).c_str());
     return 1;
@@ -109,7 +113,8 @@ int Run(const std::vector<std::string>& args) {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    std::fprintf(stderr, "loom-coordinator: cannot listen on %s (in use, or not an address)\n", listen.c_str());
+    std::fprintf(stderr, "loom-coordinator: cannot listen on %s (in use, or not an address)\n",
+                 listen.c_str());
     return 1;
   }
   const std::string host = listen.substr(0, listen.rfind(':'));
@@ -117,7 +122,8 @@ int Run(const std::vector<std::string>& args) {
   std::printf("loom-coordinator listening on %s, metrics on http://%s/metrics, data in %s\n", address.c_str(),
               metrics_server->address.c_str(), data_dir.c_str());
   std::fflush(stdout);
-  loom::Log(loom::LogLevel::kInfo, "coordinator", "listening on ", address, "; checkpoints under ", checkpoint_root);
+  loom::Log(loom::LogLevel::kInfo, "coordinator", "listening on ", address, "; checkpoints under ",
+            checkpoint_root);
 
   std::atomic<bool> stop{false};
   std::thread ticker([&] {

@@ -34,7 +34,7 @@ CoordinatorMetrics::CoordinatorMetrics()
 
 void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
   static constexpr loom::v1::JobState kStates[] = {
-      loom::v1::JOB_STATE_PENDING,   loom::v1::JOB_STATE_SCHEDULED, loom::v1::JOB_STATE_RUNNING,
+      loom::v1::JOB_STATE_PENDING,    loom::v1::JOB_STATE_SCHEDULED, loom::v1::JOB_STATE_RUNNING,
       loom::v1::JOB_STATE_RECOVERING, loom::v1::JOB_STATE_SUCCEEDED, loom::v1::JOB_STATE_FAILED,
       loom::v1::JOB_STATE_CANCELLED};
   for (const MetricsSnapshot::Job& job : s.jobs) {
@@ -50,7 +50,8 @@ void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
       seen = job.attempt;
     }
   }
-  for (loom::v1::WorkerState state : {loom::v1::WORKER_STATE_IDLE, loom::v1::WORKER_STATE_BUSY, loom::v1::WORKER_STATE_LOST}) {
+  for (loom::v1::WorkerState state :
+       {loom::v1::WORKER_STATE_IDLE, loom::v1::WORKER_STATE_BUSY, loom::v1::WORKER_STATE_LOST}) {
     auto it = s.workers.find(state);
     workers_.Add({{"state", EnumName(state)}}).Set(it == s.workers.end() ? 0 : it->second);
   }

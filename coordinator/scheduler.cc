@@ -48,8 +48,8 @@ std::vector<ScheduleDecision> Schedule(const std::vector<JobRequest>& jobs, std:
     const int need = job.world_size();
     if (need > total_slots || job.tp > largest_worker) {
       d.reason = job.tp > largest_worker
-                     ? absl::StrCat("needs a worker with ", job.tp, " slots for a tensor-parallel group; the largest has ",
-                                    largest_worker)
+                     ? absl::StrCat("needs a worker with ", job.tp,
+                                    " slots for a tensor-parallel group; the largest has ", largest_worker)
                      : absl::StrCat("needs ", need, " slots; the live workers have ", total_slots);
       decisions.push_back(std::move(d));
       continue;
@@ -67,9 +67,10 @@ std::vector<ScheduleDecision> Schedule(const std::vector<JobRequest>& jobs, std:
         free += static_cast<int>(w.free_devices.size());
         largest_free = std::max(largest_free, static_cast<int>(w.free_devices.size()));
       }
-      d.reason = free < need ? absl::StrCat("waiting for ", need, " free slots (", free, " free)")
-                             : absl::StrCat("waiting for workers with ", job.tp,
-                                            " free slots per tensor-parallel group (largest has ", largest_free, ")");
+      d.reason = free < need
+                     ? absl::StrCat("waiting for ", need, " free slots (", free, " free)")
+                     : absl::StrCat("waiting for workers with ", job.tp,
+                                    " free slots per tensor-parallel group (largest has ", largest_free, ")");
       blocked_by = job.job_id;
     }
     decisions.push_back(std::move(d));

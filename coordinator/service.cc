@@ -33,13 +33,14 @@ grpc::Status PlanServiceImpl::ListPlans(grpc::ServerContext*, const loom::v1::Li
   return grpc::Status::OK;
 }
 
-grpc::Status PlanServiceImpl::WatchPlan(grpc::ServerContext* context, const loom::v1::WatchPlanRequest* request,
+grpc::Status PlanServiceImpl::WatchPlan(grpc::ServerContext* context,
+                                        const loom::v1::WatchPlanRequest* request,
                                         grpc::ServerWriter<loom::v1::PlanEvent>* writer) {
   uint64_t version = 0;
   bool first = true;
   while (!context->IsCancelled() && !shutting_down_) {
-    absl::StatusOr<loom::v1::PlanEvent> event =
-        coordinator_->WaitForChange(request->plan_id(), &version, first ? absl::ZeroDuration() : absl::Milliseconds(500));
+    absl::StatusOr<loom::v1::PlanEvent> event = coordinator_->WaitForChange(
+        request->plan_id(), &version, first ? absl::ZeroDuration() : absl::Milliseconds(500));
     if (!event.ok()) return ToGrpc(event.status());
     if (!writer->Write(*event)) return grpc::Status::OK;
     first = false;
@@ -59,9 +60,11 @@ grpc::Status PlanServiceImpl::ListWorkers(grpc::ServerContext*, const loom::v1::
   return grpc::Status::OK;
 }
 
-grpc::Status PlanServiceImpl::ListCheckpoints(grpc::ServerContext*, const loom::v1::ListCheckpointsRequest* request,
+grpc::Status PlanServiceImpl::ListCheckpoints(grpc::ServerContext*,
+                                              const loom::v1::ListCheckpointsRequest* request,
                                               loom::v1::ListCheckpointsResponse* response) {
-  absl::StatusOr<loom::v1::ListCheckpointsResponse> r = coordinator_->ListCheckpoints(request->plan_id(), request->stage());
+  absl::StatusOr<loom::v1::ListCheckpointsResponse> r =
+      coordinator_->ListCheckpoints(request->plan_id(), request->stage());
   if (!r.ok()) return ToGrpc(r.status());
   *response = std::move(*r);
   return grpc::Status::OK;
@@ -88,17 +91,21 @@ class StreamLink : public WorkerLink {
 
  private:
   absl::Mutex mu_;
-  grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream_ ABSL_GUARDED_BY(mu_);
+  grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
 
 grpc::Status WorkerServiceImpl::Connect(
-    grpc::ServerContext* context, grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream) {
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream) {
   loom::v1::WorkerMessage first;
-  if (!stream->Read(&first)) return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before registration");
+  if (!stream->Read(&first))
+    return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before registration");
   if (first.body_case() != loom::v1::WorkerMessage::kRegister) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "the first message of a worker stream must be `register`");
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "the first message of a worker stream must be `register`");
   }
   auto link = std::make_shared<StreamLink>(stream);
   absl::StatusOr<int64_t> connection = coordinator_->RegisterWorker(first.register_(), link);
@@ -110,7 +117,8 @@ grpc::Status WorkerServiceImpl::Connect(
   loom::v1::WorkerMessage message;
   while (stream->Read(&message)) coordinator_->HandleWorkerMessage(worker_id, *connection, message);
   link->Close();
-  coordinator_->Disconnected(worker_id, *connection, context->IsCancelled() ? "cancelled" : "closed by the worker");
+  coordinator_->Disconnected(worker_id, *connection,
+                             context->IsCancelled() ? "cancelled" : "closed by the worker");
   return grpc::Status::OK;
 }
 
@@ -119,7 +127,8 @@ grpc::Status RendezvousServiceImpl::Set(grpc::ServerContext*, const loom::v1::Re
   return ToGrpc(store_->Set(request->key(), request->value()));
 }
 
-grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context, const loom::v1::RendezvousGetRequest* request,
+grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context,
+                                        const loom::v1::RendezvousGetRequest* request,
                                         loom::v1::RendezvousGetResponse* response) {
   absl::Duration wait = absl::Milliseconds(std::max<int64_t>(0, request->wait_ms()));
   // Never wait past the caller's own deadline.

@@ -20,13 +20,18 @@ class PlanServiceImpl final : public loom::v1::PlanService::Service {
   // Ends every WatchPlan stream (for shutdown).
   void Shutdown() { shutting_down_ = true; }
 
-  grpc::Status SubmitPlan(grpc::ServerContext*, const loom::v1::SubmitPlanRequest*, loom::v1::SubmitPlanResponse*) override;
-  grpc::Status GetPlan(grpc::ServerContext*, const loom::v1::GetPlanRequest*, loom::v1::GetPlanResponse*) override;
-  grpc::Status ListPlans(grpc::ServerContext*, const loom::v1::ListPlansRequest*, loom::v1::ListPlansResponse*) override;
+  grpc::Status SubmitPlan(grpc::ServerContext*, const loom::v1::SubmitPlanRequest*,
+                          loom::v1::SubmitPlanResponse*) override;
+  grpc::Status GetPlan(grpc::ServerContext*, const loom::v1::GetPlanRequest*,
+                       loom::v1::GetPlanResponse*) override;
+  grpc::Status ListPlans(grpc::ServerContext*, const loom::v1::ListPlansRequest*,
+                         loom::v1::ListPlansResponse*) override;
   grpc::Status WatchPlan(grpc::ServerContext*, const loom::v1::WatchPlanRequest*,
                          grpc::ServerWriter<loom::v1::PlanEvent>*) override;
-  grpc::Status CancelPlan(grpc::ServerContext*, const loom::v1::CancelPlanRequest*, loom::v1::CancelPlanResponse*) override;
-  grpc::Status ListWorkers(grpc::ServerContext*, const loom::v1::ListWorkersRequest*, loom::v1::ListWorkersResponse*) override;
+  grpc::Status CancelPlan(grpc::ServerContext*, const loom::v1::CancelPlanRequest*,
+                          loom::v1::CancelPlanResponse*) override;
+  grpc::Status ListWorkers(grpc::ServerContext*, const loom::v1::ListWorkersRequest*,
+                           loom::v1::ListWorkersResponse*) override;
   grpc::Status ListCheckpoints(grpc::ServerContext*, const loom::v1::ListCheckpointsRequest*,
                                loom::v1::ListCheckpointsResponse*) override;
 
@@ -38,8 +43,9 @@ class PlanServiceImpl final : public loom::v1::PlanService::Service {
 class WorkerServiceImpl final : public loom::v1::WorkerService::Service {
  public:
   explicit WorkerServiceImpl(Coordinator* coordinator) : coordinator_(coordinator) {}
-  grpc::Status Connect(grpc::ServerContext* context,
-                       grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream) override;
+  grpc::Status Connect(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream) override;
 
  private:
   Coordinator* coordinator_;
@@ -48,9 +54,12 @@ class WorkerServiceImpl final : public loom::v1::WorkerService::Service {
 class RendezvousServiceImpl final : public loom::v1::RendezvousService::Service {
  public:
   explicit RendezvousServiceImpl(RendezvousStore* store) : store_(store) {}
-  grpc::Status Set(grpc::ServerContext*, const loom::v1::RendezvousSetRequest*, loom::v1::RendezvousSetResponse*) override;
-  grpc::Status Get(grpc::ServerContext*, const loom::v1::RendezvousGetRequest*, loom::v1::RendezvousGetResponse*) override;
-  grpc::Status Add(grpc::ServerContext*, const loom::v1::RendezvousAddRequest*, loom::v1::RendezvousAddResponse*) override;
+  grpc::Status Set(grpc::ServerContext*, const loom::v1::RendezvousSetRequest*,
+                   loom::v1::RendezvousSetResponse*) override;
+  grpc::Status Get(grpc::ServerContext*, const loom::v1::RendezvousGetRequest*,
+                   loom::v1::RendezvousGetResponse*) override;
+  grpc::Status Add(grpc::ServerContext*, const loom::v1::RendezvousAddRequest*,
+                   loom::v1::RendezvousAddResponse*) override;
 
  private:
   RendezvousStore* store_;

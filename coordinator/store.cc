@@ -21,7 +21,8 @@ constexpr char kPlanSeqKey[] = "meta/plan_seq";
 absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return absl::OkStatus();
   if (s.IsIOError() && absl::StrContains(s.ToString(), "lock")) {
-    return absl::FailedPreconditionError(absl::StrCat(what, ": ", s.ToString(), " (is another coordinator using it?)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, ": ", s.ToString(), " (is another coordinator using it?)"));
   }
   return absl::InternalError(absl::StrCat(what, ": ", s.ToString()));
 }
@@ -39,7 +40,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir) {
   options.keep_log_file_num = 4;
   rocksdb::DB* db = nullptr;
   const rocksdb::Status s = rocksdb::DB::Open(options, dir, &db);
-  if (absl::Status st = FromRocks(s, absl::StrCat("opening the coordinator store ", dir)); !st.ok()) return st;
+  if (absl::Status st = FromRocks(s, absl::StrCat("opening the coordinator store ", dir)); !st.ok())
+    return st;
   return std::unique_ptr<Store>(new Store(db));
 }
 

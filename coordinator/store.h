@@ -29,7 +29,7 @@ struct StoreWrite {
 
 // Everything a coordinator loads at start.
 struct StoreContents {
-  std::vector<loom::v1::PlanRecord> plans;  // by seq
+  std::vector<loom::v1::PlanRecord> plans;            // by seq
   std::vector<loom::v1::CheckpointInfo> checkpoints;  // by plan, stage, step
   std::vector<loom::v1::WorkerStatus> workers;
   int64_t plan_seq = 0;

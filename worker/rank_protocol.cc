@@ -26,7 +26,8 @@ absl::StatusOr<RankReporter> RankReporter::FromEnvironment() {
   }
   int fd = -1;
   if (!absl::SimpleAtoi(text, &fd) || fd < 0) {
-    return absl::FailedPreconditionError(absl::StrCat(kReportFdEnv, "='", text, "' is not a file descriptor"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(kReportFdEnv, "='", text, "' is not a file descriptor"));
   }
   return RankReporter(fd);
 }
@@ -68,7 +69,8 @@ absl::Status RankReporter::Send(const loom::v1::WorkerMessage& message) {
   while (done < bytes.size()) {
     const ssize_t n = write(fd_, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return absl::UnavailableError(absl::StrCat("writing to the worker daemon: ", std::strerror(errno)));
+    if (n < 0)
+      return absl::UnavailableError(absl::StrCat("writing to the worker daemon: ", std::strerror(errno)));
     done += static_cast<size_t>(n);
   }
   return absl::OkStatus();
@@ -114,7 +116,8 @@ absl::StatusOr<std::optional<loom::v1::WorkerMessage>> RankMessageReader::Next()
     }
     if (!have_length && available >= 10) return absl::DataLossError("a rank wrote a malformed length prefix");
     if (have_length && length > kMaxMessageBytes) {
-      return absl::DataLossError(absl::StrCat("a rank wrote a message of ", length, " bytes (limit ", kMaxMessageBytes, ")"));
+      return absl::DataLossError(
+          absl::StrCat("a rank wrote a message of ", length, " bytes (limit ", kMaxMessageBytes, ")"));
     }
     if (have_length && available >= header + length) {
       loom::v1::WorkerMessage message;
@@ -127,7 +130,8 @@ absl::StatusOr<std::optional<loom::v1::WorkerMessage>> RankMessageReader::Next()
     absl::StatusOr<bool> more = Fill();
     if (!more.ok()) return more.status();
     if (!*more) {
-      if (offset_ != buffer_.size()) return absl::DataLossError("a rank's report stream ended inside a message");
+      if (offset_ != buffer_.size())
+        return absl::DataLossError("a rank's report stream ended inside a message");
       return std::optional<loom::v1::WorkerMessage>();
     }
   }

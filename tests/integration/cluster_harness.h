@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -43,7 +44,9 @@ extern char** environ;
 
 namespace loom::testing {
 
-inline std::string BinaryPath(const std::string& relative) { return std::string(LOOM_BINARY_DIR) + "/" + relative; }
+inline std::string BinaryPath(const std::string& relative) {
+  return std::string(LOOM_BINARY_DIR) + "/" + relative;
+}
 inline std::string CoordinatorBinary() { return BinaryPath("coordinator/loom-coordinator"); }
 inline std::string WorkerBinary() { return BinaryPath("worker/daemon/loom-worker"); }
 inline std::string LoomBinary() { return BinaryPath("cli/loom"); }
@@ -99,7 +102,8 @@ inline std::string HttpGet(const std::string& address, const std::string& path) 
 // A child process with stdout+stderr in a log file; SIGKILLed and reaped on destruction.
 class Process {
  public:
-  Process(const std::vector<std::string>& argv, const std::string& log_path, const std::vector<std::string>& env = {})
+  Process(const std::vector<std::string>& argv, const std::string& log_path,
+          const std::vector<std::string>& env = {})
       : log_path_(log_path) {
     std::vector<std::string> env_strings;
     for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
@@ -111,7 +115,8 @@ class Process {
     args.push_back(nullptr);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                     0644);
     posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
     if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), envp.data()) != 0) pid_ = -1;
     posix_spawn_file_actions_destroy(&actions);
@@ -133,7 +138,8 @@ class Process {
   pid_t pid() const { return pid_; }
   std::string log() const { return ReadAll(log_path_); }
   // Waits until the log matches `pattern`; the first capture group, or "" after `timeout`.
-  std::string WaitForLog(const std::string& pattern, std::chrono::milliseconds timeout = std::chrono::seconds(15)) const {
+  std::string WaitForLog(const std::string& pattern,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(15)) const {
     const std::regex re(pattern);
     const auto until = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < until) {
@@ -193,7 +199,8 @@ class Cluster {
     coordinator_ = std::make_unique<Process>(
         std::vector<std::string>{CoordinatorBinary(), "--listen", address(), "--data-dir", data_dir(),
                                  "--metrics-listen", "127.0.0.1:0", "--heartbeat", options_.heartbeat,
-                                 "--heartbeat-timeout", options_.heartbeat_timeout, "--adopt-grace", options_.adopt_grace},
+                                 "--heartbeat-timeout", options_.heartbeat_timeout, "--adopt-grace",
+                                 options_.adopt_grace},
         dir_ + "/coordinator.log");
     coordinator_metrics_ = coordinator_->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)");
     ASSERT_FALSE(coordinator_metrics_.empty()) << "coordinator did not start:\n" << coordinator_->log();
@@ -203,9 +210,10 @@ class Cluster {
   void StartWorker(const std::string& id, int slots, std::vector<std::string> env = {}) {
     for (const std::string& e : options_.worker_env) env.push_back(e);
     auto p = std::make_unique<Process>(
-        std::vector<std::string>{WorkerBinary(), "--coordinator", address(), "--devices", "cpu:" + std::to_string(slots),
-                                 "--work-dir", work_dir(id), "--worker-id", id, "--rank-binary", options_.rank_binary,
-                                 "--metrics-listen", "127.0.0.1:0"},
+        std::vector<std::string>{WorkerBinary(), "--coordinator", address(), "--devices",
+                                 "cpu:" + std::to_string(slots), "--work-dir", work_dir(id), "--worker-id",
+                                 id, "--rank-binary", options_.rank_binary, "--metrics-listen",
+                                 "127.0.0.1:0"},
         dir_ + "/" + id + ".log", env);
     worker_metrics_[id] = p->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)");
     ASSERT_FALSE(worker_metrics_[id].empty()) << "worker " << id << " did not start:\n" << p->log();
@@ -247,7 +255,8 @@ class Cluster {
   }
 
   // Polls `status --json` until `done` holds; fails the test after `timeout`.
-  loom::v1::PlanStatus WaitForPlan(const std::string& plan_id, const std::function<bool(const loom::v1::PlanStatus&)>& done,
+  loom::v1::PlanStatus WaitForPlan(const std::string& plan_id,
+                                   const std::function<bool(const loom::v1::PlanStatus&)>& done,
                                    std::chrono::seconds timeout = std::chrono::seconds(40)) {
     const auto until = std::chrono::steady_clock::now() + timeout;
     loom::v1::PlanStatus status;
@@ -277,7 +286,9 @@ class Cluster {
   std::map<std::string, std::string> worker_metrics_;
 };
 
-inline std::string SourcePath(const std::string& relative) { return std::string(LOOM_SOURCE_DIR) + "/" + relative; }
+inline std::string SourcePath(const std::string& relative) {
+  return std::string(LOOM_SOURCE_DIR) + "/" + relative;
+}
 
 // Value of the first sample of `name` whose label set contains `labels` (e.g. `state="running"`)
 // in Prometheus text; NaN when absent.

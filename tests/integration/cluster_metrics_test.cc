@@ -81,9 +81,10 @@ TEST(ClusterMetrics, ARealPrometheusServerScrapesCoordinatorAndWorker) {
                         << "    static_configs:\n"
                         << "      - targets: ['" << cluster.coordinator_metrics() << "', '"
                         << cluster.worker_metrics("w1") << "']\n";
-  Process prometheus({"/usr/bin/prometheus", "--config.file=" + config, "--storage.tsdb.path=" + cluster.dir() + "/tsdb",
-                      "--web.listen-address=127.0.0.1:" + std::to_string(port)},
-                     cluster.dir() + "/prometheus.log");
+  Process prometheus(
+      {"/usr/bin/prometheus", "--config.file=" + config, "--storage.tsdb.path=" + cluster.dir() + "/tsdb",
+       "--web.listen-address=127.0.0.1:" + std::to_string(port)},
+      cluster.dir() + "/prometheus.log");
   const std::string id = cluster.Submit(kPlan);
   cluster.WaitForPlan(id, [](const loom::v1::PlanStatus& s) { return s.jobs(0).progress().step() >= 3; });
   const std::string api = "127.0.0.1:" + std::to_string(port);
@@ -100,7 +101,8 @@ TEST(ClusterMetrics, ARealPrometheusServerScrapesCoordinatorAndWorker) {
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   for (const std::string& q : queries) EXPECT_TRUE(answers.contains(q)) << q << "\n" << prometheus.log();
-  EXPECT_NE(answers["loom_train_loss"].find("\"stage\":\"core\""), std::string::npos) << answers["loom_train_loss"];
+  EXPECT_NE(answers["loom_train_loss"].find("\"stage\":\"core\""), std::string::npos)
+      << answers["loom_train_loss"];
 }
 
 }  // namespace

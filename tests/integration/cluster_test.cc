@@ -34,9 +34,13 @@ std::string PlanWith(const Cluster& cluster, const std::string& extra) {
 std::map<int64_t, std::string> Losses(const std::string& path) {
   std::map<int64_t, std::string> out;
   std::ifstream in(path);
-  int64_t step;
-  std::string loss;
-  while (in >> step >> loss) out[step] = loss;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    int64_t step;
+    std::string loss;
+    if (fields >> step >> loss) out[step] = loss;
+  }
   return out;
 }
 
@@ -112,7 +116,8 @@ TEST(Cluster, KilledWorkerIsRecoveredFromTheLastCommittedCheckpoint) {
   // Kill after a committed checkpoint and a few more steps, so that attempt 2 redoes some.
   PlanStatus s = cluster.WaitForPlan(id, [](const PlanStatus& s) {
     const auto& core = s.jobs(0);
-    return core.last_checkpoint().step() >= 5 && core.progress().step() >= core.last_checkpoint().step() + 2 &&
+    return core.last_checkpoint().step() >= 5 &&
+           core.progress().step() >= core.last_checkpoint().step() + 2 &&
            core.state() == loom::v1::JOB_STATE_RUNNING;
   });
   ASSERT_GT(s.jobs(0).rank_workers_size(), 0);
@@ -122,7 +127,8 @@ TEST(Cluster, KilledWorkerIsRecoveredFromTheLastCommittedCheckpoint) {
   ASSERT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
   const auto& core = s.jobs(0);
   EXPECT_EQ(core.attempt(), 2);
-  EXPECT_TRUE(HasTransition(core, loom::v1::JOB_STATE_RECOVERING, "worker " + victim + " lost")) << core.DebugString();
+  EXPECT_TRUE(HasTransition(core, loom::v1::JOB_STATE_RECOVERING, "worker " + victim + " lost"))
+      << core.DebugString();
   ASSERT_FALSE(core.resumed_from().empty());
   absl::StatusOr<loom::v1::CheckpointManifest> resumed = ReadCheckpointManifest(core.resumed_from());
   ASSERT_TRUE(resumed.ok()) << resumed.status();
@@ -166,7 +172,8 @@ TEST(Cluster, CoordinatorKilledAndRestartedLosesNothing) {
     const auto& a = after.jobs(j);
     ASSERT_GE(a.transitions_size(), b.transitions_size());
     for (int t = 0; t < b.transitions_size(); ++t) {
-      EXPECT_EQ(a.transitions(t).SerializeAsString(), b.transitions(t).SerializeAsString()) << "job " << j << " transition " << t;
+      EXPECT_EQ(a.transitions(t).SerializeAsString(), b.transitions(t).SerializeAsString())
+          << "job " << j << " transition " << t;
     }
   }
   // Re-adopted, not restarted: the running attempt survived the coordinator.
@@ -187,7 +194,8 @@ TEST(Cluster, MalformedPlansAreRejectedWithEveryErrorAndTheCoordinatorStaysUp) {
   Cluster cluster;
   cluster.StartCoordinator();
   // Past the client's own validation, straight to the service.
-  auto stub = loom::v1::PlanService::NewStub(grpc::CreateChannel(cluster.address(), grpc::InsecureChannelCredentials()));
+  auto stub = loom::v1::PlanService::NewStub(
+      grpc::CreateChannel(cluster.address(), grpc::InsecureChannelCredentials()));
   loom::v1::SubmitPlanRequest request;
   auto* plan = request.mutable_plan();
   plan->set_name("Bad Name");
@@ -255,7 +263,8 @@ TEST(Cluster, CancelAbortsRunningRanks) {
   cluster.StartCoordinator();
   cluster.StartWorker("w1", 2);
   const std::string id = cluster.Submit(kPlan);
-  cluster.WaitForPlan(id, [](const PlanStatus& s) { return s.jobs(0).state() == loom::v1::JOB_STATE_RUNNING; });
+  cluster.WaitForPlan(id,
+                      [](const PlanStatus& s) { return s.jobs(0).state() == loom::v1::JOB_STATE_RUNNING; });
   EXPECT_EQ(cluster.Loom({"cancel", id}).exit_code, 0);
   const PlanStatus s = cluster.WaitForPlan(id, Ended);
   EXPECT_EQ(s.state(), loom::v1::PLAN_STATE_CANCELLED);
@@ -272,21 +281,24 @@ TEST(Cluster, CancelAbortsRunningRanks) {
 
 TEST(Cluster, LoomUpRunsAPlanAndStopsEverythingOnSigterm) {
   Cluster cluster;  // only for its directory, port and client
-  Process up({LoomBinary(), "up", "--workers", "2", "--data-dir", cluster.dir() + "/up", "--listen", cluster.address(),
-              "--metrics-listen", "127.0.0.1:0", "--rank-binary", FakeRankBinary()},
+  Process up({LoomBinary(), "up", "--workers", "2", "--data-dir", cluster.dir() + "/up", "--listen",
+              cluster.address(), "--metrics-listen", "127.0.0.1:0", "--rank-binary", FakeRankBinary()},
              cluster.dir() + "/up.log");
   ASSERT_FALSE(up.WaitForLog("loom up: coordinator on").empty()) << up.log();
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
   std::string id;
   while (id.empty() && std::chrono::steady_clock::now() < until) {
     CommandResult r = cluster.Loom({"submit", kPlan, "--quiet"});
-    if (r.exit_code == 0) id = r.out.substr(0, r.out.find('\n'));
-    else std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (r.exit_code == 0)
+      id = r.out.substr(0, r.out.find('\n'));
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_EQ(id, "twostage-1") << up.log();
   const PlanStatus s = cluster.WaitForPlan(id, Ended);
   EXPECT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << up.log();
-  EXPECT_TRUE(std::filesystem::exists(cluster.dir() + "/up/checkpoints/twostage-1/more/step-000010/manifest.json"));
+  EXPECT_TRUE(
+      std::filesystem::exists(cluster.dir() + "/up/checkpoints/twostage-1/more/step-000010/manifest.json"));
   CommandResult workers = cluster.Loom({"workers"});
   EXPECT_NE(workers.out.find("local-0"), std::string::npos) << workers.out;
   EXPECT_NE(workers.out.find("local-1"), std::string::npos) << workers.out;

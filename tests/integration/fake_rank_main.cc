@@ -3,7 +3,7 @@
 // worker daemon and the client are tested end to end in seconds. Per "step" it sleeps
 // LOOM_FAKE_STEP_MS (default 20), reports Progress with a deterministic fake loss (a function of
 // the stage seed and the step only, so a resumed attempt reports what an uninterrupted one
-// would), appends "step loss" to losses.txt beside the assignment, and every
+// would), appends "step loss time_ms" to losses.txt beside the assignment, and every
 // stage.checkpoint.every_steps writes a real checkpoint directory (common/checkpoint_io.h; rank 0
 // writes, every rank reports its shard). It resumes from assignment.resume_from (the step read
 // from its manifest), verifies the manifest of inputs["from"] when set, and ends with a final
@@ -33,12 +33,14 @@ int64_t EnvInt(const char* name, int64_t fallback) {
 }
 
 double FakeLoss(uint64_t seed, int64_t step) {
-  const double noise = std::sin(static_cast<double>((seed % 1000) + 1) * 0.37 + static_cast<double>(step) * 1.3);
+  const double noise =
+      std::sin(static_cast<double>((seed % 1000) + 1) * 0.37 + static_cast<double>(step) * 1.3);
   return 2.0 + 4.0 * std::exp(-static_cast<double>(step) / 40.0) + 0.05 * noise;
 }
 
 int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -63,7 +65,8 @@ int main(int argc, char** argv) {
   const loom::v1::Stage& stage = a->stage();
   const int rank = a->rank().rank();
   const int world = std::max(1, a->layout().world_size());
-  const int64_t batch = stage.batch_ramp_size() > 0 ? std::max<int64_t>(1, stage.batch_ramp(0).global_batch_tokens()) : 1000;
+  const int64_t batch =
+      stage.batch_ramp_size() > 0 ? std::max<int64_t>(1, stage.batch_ramp(0).global_batch_tokens()) : 1000;
   const int64_t total_steps = std::max<int64_t>(1, (stage.tokens() + batch - 1) / batch);
   const int every = std::max(1, stage.checkpoint().every_steps());
   const int64_t step_ms = EnvInt("LOOM_FAKE_STEP_MS", 20);
@@ -101,8 +104,10 @@ int main(int argc, char** argv) {
       manifest.set_created_ms(NowMs());
       manifest.set_final(final);
       (*manifest.mutable_metadata())["writer"] = "loom-fake-rank";
-      const std::string weights = absl::StrCat("fake weights of ", a->plan_id(), "/", stage.name(), " at step ", step);
-      if (absl::Status s = loom::WriteCheckpointDir(dir, {{"model.safetensors", "model", weights}}, manifest); !s.ok()) {
+      const std::string weights =
+          absl::StrCat("fake weights of ", a->plan_id(), "/", stage.name(), " at step ", step);
+      if (absl::Status s = loom::WriteCheckpointDir(dir, {{"model.safetensors", "model", weights}}, manifest);
+          !s.ok()) {
         return s;
       }
     }
@@ -122,12 +127,13 @@ int main(int argc, char** argv) {
   while (step < total_steps) {
     std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));
     ++step;
-    if (step == crash_step && rank == crash_rank && (crash_attempt == 0 || crash_attempt == a->rank().attempt())) {
+    if (step == crash_step && rank == crash_rank &&
+        (crash_attempt == 0 || crash_attempt == a->rank().attempt())) {
       std::fprintf(stderr, "fake rank: injected crash at step %lld\n", static_cast<long long>(step));
       return 3;
     }
     const double loss = FakeLoss(a->seed(), step);
-    losses << step << " " << loss << "\n";
+    losses << step << " " << loss << " " << NowMs() << "\n";
     losses.flush();
     loom::v1::WorkerMessage m;
     loom::v1::Progress* p = m.mutable_progress();
@@ -135,7 +141,8 @@ int main(int argc, char** argv) {
     p->set_step(step);
     p->set_tokens(step * batch);
     p->set_loss(loss);
-    p->set_tokens_per_second(static_cast<double>(batch) * 1000.0 / static_cast<double>(std::max<int64_t>(1, step_ms)));
+    p->set_tokens_per_second(static_cast<double>(batch) * 1000.0 /
+                             static_cast<double>(std::max<int64_t>(1, step_ms)));
     p->set_learning_rate(stage.optimizer().lr());
     p->set_grad_norm(1.0 / std::sqrt(static_cast<double>(step)));
     p->set_global_batch_tokens(batch);
@@ -143,7 +150,8 @@ int main(int argc, char** argv) {
     if (stage.data_mix_size() > 0) {
       double sum = 0;
       for (const auto& [source, w] : stage.data_mix(0).weights()) sum += w;
-      for (const auto& [source, w] : stage.data_mix(0).weights()) (*p->mutable_mix_weights())[source] = w / sum;
+      for (const auto& [source, w] : stage.data_mix(0).weights())
+        (*p->mutable_mix_weights())[source] = w / sum;
     }
     p->set_time_ms(NowMs());
     if (absl::Status s = reporter->Send(m); !s.ok()) return Fail(std::string(s.message()));

@@ -34,8 +34,8 @@ void WorkerDaemon::Run() {
     const bool registered = Session();
     if (stop_) break;
     if (registered) backoff = absl::Milliseconds(100);
-    Log(LogLevel::kInfo, kLog, options_.worker_id, ": no coordinator at ", options_.coordinator, "; retrying in ",
-        absl::FormatDuration(backoff));
+    Log(LogLevel::kInfo, kLog, options_.worker_id, ": no coordinator at ", options_.coordinator,
+        "; retrying in ", absl::FormatDuration(backoff));
     const absl::Time until = absl::Now() + backoff;
     while (!stop_ && absl::Now() < until) {
       ReapFinished();
@@ -87,8 +87,8 @@ bool WorkerDaemon::Session() {
     context.TryCancel();
     grpc::Status status = stream->Finish();
     if (!status.ok()) {
-      Log(LogLevel::kWarning, kLog, options_.worker_id, ": registration refused by ", options_.coordinator, ": ",
-          status.error_message());
+      Log(LogLevel::kWarning, kLog, options_.worker_id, ": registration refused by ", options_.coordinator,
+          ": ", status.error_message());
     }
     return false;
   }
@@ -136,8 +136,8 @@ bool WorkerDaemon::Session() {
   heartbeats.join();
   context.TryCancel();
   grpc::Status status = stream->Finish();
-  Log(LogLevel::kWarning, kLog, options_.worker_id, ": stream to ", options_.coordinator, " ended: ",
-      status.ok() ? std::string("closed") : status.error_message());
+  Log(LogLevel::kWarning, kLog, options_.worker_id, ": stream to ", options_.coordinator,
+      " ended: ", status.ok() ? std::string("closed") : status.error_message());
   return true;
 }
 
@@ -221,8 +221,8 @@ void WorkerDaemon::OnRankMessage(const std::string& name, const loom::v1::Worker
 }
 
 void WorkerDaemon::OnRankExit(const std::string& name, const loom::v1::RankExit& exit) {
-  Log(exit.exit_code() == 0 ? LogLevel::kInfo : LogLevel::kWarning, kLog, name, ": exited with ", exit.exit_code(),
-      exit.error().empty() ? "" : ": ", exit.error());
+  Log(exit.exit_code() == 0 ? LogLevel::kInfo : LogLevel::kWarning, kLog, name, ": exited with ",
+      exit.exit_code(), exit.error().empty() ? "" : ": ", exit.error());
   metrics_->OnRankExit(exit);
   loom::v1::WorkerMessage m;
   *m.mutable_rank_exit() = exit;

@@ -34,9 +34,10 @@ int Run(const std::vector<std::string>& args) {
   std::string metrics_listen = "127.0.0.1:0";
   o.work_dir = "loom-work";
   o.rank_binary = DefaultRankBinary();
-  loom::CommandLine cl("loom-worker",
-                       "Loom's worker daemon: registers its device slots with the coordinator and runs the ranks "
-                       "it is assigned, one child process each.");
+  loom::CommandLine cl(
+      "loom-worker",
+      "Loom's worker daemon: registers its device slots with the coordinator and runs the ranks "
+      "it is assigned, one child process each.");
   cl.AddFlag("coordinator", &o.coordinator, "coordinator address (host:port)");
   cl.AddFlag("devices", &devices, "device slots: cpu:N (N ranks at once)");
   cl.AddFlag("threads-per-rank", &o.threads_per_rank, "CPU threads each rank may use");
@@ -44,8 +45,10 @@ int Run(const std::vector<std::string>& args) {
   cl.AddFlag("heartbeat", &o.heartbeat, "heartbeat interval when the coordinator does not set one");
   cl.AddFlag("metrics-listen", &metrics_listen, "address of /metrics (port 0: any free one, printed)");
   cl.AddFlag("worker-id", &o.worker_id, "stable id of this worker (default: <hostname>-<metrics port>)");
-  cl.AddFlag("rank-binary", &o.rank_binary, "program that runs one rank (default: loom-rank next to loom-worker)");
-  cl.AddEpilog("example:\n  loom-worker --coordinator 10.0.0.1:7070 --devices cpu:2 --work-dir /var/lib/loom-worker");
+  cl.AddFlag("rank-binary", &o.rank_binary,
+             "program that runs one rank (default: loom-rank next to loom-worker)");
+  cl.AddEpilog(
+      "example:\n  loom-worker --coordinator 10.0.0.1:7070 --devices cpu:2 --work-dir /var/lib/loom-worker");
   int exit_code = 0;
   if (!loom::ParseOrExit(cl, args, &exit_code)) return exit_code;
   if (const char* level = std::getenv("LOOM_LOG_LEVEL")) {
@@ -64,7 +67,8 @@ int Run(const std::vector<std::string>& args) {
   std::error_code ec;
   std::filesystem::create_directories(o.work_dir, ec);
   if (ec) {
-    std::fprintf(stderr, "loom-worker: cannot create --work-dir %s: %s\n", o.work_dir.c_str(), ec.message().c_str());
+    std::fprintf(stderr, "loom-worker: cannot create --work-dir %s: %s\n", o.work_dir.c_str(),
+                 ec.message().c_str());
     return 1;
   }
   o.work_dir = std::filesystem::absolute(o.work_dir).lexically_normal().string();
@@ -85,9 +89,11 @@ int Run(const std::vector<std::string>& args) {
     return 1;
   }
   o.metrics_address = server->address;
-  if (o.worker_id.empty()) o.worker_id = absl::StrCat(o.host, "-", server->address.substr(server->address.rfind(':') + 1));
+  if (o.worker_id.empty())
+    o.worker_id = absl::StrCat(o.host, "-", server->address.substr(server->address.rfind(':') + 1));
   std::printf("loom-worker %s: %d slots, metrics on http://%s/metrics, coordinator %s, ranks run %s\n",
-              o.worker_id.c_str(), o.slots, server->address.c_str(), o.coordinator.c_str(), o.rank_binary.c_str());
+              o.worker_id.c_str(), o.slots, server->address.c_str(), o.coordinator.c_str(),
+              o.rank_binary.c_str());
   std::fflush(stdout);
 
   loom::worker::WorkerDaemon daemon(o, &metrics);

@@ -20,7 +20,8 @@ namespace loom::worker {
 namespace {
 
 int64_t SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
@@ -44,7 +45,8 @@ std::string LastNonEmptyLine(const std::string& path) {
     const size_t nl = tail.rfind('\n', end - 1);
     const size_t begin = nl == std::string::npos ? 0 : nl + 1;
     std::string line = tail.substr(begin, end - begin);
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\n')) line.pop_back();
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\n'))
+      line.pop_back();
     if (!line.empty()) return line;
     if (nl == std::string::npos) break;
     end = nl;
@@ -55,14 +57,18 @@ std::string LastNonEmptyLine(const std::string& path) {
 RankProcess::RankProcess(RankProcessOptions options, MessageFn on_message, ExitFn on_exit)
     : options_(std::move(options)), on_message_(std::move(on_message)), on_exit_(std::move(on_exit)) {}
 
-absl::StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(RankProcessOptions options, MessageFn on_message,
-                                                                ExitFn on_exit) {
-  std::unique_ptr<RankProcess> p(new RankProcess(std::move(options), std::move(on_message), std::move(on_exit)));
+absl::StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(RankProcessOptions options,
+                                                                MessageFn on_message, ExitFn on_exit) {
+  std::unique_ptr<RankProcess> p(
+      new RankProcess(std::move(options), std::move(on_message), std::move(on_exit)));
   if (access(p->options_.binary.c_str(), X_OK) != 0) {
-    return absl::NotFoundError(absl::StrCat("rank binary ", p->options_.binary, " is not executable: ", std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat("rank binary ", p->options_.binary, " is not executable: ", std::strerror(errno)));
   }
   const int log_fd = open(p->options_.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) return absl::InternalError(absl::StrCat("cannot open ", p->options_.log_path, ": ", std::strerror(errno)));
+  if (log_fd < 0)
+    return absl::InternalError(
+        absl::StrCat("cannot open ", p->options_.log_path, ": ", std::strerror(errno)));
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) {
     close(log_fd);

@@ -5,7 +5,8 @@
 namespace loom::worker {
 namespace {
 
-prometheus::Family<prometheus::Gauge>& Gauge(prometheus::Registry& r, const std::string& name, const std::string& help) {
+prometheus::Family<prometheus::Gauge>& Gauge(prometheus::Registry& r, const std::string& name,
+                                             const std::string& help) {
   return prometheus::BuildGauge().Name(name).Help(help).Register(r);
 }
 
@@ -29,16 +30,18 @@ WorkerMetrics::WorkerMetrics()
                            .Name("loom_checkpoint_save_seconds")
                            .Help("Seconds a rank spent writing its checkpoint shard")
                            .Register(*registry_)
-                           .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-                                                                             30, 60, 120, 300})),
+                           .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5, 1,
+                                                                            2.5, 5, 10, 30, 60, 120, 300})),
       rank_exits_(prometheus::BuildCounter()
                       .Name("loom_worker_rank_exits_total")
                       .Help("Rank processes that ended, by outcome")
                       .Register(*registry_)),
       running_(Gauge(*registry_, "loom_worker_ranks_running", "Rank processes running").Add({})) {}
 
-void WorkerMetrics::OnProgress(const std::string& plan_id, const std::string& stage, const loom::v1::Progress& p) {
-  const prometheus::Labels labels = {{"plan", plan_id}, {"stage", stage}, {"rank", absl::StrCat(p.rank().rank())}};
+void WorkerMetrics::OnProgress(const std::string& plan_id, const std::string& stage,
+                               const loom::v1::Progress& p) {
+  const prometheus::Labels labels = {
+      {"plan", plan_id}, {"stage", stage}, {"rank", absl::StrCat(p.rank().rank())}};
   absl::MutexLock lock(&mu_);
   loss_.Add(labels).Set(p.loss());
   tokens_per_second_.Add(labels).Set(p.tokens_per_second());
@@ -68,7 +71,10 @@ void WorkerMetrics::OnCheckpoint(const loom::v1::CheckpointReport& report) {
 }
 
 void WorkerMetrics::OnRankExit(const loom::v1::RankExit& exit) {
-  rank_exits_.Add({{"outcome", exit.exit_code() == 0 ? "ok" : exit.exit_code() < 0 ? "signal" : "error"}}).Increment();
+  rank_exits_.Add({{"outcome", exit.exit_code() == 0  ? "ok"
+                               : exit.exit_code() < 0 ? "signal"
+                                                      : "error"}})
+      .Increment();
 }
 
 void WorkerMetrics::SetRunning(int ranks) { running_.Set(ranks); }

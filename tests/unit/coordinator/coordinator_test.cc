@@ -38,10 +38,12 @@ class FakeLink : public WorkerLink {
 class CoordinatorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "/coordinator_test_" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    dir_ = ::testing::TempDir() + "/coordinator_test_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(dir_);
     Open();
-    absl::StatusOr<TrainingPlan> plan = LoadPlan(std::string(LOOM_SOURCE_DIR) + "/tests/integration/two_stage_plan.yaml");
+    absl::StatusOr<TrainingPlan> plan =
+        LoadPlan(std::string(LOOM_SOURCE_DIR) + "/tests/integration/two_stage_plan.yaml");
     ASSERT_TRUE(plan.ok()) << plan.status();
     plan_ = *plan;
   }
@@ -81,14 +83,17 @@ class CoordinatorTest : public ::testing::Test {
     r->set_final(final);
     coordinator_->HandleWorkerMessage(w, conn, m);
   }
-  void Exit(const std::string& w, int64_t conn, const Assignment& a, int code, const std::string& error = "") {
+  void Exit(const std::string& w, int64_t conn, const Assignment& a, int code,
+            const std::string& error = "") {
     WorkerMessage m;
     *m.mutable_rank_exit()->mutable_rank() = a.rank();
     m.mutable_rank_exit()->set_exit_code(code);
     m.mutable_rank_exit()->set_error(error);
     coordinator_->HandleWorkerMessage(w, conn, m);
   }
-  JobStatus Job(const std::string& plan_id, int index) { return coordinator_->GetPlan(plan_id)->status().jobs(index); }
+  JobStatus Job(const std::string& plan_id, int index) {
+    return coordinator_->GetPlan(plan_id)->status().jobs(index);
+  }
 
   std::string dir_;
   int64_t now_ = 1'000'000;
@@ -193,7 +198,8 @@ TEST_F(CoordinatorTest, FailedRanksAreRetriedThenTheJobAndItsDependentsFail) {
   }
   const JobStatus core = Job(id, 0);
   EXPECT_EQ(core.state(), JOB_STATE_FAILED);
-  EXPECT_EQ(core.reason(), "attempt 2 of 2 failed: rank 1 on w1 exited with code 3: out of memory in attempt 2");
+  EXPECT_EQ(core.reason(),
+            "attempt 2 of 2 failed: rank 1 on w1 exited with code 3: out of memory in attempt 2");
   EXPECT_EQ(Job(id, 1).state(), JOB_STATE_FAILED);
   EXPECT_EQ(coordinator_->GetPlan(id)->status().state(), PLAN_STATE_FAILED);
 }

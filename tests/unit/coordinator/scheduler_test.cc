@@ -27,7 +27,8 @@ TEST(Scheduler, TensorParallelGroupsStayOnOneWorker) {
   // 2 free slots in total, but not on one worker: a tp=2 group cannot be split.
   const auto split = Schedule({{"tp", 1, 2, 1}}, {W("w1", {1}, 2), W("w2", {0}, 2)});
   EXPECT_FALSE(split[0].placed);
-  EXPECT_EQ(split[0].reason, "waiting for workers with 2 free slots per tensor-parallel group (largest has 1)");
+  EXPECT_EQ(split[0].reason,
+            "waiting for workers with 2 free slots per tensor-parallel group (largest has 1)");
   // dp=2 x tp=2 on two 2-slot workers: ranks 0,1 together and 2,3 together.
   const auto d = Schedule({{"tp", 2, 2, 1}}, {W("w1", {0, 1}, 2), W("w2", {0, 1}, 2)});
   ASSERT_TRUE(d[0].placed);

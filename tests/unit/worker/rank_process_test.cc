@@ -47,7 +47,8 @@ std::unique_ptr<RankProcess> Start(const std::string& script, Outcome* out) {
 
 TEST(RankProcess, ReportsExitCodeAndTheLastStderrLine) {
   Outcome out;
-  auto p = Start(Script("fails", "echo starting; echo 'error: shard 3 is corrupt' >&2; echo >&2; exit 7"), &out);
+  auto p =
+      Start(Script("fails", "echo starting; echo 'error: shard 3 is corrupt' >&2; echo >&2; exit 7"), &out);
   ASSERT_TRUE(out.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_EQ(out.exit.exit_code(), 7);
   EXPECT_EQ(out.exit.error(), "error: shard 3 is corrupt");
@@ -56,7 +57,8 @@ TEST(RankProcess, ReportsExitCodeAndTheLastStderrLine) {
 
 TEST(RankProcess, SeesItsArgumentsAndReportFd) {
   Outcome out;
-  auto p = Start(Script("args", "[ \"$1\" = --assignment ] && [ \"$LOOM_REPORT_FD\" = 3 ] && exit 0; exit 9"), &out);
+  auto p = Start(Script("args", "[ \"$1\" = --assignment ] && [ \"$LOOM_REPORT_FD\" = 3 ] && exit 0; exit 9"),
+                 &out);
   ASSERT_TRUE(out.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_EQ(out.exit.exit_code(), 0);
 }
@@ -83,7 +85,8 @@ TEST(RankProcess, AMissingBinaryIsAnError) {
   RankProcessOptions o;
   o.binary = "/nonexistent/loom-rank";
   o.log_path = ::testing::TempDir() + "/missing.log";
-  auto p = RankProcess::Start(o, [](const auto&) {}, [](const auto&) {});
+  auto p = RankProcess::Start(
+      o, [](const auto&) {}, [](const auto&) {});
   EXPECT_EQ(p.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(p.status().message().find("/nonexistent/loom-rank"), std::string::npos);
 }
