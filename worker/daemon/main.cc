@@ -20,12 +20,16 @@
 
 namespace {
 
-// `loom-rank` next to this executable.
+// `loom-rank` next to this executable (an installed layout), else one directory up (the build
+// tree puts loom-worker in worker/daemon/ and may put loom-rank in worker/).
 std::string DefaultRankBinary() {
   std::error_code ec;
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (ec) return "loom-rank";
-  return (self.parent_path() / "loom-rank").string();
+  const std::filesystem::path beside = self.parent_path() / "loom-rank";
+  const std::filesystem::path above = self.parent_path().parent_path() / "loom-rank";
+  if (!std::filesystem::exists(beside) && std::filesystem::exists(above)) return above.string();
+  return beside.string();
 }
 
 int Run(const std::vector<std::string>& args) {
@@ -46,7 +50,7 @@ int Run(const std::vector<std::string>& args) {
   cl.AddFlag("metrics-listen", &metrics_listen, "address of /metrics (port 0: any free one, printed)");
   cl.AddFlag("worker-id", &o.worker_id, "stable id of this worker (default: <hostname>-<metrics port>)");
   cl.AddFlag("rank-binary", &o.rank_binary,
-             "program that runs one rank (default: loom-rank next to loom-worker)");
+             "program that runs one rank (default: loom-rank next to loom-worker, or one directory up)");
   cl.AddEpilog(
       "example:\n  loom-worker --coordinator 10.0.0.1:7070 --devices cpu:2 --work-dir /var/lib/loom-worker");
   int exit_code = 0;
