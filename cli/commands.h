@@ -11,6 +11,16 @@ namespace loom::cli {
 using Args = std::vector<std::string>;
 
 int RunValidate(const Args& args);
+// client_commands.cc: talk to a coordinator.
+int RunSubmit(const Args& args);
+int RunStatus(const Args& args);
+int RunWatch(const Args& args);
+int RunCancel(const Args& args);
+int RunWorkers(const Args& args);
+int RunCheckpoints(const Args& args);
+// up_command.cc: a coordinator and local workers in the foreground.
+int RunUp(const Args& args);
+
 // `loom data corpus|prepare|inspect` (cli/data_command.cc).
 int RunData(const Args& args);
 

@@ -17,6 +17,13 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"validate", "check a plan: print a summary, or every error with its field path", loom::cli::RunValidate},
+    {"submit", "validate and submit a plan; prints its id", loom::cli::RunSubmit},
+    {"status", "a plan's jobs (or every plan): state, attempt, progress, reason", loom::cli::RunStatus},
+    {"watch", "follow a plan live until it ends (exit 1 if it failed)", loom::cli::RunWatch},
+    {"cancel", "cancel a plan", loom::cli::RunCancel},
+    {"workers", "the worker daemons and the ranks they run", loom::cli::RunWorkers},
+    {"checkpoints", "a plan's committed checkpoints", loom::cli::RunCheckpoints},
+    {"up", "run a coordinator and N local workers in the foreground", loom::cli::RunUp},
     {"train-local", "train one stage of a plan in this process on a local file (developers)", loom::cli::RunTrainLocal},
     {"generate", "continue a prompt with a checkpoint's model", loom::cli::RunGenerate},
     {"export-hf", "write a checkpoint as a Hugging Face Llama directory", loom::cli::RunExportHf},

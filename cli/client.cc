@@ -1,0 +1,117 @@
+#include "cli/client.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/proto_names.h"
+#include "common/units.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace loom::cli {
+namespace {
+
+std::string Upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string Duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  if (s < 60) return absl::StrCat(s, "s");
+  if (s < 3600) return absl::StrCat(s / 60, "m", absl::StrFormat("%02d", s % 60), "s");
+  return absl::StrCat(s / 3600, "h", absl::StrFormat("%02d", (s % 3600) / 60), "m");
+}
+
+std::string Short(double n) {
+  if (n >= 1e9) return absl::StrFormat("%.1fB", n / 1e9);
+  if (n >= 1e6) return absl::StrFormat("%.1fM", n / 1e6);
+  if (n >= 1e3) return absl::StrFormat("%.1fK", n / 1e3);
+  return absl::StrFormat("%.0f", n);
+}
+
+}  // namespace
+
+std::string DefaultCoordinatorAddress() {
+  const char* env = std::getenv("LOOM_COORDINATOR");
+  return env != nullptr && *env != '\0' ? env : kDefaultCoordinator;
+}
+
+Client Connect(const std::string& address) {
+  Client c;
+  c.address = address;
+  c.stub = loom::v1::PlanService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  return c;
+}
+
+std::unique_ptr<grpc::ClientContext> CallContext(double seconds) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+  return context;
+}
+
+int ReportRpcError(const std::string& what, const Client& client, const grpc::Status& status) {
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    std::fprintf(
+        stderr,
+        "loom: %s: cannot reach the coordinator at %s (%s)\n"
+        "  is loom-coordinator (or `loom up`) running there? choose another with --coordinator HOST:PORT "
+        "or LOOM_COORDINATOR\n",
+        what.c_str(), client.address.c_str(), status.error_message().c_str());
+  } else {
+    std::string message = status.error_message();
+    if (!message.empty() && message.back() == '\n') message.pop_back();
+    std::fprintf(stderr, "loom: %s: %s\n", what.c_str(), message.c_str());
+  }
+  return 1;
+}
+
+std::string ToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+std::string StateName(loom::v1::JobState state) { return Upper(EnumName(state)); }
+std::string StateName(loom::v1::PlanState state) { return Upper(EnumName(state)); }
+
+std::string JobLine(const loom::v1::JobStatus& job, size_t name_width) {
+  std::string line =
+      absl::StrFormat("%-*s %-10s", static_cast<int>(name_width), job.stage(), StateName(job.state()));
+  if (job.attempt() > 0) absl::StrAppend(&line, absl::StrFormat(" attempt %d", job.attempt()));
+  const loom::v1::Progress& p = job.progress();
+  const bool active =
+      job.state() == loom::v1::JOB_STATE_RUNNING || job.state() == loom::v1::JOB_STATE_SCHEDULED;
+  if (p.step() > 0 || job.tokens_budget() > 0) {
+    absl::StrAppend(&line, absl::StrFormat("  step %d", p.step()));
+    if (job.tokens_budget() > 0) {
+      const double pct = 100.0 * static_cast<double>(p.tokens()) / static_cast<double>(job.tokens_budget());
+      absl::StrAppend(&line,
+                      absl::StrFormat("  tokens %s/%s (%.0f%%)", Short(static_cast<double>(p.tokens())),
+                                      Short(static_cast<double>(job.tokens_budget())), pct));
+    }
+    if (p.step() > 0) absl::StrAppend(&line, absl::StrFormat("  loss %.4f", p.loss()));
+    if (active && p.tokens_per_second() > 0) {
+      absl::StrAppend(&line, absl::StrFormat("  %s tok/s", Short(p.tokens_per_second())));
+      if (job.tokens_budget() > p.tokens()) {
+        absl::StrAppend(
+            &line, "  ETA ",
+            Duration(static_cast<double>(job.tokens_budget() - p.tokens()) / p.tokens_per_second()));
+      }
+    }
+  }
+  if (!job.reason().empty() && job.state() != loom::v1::JOB_STATE_RUNNING)
+    absl::StrAppend(&line, "  (", job.reason(), ")");
+  return line;
+}
+
+}  // namespace loom::cli

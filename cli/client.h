@@ -1,0 +1,44 @@
+// What the client commands share: the coordinator address (--coordinator, LOOM_COORDINATOR, or
+// 127.0.0.1:7070), a stub with a deadline on every call, clear messages when the coordinator is
+// unreachable, JSON output, and human-readable progress lines.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "google/protobuf/message.h"
+#include "loom/v1/coordinator.grpc.pb.h"
+
+namespace loom::cli {
+
+inline constexpr char kDefaultCoordinator[] = "127.0.0.1:7070";
+
+// LOOM_COORDINATOR, or the default.
+std::string DefaultCoordinatorAddress();
+
+struct Client {
+  std::string address;
+  std::unique_ptr<loom::v1::PlanService::Stub> stub;
+};
+
+Client Connect(const std::string& address);
+
+// A context whose deadline is `seconds` from now.
+std::unique_ptr<grpc::ClientContext> CallContext(double seconds = 10);
+
+// Prints "loom: <what>: ..." to stderr: for UNAVAILABLE / DEADLINE_EXCEEDED a message naming the
+// address and how to choose another; otherwise the server's message. Returns 1.
+int ReportRpcError(const std::string& what, const Client& client, const grpc::Status& status);
+
+// Proto -> JSON with the .proto field names, indented.
+std::string ToJson(const google::protobuf::Message& message);
+
+// "core  RUNNING  attempt 1  step 120  tokens 1.2M/4M (30%)  loss 3.2100  12.3K tok/s  ETA 4m10s"
+std::string JobLine(const loom::v1::JobStatus& job, size_t name_width);
+// "RUNNING" for JOB_STATE_RUNNING, "SUCCEEDED" for PLAN_STATE_SUCCEEDED.
+std::string StateName(loom::v1::JobState state);
+std::string StateName(loom::v1::PlanState state);
+
+}  // namespace loom::cli

@@ -1,0 +1,252 @@
+// The client commands that talk to a coordinator: submit, status, watch, cancel, workers,
+// checkpoints. Every call has a deadline; an unreachable coordinator is named in the message.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/client.h"
+#include "cli/commands.h"
+#include "common/command_line.h"
+#include "common/plan_io.h"
+#include "common/proto_names.h"
+
+namespace loom::cli {
+namespace {
+
+void AddCoordinatorFlag(CommandLine& cl, std::string* address) {
+  *address = DefaultCoordinatorAddress();
+  cl.AddFlag("coordinator", address,
+             "coordinator address (host:port); default $LOOM_COORDINATOR or 127.0.0.1:7070");
+}
+
+void PrintPlan(const loom::v1::PlanStatus& plan) {
+  std::printf("%s  %s", plan.plan_id().c_str(), StateName(plan.state()).c_str());
+  if (plan.priority() != 0) std::printf("  priority %d", plan.priority());
+  std::printf("\n");
+  size_t width = 0;
+  for (const auto& job : plan.jobs()) width = std::max(width, job.stage().size());
+  for (const auto& job : plan.jobs()) {
+    std::printf("  %s\n", JobLine(job, width).c_str());
+    if (job.has_final_checkpoint())
+      std::printf("  %*s final checkpoint %s\n", static_cast<int>(width), "",
+                  job.final_checkpoint().path().c_str());
+  }
+}
+
+}  // namespace
+
+int RunSubmit(const Args& args) {
+  std::string path, address;
+  bool quiet = false;
+  CommandLine cl("loom submit", "Validates a plan and submits it; prints the plan id.");
+  cl.AddPositional("PLAN", &path, "plan file (.yaml, .json or .textproto)");
+  AddCoordinatorFlag(cl, &address);
+  cl.AddFlag("quiet", &quiet, "print only the plan id");
+  cl.AddEpilog("example:\n  loom submit examples/plans/demo.yaml && loom watch demo-1");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  absl::StatusOr<loom::v1::TrainingPlan> plan = LoadPlan(path);
+  if (!plan.ok()) {
+    std::string message(plan.status().message());
+    if (message.empty() || message.back() != '\n') message.push_back('\n');
+    std::fputs(message.c_str(), stderr);
+    return 1;
+  }
+  Client client = Connect(address);
+  loom::v1::SubmitPlanRequest request;
+  *request.mutable_plan() = *plan;
+  request.set_source(path);
+  loom::v1::SubmitPlanResponse response;
+  grpc::Status status = client.stub->SubmitPlan(CallContext().get(), request, &response);
+  if (!status.ok()) return ReportRpcError("submit " + path, client, status);
+  std::printf("%s\n", response.plan_id().c_str());
+  if (!quiet) std::fprintf(stderr, "submitted; follow it with `loom watch %s`\n", response.plan_id().c_str());
+  return 0;
+}
+
+int RunStatus(const Args& args) {
+  std::string plan_id, address;
+  bool json = false, all = true;
+  CommandLine cl("loom status", "Shows a plan's jobs (state, attempt, progress, reason), or every plan.");
+  cl.AddPositional("PLAN", &plan_id, "plan id (omit for every plan)", /*required=*/false);
+  AddCoordinatorFlag(cl, &address);
+  cl.AddFlag("json", &json, "print loom.v1.PlanStatus (or ListPlansResponse) as JSON");
+  cl.AddFlag("all", &all, "without PLAN: include plans that ended");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  Client client = Connect(address);
+  if (!plan_id.empty()) {
+    loom::v1::GetPlanRequest request;
+    request.set_plan_id(plan_id);
+    loom::v1::GetPlanResponse response;
+    grpc::Status status = client.stub->GetPlan(CallContext().get(), request, &response);
+    if (!status.ok()) return ReportRpcError("status " + plan_id, client, status);
+    if (json) {
+      std::printf("%s\n", ToJson(response.status()).c_str());
+    } else {
+      PrintPlan(response.status());
+    }
+    return 0;
+  }
+  loom::v1::ListPlansRequest request;
+  request.set_include_finished(all);
+  loom::v1::ListPlansResponse response;
+  grpc::Status status = client.stub->ListPlans(CallContext().get(), request, &response);
+  if (!status.ok()) return ReportRpcError("status", client, status);
+  if (json) {
+    std::printf("%s\n", ToJson(response).c_str());
+  } else if (response.plans_size() == 0) {
+    std::printf("no plans\n");
+  } else {
+    for (const auto& plan : response.plans()) PrintPlan(plan);
+  }
+  return 0;
+}
+
+int RunWatch(const Args& args) {
+  std::string plan_id, address;
+  CommandLine cl("loom watch",
+                 "Follows a plan live: one line per stage with step, tokens/budget, loss, tokens/s and ETA. "
+                 "Exits when the plan ends: 0 if it succeeded, 1 otherwise. Plain lines when stdout is not a "
+                 "terminal.");
+  cl.AddPositional("PLAN", &plan_id, "plan id");
+  AddCoordinatorFlag(cl, &address);
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  const bool tty = isatty(STDOUT_FILENO) != 0;
+  Client client = Connect(address);
+  int drawn = 0;  // lines of the last redraw (terminal mode)
+  std::string last_text;
+  std::string last_message;
+  int failures = 0;
+  while (true) {
+    grpc::ClientContext context;
+    loom::v1::WatchPlanRequest request;
+    request.set_plan_id(plan_id);
+    std::unique_ptr<grpc::ClientReader<loom::v1::PlanEvent>> reader =
+        client.stub->WatchPlan(&context, request);
+    loom::v1::PlanEvent event;
+    while (reader->Read(&event)) {
+      failures = 0;
+      const loom::v1::PlanStatus& plan = event.status();
+      size_t width = 0;
+      for (const auto& job : plan.jobs()) width = std::max(width, job.stage().size());
+      std::string text;
+      for (const auto& job : plan.jobs()) absl::StrAppend(&text, JobLine(job, width), "\n");
+      if (tty) {
+        for (int i = 0; i < drawn; ++i) std::printf("\x1b[1A\x1b[2K");
+        std::printf("%s  %s\n%s", plan.plan_id().c_str(), StateName(plan.state()).c_str(), text.c_str());
+        drawn = plan.jobs_size() + 1;
+      } else {
+        if (!event.message().empty() && event.message() != last_message) {
+          std::printf("event: %s\n", event.message().c_str());
+          last_message = event.message();
+        }
+        if (text != last_text) std::printf("%s", text.c_str());
+      }
+      last_text = text;
+      std::fflush(stdout);
+      if (plan.state() != loom::v1::PLAN_STATE_ACTIVE) {
+        std::printf("plan %s %s\n", plan.plan_id().c_str(), StateName(plan.state()).c_str());
+        return plan.state() == loom::v1::PLAN_STATE_SUCCEEDED ? 0 : 1;
+      }
+    }
+    grpc::Status status = reader->Finish();
+    if (status.error_code() == grpc::StatusCode::NOT_FOUND ||
+        status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+      return ReportRpcError("watch " + plan_id, client, status);
+    }
+    // The coordinator went away (a restart?): keep trying for a while.
+    if (++failures > 60) return ReportRpcError("watch " + plan_id, client, status);
+    if (failures == 1)
+      std::fprintf(stderr, "loom: watch: lost the coordinator at %s (%s); retrying\n", address.c_str(),
+                   status.error_message().c_str());
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    drawn = 0;
+  }
+}
+
+int RunCancel(const Args& args) {
+  std::string plan_id, address, reason;
+  CommandLine cl("loom cancel", "Cancels a plan: its running jobs are aborted, the others will not start.");
+  cl.AddPositional("PLAN", &plan_id, "plan id");
+  AddCoordinatorFlag(cl, &address);
+  cl.AddFlag("reason", &reason, "why (recorded in the jobs' transitions)");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  Client client = Connect(address);
+  loom::v1::CancelPlanRequest request;
+  request.set_plan_id(plan_id);
+  request.set_reason(reason);
+  loom::v1::CancelPlanResponse response;
+  grpc::Status status = client.stub->CancelPlan(CallContext().get(), request, &response);
+  if (!status.ok()) return ReportRpcError("cancel " + plan_id, client, status);
+  std::printf("cancelled %s\n", plan_id.c_str());
+  return 0;
+}
+
+int RunWorkers(const Args& args) {
+  std::string address;
+  bool json = false;
+  CommandLine cl("loom workers", "Lists the worker daemons: state, slots used, last heartbeat, ranks.");
+  AddCoordinatorFlag(cl, &address);
+  cl.AddFlag("json", &json, "print loom.v1.ListWorkersResponse as JSON");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  Client client = Connect(address);
+  loom::v1::ListWorkersResponse response;
+  grpc::Status status =
+      client.stub->ListWorkers(CallContext().get(), loom::v1::ListWorkersRequest(), &response);
+  if (!status.ok()) return ReportRpcError("workers", client, status);
+  if (json) {
+    std::printf("%s\n", ToJson(response).c_str());
+    return 0;
+  }
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  for (const auto& w : response.workers()) {
+    std::string state = EnumName(w.state());
+    std::printf("%-24s %-5s %d/%d slots  heartbeat %.1fs ago  %s\n", w.worker_id().c_str(), state.c_str(),
+                w.slots_used(), w.slots(), (now - w.last_heartbeat_ms()) / 1000.0, w.host().c_str());
+    for (const auto& r : w.ranks()) std::printf("    %s\n", r.c_str());
+  }
+  if (response.workers_size() == 0) std::printf("no workers\n");
+  return 0;
+}
+
+int RunCheckpoints(const Args& args) {
+  std::string plan_id, address, stage;
+  bool json = false;
+  CommandLine cl("loom checkpoints", "Lists a plan's committed checkpoints (every shard durable).");
+  cl.AddPositional("PLAN", &plan_id, "plan id");
+  AddCoordinatorFlag(cl, &address);
+  cl.AddFlag("stage", &stage, "only this stage");
+  cl.AddFlag("json", &json, "print loom.v1.ListCheckpointsResponse as JSON");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  Client client = Connect(address);
+  loom::v1::ListCheckpointsRequest request;
+  request.set_plan_id(plan_id);
+  request.set_stage(stage);
+  loom::v1::ListCheckpointsResponse response;
+  grpc::Status status = client.stub->ListCheckpoints(CallContext().get(), request, &response);
+  if (!status.ok()) return ReportRpcError("checkpoints " + plan_id, client, status);
+  if (json) {
+    std::printf("%s\n", ToJson(response).c_str());
+    return 0;
+  }
+  for (const auto& c : response.checkpoints()) {
+    std::printf("%-16s step %-8lld tokens %-12lld attempt %d%s  %s\n", c.stage().c_str(),
+                static_cast<long long>(c.step()), static_cast<long long>(c.tokens()), c.attempt(),
+                c.final() ? "  final" : "", c.path().c_str());
+  }
+  if (response.checkpoints_size() == 0) std::printf("no checkpoints\n");
+  return 0;
+}
+
+}  // namespace loom::cli

@@ -1,0 +1,710 @@
+#include "coordinator/coordinator.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/checkpoint_ref.h"
+#include "common/logging.h"
+#include "common/plan_error.h"
+#include "common/plan_resolve.h"
+#include "common/plan_validation.h"
+#include "common/proto_names.h"
+#include "coordinator/job_state.h"
+#include "coordinator/scheduler.h"
+
+namespace loom::coordinator {
+
+using loom::v1::JobState;
+using loom::v1::JobStatus;
+using loom::v1::PlanRecord;
+
+namespace {
+
+constexpr char kLog[] = "coordinator";
+
+std::string Upper(JobState s) {
+  std::string name = EnumName(s);
+  for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return name;
+}
+
+std::string AttemptKey(const std::string& job_id, int attempt) { return absl::StrCat(job_id, "#", attempt); }
+
+}  // namespace
+
+Coordinator::Coordinator(Store* store, CoordinatorOptions options, Clock clock)
+    : store_(store), options_(std::move(options)), clock_(std::move(clock)) {}
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, CoordinatorOptions options,
+                                                                 Clock clock) {
+  std::unique_ptr<Coordinator> c(new Coordinator(store, std::move(options), std::move(clock)));
+  absl::MutexLock lock(&c->mu_);
+  if (absl::Status s = c->LoadLocked(); !s.ok()) return s;
+  return c;
+}
+
+absl::Status Coordinator::LoadLocked() {
+  absl::StatusOr<StoreContents> contents = store_->Load();
+  if (!contents.ok()) return contents.status();
+  const int64_t now = clock_();
+  plan_seq_ = contents->plan_seq;
+  for (loom::v1::CheckpointInfo& c : contents->checkpoints) {
+    checkpoints_[c.plan_id()].push_back(std::move(c));
+    ++checkpoints_committed_;
+  }
+  for (loom::v1::WorkerStatus& s : contents->workers) {
+    Worker& w = workers_[s.worker_id()];
+    w.status = std::move(s);
+    RefreshWorkerStatus(w);
+  }
+  int adopting = 0;
+  for (PlanRecord& record : contents->plans) {
+    const std::string id = record.status().plan_id();
+    PlanRecord& plan = plans_[id] = std::move(record);
+    for (int i = 0; i < plan.status().jobs_size(); ++i) {
+      const JobStatus& job = plan.status().jobs(i);
+      if (HasAttemptPlaced(job.state()) && plan.runtime(i).ranks_size() > 0) {
+        adopt_deadline_[job.job_id()] = now + absl::ToInt64Milliseconds(options_.adopt_grace);
+        adopted_[job.job_id()].clear();
+        ++adopting;
+      }
+    }
+  }
+  Log(LogLevel::kInfo, kLog, "loaded ", plans_.size(), " plans, ", checkpoints_committed_, " checkpoints, ",
+      workers_.size(), " workers; ", adopting, " running attempts wait ",
+      absl::FormatDuration(options_.adopt_grace), " for their workers");
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client API
+
+absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan& plan,
+                                                    const std::string& source) {
+  if (plan.ByteSizeLong() > static_cast<size_t>(kMaxPlanBytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("plan is ", plan.ByteSizeLong(), " bytes; the limit is ", kMaxPlanBytes));
+  }
+  std::vector<PlanError> errors = ValidatePlan(plan);
+  if (!errors.empty()) return PlanErrorsToStatus(errors, source.empty() ? "the plan" : source);
+
+  PlanRecord record;
+  *record.mutable_plan() = plan;
+  record.set_source(source);
+  std::vector<loom::v1::Stage> stages;
+  for (int i = 0; i < plan.stages_size(); ++i) stages.push_back(ResolveStage(plan, i));
+
+  absl::MutexLock lock(&mu_);
+  const int64_t now = clock_();
+  const int64_t seq = plan_seq_ + 1;
+  const std::string plan_id = absl::StrCat(plan.name(), "-", seq);
+  record.set_seq(static_cast<uint64_t>(seq));
+  loom::v1::PlanStatus* status = record.mutable_status();
+  status->set_plan_id(plan_id);
+  status->set_name(plan.name());
+  status->set_state(loom::v1::PLAN_STATE_ACTIVE);
+  status->set_submitted_ms(now);
+  status->set_priority(plan.priority());
+  for (const loom::v1::Stage& stage : stages) {
+    JobStatus* job = status->add_jobs();
+    job->set_job_id(absl::StrCat(plan_id, "/", stage.name()));
+    job->set_stage(stage.name());
+    job->set_kind(stage.kind());
+    job->set_state(loom::v1::JOB_STATE_PENDING);
+    job->set_reason("submitted");
+    job->set_tokens_budget(stage.tokens());
+    loom::v1::JobTransition* t = job->add_transitions();
+    t->set_time_ms(now);
+    t->set_to_state(loom::v1::JOB_STATE_PENDING);
+    t->set_reason("submitted");
+    record.add_runtime();
+  }
+  StoreWrite write;
+  write.plans.push_back(&record);
+  write.plan_seq = seq;
+  if (absl::Status s = store_->Write(write); !s.ok()) return s;
+  plan_seq_ = seq;
+  PlanRecord& stored = plans_[plan_id] = std::move(record);
+  Log(LogLevel::kInfo, kLog, "plan ", plan_id, " submitted (", stages.size(), " stages, priority ",
+      plan.priority(), source.empty() ? "" : ", from ", source, ")");
+  Announce(stored, absl::StrCat("submitted with ", stages.size(), " stages"));
+  dirty_schedule_ = true;
+  return plan_id;
+}
+
+absl::StatusOr<loom::v1::GetPlanResponse> Coordinator::GetPlan(const std::string& plan_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = plans_.find(plan_id);
+  if (it == plans_.end()) return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "'"));
+  loom::v1::GetPlanResponse response;
+  *response.mutable_status() = it->second.status();
+  *response.mutable_plan() = it->second.plan();
+  return response;
+}
+
+loom::v1::ListPlansResponse Coordinator::ListPlans(bool include_finished) {
+  absl::MutexLock lock(&mu_);
+  std::vector<const PlanRecord*> plans;
+  for (const auto& [id, plan] : plans_) {
+    if (include_finished || plan.status().state() == loom::v1::PLAN_STATE_ACTIVE) plans.push_back(&plan);
+  }
+  std::sort(plans.begin(), plans.end(),
+            [](const PlanRecord* a, const PlanRecord* b) { return a->seq() < b->seq(); });
+  loom::v1::ListPlansResponse response;
+  for (const PlanRecord* p : plans) *response.add_plans() = p->status();
+  return response;
+}
+
+absl::Status Coordinator::CancelPlan(const std::string& plan_id, const std::string& reason) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = plans_.find(plan_id);
+    if (it == plans_.end()) return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "'"));
+    PlanRecord& plan = it->second;
+    const std::string why = reason.empty() ? "cancelled by the user" : absl::StrCat("cancelled: ", reason);
+    for (int i = 0; i < plan.status().jobs_size(); ++i) {
+      if (IsTerminal(plan.status().jobs(i).state())) continue;
+      AbortRanks(plan, i, why);
+      SetJobState(plan, i, loom::v1::JOB_STATE_CANCELLED, why);
+    }
+    SettlePlan(plan);
+    Persist(plan);
+    Announce(plan, why);
+    dirty_schedule_ = true;
+  }
+  Flush();
+  return absl::OkStatus();
+}
+
+loom::v1::ListWorkersResponse Coordinator::ListWorkers() {
+  absl::MutexLock lock(&mu_);
+  loom::v1::ListWorkersResponse response;
+  for (auto& [id, w] : workers_) {
+    RefreshWorkerStatus(w);
+    *response.add_workers() = w.status;
+  }
+  return response;
+}
+
+absl::StatusOr<loom::v1::ListCheckpointsResponse> Coordinator::ListCheckpoints(const std::string& plan_id,
+                                                                               const std::string& stage) {
+  absl::MutexLock lock(&mu_);
+  if (!plans_.contains(plan_id)) return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "'"));
+  loom::v1::ListCheckpointsResponse response;
+  auto it = checkpoints_.find(plan_id);
+  if (it == checkpoints_.end()) return response;
+  for (const loom::v1::CheckpointInfo& c : it->second) {
+    if (stage.empty() || c.stage() == stage) *response.add_checkpoints() = c;
+  }
+  return response;
+}
+
+absl::StatusOr<loom::v1::PlanEvent> Coordinator::WaitForChange(const std::string& plan_id, uint64_t* version,
+                                                               absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto it = plans_.find(plan_id);
+  if (it == plans_.end()) return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "'"));
+  const uint64_t seen = *version;
+  auto changed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return plan_version_[plan_id] != seen; };
+  mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+  *version = plan_version_[plan_id];
+  loom::v1::PlanEvent event;
+  event.set_time_ms(clock_());
+  *event.mutable_status() = it->second.status();
+  event.set_message(last_event_[plan_id]);
+  return event;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker API
+
+absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWorker& request,
+                                                    std::shared_ptr<WorkerLink> link) {
+  if (request.worker_id().empty()) return absl::InvalidArgumentError("RegisterWorker.worker_id is empty");
+  if (request.devices_size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("worker ", request.worker_id(), " registered no devices"));
+  }
+  int64_t connection = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    const int64_t now = clock_();
+    Worker& w = workers_[request.worker_id()];
+    const bool reconnect = w.connection != 0;
+    connection = next_connection_++;
+    w.link = std::move(link);
+    w.connection = connection;
+    w.occupied.clear();
+    w.status.set_worker_id(request.worker_id());
+    w.status.set_host(request.host());
+    *w.status.mutable_devices() = request.devices();
+    w.status.set_slots(request.devices_size());
+    w.status.set_metrics_address(request.metrics_address());
+    w.status.set_last_heartbeat_ms(now);
+
+    loom::v1::CoordinatorMessage ack;
+    ack.mutable_registered()->set_worker_id(request.worker_id());
+    ack.mutable_registered()->set_heartbeat_interval_ms(
+        absl::ToInt64Milliseconds(options_.heartbeat_interval));
+    Send(request.worker_id(), std::move(ack));
+
+    // Ranks the worker still runs: re-adopt the current ones, abort the rest.
+    std::map<std::string, std::set<int>> listed;
+    for (const loom::v1::RankRef& r : request.running())
+      listed[AttemptKey(r.job_id(), r.attempt())].insert(r.rank());
+    int adopted = 0, aborted = 0;
+    for (const loom::v1::RankRef& r : request.running()) {
+      int index = -1;
+      PlanRecord* plan = FindJob(r.job_id(), &index);
+      const loom::v1::RankPlacement* placement = nullptr;
+      if (plan != nullptr && IsCurrent(r)) {
+        for (const auto& p : plan->runtime(index).ranks()) {
+          if (p.rank() == r.rank() && p.worker_id() == request.worker_id()) placement = &p;
+        }
+      }
+      if (placement != nullptr) {
+        w.occupied[placement->device_index()] = r;
+        adopted_[r.job_id()].insert(r.rank());
+        ++adopted;
+      } else {
+        loom::v1::CoordinatorMessage abort;
+        *abort.mutable_abort()->mutable_rank() = r;
+        abort.mutable_abort()->set_reason("the coordinator does not know this attempt any more");
+        Send(request.worker_id(), std::move(abort));
+        ++aborted;
+      }
+    }
+    // Current ranks placed on this worker that it did not list: they may have exited while it was
+    // away (their RankExit follows) or died with a restarted daemon. Give them a moment.
+    for (auto& [id, plan] : plans_) {
+      for (int i = 0; i < plan.status().jobs_size(); ++i) {
+        const JobStatus& job = plan.status().jobs(i);
+        if (!HasAttemptPlaced(job.state())) continue;
+        const std::set<int>& here = listed[AttemptKey(job.job_id(), job.attempt())];
+        for (const auto& p : plan.runtime(i).ranks()) {
+          if (p.worker_id() != request.worker_id() || p.exited_ok() || here.contains(p.rank())) continue;
+          adopted_[job.job_id()].erase(p.rank());
+          const int64_t deadline = now + absl::ToInt64Milliseconds(options_.heartbeat_timeout);
+          auto [it, inserted] = adopt_deadline_.emplace(job.job_id(), deadline);
+          if (!inserted) it->second = std::min(it->second, deadline);
+        }
+      }
+    }
+    RefreshWorkerStatus(w);
+    PersistWorker(w);
+    Log(LogLevel::kInfo, kLog, "worker ", request.worker_id(), reconnect ? " reconnected" : " registered",
+        " (", request.host(), ", ", request.devices_size(), " slots, ", adopted, " ranks re-adopted, ",
+        aborted, " aborted)");
+    dirty_schedule_ = true;
+  }
+  Flush();
+  return connection;
+}
+
+void Coordinator::HandleWorkerMessage(const std::string& worker_id, int64_t connection,
+                                      const loom::v1::WorkerMessage& message) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end() || it->second.connection != connection) return;  // a stale stream
+    Worker& w = it->second;
+    switch (message.body_case()) {
+      case loom::v1::WorkerMessage::kHeartbeat:
+        OnHeartbeat(w, message.heartbeat());
+        break;
+      case loom::v1::WorkerMessage::kProgress:
+        w.status.set_last_heartbeat_ms(clock_());
+        OnProgress(message.progress());
+        break;
+      case loom::v1::WorkerMessage::kCheckpoint:
+        OnCheckpoint(message.checkpoint());
+        break;
+      case loom::v1::WorkerMessage::kRankExit:
+        OnRankExit(w, message.rank_exit());
+        break;
+      default:
+        Log(LogLevel::kWarning, kLog, "worker ", worker_id, " sent an unexpected message (",
+            message.body_case(), ")");
+    }
+  }
+  Flush();
+}
+
+void Coordinator::Disconnected(const std::string& worker_id, int64_t connection, const std::string& why) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end() || it->second.connection != connection) return;
+    WorkerLost(it->second, absl::StrCat("stream closed: ", why));
+  }
+  Flush();
+}
+
+void Coordinator::OnHeartbeat(Worker& w, const loom::v1::Heartbeat& hb) {
+  w.status.set_last_heartbeat_ms(clock_());
+  for (const loom::v1::RankRef& r : hb.running()) {
+    bool current = false;
+    int index = -1;
+    if (PlanRecord* plan = FindJob(r.job_id(), &index); plan != nullptr && IsCurrent(r)) {
+      for (const auto& p : plan->runtime(index).ranks())
+        current |= p.rank() == r.rank() && p.worker_id() == w.status.worker_id();
+    }
+    if (!current) {
+      loom::v1::CoordinatorMessage abort;
+      *abort.mutable_abort()->mutable_rank() = r;
+      abort.mutable_abort()->set_reason("not part of a current attempt");
+      Send(w.status.worker_id(), std::move(abort));
+    }
+  }
+}
+
+void Coordinator::OnProgress(const loom::v1::Progress& p) {
+  if (!IsCurrent(p.rank())) return;
+  int index = -1;
+  PlanRecord* plan = FindJob(p.rank().job_id(), &index);
+  JobStatus* job = plan->mutable_status()->mutable_jobs(index);
+  if (p.rank().rank() == 0) {
+    *job->mutable_progress() = p;
+    for (const auto& [k, v] : p.eval_loss()) (*job->mutable_eval_loss())[k] = v;
+    for (const auto& [k, v] : p.eval_metrics()) (*job->mutable_eval_metrics())[k] = v;
+  }
+  std::set<int>& seen = progressed_[job->job_id()];
+  seen.insert(p.rank().rank());
+  if (job->state() == loom::v1::JOB_STATE_SCHEDULED &&
+      static_cast<int>(seen.size()) == plan->runtime(index).ranks_size()) {
+    SetJobState(*plan, index, loom::v1::JOB_STATE_RUNNING,
+                absl::StrCat("all ", seen.size(), " ranks training"));
+    Persist(*plan);
+  }
+  Announce(*plan, "");
+}
+
+void Coordinator::OnCheckpoint(const loom::v1::CheckpointReport& report) {
+  if (!IsCurrent(report.rank())) return;
+  int index = -1;
+  PlanRecord* plan = FindJob(report.rank().job_id(), &index);
+  JobStatus* job = plan->mutable_status()->mutable_jobs(index);
+  const std::string key = absl::StrCat(AttemptKey(job->job_id(), job->attempt()), "@", report.step());
+  PendingCheckpoint& pending = pending_checkpoints_[key];
+  if (pending.shards.empty()) pending.report = report;
+  pending.shards.insert(report.shard());
+  if (static_cast<int>(pending.shards.size()) < std::max(1, report.num_shards())) return;
+  pending_checkpoints_.erase(key);
+
+  loom::v1::CheckpointInfo info;
+  info.set_plan_id(plan->status().plan_id());
+  info.set_stage(job->stage());
+  info.set_step(report.step());
+  info.set_tokens(report.tokens());
+  info.set_path(report.path());
+  info.set_attempt(job->attempt());
+  info.set_committed_ms(clock_());
+  info.set_final(report.final());
+  *job->mutable_last_checkpoint() = info;
+  if (report.final()) *job->mutable_final_checkpoint() = info;
+  checkpoints_[info.plan_id()].push_back(info);
+  ++checkpoints_committed_;
+  Persist(*plan, &info);
+  Log(LogLevel::kInfo, kLog, "job ", job->job_id(), " attempt ", job->attempt(), ": checkpoint step ",
+      info.step(), " committed", info.final() ? " (final)" : "", " at ", info.path());
+  Announce(*plan, absl::StrCat(job->stage(), ": checkpoint step ", info.step(), " committed",
+                               info.final() ? " (final)" : ""));
+  MaybeSucceed(*plan, index);
+}
+
+void Coordinator::OnRankExit(Worker& w, const loom::v1::RankExit& exit) {
+  for (auto it = w.occupied.begin(); it != w.occupied.end(); ++it) {
+    if (it->second.job_id() == exit.rank().job_id() && it->second.attempt() == exit.rank().attempt() &&
+        it->second.rank() == exit.rank().rank()) {
+      w.occupied.erase(it);
+      dirty_schedule_ = true;
+      break;
+    }
+  }
+  RefreshWorkerStatus(w);
+  if (!IsCurrent(exit.rank())) return;
+  int index = -1;
+  PlanRecord* plan = FindJob(exit.rank().job_id(), &index);
+  JobStatus* job = plan->mutable_status()->mutable_jobs(index);
+  if (!HasAttemptPlaced(job->state())) return;
+  adopted_[job->job_id()].insert(exit.rank().rank());
+  if (exit.exit_code() != 0) {
+    std::string what = exit.exit_code() < 0 ? absl::StrCat("was killed by signal ", -exit.exit_code())
+                                            : absl::StrCat("exited with code ", exit.exit_code());
+    FailAttempt(*plan, index,
+                absl::StrCat("rank ", exit.rank().rank(), " on ", w.status.worker_id(), " ", what,
+                             exit.error().empty() ? "" : ": ", exit.error()));
+    return;
+  }
+  bool all_ok = true;
+  for (auto& p : *plan->mutable_runtime(index)->mutable_ranks()) {
+    if (p.rank() == exit.rank().rank()) p.set_exited_ok(true);
+    all_ok &= p.exited_ok();
+  }
+  Persist(*plan);
+  if (all_ok && job->final_checkpoint().attempt() != job->attempt()) {
+    FailAttempt(*plan, index, "every rank exited without a committed final checkpoint");
+    return;
+  }
+  MaybeSucceed(*plan, index);
+}
+
+void Coordinator::WorkerLost(Worker& w, const std::string& why) {
+  const std::string id = w.status.worker_id();
+  w.link.reset();
+  w.connection = 0;
+  w.occupied.clear();
+  RefreshWorkerStatus(w);
+  PersistWorker(w);
+  Log(LogLevel::kWarning, kLog, "worker ", id, " lost: ", why);
+  for (auto& [plan_id, plan] : plans_) {
+    for (int i = 0; i < plan.status().jobs_size(); ++i) {
+      if (!HasAttemptPlaced(plan.status().jobs(i).state())) continue;
+      bool affected = false;
+      for (const auto& p : plan.runtime(i).ranks()) affected |= p.worker_id() == id && !p.exited_ok();
+      if (affected) FailAttempt(plan, i, absl::StrCat("worker ", id, " lost (", why, ")"));
+    }
+  }
+  dirty_schedule_ = true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers and scheduling
+
+void Coordinator::Tick() {
+  {
+    absl::MutexLock lock(&mu_);
+    const int64_t now = clock_();
+    const int64_t timeout = absl::ToInt64Milliseconds(options_.heartbeat_timeout);
+    for (auto& [id, w] : workers_) {
+      if (w.link != nullptr && now - w.status.last_heartbeat_ms() > timeout) {
+        WorkerLost(w, absl::StrCat("no heartbeat for ", (now - w.status.last_heartbeat_ms()) / 1000.0, " s"));
+      }
+    }
+    for (auto it = adopt_deadline_.begin(); it != adopt_deadline_.end();) {
+      int index = -1;
+      PlanRecord* plan = FindJob(it->first, &index);
+      if (plan == nullptr || !HasAttemptPlaced(plan->status().jobs(index).state())) {
+        it = adopt_deadline_.erase(it);
+        continue;
+      }
+      std::vector<std::string> missing;
+      for (const auto& p : plan->runtime(index).ranks()) {
+        if (!p.exited_ok() && !adopted_[it->first].contains(p.rank()))
+          missing.push_back(absl::StrCat(p.rank()));
+      }
+      if (missing.empty()) {
+        it = adopt_deadline_.erase(it);
+        continue;
+      }
+      if (now < it->second) {
+        ++it;
+        continue;
+      }
+      const std::string job_id = it->first;
+      it = adopt_deadline_.erase(it);
+      FailAttempt(
+          *plan, index,
+          absl::StrCat("rank(s) ", absl::StrJoin(missing, ","), " not reported running by their workers"));
+    }
+    if (dirty_schedule_) ScheduleLocked();
+  }
+  Flush();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Job helpers
+
+PlanRecord* Coordinator::FindJob(const std::string& job_id, int* index) {
+  const size_t slash = job_id.rfind('/');
+  if (slash == std::string::npos) return nullptr;
+  auto it = plans_.find(job_id.substr(0, slash));
+  if (it == plans_.end()) return nullptr;
+  for (int i = 0; i < it->second.status().jobs_size(); ++i) {
+    if (it->second.status().jobs(i).job_id() == job_id) {
+      *index = i;
+      return &it->second;
+    }
+  }
+  return nullptr;
+}
+
+bool Coordinator::IsCurrent(const loom::v1::RankRef& rank) {
+  int index = -1;
+  PlanRecord* plan = FindJob(rank.job_id(), &index);
+  if (plan == nullptr) return false;
+  const JobStatus& job = plan->status().jobs(index);
+  return HasAttemptPlaced(job.state()) && job.attempt() == rank.attempt() && rank.rank() >= 0 &&
+         rank.rank() < plan->runtime(index).ranks_size();
+}
+
+void Coordinator::AbortRanks(PlanRecord& plan, int index, const std::string& reason) {
+  const JobStatus& job = plan.status().jobs(index);
+  for (const auto& p : plan.runtime(index).ranks()) {
+    if (p.exited_ok()) continue;
+    loom::v1::CoordinatorMessage m;
+    m.mutable_abort()->mutable_rank()->set_job_id(job.job_id());
+    m.mutable_abort()->mutable_rank()->set_attempt(job.attempt());
+    m.mutable_abort()->mutable_rank()->set_rank(p.rank());
+    m.mutable_abort()->set_reason(reason);
+    Send(p.worker_id(), std::move(m));
+  }
+  plan.mutable_runtime(index)->clear_ranks();
+  progressed_.erase(job.job_id());
+  adopted_.erase(job.job_id());
+  adopt_deadline_.erase(job.job_id());
+  rendezvous_.DropPrefix(absl::StrCat(AttemptKey(job.job_id(), job.attempt()), "/"));
+}
+
+void Coordinator::FailAttempt(PlanRecord& plan, int index, const std::string& reason) {
+  JobStatus* job = plan.mutable_status()->mutable_jobs(index);
+  AbortRanks(plan, index, reason);
+  plan.mutable_runtime(index)->set_last_error(reason);
+  const int max_attempts = PlanMaxAttempts(plan.plan());
+  if (job->attempt() >= max_attempts) {
+    SetJobState(plan, index, loom::v1::JOB_STATE_FAILED,
+                absl::StrCat("attempt ", job->attempt(), " of ", max_attempts, " failed: ", reason));
+    SettlePlan(plan);
+  } else {
+    const std::string from = job->last_checkpoint().path();
+    SetJobState(
+        plan, index, loom::v1::JOB_STATE_RECOVERING,
+        absl::StrCat("attempt ", job->attempt(), " failed: ", reason, "; attempt ", job->attempt() + 1,
+                     from.empty() ? " starts afresh" : absl::StrCat(" resumes from ", from)));
+  }
+  Log(LogLevel::kWarning, kLog, "job ", job->job_id(), ": ", job->reason());
+  Persist(plan);
+  Announce(plan, absl::StrCat(job->stage(), ": ", Upper(job->state()), " (", job->reason(), ")"));
+  dirty_schedule_ = true;
+}
+
+void Coordinator::SetJobState(PlanRecord& plan, int index, JobState to, const std::string& reason) {
+  JobStatus* job = plan.mutable_status()->mutable_jobs(index);
+  if (absl::Status s = Transition(job, to, reason, clock_()); !s.ok()) {
+    Log(LogLevel::kError, kLog, s.message());
+  }
+}
+
+void Coordinator::MaybeSucceed(PlanRecord& plan, int index) {
+  JobStatus* job = plan.mutable_status()->mutable_jobs(index);
+  if (!HasAttemptPlaced(job->state())) return;
+  if (!job->has_final_checkpoint() || job->final_checkpoint().attempt() != job->attempt()) return;
+  for (const auto& p : plan.runtime(index).ranks()) {
+    if (!p.exited_ok()) return;
+  }
+  rendezvous_.DropPrefix(absl::StrCat(AttemptKey(job->job_id(), job->attempt()), "/"));
+  plan.mutable_runtime(index)->clear_ranks();
+  progressed_.erase(job->job_id());
+  SetJobState(plan, index, loom::v1::JOB_STATE_SUCCEEDED,
+              absl::StrCat("final checkpoint ", job->final_checkpoint().path()));
+  SettlePlan(plan);
+  Persist(plan);
+  Log(LogLevel::kInfo, kLog, "job ", job->job_id(), " succeeded in attempt ", job->attempt());
+  Announce(plan, absl::StrCat(job->stage(), ": SUCCEEDED"));
+  dirty_schedule_ = true;
+}
+
+void Coordinator::SettlePlan(PlanRecord& plan) {
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    for (int i = 0; i < plan.status().jobs_size(); ++i) {
+      if (plan.status().jobs(i).state() != loom::v1::JOB_STATE_PENDING) continue;
+      for (const Dependency& d : Dependencies(plan, i)) {
+        if (d.stage < 0) continue;
+        const JobState s = plan.status().jobs(d.stage).state();
+        if (s == loom::v1::JOB_STATE_FAILED || s == loom::v1::JOB_STATE_CANCELLED) {
+          SetJobState(
+              plan, i,
+              s == loom::v1::JOB_STATE_FAILED ? loom::v1::JOB_STATE_FAILED : loom::v1::JOB_STATE_CANCELLED,
+              absl::StrCat("stage '", plan.status().jobs(d.stage).stage(), "' ",
+                           s == loom::v1::JOB_STATE_FAILED ? "failed" : "was cancelled"));
+          changed = true;
+          break;
+        }
+      }
+    }
+  }
+  const loom::v1::PlanState state = DerivePlanState(plan.status());
+  if (state != plan.status().state()) {
+    plan.mutable_status()->set_state(state);
+    if (state != loom::v1::PLAN_STATE_ACTIVE) {
+      plan.mutable_status()->set_ended_ms(clock_());
+      Log(LogLevel::kInfo, kLog, "plan ", plan.status().plan_id(), " ended: ", EnumName(state));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plumbing
+
+void Coordinator::Persist(PlanRecord& plan, const loom::v1::CheckpointInfo* checkpoint) {
+  StoreWrite write;
+  write.plans.push_back(&plan);
+  if (checkpoint != nullptr) write.checkpoints.push_back(checkpoint);
+  if (absl::Status s = store_->Write(write); !s.ok()) {
+    // The in-memory state is ahead of the disk; a restart would forget this change.
+    Log(LogLevel::kError, kLog, "plan ", plan.status().plan_id(), ": ", s.message());
+  }
+}
+
+void Coordinator::PersistWorker(const Worker& w) {
+  StoreWrite write;
+  write.workers.push_back(&w.status);
+  if (absl::Status s = store_->Write(write); !s.ok()) Log(LogLevel::kError, kLog, s.message());
+}
+
+void Coordinator::Send(const std::string& worker_id, loom::v1::CoordinatorMessage message) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.link == nullptr) return;
+  outbox_.push_back({it->second.link, std::move(message)});
+}
+
+void Coordinator::Announce(PlanRecord& plan, const std::string& message) {
+  const std::string& id = plan.status().plan_id();
+  ++plan_version_[id];
+  if (!message.empty()) last_event_[id] = message;
+}
+
+void Coordinator::RefreshWorkerStatus(Worker& w) {
+  w.status.set_state(w.link == nullptr    ? loom::v1::WORKER_STATE_LOST
+                     : w.occupied.empty() ? loom::v1::WORKER_STATE_IDLE
+                                          : loom::v1::WORKER_STATE_BUSY);
+  w.status.set_slots_used(static_cast<int>(w.occupied.size()));
+  w.status.clear_ranks();
+  for (const auto& [device, rank] : w.occupied) {
+    w.status.add_ranks(absl::StrCat(rank.job_id(), "#", rank.attempt(), "/rank", rank.rank()));
+  }
+}
+
+void Coordinator::Flush() {
+  absl::MutexLock order(&flush_mu_);
+  std::vector<Outgoing> out;
+  {
+    absl::MutexLock lock(&mu_);
+    out.swap(outbox_);
+  }
+  for (Outgoing& o : out) o.link->Send(o.message);
+}
+
+MetricsSnapshot Coordinator::Metrics() {
+  absl::MutexLock lock(&mu_);
+  MetricsSnapshot m;
+  const int64_t now = clock_();
+  for (const auto& [id, plan] : plans_) {
+    ++m.plans[plan.status().state()];
+    for (const JobStatus& job : plan.status().jobs())
+      m.jobs.push_back({id, job.stage(), job.state(), job.attempt()});
+  }
+  for (auto& [id, w] : workers_) {
+    RefreshWorkerStatus(w);
+    ++m.workers[w.status.state()];
+    if (w.link != nullptr) m.heartbeat_age_seconds[id] = (now - w.status.last_heartbeat_ms()) / 1000.0;
+  }
+  m.pending_jobs = pending_jobs_;
+  m.checkpoints_committed = checkpoints_committed_;
+  return m;
+}
+
+}  // namespace loom::coordinator

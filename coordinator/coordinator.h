@@ -1,0 +1,191 @@
+// The coordinator's brain: plans, jobs, workers and checkpoints, driven by events (a plan
+// submitted, a worker registered, a heartbeat, progress, a checkpoint shard, a rank exit, a
+// stream closed, a timer tick). The clock is injected and every event is a plain method call,
+// so the logic is tested without gRPC; service.h connects it to the network.
+//
+// Every state change is written to the Store (one synced batch) before it is acknowledged or
+// announced to workers. Messages to workers are queued under the lock and sent after it is
+// released, so a slow worker stream never stalls the coordinator.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "coordinator/rendezvous.h"
+#include "coordinator/store.h"
+#include "loom/v1/coordinator.pb.h"
+#include "loom/v1/coordinator_store.pb.h"
+
+namespace loom::coordinator {
+
+struct CoordinatorOptions {
+  // Checkpoint root: Assignment.checkpoint_dir = <root>/<plan_id>/<stage>.
+  std::string checkpoint_root;
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  absl::Duration heartbeat_timeout = absl::Seconds(5);
+  // After a restart: how long running attempts wait for their workers to reconnect and report
+  // their ranks before they are rescheduled.
+  absl::Duration adopt_grace = absl::Seconds(10);
+};
+
+// A worker's stream, as seen by the coordinator.
+class WorkerLink {
+ public:
+  virtual ~WorkerLink() = default;
+  // Sends one message; false when the stream is gone (the coordinator learns it via Disconnected).
+  virtual bool Send(const loom::v1::CoordinatorMessage& message) = 0;
+};
+
+// A snapshot for /metrics.
+struct MetricsSnapshot {
+  struct Job {
+    std::string plan_id, stage;
+    loom::v1::JobState state;
+    int attempt;
+  };
+  std::vector<Job> jobs;
+  std::map<loom::v1::WorkerState, int> workers;
+  std::map<std::string, double> heartbeat_age_seconds;  // connected workers
+  int pending_jobs = 0;
+  int64_t checkpoints_committed = 0;
+  std::map<loom::v1::PlanState, int> plans;
+};
+
+class Coordinator {
+ public:
+  using Clock = std::function<int64_t()>;  // Unix milliseconds
+
+  // Loads the store's contents. Attempts that were running get `adopt_grace` to be re-adopted.
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(Store* store, CoordinatorOptions options,
+                                                             Clock clock);
+
+  // --- client API (PlanService) ---
+  // Validates, resolves and stores the plan and its jobs; returns the plan id.
+  absl::StatusOr<std::string> SubmitPlan(const loom::v1::TrainingPlan& plan, const std::string& source);
+  absl::StatusOr<loom::v1::GetPlanResponse> GetPlan(const std::string& plan_id);
+  loom::v1::ListPlansResponse ListPlans(bool include_finished);
+  absl::Status CancelPlan(const std::string& plan_id, const std::string& reason);
+  loom::v1::ListWorkersResponse ListWorkers();
+  absl::StatusOr<loom::v1::ListCheckpointsResponse> ListCheckpoints(const std::string& plan_id,
+                                                                    const std::string& stage);
+  // Blocks until the plan changed after `*version` or `timeout` passed; updates `*version` and
+  // returns the plan's status and the latest event message.
+  absl::StatusOr<loom::v1::PlanEvent> WaitForChange(const std::string& plan_id, uint64_t* version,
+                                                    absl::Duration timeout);
+
+  // --- worker API (WorkerService) ---
+  // Returns the connection id the other events of this stream carry.
+  absl::StatusOr<int64_t> RegisterWorker(const loom::v1::RegisterWorker& request,
+                                         std::shared_ptr<WorkerLink> link);
+  void HandleWorkerMessage(const std::string& worker_id, int64_t connection,
+                           const loom::v1::WorkerMessage& message);
+  // The stream of `connection` ended (an older connection of a re-registered worker is ignored).
+  void Disconnected(const std::string& worker_id, int64_t connection, const std::string& why);
+
+  // Timers: heartbeat timeouts, adoption grace, scheduling. Call often (every ~100 ms).
+  void Tick();
+
+  RendezvousStore& rendezvous() { return rendezvous_; }
+  MetricsSnapshot Metrics();
+
+ private:
+  struct Worker {
+    loom::v1::WorkerStatus status;
+    std::shared_ptr<WorkerLink> link;  // null when not connected
+    int64_t connection = 0;
+    // device index -> rank running there (rank exits free the slot)
+    std::map<int, loom::v1::RankRef> occupied;
+  };
+  struct PendingCheckpoint {
+    loom::v1::CheckpointReport report;
+    std::set<int> shards;
+  };
+  struct Outgoing {
+    std::shared_ptr<WorkerLink> link;
+    loom::v1::CoordinatorMessage message;
+  };
+
+  Coordinator(Store* store, CoordinatorOptions options, Clock clock);
+  absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Event handlers (mu_ held).
+  void OnHeartbeat(Worker& w, const loom::v1::Heartbeat& hb) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnProgress(const loom::v1::Progress& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnCheckpoint(const loom::v1::CheckpointReport& report) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnRankExit(Worker& w, const loom::v1::RankExit& exit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WorkerLost(Worker& w, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Job helpers (mu_ held). `plan` and `index` name the job.
+  loom::v1::PlanRecord* FindJob(const std::string& job_id, int* index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool IsCurrent(const loom::v1::RankRef& rank) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the current attempt after a failure: aborts its ranks, then RECOVERING or FAILED.
+  void FailAttempt(loom::v1::PlanRecord& plan, int index, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AbortRanks(loom::v1::PlanRecord& plan, int index, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetJobState(loom::v1::PlanRecord& plan, int index, loom::v1::JobState to, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fails jobs whose dependencies can no longer succeed; updates the plan state.
+  void SettlePlan(loom::v1::PlanRecord& plan) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeSucceed(loom::v1::PlanRecord& plan, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Dependencies of a job: (input name, stage index, step or -1) for stage refs.
+  struct Dependency {
+    std::string input;
+    int stage = -1;
+    int64_t step = -1;
+    std::string path;  // a path reference
+  };
+  std::vector<Dependency> Dependencies(const loom::v1::PlanRecord& plan, int index) const;
+  // Inputs of a job whose dependencies succeeded; an error when a referenced step is missing.
+  absl::StatusOr<std::map<std::string, std::string>> ResolveInputs(const loom::v1::PlanRecord& plan,
+                                                                   int index)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  loom::v1::Assignment MakeAssignment(const loom::v1::PlanRecord& plan, int index, int rank, int device,
+                                      const std::map<std::string, std::string>& inputs) const;
+
+  void Persist(loom::v1::PlanRecord& plan, const loom::v1::CheckpointInfo* checkpoint = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistWorker(const Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Send(const std::string& worker_id, loom::v1::CoordinatorMessage message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Announce(loom::v1::PlanRecord& plan, const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RefreshWorkerStatus(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends what was queued; call without mu_.
+  void Flush() ABSL_LOCKS_EXCLUDED(mu_);
+
+  Store* store_;
+  const CoordinatorOptions options_;
+  const Clock clock_;
+  RendezvousStore rendezvous_;
+
+  absl::Mutex mu_;
+  absl::Mutex flush_mu_;  // keeps messages to one worker in order across flushes
+  std::map<std::string, loom::v1::PlanRecord> plans_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<loom::v1::CheckpointInfo>> checkpoints_ ABSL_GUARDED_BY(mu_);  // by plan
+  std::map<std::string, PendingCheckpoint> pending_checkpoints_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
+  // Attempts loaded at start, waiting for their ranks to be re-adopted: job_id -> deadline.
+  std::map<std::string, int64_t> adopt_deadline_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::set<int>> adopted_ ABSL_GUARDED_BY(mu_);
+  // Ranks that reported progress in the current attempt (SCHEDULED -> RUNNING once all did).
+  std::map<std::string, std::set<int>> progressed_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> last_event_ ABSL_GUARDED_BY(mu_);  // by plan
+  std::map<std::string, uint64_t> plan_version_ ABSL_GUARDED_BY(mu_);
+  std::vector<Outgoing> outbox_ ABSL_GUARDED_BY(mu_);
+  int64_t plan_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t next_connection_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t checkpoints_committed_ ABSL_GUARDED_BY(mu_) = 0;
+  int pending_jobs_ ABSL_GUARDED_BY(mu_) = 0;
+  bool dirty_schedule_ ABSL_GUARDED_BY(mu_) = true;
+};
+
+}  // namespace loom::coordinator

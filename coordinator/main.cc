@@ -1,0 +1,150 @@
+// loom-coordinator: the plan API, worker sessions, scheduler, store and rendezvous, on one port;
+// Prometheus /metrics on another. Stops cleanly on SIGINT/SIGTERM; a SIGKILL loses nothing that
+// was acknowledged (every state change is a synced RocksDB write).
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/command_line.h"
+#include "common/logging.h"
+#include "common/metrics_http.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/metrics.h"
+#include "coordinator/service.h"
+#include "coordinator/store.h"
+
+namespace {
+
+int Run(const std::vector<std::string>& args) {
+  std::string listen = "127.0.0.1:7070";
+  std::string data_dir;
+  std::string checkpoint_root;
+  std::string metrics_listen = "127.0.0.1:9400";
+  absl::Duration heartbeat = absl::Seconds(1);
+  absl::Duration heartbeat_timeout = absl::Seconds(5);
+  absl::Duration adopt_grace = absl::Seconds(10);
+  loom::CommandLine cl("loom-coordinator",
+                       "Loom's coordinator: accepts plans, schedules their stages as jobs on worker daemons, "
+                       "recovers from failures, and keeps its state in RocksDB.");
+  cl.AddFlag("listen", &listen, "gRPC address (host:port; port 0 picks a free one)");
+  cl.AddFlag("data-dir", &data_dir, "directory of the RocksDB store (required)");
+  cl.AddFlag("checkpoint-root", &checkpoint_root,
+             "root of checkpoint directories (default: <data-dir>/checkpoints)");
+  cl.AddFlag("metrics-listen", &metrics_listen,
+             "address of the Prometheus /metrics endpoint (port 0: any free one)");
+  cl.AddFlag("heartbeat", &heartbeat, "how often workers must heartbeat");
+  cl.AddFlag("heartbeat-timeout", &heartbeat_timeout, "a worker silent this long is lost");
+  cl.AddFlag("adopt-grace", &adopt_grace,
+             "after a restart, how long running attempts wait for their workers to reconnect");
+  cl.AddEpilog("example:\n  loom-coordinator --data-dir /var/lib/loom --listen 0.0.0.0:7070");
+  int exit_code = 0;
+  if (!loom::ParseOrExit(cl, args, &exit_code)) return exit_code;
+  if (const char* level = std::getenv("LOOM_LOG_LEVEL")) {
+    loom::LogLevel l;
+    if (loom::ParseLogLevel(level, &l)) loom::SetLogLevel(l);
+  }
+  if (data_dir.empty()) {
+    std::fprintf(stderr, "loom-coordinator: --data-dir is required (see --help)\n");
+    return 2;
+  }
+  if (checkpoint_root.empty()) checkpoint_root = data_dir + "/checkpoints";
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  std::filesystem::create_directories(checkpoint_root, ec);
+  checkpoint_root = std::filesystem::absolute(checkpoint_root).lexically_normal().string();
+
+  // Signals are taken by a sigwait in this thread; every other thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<loom::coordinator::Store>> store =
+      loom::coordinator::Store::Open(data_dir + "/store");
+  if (!store.ok()) {
+    std::fprintf(stderr, "loom-coordinator: %s\n", std::string(store.status().message()).c_str());
+    return 1;
+  }
+  loom::coordinator::CoordinatorOptions options;
+  options.checkpoint_root = checkpoint_root;
+  options.heartbeat_interval = heartbeat;
+  options.heartbeat_timeout = heartbeat_timeout;
+  options.adopt_grace = adopt_grace;
+  auto clock = [] { return absl::ToUnixMillis(absl::Now()); };
+  absl::StatusOr<std::unique_ptr<loom::coordinator::Coordinator>> coordinator =
+      loom::coordinator::Coordinator::Create(store->get(), options, clock);
+  if (!coordinator.ok()) {
+    std::fprintf(stderr, "loom-coordinator: %s\n", std::string(coordinator.status().message()).c_str());
+    return 1;
+  }
+
+  loom::coordinator::CoordinatorMetrics metrics;
+  absl::StatusOr<loom::MetricsServer> metrics_server =
+      loom::StartMetricsServer(metrics_listen, metrics.registry());
+  if (!metrics_server.ok()) {
+    std::fprintf(stderr, "loom-coordinator: %s\n", std::string(metrics_server.status().message()).c_str());
+    return 1;
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  loom::coordinator::PlanServiceImpl plan_service(coordinator->get());
+  loom::coordinator::WorkerServiceImpl worker_service(coordinator->get());
+  loom::coordinator::RendezvousServiceImpl rendezvous_service(&(*coordinator)->rendezvous());
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&plan_service);
+  builder.RegisterService(&worker_service);
+  builder.RegisterService(&rendezvous_service);
+  // Workers keep their stream open for days: detect dead peers with keepalive pings.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    std::fprintf(stderr, "loom-coordinator: cannot listen on %s (in use, or not an address)\n",
+                 listen.c_str());
+    return 1;
+  }
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  const std::string address = absl::StrCat(host, ":", port);
+  std::printf("loom-coordinator listening on %s, metrics on http://%s/metrics, data in %s\n", address.c_str(),
+              metrics_server->address.c_str(), data_dir.c_str());
+  std::fflush(stdout);
+  loom::Log(loom::LogLevel::kInfo, "coordinator", "listening on ", address, "; checkpoints under ",
+            checkpoint_root);
+
+  std::atomic<bool> stop{false};
+  std::thread ticker([&] {
+    int n = 0;
+    while (!stop) {
+      (*coordinator)->Tick();
+      if (++n % 5 == 0) metrics.Update((*coordinator)->Metrics());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  loom::Log(loom::LogLevel::kInfo, "coordinator", "signal ", signal, ": shutting down");
+  plan_service.Shutdown();
+  stop = true;
+  ticker.join();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(std::vector<std::string>(argv + 1, argv + argc)); }

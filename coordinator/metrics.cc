@@ -1,0 +1,84 @@
+#include "coordinator/metrics.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/proto_names.h"
+
+namespace loom::coordinator {
+
+CoordinatorMetrics::CoordinatorMetrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      job_state_(prometheus::BuildGauge()
+                     .Name("loom_job_state")
+                     .Help("1 for the state each job is in, 0 for the others")
+                     .Register(*registry_)),
+      job_attempts_(prometheus::BuildCounter()
+                        .Name("loom_job_attempts_total")
+                        .Help("Attempts started per job")
+                        .Register(*registry_)),
+      workers_(prometheus::BuildGauge().Name("loom_workers").Help("Workers by state").Register(*registry_)),
+      heartbeat_age_(prometheus::BuildGauge()
+                         .Name("loom_worker_heartbeat_age_seconds")
+                         .Help("Seconds since each connected worker's last heartbeat")
+                         .Register(*registry_)),
+      plans_(prometheus::BuildGauge().Name("loom_plans").Help("Plans by state").Register(*registry_)),
+      pending_jobs_(prometheus::BuildGauge()
+                        .Name("loom_scheduler_pending_jobs")
+                        .Help("Jobs waiting for dependencies or slots (PENDING or RECOVERING)")
+                        .Register(*registry_)
+                        .Add({})),
+      checkpoints_(prometheus::BuildCounter()
+                       .Name("loom_checkpoints_committed_total")
+                       .Help("Checkpoints committed (every shard durable)")
+                       .Register(*registry_)
+                       .Add({})) {}
+
+void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
+  static constexpr loom::v1::JobState kStates[] = {
+      loom::v1::JOB_STATE_PENDING,    loom::v1::JOB_STATE_SCHEDULED, loom::v1::JOB_STATE_RUNNING,
+      loom::v1::JOB_STATE_RECOVERING, loom::v1::JOB_STATE_SUCCEEDED, loom::v1::JOB_STATE_FAILED,
+      loom::v1::JOB_STATE_CANCELLED};
+  for (const MetricsSnapshot::Job& job : s.jobs) {
+    for (loom::v1::JobState state : kStates) {
+      job_state_.Add({{"plan", job.plan_id}, {"stage", job.stage}, {"state", EnumName(state)}})
+          .Set(job.state == state ? 1 : 0);
+    }
+    const std::string key = absl::StrCat(job.plan_id, "/", job.stage);
+    int& seen = attempts_seen_[key];
+    auto& counter = job_attempts_.Add({{"plan", job.plan_id}, {"stage", job.stage}});
+    if (job.attempt > seen) {
+      counter.Increment(job.attempt - seen);
+      seen = job.attempt;
+    }
+  }
+  for (loom::v1::WorkerState state :
+       {loom::v1::WORKER_STATE_IDLE, loom::v1::WORKER_STATE_BUSY, loom::v1::WORKER_STATE_LOST}) {
+    auto it = s.workers.find(state);
+    workers_.Add({{"state", EnumName(state)}}).Set(it == s.workers.end() ? 0 : it->second);
+  }
+  for (loom::v1::PlanState state : {loom::v1::PLAN_STATE_ACTIVE, loom::v1::PLAN_STATE_SUCCEEDED,
+                                    loom::v1::PLAN_STATE_FAILED, loom::v1::PLAN_STATE_CANCELLED}) {
+    auto it = s.plans.find(state);
+    plans_.Add({{"state", EnumName(state)}}).Set(it == s.plans.end() ? 0 : it->second);
+  }
+  // Only connected workers have a heartbeat age; drop the series of those that left.
+  for (auto it = heartbeat_gauges_.begin(); it != heartbeat_gauges_.end();) {
+    if (!s.heartbeat_age_seconds.contains(it->first)) {
+      heartbeat_age_.Remove(it->second);
+      it = heartbeat_gauges_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [worker, age] : s.heartbeat_age_seconds) {
+    prometheus::Gauge*& g = heartbeat_gauges_[worker];
+    if (g == nullptr) g = &heartbeat_age_.Add({{"worker", worker}});
+    g->Set(age);
+  }
+  pending_jobs_.Set(s.pending_jobs);
+  if (s.checkpoints_committed > checkpoints_seen_) {
+    checkpoints_.Increment(static_cast<double>(s.checkpoints_committed - checkpoints_seen_));
+    checkpoints_seen_ = s.checkpoints_committed;
+  }
+}
+
+}  // namespace loom::coordinator

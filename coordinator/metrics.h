@@ -1,0 +1,37 @@
+// The coordinator's Prometheus metrics (names in README.md), refreshed from a
+// Coordinator::Metrics() snapshot.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "coordinator/coordinator.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+
+namespace loom::coordinator {
+
+class CoordinatorMetrics {
+ public:
+  CoordinatorMetrics();
+  const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+  void Update(const MetricsSnapshot& snapshot);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Gauge>& job_state_;
+  prometheus::Family<prometheus::Counter>& job_attempts_;
+  prometheus::Family<prometheus::Gauge>& workers_;
+  prometheus::Family<prometheus::Gauge>& heartbeat_age_;
+  prometheus::Family<prometheus::Gauge>& plans_;
+  prometheus::Gauge& pending_jobs_;
+  prometheus::Counter& checkpoints_;
+  std::map<std::string, int> attempts_seen_;
+  std::map<std::string, prometheus::Gauge*> heartbeat_gauges_;
+  int64_t checkpoints_seen_ = 0;
+};
+
+}  // namespace loom::coordinator

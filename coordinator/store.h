@@ -1,0 +1,59 @@
+// The coordinator's durable state in RocksDB. Every state change is one synced WriteBatch, so a
+// coordinator killed at any moment restarts with everything it ever acknowledged. Key layout in
+// proto/loom/v1/coordinator_store.proto.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "loom/v1/coordinator.pb.h"
+#include "loom/v1/coordinator_store.pb.h"
+
+namespace rocksdb {
+class DB;
+}
+
+namespace loom::coordinator {
+
+// One atomic change: records to write together.
+struct StoreWrite {
+  std::vector<const loom::v1::PlanRecord*> plans;
+  std::vector<const loom::v1::CheckpointInfo*> checkpoints;
+  std::vector<const loom::v1::WorkerStatus*> workers;
+  // When >= 0, the new value of the plan sequence counter.
+  int64_t plan_seq = -1;
+};
+
+// Everything a coordinator loads at start.
+struct StoreContents {
+  std::vector<loom::v1::PlanRecord> plans;            // by seq
+  std::vector<loom::v1::CheckpointInfo> checkpoints;  // by plan, stage, step
+  std::vector<loom::v1::WorkerStatus> workers;
+  int64_t plan_seq = 0;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) the database in `dir`. FAILED_PRECONDITION names the directory
+  // when another process holds it.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& dir);
+  ~Store();
+
+  // Writes every record of `write` in one synced batch.
+  absl::Status Write(const StoreWrite& write);
+  absl::StatusOr<StoreContents> Load();
+
+  // Keys, exposed for tests and tools.
+  static std::string PlanKey(const std::string& plan_id);
+  static std::string CheckpointKey(const std::string& plan_id, const std::string& stage, int64_t step);
+  static std::string WorkerKey(const std::string& worker_id);
+
+ private:
+  explicit Store(rocksdb::DB* db);
+  std::unique_ptr<rocksdb::DB> db_;
+};
+
+}  // namespace loom::coordinator

@@ -1,0 +1,309 @@
+// A Loom cluster on 127.0.0.1 for integration tests: a real loom-coordinator and real
+// loom-worker processes (free ports, a fresh temporary directory), killed with SIGKILL when the
+// test wants a failure, observed through the real `loom` client (`status --json`) and real HTTP
+// scrapes of /metrics. The rank program is a parameter: tests/integration/loom-fake-rank for
+// control-plane tests, loom-rank for end-to-end training tests.
+//
+//   loom::testing::Cluster cluster({.rank_binary = loom::testing::FakeRankBinary()});
+//   cluster.StartCoordinator();
+//   cluster.StartWorker("w1", 2);
+//   std::string id = cluster.Submit(path);
+//   loom::v1::PlanStatus s = cluster.WaitForPlan(id, [](auto& s) { return s.state() == ...; });
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "google/protobuf/util/json_util.h"
+#include "loom/v1/coordinator.pb.h"
+
+extern char** environ;
+
+namespace loom::testing {
+
+inline std::string BinaryPath(const std::string& relative) {
+  return std::string(LOOM_BINARY_DIR) + "/" + relative;
+}
+inline std::string CoordinatorBinary() { return BinaryPath("coordinator/loom-coordinator"); }
+inline std::string WorkerBinary() { return BinaryPath("worker/daemon/loom-worker"); }
+inline std::string LoomBinary() { return BinaryPath("cli/loom"); }
+inline std::string FakeRankBinary() { return BinaryPath("tests/integration/loom-fake-rank"); }
+
+inline std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A free TCP port on 127.0.0.1 (bound, read back, released).
+inline int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// GET http://<address><path>; the body, or "" on failure.
+inline std::string HttpGet(const std::string& address, const std::string& path) {
+  const size_t colon = address.rfind(':');
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
+  if (write(fd, request.data(), request.size()) < 0) {
+    close(fd);
+    return "";
+  }
+  std::string response;
+  char buf[8192];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) response.append(buf, static_cast<size_t>(n));
+  close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+// A child process with stdout+stderr in a log file; SIGKILLed and reaped on destruction.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, const std::string& log_path,
+          const std::vector<std::string>& env = {})
+      : log_path_(log_path) {
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+    for (const std::string& e : env) env_strings.push_back(e);
+    std::vector<char*> envp, args;
+    for (std::string& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                     0644);
+    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+    if (posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), envp.data()) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~Process() { Kill(SIGKILL); }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  // Sends `signal` and reaps; returns the wait status (or -1).
+  int Kill(int signal) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, signal);
+    int status = -1;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+  bool running() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+  pid_t pid() const { return pid_; }
+  std::string log() const { return ReadAll(log_path_); }
+  // Waits until the log matches `pattern`; the first capture group, or "" after `timeout`.
+  std::string WaitForLog(const std::string& pattern,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(15)) const {
+    const std::regex re(pattern);
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      std::smatch m;
+      const std::string text = log();
+      if (std::regex_search(text, m, re)) return m.size() > 1 ? m[1].str() : m[0].str();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return "";
+  }
+
+ private:
+  std::string log_path_;
+  pid_t pid_ = -1;
+};
+
+struct ClusterOptions {
+  std::string rank_binary = FakeRankBinary();
+  std::string heartbeat = "200ms";
+  std::string heartbeat_timeout = "2s";
+  std::string adopt_grace = "5s";
+  // Extra environment of every worker (and so of its ranks), e.g. LOOM_FAKE_STEP_MS=30.
+  std::vector<std::string> worker_env;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+class Cluster {
+ public:
+  explicit Cluster(ClusterOptions options = {}) : options_(std::move(options)) {
+    std::string dir = (std::filesystem::temp_directory_path() / "loom-cluster-XXXXXX").string();
+    dir_ = mkdtemp(dir.data());
+    port_ = FreePort();
+  }
+  ~Cluster() {
+    workers_.clear();
+    coordinator_.reset();
+    if (!::testing::Test::HasFailure()) std::filesystem::remove_all(dir_);
+  }
+
+  const std::string& dir() const { return dir_; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string data_dir() const { return dir_ + "/coordinator"; }
+  std::string checkpoint_root() const { return data_dir() + "/checkpoints"; }
+  std::string work_dir(const std::string& worker) const { return dir_ + "/" + worker; }
+  const std::string& coordinator_metrics() const { return coordinator_metrics_; }
+  std::string worker_metrics(const std::string& id) const { return worker_metrics_.at(id); }
+  Process* coordinator() { return coordinator_.get(); }
+  Process* worker(const std::string& id) { return workers_.at(id).get(); }
+
+  // Starts (or restarts) the coordinator on the cluster's port and waits until it serves.
+  void StartCoordinator() {
+    coordinator_ = std::make_unique<Process>(
+        std::vector<std::string>{CoordinatorBinary(), "--listen", address(), "--data-dir", data_dir(),
+                                 "--metrics-listen", "127.0.0.1:0", "--heartbeat", options_.heartbeat,
+                                 "--heartbeat-timeout", options_.heartbeat_timeout, "--adopt-grace",
+                                 options_.adopt_grace},
+        dir_ + "/coordinator.log");
+    coordinator_metrics_ = coordinator_->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)");
+    ASSERT_FALSE(coordinator_metrics_.empty()) << "coordinator did not start:\n" << coordinator_->log();
+  }
+  void KillCoordinator(int signal = SIGKILL) { coordinator_->Kill(signal); }
+
+  void StartWorker(const std::string& id, int slots, std::vector<std::string> env = {}) {
+    for (const std::string& e : options_.worker_env) env.push_back(e);
+    auto p = std::make_unique<Process>(
+        std::vector<std::string>{WorkerBinary(), "--coordinator", address(), "--devices",
+                                 "cpu:" + std::to_string(slots), "--work-dir", work_dir(id), "--worker-id",
+                                 id, "--rank-binary", options_.rank_binary, "--metrics-listen",
+                                 "127.0.0.1:0"},
+        dir_ + "/" + id + ".log", env);
+    worker_metrics_[id] = p->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)");
+    ASSERT_FALSE(worker_metrics_[id].empty()) << "worker " << id << " did not start:\n" << p->log();
+    workers_[id] = std::move(p);
+  }
+  void KillWorker(const std::string& id, int signal = SIGKILL) { workers_.at(id)->Kill(signal); }
+
+  // Runs `loom ARGS --coordinator <address>`.
+  CommandResult Loom(const std::vector<std::string>& args) {
+    const std::string out = dir_ + "/cmd.out", err = dir_ + "/cmd.err";
+    std::vector<std::string> argv = {LoomBinary()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.push_back("--coordinator");
+    argv.push_back(address());
+    std::string command;
+    for (const std::string& a : argv) command += "'" + a + "' ";
+    command += "> " + out + " 2> " + err;
+    CommandResult r;
+    const int status = std::system(command.c_str());
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = ReadAll(out);
+    r.err = ReadAll(err);
+    return r;
+  }
+
+  std::string Submit(const std::string& plan_path) {
+    CommandResult r = Loom({"submit", plan_path, "--quiet"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::string id = r.out;
+    while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+    return id;
+  }
+
+  // `loom status PLAN --json`, parsed; false when the command or the parse failed.
+  bool Status(const std::string& plan_id, loom::v1::PlanStatus* status) {
+    CommandResult r = Loom({"status", plan_id, "--json"});
+    if (r.exit_code != 0) return false;
+    return google::protobuf::util::JsonStringToMessage(r.out, status).ok();
+  }
+
+  // Polls `status --json` until `done` holds; fails the test after `timeout`.
+  loom::v1::PlanStatus WaitForPlan(const std::string& plan_id,
+                                   const std::function<bool(const loom::v1::PlanStatus&)>& done,
+                                   std::chrono::seconds timeout = std::chrono::seconds(40)) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    loom::v1::PlanStatus status;
+    while (std::chrono::steady_clock::now() < until) {
+      if (Status(plan_id, &status) && done(status)) return status;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ADD_FAILURE() << "timed out waiting for plan " << plan_id << "; last status:\n"
+                  << Loom({"status", plan_id}).out << "\n"
+                  << Logs();
+    return status;
+  }
+
+  std::string Logs() const {
+    std::string out = "--- coordinator.log\n" + ReadAll(dir_ + "/coordinator.log");
+    for (const auto& [id, p] : workers_) out += "--- " + id + ".log\n" + ReadAll(dir_ + "/" + id + ".log");
+    return out;
+  }
+
+ private:
+  ClusterOptions options_;
+  std::string dir_;
+  int port_ = 0;
+  std::unique_ptr<Process> coordinator_;
+  std::string coordinator_metrics_;
+  std::map<std::string, std::unique_ptr<Process>> workers_;
+  std::map<std::string, std::string> worker_metrics_;
+};
+
+inline std::string SourcePath(const std::string& relative) {
+  return std::string(LOOM_SOURCE_DIR) + "/" + relative;
+}
+
+// Value of the first sample of `name` whose label set contains `labels` (e.g. `state="running"`)
+// in Prometheus text; NaN when absent.
+inline double MetricValue(const std::string& text, const std::string& name, const std::string& labels = "") {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line.compare(0, name.size(), name) != 0) continue;
+    const char next = line.size() > name.size() ? line[name.size()] : ' ';
+    if (next != '{' && next != ' ') continue;
+    if (!labels.empty() && line.find(labels) == std::string::npos) continue;
+    return std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return std::nan("");
+}
+
+}  // namespace loom::testing

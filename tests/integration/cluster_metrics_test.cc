@@ -1,0 +1,109 @@
+// /metrics of the coordinator and of a worker during a run: scraped over HTTP, linted with
+// promtool, and scraped by a real Prometheus server whose query API must return the series.
+#include <cmath>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "tests/integration/cluster_harness.h"
+
+namespace loom::testing {
+namespace {
+
+const std::string kPlan = SourcePath("tests/integration/two_stage_plan.yaml");
+
+// `promtool check metrics` on `text`: its output, empty when clean.
+std::string Promtool(const Cluster& cluster, const std::string& text, int* exit_code) {
+  const std::string in = cluster.dir() + "/metrics.txt", out = cluster.dir() + "/promtool.out";
+  std::ofstream(in) << text;
+  const int status = std::system(("promtool check metrics < " + in + " > " + out + " 2>&1").c_str());
+  *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return ReadAll(out);
+}
+
+TEST(ClusterMetrics, CoordinatorAndWorkerExposeTheirMetricsWithSaneValues) {
+  Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=250"}});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  const std::string id = cluster.Submit(kPlan);
+  cluster.WaitForPlan(id, [](const loom::v1::PlanStatus& s) {
+    return s.jobs(0).state() == loom::v1::JOB_STATE_RUNNING && s.jobs(0).last_checkpoint().step() >= 5;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // the coordinator refreshes every 0.5 s
+
+  const std::string c = HttpGet(cluster.coordinator_metrics(), "/metrics");
+  ASSERT_FALSE(c.empty());
+  EXPECT_EQ(MetricValue(c, "loom_job_state", R"(stage="core",state="running")"), 1) << c;
+  EXPECT_EQ(MetricValue(c, "loom_job_state", R"(stage="core",state="pending")"), 0) << c;
+  EXPECT_EQ(MetricValue(c, "loom_job_state", R"(stage="more",state="pending")"), 1) << c;
+  EXPECT_EQ(MetricValue(c, "loom_job_attempts_total", R"(stage="core")"), 1) << c;
+  EXPECT_EQ(MetricValue(c, "loom_workers", R"(state="busy")"), 1) << c;
+  EXPECT_EQ(MetricValue(c, "loom_workers", R"(state="lost")"), 0) << c;
+  const double age = MetricValue(c, "loom_worker_heartbeat_age_seconds", R"(worker="w1")");
+  EXPECT_GE(age, 0) << c;
+  EXPECT_LT(age, 2) << c;
+  EXPECT_EQ(MetricValue(c, "loom_scheduler_pending_jobs"), 1) << c;  // "more" waits for "core"
+  EXPECT_GE(MetricValue(c, "loom_checkpoints_committed_total"), 1) << c;
+
+  const std::string w = HttpGet(cluster.worker_metrics("w1"), "/metrics");
+  ASSERT_FALSE(w.empty());
+  const std::string core = R"(stage="core")";
+  const double loss = MetricValue(w, "loom_train_loss", core);
+  EXPECT_GT(loss, 1) << w;
+  EXPECT_LT(loss, 7) << w;
+  EXPECT_GE(MetricValue(w, "loom_train_tokens_total", core), 5 * 256) << w;
+  EXPECT_GT(MetricValue(w, "loom_train_tokens_per_second", core), 0) << w;
+  EXPECT_DOUBLE_EQ(MetricValue(w, "loom_train_learning_rate", core), 1e-3) << w;
+  EXPECT_GT(MetricValue(w, "loom_train_grad_norm", core), 0) << w;
+  EXPECT_EQ(MetricValue(w, "loom_train_global_batch_tokens", core), 256) << w;
+  EXPECT_EQ(MetricValue(w, "loom_train_seq_len", core), 128) << w;
+  EXPECT_EQ(MetricValue(w, "loom_data_mix_weight", R"(source="english")"), 1) << w;
+  EXPECT_GE(MetricValue(w, "loom_checkpoint_save_seconds_count"), 1) << w;
+  EXPECT_GE(MetricValue(w, "loom_checkpoint_save_seconds_sum"), 0) << w;
+  EXPECT_EQ(MetricValue(w, "loom_worker_ranks_running"), 2) << w;
+
+  int rc = 0;
+  std::string lint = Promtool(cluster, c, &rc);
+  EXPECT_EQ(rc, 0) << lint;
+  lint = Promtool(cluster, w, &rc);
+  EXPECT_EQ(rc, 0) << lint;
+}
+
+TEST(ClusterMetrics, ARealPrometheusServerScrapesCoordinatorAndWorker) {
+  Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=100"}});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  const int port = FreePort();
+  const std::string config = cluster.dir() + "/prometheus.yml";
+  std::ofstream(config) << "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                        << "scrape_configs:\n"
+                        << "  - job_name: loom\n"
+                        << "    static_configs:\n"
+                        << "      - targets: ['" << cluster.coordinator_metrics() << "', '"
+                        << cluster.worker_metrics("w1") << "']\n";
+  Process prometheus(
+      {"/usr/bin/prometheus", "--config.file=" + config, "--storage.tsdb.path=" + cluster.dir() + "/tsdb",
+       "--web.listen-address=127.0.0.1:" + std::to_string(port)},
+      cluster.dir() + "/prometheus.log");
+  const std::string id = cluster.Submit(kPlan);
+  cluster.WaitForPlan(id, [](const loom::v1::PlanStatus& s) { return s.jobs(0).progress().step() >= 3; });
+  const std::string api = "127.0.0.1:" + std::to_string(port);
+  std::map<std::string, std::string> answers;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  const std::vector<std::string> queries = {"loom_train_loss", "loom_job_state", "loom_workers",
+                                            "loom_worker_heartbeat_age_seconds", "loom_train_tokens_total"};
+  while (std::chrono::steady_clock::now() < until && answers.size() < queries.size()) {
+    for (const std::string& q : queries) {
+      if (answers.contains(q)) continue;
+      const std::string body = HttpGet(api, "/api/v1/query?query=" + q);
+      if (body.find("\"result\":[{") != std::string::npos) answers[q] = body;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  for (const std::string& q : queries) EXPECT_TRUE(answers.contains(q)) << q << "\n" << prometheus.log();
+  EXPECT_NE(answers["loom_train_loss"].find("\"stage\":\"core\""), std::string::npos)
+      << answers["loom_train_loss"];
+}
+
+}  // namespace
+}  // namespace loom::testing

@@ -1,0 +1,341 @@
+// The control plane end to end: a real coordinator and real worker daemons on 127.0.0.1, the
+// fake rank (fake_rank_main.cc) as the rank program, the real `loom` client, SIGKILL for failures.
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <future>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "common/checkpoint_io.h"
+#include "loom/v1/coordinator.grpc.pb.h"
+#include "tests/integration/cluster_harness.h"
+#include "worker/rank_protocol.h"
+
+namespace loom::testing {
+namespace {
+
+using loom::v1::JobState;
+using loom::v1::PlanStatus;
+
+const std::string kPlan = SourcePath("tests/integration/two_stage_plan.yaml");
+
+bool Ended(const PlanStatus& s) { return s.state() != loom::v1::PLAN_STATE_ACTIVE; }
+
+// Writes the two-stage plan with `extra` appended at the top level.
+std::string PlanWith(const Cluster& cluster, const std::string& extra) {
+  const std::string path = cluster.dir() + "/plan.yaml";
+  std::ofstream(path) << ReadAll(kPlan) << extra << "\n";
+  return path;
+}
+
+std::map<int64_t, std::string> Losses(const std::string& path) {
+  std::map<int64_t, std::string> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    int64_t step;
+    std::string loss;
+    if (fields >> step >> loss) out[step] = loss;
+  }
+  return out;
+}
+
+bool HasTransition(const loom::v1::JobStatus& job, JobState to, const std::string& reason_part) {
+  for (const auto& t : job.transitions()) {
+    if (t.to_state() == to && t.reason().find(reason_part) != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(Cluster, TwoStagePlanSucceedsAndHandsOverTheFinalCheckpoint) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  cluster.StartWorker("w2", 2);
+  const std::string id = cluster.Submit(kPlan);
+  ASSERT_EQ(id, "twostage-1");
+  const PlanStatus s = cluster.WaitForPlan(id, Ended);
+  ASSERT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Loom({"status", id}).out << cluster.Logs();
+  ASSERT_EQ(s.jobs_size(), 2);
+  const auto& core = s.jobs(0);
+  const auto& more = s.jobs(1);
+  EXPECT_EQ(core.state(), loom::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(more.state(), loom::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(core.final_checkpoint().path(), cluster.checkpoint_root() + "/twostage-1/core/step-000020");
+  EXPECT_EQ(more.final_checkpoint().path(), cluster.checkpoint_root() + "/twostage-1/more/step-000010");
+  EXPECT_TRUE(core.final_checkpoint().final());
+  EXPECT_EQ(core.progress().step(), 20);
+  EXPECT_EQ(core.progress().tokens(), 5120);
+  // Stage 2 started from stage 1's final checkpoint, and its assignment said so.
+  ASSERT_TRUE(more.inputs().contains("from"));
+  EXPECT_EQ(more.inputs().at("from"), core.final_checkpoint().path());
+  EXPECT_TRUE(ReadCheckpointManifest(core.final_checkpoint().path()).ok());
+  std::string assignment_path;
+  for (const std::string w : {"w1", "w2"}) {
+    const std::string p = cluster.work_dir(w) + "/twostage-1/more#1/rank0/assignment.pb";
+    if (std::filesystem::exists(p)) assignment_path = p;
+  }
+  absl::StatusOr<loom::v1::Assignment> a = ReadAssignment(assignment_path);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->inputs().at("from"), core.final_checkpoint().path());
+  EXPECT_EQ(a->layout().world_size(), 2);
+  EXPECT_EQ(a->checkpoint_dir(), cluster.checkpoint_root() + "/twostage-1/more");
+  EXPECT_EQ(a->rendezvous_prefix(), "twostage-1/more#1/");
+  EXPECT_EQ(a->stage().optimizer().lr(), 1e-3);  // defaults applied
+  // Transitions with attempts and reasons, oldest first.
+  ASSERT_GE(core.transitions_size(), 4);
+  EXPECT_EQ(core.transitions(0).to_state(), loom::v1::JOB_STATE_PENDING);
+  EXPECT_EQ(core.transitions(1).to_state(), loom::v1::JOB_STATE_SCHEDULED);
+  EXPECT_EQ(core.transitions(1).attempt(), 1);
+  EXPECT_EQ(core.transitions().rbegin()->to_state(), loom::v1::JOB_STATE_SUCCEEDED);
+  // The client's other views agree.
+  CommandResult ckpts = cluster.Loom({"checkpoints", id, "--json"});
+  EXPECT_EQ(ckpts.exit_code, 0) << ckpts.err;
+  EXPECT_NE(ckpts.out.find("step-000015"), std::string::npos) << ckpts.out;
+  EXPECT_NE(ckpts.out.find("\"final\": true"), std::string::npos) << ckpts.out;
+  CommandResult watch = cluster.Loom({"watch", id});
+  EXPECT_EQ(watch.exit_code, 0) << watch.err;
+  EXPECT_NE(watch.out.find("plan twostage-1 SUCCEEDED"), std::string::npos) << watch.out;
+  CommandResult workers = cluster.Loom({"workers", "--json"});
+  EXPECT_NE(workers.out.find("\"worker_id\": \"w1\""), std::string::npos) << workers.out;
+  CommandResult human = cluster.Loom({"status", id});
+  EXPECT_NE(human.out.find("core"), std::string::npos);
+  EXPECT_NE(human.out.find("SUCCEEDED"), std::string::npos) << human.out;
+}
+
+TEST(Cluster, KilledWorkerIsRecoveredFromTheLastCommittedCheckpoint) {
+  Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=100"}});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  cluster.StartWorker("w2", 2);
+  const std::string id = cluster.Submit(kPlan);
+  // Kill after a committed checkpoint and a few more steps, so that attempt 2 redoes some.
+  PlanStatus s = cluster.WaitForPlan(id, [](const PlanStatus& s) {
+    const auto& core = s.jobs(0);
+    return core.last_checkpoint().step() >= 5 &&
+           core.progress().step() >= core.last_checkpoint().step() + 2 &&
+           core.state() == loom::v1::JOB_STATE_RUNNING;
+  });
+  ASSERT_GT(s.jobs(0).rank_workers_size(), 0);
+  const std::string victim = s.jobs(0).rank_workers(0);
+  cluster.KillWorker(victim);
+  s = cluster.WaitForPlan(id, Ended, std::chrono::seconds(45));
+  ASSERT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  const auto& core = s.jobs(0);
+  EXPECT_EQ(core.attempt(), 2);
+  EXPECT_TRUE(HasTransition(core, loom::v1::JOB_STATE_RECOVERING, "worker " + victim + " lost"))
+      << core.DebugString();
+  ASSERT_FALSE(core.resumed_from().empty());
+  absl::StatusOr<loom::v1::CheckpointManifest> resumed = ReadCheckpointManifest(core.resumed_from());
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_GE(resumed->step(), 5);
+  EXPECT_EQ(core.final_checkpoint().attempt(), 2);
+  // Attempt 2 ran only the steps after the checkpoint, and they reproduce attempt 1's losses.
+  const std::string survivor = victim == "w1" ? "w2" : "w1";
+  const auto first = Losses(cluster.work_dir(victim) + "/twostage-1/core#1/rank0/losses.txt");
+  const auto second = Losses(cluster.work_dir(survivor) + "/twostage-1/core#2/rank0/losses.txt");
+  ASSERT_FALSE(second.empty());
+  EXPECT_EQ(second.begin()->first, resumed->step() + 1);
+  EXPECT_EQ(second.rbegin()->first, 20);
+  int compared = 0;
+  for (const auto& [step, loss] : first) {
+    if (second.contains(step)) {
+      EXPECT_EQ(second.at(step), loss) << "step " << step;
+      ++compared;
+    }
+  }
+  EXPECT_GT(compared, 0) << "attempt 1 never ran past the checkpoint it was resumed from";
+}
+
+TEST(Cluster, CoordinatorKilledAndRestartedLosesNothing) {
+  Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=100"}});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  const std::string id = cluster.Submit(kPlan);
+  const PlanStatus before = cluster.WaitForPlan(id, [](const PlanStatus& s) {
+    return s.jobs(0).last_checkpoint().step() >= 5 && s.jobs(0).state() == loom::v1::JOB_STATE_RUNNING;
+  });
+  const CommandResult checkpoints_before = cluster.Loom({"checkpoints", id, "--json"});
+  cluster.KillCoordinator(SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  cluster.StartCoordinator();
+  const PlanStatus after = cluster.WaitForPlan(id, Ended, std::chrono::seconds(45));
+  ASSERT_EQ(after.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  EXPECT_EQ(after.plan_id(), before.plan_id());
+  EXPECT_EQ(after.submitted_ms(), before.submitted_ms());
+  for (int j = 0; j < before.jobs_size(); ++j) {
+    const auto& b = before.jobs(j);
+    const auto& a = after.jobs(j);
+    ASSERT_GE(a.transitions_size(), b.transitions_size());
+    for (int t = 0; t < b.transitions_size(); ++t) {
+      EXPECT_EQ(a.transitions(t).SerializeAsString(), b.transitions(t).SerializeAsString())
+          << "job " << j << " transition " << t;
+    }
+  }
+  // Re-adopted, not restarted: the running attempt survived the coordinator.
+  EXPECT_EQ(after.jobs(0).attempt(), 1) << after.jobs(0).DebugString() << cluster.Logs();
+  const CommandResult checkpoints_after = cluster.Loom({"checkpoints", id, "--json"});
+  loom::v1::ListCheckpointsResponse b, a;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(checkpoints_before.out, &b).ok());
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(checkpoints_after.out, &a).ok());
+  ASSERT_GE(b.checkpoints_size(), 1);
+  for (const auto& c : b.checkpoints()) {
+    bool found = false;
+    for (const auto& d : a.checkpoints()) found |= d.SerializeAsString() == c.SerializeAsString();
+    EXPECT_TRUE(found) << "checkpoint lost across the restart: " << c.DebugString();
+  }
+}
+
+TEST(Cluster, MalformedPlansAreRejectedWithEveryErrorAndTheCoordinatorStaysUp) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  // Past the client's own validation, straight to the service.
+  auto stub = loom::v1::PlanService::NewStub(
+      grpc::CreateChannel(cluster.address(), grpc::InsecureChannelCredentials()));
+  loom::v1::SubmitPlanRequest request;
+  auto* plan = request.mutable_plan();
+  plan->set_name("Bad Name");
+  plan->mutable_model()->set_layers(2);
+  plan->mutable_model()->set_d_model(64);
+  plan->mutable_model()->set_heads(4);
+  plan->mutable_model()->set_kv_heads(3);
+  plan->mutable_model()->set_ffn_size(128);
+  plan->mutable_model()->set_vocab_size(256);
+  auto* stage = plan->add_stages();
+  stage->set_name("core");
+  stage->set_kind(loom::v1::STAGE_KIND_PRETRAIN);
+  stage->set_tokens(1000);
+  auto* sft = plan->add_stages();
+  sft->set_name("sft");
+  sft->set_kind(loom::v1::STAGE_KIND_SFT);
+  sft->set_from("cor");
+  request.set_source("broken.yaml");
+  loom::v1::SubmitPlanResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  const grpc::Status status = stub->SubmitPlan(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  const std::string& m = status.error_message();
+  EXPECT_NE(m.find("errors in broken.yaml"), std::string::npos) << m;
+  EXPECT_NE(m.find("model.kv_heads"), std::string::npos) << m;
+  EXPECT_NE(m.find("stages[1].from"), std::string::npos) << m;
+  EXPECT_NE(m.find("name"), std::string::npos) << m;
+  EXPECT_GE(std::count(m.begin(), m.end(), '\n'), 3) << m;
+  // Still serving: the standard health check says SERVING, a valid plan is accepted and listed.
+  EXPECT_TRUE(cluster.coordinator()->running());
+  {
+    grpc::GenericStub generic(grpc::CreateChannel(cluster.address(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext health;
+    health.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc::Slice no_bytes("", 0);  // HealthCheckRequest{service: ""} encodes to no bytes
+    grpc::ByteBuffer empty_request(&no_bytes, 1), reply;
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(&health, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &empty_request, &reply,
+                      [&](grpc::Status st) { done.set_value(st); });
+    ASSERT_TRUE(done.get_future().get().ok());
+    std::vector<grpc::Slice> slices;
+    ASSERT_TRUE(reply.Dump(&slices).ok());
+    std::string bytes;
+    for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    EXPECT_EQ(bytes, std::string("\x08\x01"));  // HealthCheckResponse{status: SERVING}
+  }
+  EXPECT_EQ(cluster.Submit(kPlan), "twostage-1");
+  CommandResult list = cluster.Loom({"status", "--json"});
+  EXPECT_NE(list.out.find("twostage-1"), std::string::npos) << list.out;
+  EXPECT_EQ(list.out.find("Bad Name"), std::string::npos);
+  // The client refuses a broken file itself, with the same messages.
+  const std::string broken = cluster.dir() + "/broken.yaml";
+  std::ofstream(broken) << "name: broken\nstages: [{name: core, kind: pretrain, from: nowhere}]\n";
+  CommandResult submit = cluster.Loom({"submit", broken});
+  EXPECT_EQ(submit.exit_code, 1);
+  EXPECT_NE(submit.err.find("stages[0]"), std::string::npos) << submit.err;
+}
+
+TEST(Cluster, RankFailuresAreRetriedUpToMaxAttemptsThenTheJobFails) {
+  Cluster cluster({.worker_env = {"LOOM_FAKE_CRASH_AT_STEP=3", "LOOM_FAKE_CRASH_ATTEMPT=0"}});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  const std::string id = cluster.Submit(PlanWith(cluster, "max_attempts: 2"));
+  const PlanStatus s = cluster.WaitForPlan(id, Ended);
+  EXPECT_EQ(s.state(), loom::v1::PLAN_STATE_FAILED);
+  const auto& core = s.jobs(0);
+  EXPECT_EQ(core.state(), loom::v1::JOB_STATE_FAILED);
+  EXPECT_EQ(core.attempt(), 2);
+  EXPECT_NE(core.reason().find("attempt 2 of 2 failed"), std::string::npos) << core.reason();
+  EXPECT_NE(core.reason().find("fake rank: injected crash at step 3"), std::string::npos) << core.reason();
+  EXPECT_NE(core.reason().find("exited with code 3"), std::string::npos) << core.reason();
+  EXPECT_TRUE(HasTransition(core, loom::v1::JOB_STATE_RECOVERING, "attempt 1 failed"));
+  EXPECT_EQ(s.jobs(1).state(), loom::v1::JOB_STATE_FAILED);
+  EXPECT_NE(s.jobs(1).reason().find("stage 'core' failed"), std::string::npos) << s.jobs(1).reason();
+  EXPECT_EQ(cluster.Loom({"watch", id}).exit_code, 1);
+}
+
+TEST(Cluster, CancelAbortsRunningRanks) {
+  Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=200"}});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  const std::string id = cluster.Submit(kPlan);
+  cluster.WaitForPlan(id,
+                      [](const PlanStatus& s) { return s.jobs(0).state() == loom::v1::JOB_STATE_RUNNING; });
+  EXPECT_EQ(cluster.Loom({"cancel", id}).exit_code, 0);
+  const PlanStatus s = cluster.WaitForPlan(id, Ended);
+  EXPECT_EQ(s.state(), loom::v1::PLAN_STATE_CANCELLED);
+  // The ranks are gone within about a second and their slots are free again.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  std::string out;
+  while (std::chrono::steady_clock::now() < until) {
+    out = cluster.Loom({"workers", "--json"}).out;
+    if (out.find("\"slots_used\"") == std::string::npos && out.find("IDLE") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(out.find("WORKER_STATE_IDLE"), std::string::npos) << out;
+}
+
+TEST(Cluster, LoomUpRunsAPlanAndStopsEverythingOnSigterm) {
+  Cluster cluster;  // only for its directory, port and client
+  Process up({LoomBinary(), "up", "--workers", "2", "--data-dir", cluster.dir() + "/up", "--listen",
+              cluster.address(), "--metrics-listen", "127.0.0.1:0", "--rank-binary", FakeRankBinary()},
+             cluster.dir() + "/up.log");
+  ASSERT_FALSE(up.WaitForLog("loom up: coordinator on").empty()) << up.log();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  std::string id;
+  while (id.empty() && std::chrono::steady_clock::now() < until) {
+    CommandResult r = cluster.Loom({"submit", kPlan, "--quiet"});
+    if (r.exit_code == 0)
+      id = r.out.substr(0, r.out.find('\n'));
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(id, "twostage-1") << up.log();
+  const PlanStatus s = cluster.WaitForPlan(id, Ended);
+  EXPECT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << up.log();
+  EXPECT_TRUE(
+      std::filesystem::exists(cluster.dir() + "/up/checkpoints/twostage-1/more/step-000010/manifest.json"));
+  CommandResult workers = cluster.Loom({"workers"});
+  EXPECT_NE(workers.out.find("local-0"), std::string::npos) << workers.out;
+  EXPECT_NE(workers.out.find("local-1"), std::string::npos) << workers.out;
+  const auto start = std::chrono::steady_clock::now();
+  const int status = up.Kill(SIGTERM);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(8));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << up.log();
+  EXPECT_NE(up.log().find("loom up: stopping"), std::string::npos);
+  // Everything it started is gone: the coordinator no longer answers.
+  EXPECT_EQ(cluster.Loom({"status"}).exit_code, 1);
+}
+
+TEST(Cluster, UnreachableCoordinatorIsNamed) {
+  Cluster cluster;  // never started
+  CommandResult r = cluster.Loom({"status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot reach the coordinator at " + cluster.address()), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace loom::testing

@@ -1,0 +1,271 @@
+// The coordinator's logic driven by events with an injected clock: no gRPC, no processes.
+#include "coordinator/coordinator.h"
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "common/plan_io.h"
+#include "common/plan_resolve.h"
+
+namespace loom::coordinator {
+namespace {
+
+using namespace loom::v1;
+
+class FakeLink : public WorkerLink {
+ public:
+  bool Send(const CoordinatorMessage& m) override {
+    messages.push_back(m);
+    return true;
+  }
+  std::vector<Assignment> TakeAssignments() {
+    std::vector<Assignment> out;
+    for (const auto& m : messages) {
+      if (m.has_assign()) out.push_back(m.assign());
+    }
+    messages.clear();
+    return out;
+  }
+  int Aborts() const {
+    int n = 0;
+    for (const auto& m : messages) n += m.has_abort();
+    return n;
+  }
+  std::vector<CoordinatorMessage> messages;
+};
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/coordinator_test_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(dir_);
+    Open();
+    absl::StatusOr<TrainingPlan> plan =
+        LoadPlan(std::string(LOOM_SOURCE_DIR) + "/tests/integration/two_stage_plan.yaml");
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    plan_ = *plan;
+  }
+  void Open() {
+    coordinator_.reset();
+    store_.reset();
+    store_ = std::move(*Store::Open(dir_));
+    CoordinatorOptions o;
+    o.checkpoint_root = "/ckpt";
+    o.heartbeat_timeout = absl::Seconds(5);
+    o.adopt_grace = absl::Seconds(10);
+    coordinator_ = std::move(*Coordinator::Create(store_.get(), o, [this] { return now_; }));
+  }
+  int64_t Register(const std::string& id, FakeLink* link, int slots, std::vector<RankRef> running = {}) {
+    RegisterWorker r;
+    r.set_worker_id(id);
+    for (int i = 0; i < slots; ++i) r.add_devices()->set_index(i);
+    for (const auto& rr : running) *r.add_running() = rr;
+    auto shared = std::shared_ptr<WorkerLink>(link, [](WorkerLink*) {});
+    return *coordinator_->RegisterWorker(r, shared);
+  }
+  void Progress(const std::string& w, int64_t conn, const Assignment& a, int64_t step) {
+    WorkerMessage m;
+    *m.mutable_progress()->mutable_rank() = a.rank();
+    m.mutable_progress()->set_step(step);
+    m.mutable_progress()->set_tokens(step * 256);
+    coordinator_->HandleWorkerMessage(w, conn, m);
+  }
+  void Checkpoint(const std::string& w, int64_t conn, const Assignment& a, int64_t step, bool final) {
+    WorkerMessage m;
+    CheckpointReport* r = m.mutable_checkpoint();
+    *r->mutable_rank() = a.rank();
+    r->set_step(step);
+    r->set_path(a.checkpoint_dir() + "/step-" + std::to_string(step));
+    r->set_num_shards(a.layout().world_size());
+    r->set_shard(a.rank().rank());
+    r->set_final(final);
+    coordinator_->HandleWorkerMessage(w, conn, m);
+  }
+  void Exit(const std::string& w, int64_t conn, const Assignment& a, int code,
+            const std::string& error = "") {
+    WorkerMessage m;
+    *m.mutable_rank_exit()->mutable_rank() = a.rank();
+    m.mutable_rank_exit()->set_exit_code(code);
+    m.mutable_rank_exit()->set_error(error);
+    coordinator_->HandleWorkerMessage(w, conn, m);
+  }
+  JobStatus Job(const std::string& plan_id, int index) {
+    return coordinator_->GetPlan(plan_id)->status().jobs(index);
+  }
+
+  std::string dir_;
+  int64_t now_ = 1'000'000;
+  TrainingPlan plan_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Coordinator> coordinator_;
+};
+
+TEST_F(CoordinatorTest, RunsStagesInOrderAndHandsOverTheFinalCheckpoint) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
+  EXPECT_EQ(id, "twostage-1");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);  // core's two ranks; "more" waits for core
+  EXPECT_EQ(Job(id, 1).reason(), "waiting for stage core to finish");
+  EXPECT_EQ(a[1].rank().rank(), 1);
+  EXPECT_EQ(a[1].layout().dp_rank(), 1);
+  EXPECT_EQ(a[1].layout().world_size(), 2);
+  EXPECT_EQ(a[0].rendezvous_prefix(), "twostage-1/core#1/");
+  EXPECT_EQ(a[0].checkpoint_dir(), "/ckpt/twostage-1/core");
+  EXPECT_EQ(a[0].seed(), StageSeed(7, "core"));
+  EXPECT_TRUE(a[0].resume_from().empty());
+  EXPECT_NE(a[0].device_index(), a[1].device_index());
+  EXPECT_EQ(Job(id, 0).state(), JOB_STATE_SCHEDULED);
+  Progress("w1", conn, a[0], 1);
+  EXPECT_EQ(Job(id, 0).state(), JOB_STATE_SCHEDULED);  // until every rank trains
+  Progress("w1", conn, a[1], 1);
+  EXPECT_EQ(Job(id, 0).state(), JOB_STATE_RUNNING);
+  Checkpoint("w1", conn, a[0], 5, false);
+  EXPECT_FALSE(Job(id, 0).has_last_checkpoint());  // one shard of two
+  Checkpoint("w1", conn, a[1], 5, false);
+  EXPECT_EQ(Job(id, 0).last_checkpoint().step(), 5);
+  Checkpoint("w1", conn, a[0], 20, true);
+  Checkpoint("w1", conn, a[1], 20, true);
+  Exit("w1", conn, a[0], 0);
+  EXPECT_EQ(Job(id, 0).state(), JOB_STATE_RUNNING);
+  Exit("w1", conn, a[1], 0);
+  EXPECT_EQ(Job(id, 0).state(), JOB_STATE_SUCCEEDED);
+  coordinator_->Tick();
+  std::vector<Assignment> b = link.TakeAssignments();
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0].stage().name(), "more");
+  EXPECT_EQ(b[0].inputs().at("from"), "/ckpt/twostage-1/core/step-20");
+  EXPECT_EQ(coordinator_->ListCheckpoints(id, "")->checkpoints_size(), 2);
+}
+
+TEST_F(CoordinatorTest, LostWorkerMeansRecoveringThenANewAttemptFromTheLastCheckpoint) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "");
+  FakeLink l1, l2;
+  const int64_t c1 = Register("w1", &l1, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = l1.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  const int64_t c2 = Register("w2", &l2, 2);
+  Checkpoint("w1", c1, a[0], 5, false);
+  Checkpoint("w1", c1, a[1], 5, false);
+  // w2 keeps heartbeating, w1 goes silent past the timeout.
+  now_ += 6000;
+  WorkerMessage hb;
+  hb.mutable_heartbeat();
+  coordinator_->HandleWorkerMessage("w2", c2, hb);
+  coordinator_->Tick();
+  JobStatus core = Job(id, 0);
+  EXPECT_EQ(core.attempt(), 2);
+  EXPECT_EQ(core.state(), JOB_STATE_SCHEDULED);
+  bool recovering = false;
+  for (const auto& t : core.transitions()) {
+    recovering |= t.to_state() == JOB_STATE_RECOVERING && t.attempt() == 1 &&
+                  t.reason().find("worker w1 lost (no heartbeat") != std::string::npos;
+  }
+  EXPECT_TRUE(recovering) << core.DebugString();
+  std::vector<Assignment> b = l2.TakeAssignments();
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0].rank().attempt(), 2);
+  EXPECT_EQ(b[0].resume_from(), "/ckpt/twostage-1/core/step-5");
+  EXPECT_EQ(b[0].rendezvous_prefix(), "twostage-1/core#2/");
+  EXPECT_EQ(core.resumed_from(), "/ckpt/twostage-1/core/step-5");
+  // Late reports of the old attempt change nothing.
+  Checkpoint("w1", c1, a[0], 10, false);
+  EXPECT_EQ(Job(id, 0).last_checkpoint().step(), 5);
+  // The lost worker's stream (connection c1) is stale now.
+  EXPECT_EQ(coordinator_->ListWorkers().workers(0).state(), WORKER_STATE_LOST);
+}
+
+TEST_F(CoordinatorTest, FailedRanksAreRetriedThenTheJobAndItsDependentsFail) {
+  plan_.set_max_attempts(2);
+  const std::string id = *coordinator_->SubmitPlan(plan_, "");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    coordinator_->Tick();
+    std::vector<Assignment> a = link.TakeAssignments();
+    ASSERT_EQ(a.size(), 2u) << "attempt " << attempt;
+    EXPECT_EQ(a[0].rank().attempt(), attempt);
+    Exit("w1", conn, a[1], 3, "out of memory in attempt " + std::to_string(attempt));
+    EXPECT_GE(link.Aborts(), 1);  // the other rank is told to stop
+    // The surviving rank's exit after the abort is not another failure.
+    Exit("w1", conn, a[0], -15);
+    link.messages.clear();
+  }
+  const JobStatus core = Job(id, 0);
+  EXPECT_EQ(core.state(), JOB_STATE_FAILED);
+  EXPECT_EQ(core.reason(),
+            "attempt 2 of 2 failed: rank 1 on w1 exited with code 3: out of memory in attempt 2");
+  EXPECT_EQ(Job(id, 1).state(), JOB_STATE_FAILED);
+  EXPECT_EQ(coordinator_->GetPlan(id)->status().state(), PLAN_STATE_FAILED);
+}
+
+TEST_F(CoordinatorTest, RestartReadoptsRanksThatWorkersReportOrReschedulesAfterTheGrace) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "");
+  FakeLink link;
+  int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  Progress("w1", conn, a[0], 1);
+  Progress("w1", conn, a[1], 1);
+  Checkpoint("w1", conn, a[0], 5, false);
+  Checkpoint("w1", conn, a[1], 5, false);
+  const std::string before = coordinator_->GetPlan(id)->status().SerializeAsString();
+
+  Open();  // a new coordinator process on the same store
+  EXPECT_EQ(coordinator_->GetPlan(id)->status().SerializeAsString(), before);
+  FakeLink again;
+  conn = Register("w1", &again, 2, {a[0].rank(), a[1].rank()});
+  coordinator_->Tick();
+  EXPECT_TRUE(again.TakeAssignments().empty());  // re-adopted, nothing restarted
+  EXPECT_EQ(Job(id, 0).attempt(), 1);
+  Checkpoint("w1", conn, a[0], 20, true);
+  Checkpoint("w1", conn, a[1], 20, true);
+  Exit("w1", conn, a[0], 0);
+  Exit("w1", conn, a[1], 0);
+  EXPECT_EQ(Job(id, 0).state(), JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(Job(id, 0).attempt(), 1);
+
+  // Stage 2 runs; the coordinator restarts and its worker never comes back.
+  coordinator_->Tick();
+  std::vector<Assignment> b = again.TakeAssignments();
+  ASSERT_EQ(b.size(), 2u);
+  Open();
+  FakeLink other;
+  const int64_t c2 = Register("w2", &other, 2);
+  coordinator_->Tick();
+  EXPECT_TRUE(other.TakeAssignments().empty());  // within the grace, the attempt waits
+  now_ += 11'000;
+  WorkerMessage hb;
+  hb.mutable_heartbeat();
+  coordinator_->HandleWorkerMessage("w2", c2, hb);
+  coordinator_->Tick();
+  EXPECT_EQ(Job(id, 1).attempt(), 2);
+  EXPECT_NE(Job(id, 1).transitions().rbegin()[1].reason().find("not reported running"), std::string::npos);
+  EXPECT_EQ(other.TakeAssignments().size(), 2u);
+}
+
+TEST_F(CoordinatorTest, PriorityGoesFirstAndWaitingJobsSayWhy) {
+  TrainingPlan low = plan_, high = plan_;
+  low.set_name("low");
+  high.set_name("high");
+  high.set_priority(5);
+  const std::string l = *coordinator_->SubmitPlan(low, "");
+  const std::string h = *coordinator_->SubmitPlan(high, "");
+  FakeLink link;
+  Register("w1", &link, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].plan_id(), h);
+  EXPECT_EQ(Job(l, 0).state(), JOB_STATE_PENDING);
+  EXPECT_EQ(Job(l, 0).reason(), "waiting for 2 free slots (0 free)");
+  EXPECT_EQ(coordinator_->Metrics().pending_jobs, 3);
+}
+
+}  // namespace
+}  // namespace loom::coordinator

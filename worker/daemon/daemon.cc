@@ -1,0 +1,256 @@
+#include "worker/daemon/daemon.h"
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "common/logging.h"
+#include "worker/rank_protocol.h"
+
+namespace loom::worker {
+namespace {
+
+constexpr char kLog[] = "worker";
+
+}  // namespace
+
+WorkerDaemon::WorkerDaemon(DaemonOptions options, WorkerMetrics* metrics)
+    : options_(std::move(options)), metrics_(metrics) {}
+
+WorkerDaemon::~WorkerDaemon() { Stop(); }
+
+void WorkerDaemon::Stop() {
+  stop_ = true;
+  absl::MutexLock lock(&send_mu_);
+  if (context_ != nullptr) context_->TryCancel();
+}
+
+void WorkerDaemon::Run() {
+  absl::Duration backoff = absl::Milliseconds(100);
+  while (!stop_) {
+    const bool registered = Session();
+    if (stop_) break;
+    if (registered) backoff = absl::Milliseconds(100);
+    Log(LogLevel::kInfo, kLog, options_.worker_id, ": no coordinator at ", options_.coordinator,
+        "; retrying in ", absl::FormatDuration(backoff));
+    const absl::Time until = absl::Now() + backoff;
+    while (!stop_ && absl::Now() < until) {
+      ReapFinished();
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+  // Shutting down: abort every rank and wait for it (each within about a second).
+  std::map<std::string, Rank> ranks;
+  {
+    absl::MutexLock lock(&ranks_mu_);
+    ranks.swap(ranks_);
+  }
+  for (auto& [name, rank] : ranks) rank.process->Abort();
+  ranks.clear();
+  ReapFinished();
+}
+
+bool WorkerDaemon::Session() {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Reconnect promptly after a coordinator restart instead of gRPC's default backoff.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  auto channel = grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), args);
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(1))) return false;
+  auto stub = loom::v1::WorkerService::NewStub(channel);
+  grpc::ClientContext context;
+  std::unique_ptr<Stream> stream = stub->Connect(&context);
+
+  loom::v1::WorkerMessage hello;
+  loom::v1::RegisterWorker* reg = hello.mutable_register_();
+  reg->set_worker_id(options_.worker_id);
+  reg->set_host(options_.host);
+  for (int i = 0; i < options_.slots; ++i) {
+    loom::v1::Device* d = reg->add_devices();
+    d->set_kind(loom::v1::Device::KIND_CPU);
+    d->set_index(i);
+    d->set_name("cpu");
+    d->set_threads(options_.threads_per_rank);
+  }
+  reg->set_metrics_address(options_.metrics_address);
+  for (const loom::v1::RankRef& r : RunningRanks()) *reg->add_running() = r;
+  reg->set_version("loom 0.1.0");
+  loom::v1::CoordinatorMessage first;
+  if (!stream->Write(hello) || !stream->Read(&first) || !first.has_registered()) {
+    context.TryCancel();
+    grpc::Status status = stream->Finish();
+    if (!status.ok()) {
+      Log(LogLevel::kWarning, kLog, options_.worker_id, ": registration refused by ", options_.coordinator,
+          ": ", status.error_message());
+    }
+    return false;
+  }
+  const absl::Duration interval = first.registered().heartbeat_interval_ms() > 0
+                                      ? absl::Milliseconds(first.registered().heartbeat_interval_ms())
+                                      : options_.heartbeat;
+  size_t replayed = 0;
+  {
+    absl::MutexLock lock(&send_mu_);
+    stream_ = stream.get();
+    context_ = &context;
+    if (stop_) context.TryCancel();
+    while (!pending_.empty() && stream_->Write(pending_.front())) {
+      pending_.pop_front();
+      ++replayed;
+    }
+  }
+  Log(LogLevel::kInfo, kLog, options_.worker_id, ": registered with ", options_.coordinator, " (",
+      reg->running_size(), " ranks running, ", replayed, " reports replayed)");
+
+  absl::Notification done;
+  std::thread heartbeats([&] {
+    while (!done.WaitForNotificationWithTimeout(interval)) {
+      loom::v1::WorkerMessage hb;
+      hb.mutable_heartbeat()->set_time_ms(absl::ToUnixMillis(absl::Now()));
+      for (const loom::v1::RankRef& r : RunningRanks()) *hb.mutable_heartbeat()->add_running() = r;
+      SendUp(hb, false);
+      ReapFinished();
+    }
+  });
+  loom::v1::CoordinatorMessage message;
+  while (stream->Read(&message)) {
+    if (message.has_assign()) {
+      StartRank(message.assign());
+    } else if (message.has_abort()) {
+      AbortRank(message.abort().rank(), message.abort().reason());
+    }
+  }
+  {
+    absl::MutexLock lock(&send_mu_);
+    stream_ = nullptr;
+    context_ = nullptr;
+  }
+  done.Notify();
+  heartbeats.join();
+  context.TryCancel();
+  grpc::Status status = stream->Finish();
+  Log(LogLevel::kWarning, kLog, options_.worker_id, ": stream to ", options_.coordinator,
+      " ended: ", status.ok() ? std::string("closed") : status.error_message());
+  return true;
+}
+
+void WorkerDaemon::SendUp(const loom::v1::WorkerMessage& message, bool keep) {
+  absl::MutexLock lock(&send_mu_);
+  if (stream_ != nullptr && pending_.empty() && stream_->Write(message)) return;
+  if (keep) pending_.push_back(message);
+}
+
+void WorkerDaemon::StartRank(const loom::v1::Assignment& assignment) {
+  const std::string name = RankName(assignment.rank());
+  absl::MutexLock lock(&ranks_mu_);
+  if (ranks_.contains(name)) return;  // a duplicate assignment
+  const std::string dir = absl::StrCat(options_.work_dir, "/", assignment.rank().job_id(), "#",
+                                       assignment.rank().attempt(), "/rank", assignment.rank().rank());
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  RankProcessOptions o;
+  o.binary = options_.rank_binary;
+  o.assignment_path = dir + "/assignment.pb";
+  o.log_path = dir + "/rank.log";
+  o.rank = assignment.rank();
+  const std::string threads = absl::StrCat(options_.threads_per_rank);
+  o.env = {"LOOM_THREADS=" + threads, "OMP_NUM_THREADS=" + threads, "OPENBLAS_NUM_THREADS=" + threads,
+           "LOOM_COORDINATOR=" + options_.coordinator, "LOOM_WORKER_ID=" + options_.worker_id};
+  absl::Status written = ec ? absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()))
+                            : WriteAssignment(o.assignment_path, assignment);
+  absl::StatusOr<std::unique_ptr<RankProcess>> process = absl::UnknownError("not started");
+  if (!written.ok()) {
+    process = written;
+  } else {
+    process = RankProcess::Start(
+        o, [this, name](const loom::v1::WorkerMessage& m) { OnRankMessage(name, m); },
+        [this, name](const loom::v1::RankExit& exit) { OnRankExit(name, exit); });
+  }
+  if (!process.ok()) {
+    Log(LogLevel::kError, kLog, name, ": cannot start: ", process.status().message());
+    loom::v1::WorkerMessage m;
+    *m.mutable_rank_exit()->mutable_rank() = assignment.rank();
+    m.mutable_rank_exit()->set_exit_code(127);
+    m.mutable_rank_exit()->set_error(std::string(process.status().message()));
+    SendUp(m, true);
+    return;
+  }
+  Log(LogLevel::kInfo, kLog, name, ": started (pid ", (*process)->pid(), ", slot ", assignment.device_index(),
+      assignment.resume_from().empty() ? "" : ", resuming from ", assignment.resume_from(), ")");
+  ranks_[name] = Rank{assignment, std::move(*process)};
+  metrics_->SetRunning(static_cast<int>(ranks_.size()));
+}
+
+void WorkerDaemon::AbortRank(const loom::v1::RankRef& rank, const std::string& reason) {
+  const std::string name = RankName(rank);
+  absl::MutexLock lock(&ranks_mu_);
+  auto it = ranks_.find(name);
+  if (it == ranks_.end()) return;
+  Log(LogLevel::kInfo, kLog, name, ": abort (", reason, ")");
+  it->second.process->Abort();
+}
+
+void WorkerDaemon::OnRankMessage(const std::string& name, const loom::v1::WorkerMessage& message) {
+  loom::v1::WorkerMessage m = message;
+  std::string plan_id, stage;
+  loom::v1::RankRef rank;
+  {
+    absl::MutexLock lock(&ranks_mu_);
+    auto it = ranks_.find(name);
+    if (it == ranks_.end()) return;
+    rank = it->second.assignment.rank();
+    plan_id = it->second.assignment.plan_id();
+    stage = it->second.assignment.stage().name();
+  }
+  if (m.has_progress()) {
+    *m.mutable_progress()->mutable_rank() = rank;
+    metrics_->OnProgress(plan_id, stage, m.progress());
+    SendUp(m, false);
+  } else if (m.has_checkpoint()) {
+    *m.mutable_checkpoint()->mutable_rank() = rank;
+    metrics_->OnCheckpoint(m.checkpoint());
+    SendUp(m, true);
+  }
+}
+
+void WorkerDaemon::OnRankExit(const std::string& name, const loom::v1::RankExit& exit) {
+  Log(exit.exit_code() == 0 ? LogLevel::kInfo : LogLevel::kWarning, kLog, name, ": exited with ",
+      exit.exit_code(), exit.error().empty() ? "" : ": ", exit.error());
+  metrics_->OnRankExit(exit);
+  loom::v1::WorkerMessage m;
+  *m.mutable_rank_exit() = exit;
+  SendUp(m, true);
+  absl::MutexLock lock(&ranks_mu_);
+  auto it = ranks_.find(name);
+  if (it == ranks_.end()) return;
+  finished_.push_back(std::move(it->second.process));
+  ranks_.erase(it);
+  metrics_->SetRunning(static_cast<int>(ranks_.size()));
+}
+
+std::vector<loom::v1::RankRef> WorkerDaemon::RunningRanks() {
+  absl::MutexLock lock(&ranks_mu_);
+  std::vector<loom::v1::RankRef> out;
+  for (const auto& [name, rank] : ranks_) {
+    if (!rank.process->exited()) out.push_back(rank.assignment.rank());
+  }
+  return out;
+}
+
+void WorkerDaemon::ReapFinished() {
+  std::vector<std::unique_ptr<RankProcess>> done;
+  {
+    absl::MutexLock lock(&ranks_mu_);
+    done.swap(finished_);
+  }
+  done.clear();  // joins their threads outside the lock
+}
+
+}  // namespace loom::worker

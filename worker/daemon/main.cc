@@ -1,0 +1,120 @@
+// loom-worker: the worker daemon. Registers its slots with the coordinator, runs the ranks it is
+// assigned as child processes, forwards their progress and checkpoints, serves /metrics.
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/command_line.h"
+#include "common/logging.h"
+#include "common/metrics_http.h"
+#include "worker/daemon/daemon.h"
+#include "worker/daemon/worker_metrics.h"
+
+namespace {
+
+// `loom-rank` next to this executable (an installed layout), else one directory up (the build
+// tree puts loom-worker in worker/daemon/ and may put loom-rank in worker/).
+std::string DefaultRankBinary() {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "loom-rank";
+  const std::filesystem::path beside = self.parent_path() / "loom-rank";
+  const std::filesystem::path above = self.parent_path().parent_path() / "loom-rank";
+  if (!std::filesystem::exists(beside) && std::filesystem::exists(above)) return above.string();
+  return beside.string();
+}
+
+int Run(const std::vector<std::string>& args) {
+  loom::worker::DaemonOptions o;
+  std::string devices = "cpu:1";
+  std::string metrics_listen = "127.0.0.1:0";
+  o.work_dir = "loom-work";
+  o.rank_binary = DefaultRankBinary();
+  loom::CommandLine cl(
+      "loom-worker",
+      "Loom's worker daemon: registers its device slots with the coordinator and runs the ranks "
+      "it is assigned, one child process each.");
+  cl.AddFlag("coordinator", &o.coordinator, "coordinator address (host:port)");
+  cl.AddFlag("devices", &devices, "device slots: cpu:N (N ranks at once)");
+  cl.AddFlag("threads-per-rank", &o.threads_per_rank, "CPU threads each rank may use");
+  cl.AddFlag("work-dir", &o.work_dir, "where rank directories (assignment, log) are created");
+  cl.AddFlag("heartbeat", &o.heartbeat, "heartbeat interval when the coordinator does not set one");
+  cl.AddFlag("metrics-listen", &metrics_listen, "address of /metrics (port 0: any free one, printed)");
+  cl.AddFlag("worker-id", &o.worker_id, "stable id of this worker (default: <hostname>-<metrics port>)");
+  cl.AddFlag("rank-binary", &o.rank_binary,
+             "program that runs one rank (default: loom-rank next to loom-worker, or one directory up)");
+  cl.AddEpilog(
+      "example:\n  loom-worker --coordinator 10.0.0.1:7070 --devices cpu:2 --work-dir /var/lib/loom-worker");
+  int exit_code = 0;
+  if (!loom::ParseOrExit(cl, args, &exit_code)) return exit_code;
+  if (const char* level = std::getenv("LOOM_LOG_LEVEL")) {
+    loom::LogLevel l;
+    if (loom::ParseLogLevel(level, &l)) loom::SetLogLevel(l);
+  }
+  if (!absl::StartsWith(devices, "cpu:") || !absl::SimpleAtoi(devices.substr(4), &o.slots) || o.slots < 1 ||
+      o.slots > 1024) {
+    std::fprintf(stderr, "loom-worker: --devices '%s' is not cpu:N with 1 <= N <= 1024\n", devices.c_str());
+    return 2;
+  }
+  if (o.threads_per_rank < 1) {
+    std::fprintf(stderr, "loom-worker: --threads-per-rank must be at least 1\n");
+    return 2;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(o.work_dir, ec);
+  if (ec) {
+    std::fprintf(stderr, "loom-worker: cannot create --work-dir %s: %s\n", o.work_dir.c_str(),
+                 ec.message().c_str());
+    return 1;
+  }
+  o.work_dir = std::filesystem::absolute(o.work_dir).lexically_normal().string();
+  char hostname[HOST_NAME_MAX + 1] = {};
+  gethostname(hostname, sizeof hostname - 1);
+  o.host = hostname;
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  loom::worker::WorkerMetrics metrics;
+  absl::StatusOr<loom::MetricsServer> server = loom::StartMetricsServer(metrics_listen, metrics.registry());
+  if (!server.ok()) {
+    std::fprintf(stderr, "loom-worker: %s\n", std::string(server.status().message()).c_str());
+    return 1;
+  }
+  o.metrics_address = server->address;
+  if (o.worker_id.empty())
+    o.worker_id = absl::StrCat(o.host, "-", server->address.substr(server->address.rfind(':') + 1));
+  std::printf("loom-worker %s: %d slots, metrics on http://%s/metrics, coordinator %s, ranks run %s\n",
+              o.worker_id.c_str(), o.slots, server->address.c_str(), o.coordinator.c_str(),
+              o.rank_binary.c_str());
+  std::fflush(stdout);
+
+  loom::worker::WorkerDaemon daemon(o, &metrics);
+  std::atomic<bool> done{false};
+  std::thread signal_thread([&] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    if (!done) loom::Log(loom::LogLevel::kInfo, "worker", o.worker_id, ": signal ", signal, ", stopping");
+    daemon.Stop();
+  });
+  daemon.Run();
+  done = true;
+  pthread_kill(signal_thread.native_handle(), SIGTERM);
+  signal_thread.join();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(std::vector<std::string>(argv + 1, argv + argc)); }

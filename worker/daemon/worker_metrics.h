@@ -1,0 +1,47 @@
+// The worker's /metrics: the training gauges of every rank it runs, mirrored from the ranks'
+// Progress reports, and checkpoint save times. Labels: plan, stage, rank (and source for mixes).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "loom/v1/coordinator.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace loom::worker {
+
+class WorkerMetrics {
+ public:
+  WorkerMetrics();
+  const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+  // `plan_id` and `stage` come from the rank's assignment.
+  void OnProgress(const std::string& plan_id, const std::string& stage, const loom::v1::Progress& p);
+  void OnCheckpoint(const loom::v1::CheckpointReport& report);
+  void OnRankExit(const loom::v1::RankExit& exit);
+  void SetRunning(int ranks);
+
+ private:
+  absl::Mutex mu_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Gauge>& loss_;
+  prometheus::Family<prometheus::Counter>& tokens_;
+  prometheus::Family<prometheus::Gauge>& tokens_per_second_;
+  prometheus::Family<prometheus::Gauge>& learning_rate_;
+  prometheus::Family<prometheus::Gauge>& grad_norm_;
+  prometheus::Family<prometheus::Gauge>& global_batch_;
+  prometheus::Family<prometheus::Gauge>& seq_len_;
+  prometheus::Family<prometheus::Gauge>& mix_weight_;
+  prometheus::Family<prometheus::Gauge>& step_;
+  prometheus::Histogram& checkpoint_save_;
+  prometheus::Family<prometheus::Counter>& rank_exits_;
+  prometheus::Gauge& running_;
+  std::map<std::string, int64_t> tokens_seen_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace loom::worker
