@@ -14,4 +14,10 @@ int RunValidate(const Args& args);
 // `loom data corpus|prepare|inspect` (cli/data_command.cc).
 int RunData(const Args& args);
 
+// Engine commands (cli/engine_commands.cc): they run the engine in this process.
+int RunTrainLocal(const Args& args);
+int RunGenerate(const Args& args);
+int RunExportHf(const Args& args);
+int RunImportHf(const Args& args);
+
 }  // namespace loom::cli

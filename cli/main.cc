@@ -17,6 +17,10 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"validate", "check a plan: print a summary, or every error with its field path", loom::cli::RunValidate},
+    {"train-local", "train one stage of a plan in this process on a local file (developers)", loom::cli::RunTrainLocal},
+    {"generate", "continue a prompt with a checkpoint's model", loom::cli::RunGenerate},
+    {"export-hf", "write a checkpoint as a Hugging Face Llama directory", loom::cli::RunExportHf},
+    {"import-hf", "read a Hugging Face Llama directory into a Loom checkpoint", loom::cli::RunImportHf},
     {"data", "build the corpus, prepare token shards and the tokenizer, inspect prepared data", loom::cli::RunData},
 };
 

@@ -27,6 +27,17 @@ void Gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, f
   if (m <= 0 || n <= 0) return;
   const CBLAS_TRANSPOSE ta = transpose_a ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb = transpose_b ? CblasTrans : CblasNoTrans;
+  if (m < 64 && n >= 256 && NumThreads() > 1) {
+    // Few rows (decoding a handful of sequences): split the columns of C instead. Column j of
+    // op(B) starts at b + j*ldb (transposed) or b + j.
+    const int64_t grain = std::max<int64_t>(64, (n + NumThreads() - 1) / NumThreads());
+    ParallelFor(n, grain, [&](int64_t c0, int64_t c1) {
+      cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(c1 - c0), static_cast<int>(k),
+                  alpha, a, static_cast<int>(lda), transpose_b ? b + c0 * ldb : b + c0, static_cast<int>(ldb),
+                  beta, c + c0, static_cast<int>(ldc));
+    });
+    return;
+  }
   // Split the rows of C. Row i of op(A) starts at a + i*lda (no transpose) or a + i (transpose).
   ParallelFor(m, RowGrain(m), [&](int64_t r0, int64_t r1) {
     const float* a_rows = transpose_a ? a + r0 : a + r0 * lda;

@@ -14,6 +14,18 @@ namespace loom::engine {
 
 static_assert(kernels::cpu::kIgnoreTarget == data::kIgnoreIndex, "one ignore index across the engine");
 
+kernels::cpu::DistillOptions DistillOptionsFromProto(const loom::v1::DistillConfig& config) {
+  kernels::cpu::DistillOptions o;
+  o.mode = config.mode() == loom::v1::DistillConfig::MODE_TOP1_TARGET
+               ? kernels::cpu::DistillOptions::Mode::kTop1Target
+               : kernels::cpu::DistillOptions::Mode::kSoftCrossEntropy;
+  o.temperature = config.has_temperature() ? static_cast<float>(config.temperature()) : 1.0f;
+  o.top_k = config.has_top_k() ? config.top_k() : 0;
+  o.teacher_weight = config.has_teacher_weight() ? static_cast<float>(config.teacher_weight()) : 0.9f;
+  o.lm_weight = config.has_lm_loss_weight() ? static_cast<float>(config.lm_loss_weight()) : 0.0f;
+  return o;
+}
+
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainerOptions options, BatchSource* data) {
   std::unique_ptr<Trainer> trainer(new Trainer(std::move(options), data));
   if (absl::Status s = trainer->Init(); !s.ok()) return s;
@@ -62,6 +74,21 @@ absl::Status Trainer::Init() {
   } else {
     model_->InitWeights(rng_.NextU64());
   }
+  if (!options_.teacher_from.empty()) {
+    absl::StatusOr<loom::v1::CheckpointManifest> manifest =
+        ReadCheckpointManifest(options_.teacher_from, false);
+    if (!manifest.ok()) return manifest.status();
+    if (manifest->model().vocab_size() != effective_model_.vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "distill.teacher ", options_.teacher_from, " has vocab_size ", manifest->model().vocab_size(),
+          ", the student ", effective_model_.vocab_size(), ": they must share a tokenizer"));
+    }
+    absl::StatusOr<TransformerConfig> teacher_config = TransformerConfig::FromProto(manifest->model());
+    if (!teacher_config.ok()) return teacher_config.status();
+    teacher_ = std::make_unique<Transformer>(*teacher_config);
+    if (auto loaded = LoadWeights(options_.teacher_from, teacher_.get()); !loaded.ok())
+      return loaded.status();
+  }
   return absl::OkStatus();
 }
 
@@ -76,19 +103,23 @@ absl::StatusOr<StepReport> Trainer::Step() {
   const int64_t batch_tokens = GlobalBatchTokens(stage, tokens_);
   const int seq_len = SeqLen(stage, tokens_);
   const int micro = stage.parallel().micro_batch_size();
-  const int dp = 1, dp_rank = 0;  // one process
+  const int dp = dp_size(), rank = dp_rank();
   if (seq_len < 2 || batch_tokens % (int64_t{seq_len} * micro * dp) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "global batch ", batch_tokens, " tokens is not a multiple of seq_len ", seq_len,
         " x micro_batch_size ", micro, " x dp ", dp, " at ", tokens_, " tokens (validate the plan)"));
   }
   const int global_sequences = static_cast<int>(batch_tokens / seq_len);
-  if (absl::Status s = data_->Next(seq_len, global_sequences, dp_rank, dp, &batch_); !s.ok()) return s;
+  if (absl::Status s = data_->Next(seq_len, global_sequences, rank, dp, &batch_); !s.ok()) return s;
 
-  int64_t targets = 0;
+  // The loss is the mean over the global batch's target tokens, whichever rank holds them.
+  double targets = 0;
   for (int32_t t : batch_.targets) targets += t != data::kIgnoreIndex;
+  if (options_.data_parallel) {
+    if (absl::Status s = options_.data_parallel->AllReduceSum(&targets, 1); !s.ok()) return s;
+  }
   if (targets == 0) return absl::FailedPreconditionError("a training batch has no target tokens");
-  const float grad_scale = 1.0f / static_cast<float>(targets);
+  const float grad_scale = static_cast<float>(1.0 / targets);
 
   model_->ZeroGrads();
   double loss_sum = 0;
@@ -96,10 +127,25 @@ absl::StatusOr<StepReport> Trainer::Step() {
   const int micro_batches = batch_.batch_size / micro;
   for (int m = 0; m < micro_batches; ++m) {
     const data::TokenBatch mb = SliceBatch(batch_, m * micro, micro);
+    if (teacher_) {
+      // The teacher's logits live in its own activation buffer until its next Forward.
+      const float* teacher_logits = teacher_->Forward(mb);
+      float* logits = model_->Forward(mb);
+      loss_sum += kernels::cpu::DistillCrossEntropy(logits, teacher_logits, mb.targets.data(), mb.tokens(),
+                                                    vocab, options_.distill, grad_scale, logits)
+                      .loss_sum;
+      model_->Backward(logits);
+      continue;
+    }
     float* logits = model_->Forward(mb);
     loss_sum += kernels::cpu::CrossEntropy(logits, mb.targets.data(), mb.tokens(), vocab, grad_scale, logits)
                     .loss_sum;
     model_->Backward(logits);
+  }
+  if (options_.data_parallel) {
+    if (absl::Status s = options_.data_parallel->AllReduceSum(model_->grads(), model_->num_params()); !s.ok())
+      return s;
+    if (absl::Status s = options_.data_parallel->AllReduceSum(&loss_sum, 1); !s.ok()) return s;
   }
   const double lr = LearningRate(stage.lr_schedule(), stage.optimizer().lr(), tokens_, stage.tokens());
   const double norm = optimizer_->Step(model_->params(), model_->grads(), static_cast<float>(lr));
@@ -122,13 +168,14 @@ absl::StatusOr<StepReport> Trainer::Step() {
 absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
   if (options_.checkpoint_dir.empty())
     return absl::FailedPreconditionError("no checkpoint directory was given");
+  if (dp_rank() != 0) return std::string();
   loom::v1::CheckpointManifest manifest;
   manifest.set_plan_id(options_.plan_id);
   manifest.set_stage(options_.stage.name());
   manifest.set_step(step());
   manifest.set_tokens(tokens_);
   *manifest.mutable_model() = effective_model_;
-  manifest.set_dp(1);
+  manifest.set_dp(dp_size());
   manifest.set_tp(1);
   manifest.set_pp(1);
   manifest.set_data_state(data_->SaveState());
@@ -161,8 +208,10 @@ absl::Status Trainer::Run(const std::function<void(const StepReport&)>& on_step,
     if (!options_.checkpoint_dir.empty() && (last || (every > 0 && report->step % every == 0))) {
       absl::StatusOr<std::string> dir = SaveCheckpoint(last);
       if (!dir.ok()) return dir.status();
-      if (on_checkpoint) on_checkpoint(*dir);
-      PruneCheckpoints();
+      if (dp_rank() == 0) {
+        if (on_checkpoint) on_checkpoint(*dir);
+        PruneCheckpoints();
+      }
     }
   }
   return absl::OkStatus();

@@ -13,8 +13,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "kernels/cpu/distill.h"
 #include "loom/v1/plan.pb.h"
 #include "worker/engine/batch_source.h"
+#include "worker/engine/communicator.h"
 #include "worker/engine/optimizer.h"
 #include "worker/engine/random.h"
 #include "worker/engine/transformer.h"
@@ -35,6 +37,14 @@ struct TrainerOptions {
   std::string init_from;
   // Stop after this many steps in total (0: run to the stage's token budget).
   int64_t max_steps = 0;
+  // The data-parallel group (not owned); null: this process alone. Each rank takes its slice of
+  // every global batch, gradients are summed across the group before the optimizer, and only
+  // rank 0 writes checkpoints (every rank holds the same weights).
+  Communicator* data_parallel = nullptr;
+  // Distillation (a `distill` stage): the teacher's checkpoint, run forward beside the student
+  // on every micro-batch; the loss is then the distillation loss of kernels/cpu/distill.h.
+  std::string teacher_from;
+  kernels::cpu::DistillOptions distill;
 };
 
 struct StepReport {
@@ -50,6 +60,9 @@ struct StepReport {
   double tokens_per_second = 0;
 };
 
+// The kernel options a stage's `distill` block asks for (defaults from plan.proto).
+kernels::cpu::DistillOptions DistillOptionsFromProto(const loom::v1::DistillConfig& config);
+
 class Trainer {
  public:
   // Builds the model, loads `resume_from` or `init_from`, or initialises from the stage seed.
@@ -61,11 +74,12 @@ class Trainer {
   bool Done() const;
 
   // Writes `<checkpoint_dir>/step-<N>` and returns its path; `final` marks the stage's last.
+  // On a data-parallel rank other than 0 it writes nothing and returns "".
   absl::StatusOr<std::string> SaveCheckpoint(bool final);
 
   // Steps until Done, checkpointing every checkpoint.every_steps and at the end (keeping the
   // newest checkpoint.keep_last); calls on_step after every step and on_checkpoint after every
-  // checkpoint.
+  // checkpoint (rank 0 only).
   absl::Status Run(const std::function<void(const StepReport&)>& on_step,
                    const std::function<void(const std::string&)>& on_checkpoint);
 
@@ -79,11 +93,14 @@ class Trainer {
   Trainer(TrainerOptions options, BatchSource* data) : options_(std::move(options)), data_(data), rng_(0) {}
   absl::Status Init();
   void PruneCheckpoints();
+  int dp_rank() const { return options_.data_parallel ? options_.data_parallel->rank() : 0; }
+  int dp_size() const { return options_.data_parallel ? options_.data_parallel->size() : 1; }
 
   TrainerOptions options_;
   BatchSource* data_;
   loom::v1::ModelConfig effective_model_;
   std::unique_ptr<Transformer> model_;
+  std::unique_ptr<Transformer> teacher_;  // distillation only
   std::unique_ptr<Optimizer> optimizer_;
   Random rng_;
   int64_t tokens_ = 0;

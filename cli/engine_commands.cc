@@ -1,0 +1,212 @@
+// Developer commands that run the training engine in this process: `loom train-local`,
+// `loom generate`, `loom export-hf`, `loom import-hf`. (The client proper never trains; these
+// exist so a model, a plan stage or a checkpoint can be tried without a cluster.)
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "cli/commands.h"
+#include "common/checkpoint_io.h"
+#include "common/command_line.h"
+#include "common/plan_io.h"
+#include "common/plan_resolve.h"
+#include "common/strings.h"
+#include "kernels/cpu/parallel.h"
+#include "worker/engine/checkpoint.h"
+#include "worker/engine/generator.h"
+#include "worker/engine/hf_format.h"
+#include "worker/engine/trainer.h"
+
+namespace loom::cli {
+namespace {
+
+int Fail(const absl::Status& status, const char* command) {
+  std::fprintf(stderr, "loom %s: %s\n", command, std::string(status.message()).c_str());
+  return 1;
+}
+
+}  // namespace
+
+int RunTrainLocal(const Args& args) {
+  std::string plan_path, stage_name, text_path, tokens_path, out_dir, resume, from;
+  int64_t steps = 0;
+  int threads = 1;
+  CommandLine cl("loom train-local",
+                 "Trains one stage of a plan in this process on a local text or token file, printing "
+                 "the loss of every step; checkpoints go to --out and a run resumes with --resume.");
+  cl.AddPositional("PLAN", &plan_path, "plan file (.yaml, .json or .textproto)");
+  cl.AddFlag("stage", &stage_name, "stage to train (default: the first)");
+  cl.AddFlag("text", &text_path, "train on this file's bytes (byte-level models: vocab_size 256)");
+  cl.AddFlag("tokens", &tokens_path, "train on this file of little-endian uint32 token ids");
+  cl.AddFlag("steps", &steps, "stop after this many optimizer steps (0: the stage's token budget)");
+  cl.AddFlag("out", &out_dir, "directory for checkpoints (step-NNNNNN/); empty: none");
+  cl.AddFlag("resume", &resume, "checkpoint directory to resume from (weights, optimizer, data, RNG)");
+  cl.AddFlag("from", &from, "checkpoint directory to start from (weights only)");
+  cl.AddFlag("threads", &threads, "CPU threads for the kernels");
+  cl.AddEpilog(
+      "example:\n  loom train-local examples/plans/demo.yaml --text README.md --steps 50 --out /tmp/ckpt");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  if (text_path.empty() == tokens_path.empty()) {
+    std::fprintf(stderr, "loom train-local: give exactly one of --text FILE or --tokens FILE\n");
+    return 2;
+  }
+  if (threads < 1) {
+    std::fprintf(stderr, "loom train-local: --threads must be at least 1\n");
+    return 2;
+  }
+
+  absl::StatusOr<loom::v1::TrainingPlan> plan = LoadPlan(plan_path);
+  if (!plan.ok()) return Fail(plan.status(), "train-local");
+  int index = stage_name.empty() ? 0 : -1;
+  std::vector<std::string> names;
+  for (int i = 0; i < plan->stages_size(); ++i) {
+    names.push_back(plan->stages(i).name());
+    if (plan->stages(i).name() == stage_name) index = i;
+  }
+  if (index < 0) {
+    std::fprintf(stderr, "loom train-local: the plan has no stage '%s' (stages: %s)\n", stage_name.c_str(),
+                 absl::StrJoin(names, ", ").c_str());
+    return 2;
+  }
+
+  std::unique_ptr<engine::TokenStreamSource> data;
+  if (!text_path.empty()) {
+    auto source = engine::TokenStreamSource::FromTextFile(text_path);
+    if (!source.ok()) return Fail(source.status(), "train-local");
+    data = std::move(*source);
+  } else {
+    auto source = engine::TokenStreamSource::FromTokenFile(tokens_path, plan->model().vocab_size());
+    if (!source.ok()) return Fail(source.status(), "train-local");
+    data = std::move(*source);
+  }
+
+  kernels::cpu::SetNumThreads(threads);
+  engine::TrainerOptions options;
+  options.model = plan->model();
+  options.stage = ResolveStage(*plan, index);
+  options.plan_id = plan->name();
+  options.checkpoint_dir = out_dir;
+  options.resume_from = resume;
+  options.init_from = from;
+  options.max_steps = steps;
+  auto trainer = engine::Trainer::Create(options, data.get());
+  if (!trainer.ok()) return Fail(trainer.status(), "train-local");
+  std::printf("stage %s: %lld parameters, %lld tokens of data, from step %lld\n",
+              options.stage.name().c_str(), static_cast<long long>((*trainer)->model().num_params()),
+              static_cast<long long>(data->size()), static_cast<long long>((*trainer)->step()));
+  absl::Status status = (*trainer)->Run(
+      [](const engine::StepReport& r) {
+        std::printf(
+            "step %5lld  tokens %9lld  loss %.4f  lr %.3g  grad_norm %.3f  seq %d  batch %lld  %.0f tok/s\n",
+            static_cast<long long>(r.step), static_cast<long long>(r.tokens), r.loss, r.learning_rate,
+            r.grad_norm, r.seq_len, static_cast<long long>(r.global_batch_tokens), r.tokens_per_second);
+        std::fflush(stdout);
+      },
+      [](const std::string& path) { std::printf("checkpoint %s\n", path.c_str()); });
+  if (!status.ok()) return Fail(status, "train-local");
+  return 0;
+}
+
+int RunGenerate(const Args& args) {
+  std::string checkpoint, prompt, ids;
+  int max_new_tokens = 64, top_k = 0, threads = 1;
+  double temperature = 0, top_p = 1;
+  int64_t seed = 0;
+  CommandLine cl("loom generate",
+                 "Continues a prompt with a checkpoint's model (KV cache; greedy by default).");
+  cl.AddPositional("CHECKPOINT", &checkpoint, "checkpoint directory (with manifest.json)");
+  cl.AddFlag("prompt", &prompt, "prompt text (byte-level models, vocab_size 256)");
+  cl.AddFlag("ids", &ids, "prompt as token ids separated by spaces or commas (any model)");
+  cl.AddFlag("max-new-tokens", &max_new_tokens, "tokens to generate");
+  cl.AddFlag("temperature", &temperature, "0 = greedy; otherwise sample at this temperature");
+  cl.AddFlag("top-k", &top_k, "sample among the k most likely tokens (0: all)");
+  cl.AddFlag("top-p", &top_p, "sample within the smallest set reaching this probability");
+  cl.AddFlag("seed", &seed, "sampling seed");
+  cl.AddFlag("threads", &threads, "CPU threads for the kernels");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  if (prompt.empty() == ids.empty()) {
+    std::fprintf(stderr, "loom generate: give exactly one of --prompt TEXT or --ids \"1 2 3\"\n");
+    return 2;
+  }
+  auto manifest = ReadCheckpointManifest(checkpoint, /*verify=*/false);
+  if (!manifest.ok()) return Fail(manifest.status(), "generate");
+  auto config = engine::TransformerConfig::FromProto(manifest->model());
+  if (!config.ok()) return Fail(config.status(), "generate");
+  std::vector<int32_t> tokens;
+  if (!prompt.empty()) {
+    if (config->vocab != 256) {
+      std::fprintf(stderr,
+                   "loom generate: --prompt needs a byte-level model (vocab_size 256; this one has %d); "
+                   "pass token ids with --ids\n",
+                   config->vocab);
+      return 2;
+    }
+    for (unsigned char c : prompt) tokens.push_back(c);
+  } else {
+    for (absl::string_view piece : absl::StrSplit(ids, absl::ByAnyChar(" ,"), absl::SkipEmpty())) {
+      int32_t id = 0;
+      if (!absl::SimpleAtoi(piece, &id) || id < 0 || id >= config->vocab) {
+        std::fprintf(stderr, "loom generate: --ids: '%s' is not a token id in [0, %d)\n",
+                     std::string(piece).c_str(), config->vocab);
+        return 2;
+      }
+      tokens.push_back(id);
+    }
+  }
+  kernels::cpu::SetNumThreads(threads);
+  engine::Transformer model(*config);
+  auto loaded = engine::LoadWeights(checkpoint, &model);
+  if (!loaded.ok()) return Fail(loaded.status(), "generate");
+  engine::Generator generator(model, 1, static_cast<int>(tokens.size()) + max_new_tokens);
+  engine::SamplingOptions options;
+  options.temperature = static_cast<float>(temperature);
+  options.top_k = top_k;
+  options.top_p = static_cast<float>(top_p);
+  options.max_new_tokens = max_new_tokens;
+  options.seed = static_cast<uint64_t>(seed);
+  const std::vector<int32_t> out = generator.Generate({tokens}, options)[0];
+  if (!prompt.empty()) {
+    std::string text = prompt;
+    for (int32_t t : out) text.push_back(static_cast<char>(t));
+    std::printf("%s\n", text.c_str());
+  } else {
+    std::printf("%s\n", absl::StrJoin(out, " ").c_str());
+  }
+  return 0;
+}
+
+int RunExportHf(const Args& args) {
+  std::string checkpoint, out;
+  CommandLine cl("loom export-hf",
+                 "Writes a checkpoint as a Hugging Face Llama directory (config.json + model.safetensors).");
+  cl.AddPositional("CHECKPOINT", &checkpoint, "Loom checkpoint directory (verified before export)");
+  cl.AddPositional("OUT", &out, "output directory (created)");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  auto warning = engine::ExportHuggingFace(checkpoint, out);
+  if (!warning.ok()) return Fail(warning.status(), "export-hf");
+  if (!warning->empty()) std::fprintf(stderr, "loom export-hf: warning: %s\n", warning->c_str());
+  std::printf("wrote %s\n", out.c_str());
+  return 0;
+}
+
+int RunImportHf(const Args& args) {
+  std::string hf_dir, checkpoint;
+  CommandLine cl("loom import-hf",
+                 "Reads a Hugging Face Llama directory (F32/BF16/F16, sharded or not) into a Loom "
+                 "checkpoint that a stage can start `from`.");
+  cl.AddPositional("HF_DIR", &hf_dir, "directory with config.json and model.safetensors (or its index)");
+  cl.AddPositional("CHECKPOINT", &checkpoint, "Loom checkpoint directory to write");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  if (absl::Status s = engine::ImportHuggingFace(hf_dir, checkpoint); !s.ok()) return Fail(s, "import-hf");
+  std::printf("wrote %s\n", checkpoint.c_str());
+  return 0;
+}
+
+}  // namespace loom::cli

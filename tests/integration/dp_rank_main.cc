@@ -1,0 +1,97 @@
+// Test fixture: one data-parallel rank of a small byte-level training run, for the Gloo
+// data-parallel equivalence test. Writes its per-step losses and final weights to --out.
+//
+//   dp_rank_main --rank R --size N --store DIR --out FILE [--steps 20] [--fail-at-step K]
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "common/command_line.h"
+#include "common/plan_io.h"
+#include "common/plan_resolve.h"
+#include "worker/engine/communicator.h"
+#include "worker/engine/trainer.h"
+
+int main(int argc, char** argv) {
+  int rank = 0, size = 1, steps = 20, fail_at_step = 0;
+  std::string store_dir, out;
+  absl::Duration timeout = absl::Seconds(20);
+  loom::CommandLine cl("dp_rank_main", "One data-parallel rank of a small training run (test fixture).");
+  cl.AddFlag("rank", &rank, "rank in the group");
+  cl.AddFlag("size", &size, "group size (1: no communicator)");
+  cl.AddFlag("store", &store_dir, "rendezvous directory (fresh per run)");
+  cl.AddFlag("out", &out, "file for losses and weights");
+  cl.AddFlag("steps", &steps, "optimizer steps");
+  cl.AddFlag("fail-at-step", &fail_at_step, "exit(3) before this step (to test a lost peer)");
+  cl.AddFlag("timeout", &timeout, "collective timeout");
+  int exit_code = 0;
+  if (!loom::ParseOrExit(cl, std::vector<std::string>(argv + 1, argv + argc), &exit_code)) return exit_code;
+
+  const char* plan_text = R"(name: dp
+model: {layers: 2, d_model: 64, heads: 4, kv_heads: 2, ffn_size: 128, vocab_size: 256}
+data: {sources: [text]}
+stages:
+  - name: core
+    kind: pretrain
+    tokens: 1M
+    optimizer: {lr: 3e-3, grad_clip: 1.0}
+    lr_schedule: {type: cosine, warmup_tokens: 2Ki}
+    parallel: {micro_batch_size: 2}
+    batch_ramp: [{at_tokens: 0, global_batch_tokens: 512}, {at_tokens: 4Ki, global_batch_tokens: 1Ki}]
+    seq_len_schedule: [{at_tokens: 0, seq_len: 64}]
+    data_mix: [{at_tokens: 0, weights: {text: 1}}]
+)";
+  loom::ParsedPlan parsed = loom::ParsePlanText(plan_text, loom::PlanFormat::kYaml);
+  if (!parsed.errors.empty()) {
+    std::fprintf(stderr, "%s", loom::FormatPlanErrors(parsed.errors).c_str());
+    return 1;
+  }
+  std::string text;
+  for (int i = 0; i < 400; ++i)
+    text += absl::StrFormat("line %d: the quick brown fox jumps over the lazy dog. ", i % 17);
+  loom::engine::TokenStreamSource data(std::vector<int32_t>(text.begin(), text.end()));
+
+  std::unique_ptr<loom::engine::KeyValueStore> store = loom::engine::NewDirectoryKeyValueStore(store_dir);
+  std::unique_ptr<loom::engine::Communicator> comm;
+  if (size > 1) {
+    loom::engine::GlooOptions options;
+    options.rank = rank;
+    options.size = size;
+    options.prefix = "test/dp";
+    options.timeout = timeout;
+    auto c = loom::engine::NewGlooCommunicator(store.get(), options);
+    if (!c.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(c.status().message()).c_str());
+      return 1;
+    }
+    comm = std::move(*c);
+  }
+  loom::engine::TrainerOptions options;
+  options.model = parsed.plan.model();
+  options.stage = loom::ResolveStage(parsed.plan, 0);
+  options.plan_id = "dp-1";
+  options.max_steps = steps;
+  options.data_parallel = comm.get();
+  auto trainer = loom::engine::Trainer::Create(options, &data);
+  if (!trainer.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(trainer.status().message()).c_str());
+    return 1;
+  }
+  std::ofstream file(out);
+  for (int i = 1; i <= steps; ++i) {
+    if (i == fail_at_step) std::_Exit(3);
+    auto r = (*trainer)->Step();
+    if (!r.ok()) {
+      std::fprintf(stderr, "step %d: %s\n", i, std::string(r.status().message()).c_str());
+      return 1;
+    }
+    file << absl::StrFormat("%.17g\n", r->loss);
+  }
+  const auto& model = (*trainer)->model();
+  file << "weights\n";
+  file.write(reinterpret_cast<const char*>(model.params()), model.num_params() * sizeof(float));
+  return file.good() ? 0 : 1;
+}

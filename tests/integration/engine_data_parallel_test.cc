@@ -1,0 +1,108 @@
+// Data parallelism over Gloo with real processes on loopback: dp=2 and dp=4 reproduce the
+// single-process losses and weights, and a rank that dies makes its peers fail, not hang.
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "run_command.h"
+
+namespace {
+namespace fs = std::filesystem;
+
+struct RunOutput {
+  std::vector<double> losses;
+  std::vector<float> weights;
+};
+
+RunOutput ReadOutput(const std::string& path) {
+  RunOutput r;
+  std::ifstream in(path, std::ios::binary);
+  for (std::string line; std::getline(in, line) && line != "weights";) r.losses.push_back(std::stod(line));
+  const std::string rest((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  r.weights.resize(rest.size() / sizeof(float));
+  std::memcpy(r.weights.data(), rest.data(), rest.size());
+  return r;
+}
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/dp_" + name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+// Launches `size` ranks in the background and waits for all; returns each rank's exit code.
+std::vector<int> RunGroup(const std::string& dir, int size, const std::string& extra = "",
+                          const std::string& extra_rank1 = "") {
+  std::string script;
+  for (int r = 0; r < size; ++r) {
+    script += absl::StrCat(DP_RANK_BINARY, " --rank ", r, " --size ", size, " --store ", dir, "/store --out ",
+                           dir, "/rank", r, ".out ", extra, r == 1 ? " " + extra_rank1 : "", " > ", dir,
+                           "/rank", r, ".log 2>&1 & pids[", r, "]=$!\n");
+  }
+  script += "for p in ${pids[@]}; do wait $p; echo \"exit $?\"; done\n";
+  std::ofstream(dir + "/run.sh") << script;
+  const auto result = loom::testing::RunCommand("bash " + dir + "/run.sh");
+  std::vector<int> codes;
+  std::istringstream in(result.output);
+  for (std::string word; in >> word;)
+    if (word != "exit") codes.push_back(std::stoi(word));
+  return codes;
+}
+
+double RelativeNormDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff += (double{a[i]} - b[i]) * (double{a[i]} - b[i]);
+    norm += double{b[i]} * b[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
+void ExpectMatchesSingleProcess(int dp) {
+  const std::string single = FreshDir(absl::StrCat("single_for_", dp));
+  ASSERT_EQ(RunGroup(single, 1), std::vector<int>{0});
+  const RunOutput reference = ReadOutput(single + "/rank0.out");
+  ASSERT_EQ(reference.losses.size(), 20u);
+
+  const std::string dir = FreshDir(absl::StrCat("dp", dp));
+  ASSERT_EQ(RunGroup(dir, dp), std::vector<int>(dp, 0)) << "see " << dir << "/rank*.log";
+  for (int r = 0; r < dp; ++r) {
+    const RunOutput out = ReadOutput(absl::StrCat(dir, "/rank", r, ".out"));
+    ASSERT_EQ(out.losses.size(), reference.losses.size());
+    for (size_t i = 0; i < out.losses.size(); ++i)
+      EXPECT_NEAR(out.losses[i], reference.losses[i], 1e-4 * std::abs(reference.losses[i]))
+          << "rank " << r << " step " << i + 1;
+    ASSERT_EQ(out.weights.size(), reference.weights.size());
+    EXPECT_LT(RelativeNormDiff(out.weights, reference.weights), 1e-3) << "rank " << r;
+  }
+  // The loss really moved: the comparison is not between two untrained models.
+  EXPECT_LT(reference.losses.back(), reference.losses.front() - 1.0);
+}
+
+TEST(DataParallel, TwoRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess(2); }
+TEST(DataParallel, FourRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess(4); }
+
+TEST(DataParallel, ALostRankMakesItsPeerFailWithinTheTimeout) {
+  const std::string dir = FreshDir("lost");
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int> codes = RunGroup(dir, 2, "--timeout 5s", "--fail-at-step 4");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(codes.size(), 2u);
+  EXPECT_EQ(codes[1], 3);
+  EXPECT_EQ(codes[0], 1) << "the surviving rank must fail, not finish or hang";
+  EXPECT_LT(seconds, 15);
+  std::ifstream log(dir + "/rank0.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("step 4"), std::string::npos) << text;
+}
+
+}  // namespace

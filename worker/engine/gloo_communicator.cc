@@ -1,0 +1,154 @@
+// Gloo backend of Communicator: TCP transport, full-mesh rendezvous through Loom's KeyValueStore.
+// Gloo reports failures by throwing; this file is the boundary where they become absl::Status.
+#include <atomic>
+#include <cstring>
+#include <exception>
+
+#include <gloo/allgather.h>
+#include <gloo/allreduce.h>
+#include <gloo/barrier.h>
+#include <gloo/broadcast.h>
+#include <gloo/math.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/prefix_store.h>
+#include <gloo/rendezvous/store.h>
+#include <gloo/transport/tcp/device.h>
+
+#include "absl/strings/str_cat.h"
+#include "worker/engine/communicator.h"
+
+namespace loom::engine {
+namespace {
+
+// Gloo's Store interface over Loom's (Gloo expects exceptions on failure).
+class GlooStoreAdapter : public gloo::rendezvous::Store {
+ public:
+  GlooStoreAdapter(KeyValueStore* store, absl::Duration timeout) : store_(store), timeout_(timeout) {}
+
+  void set(const std::string& key, const std::vector<char>& data) override {
+    if (absl::Status s = store_->Set(key, std::string(data.begin(), data.end())); !s.ok())
+      throw std::runtime_error(std::string(s.message()));
+  }
+  std::vector<char> get(const std::string& key) override {
+    absl::StatusOr<std::string> value = store_->Get(key, timeout_);
+    if (!value.ok()) throw std::runtime_error(std::string(value.status().message()));
+    return std::vector<char>(value->begin(), value->end());
+  }
+  void wait(const std::vector<std::string>& keys) override {
+    wait(keys, absl::ToChronoMilliseconds(timeout_));
+  }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+    for (const std::string& key : keys) {
+      absl::StatusOr<std::string> value = store_->Get(key, absl::FromChrono(timeout));
+      if (!value.ok()) throw std::runtime_error(std::string(value.status().message()));
+    }
+  }
+
+ private:
+  KeyValueStore* store_;
+  absl::Duration timeout_;
+};
+
+class GlooCommunicator : public Communicator {
+ public:
+  GlooCommunicator(std::shared_ptr<gloo::rendezvous::Context> context, std::string name)
+      : context_(std::move(context)), name_(std::move(name)) {}
+
+  int rank() const override { return context_->rank; }
+  int size() const override { return context_->size; }
+
+  absl::Status AllReduceSum(float* data, int64_t count) override { return AllReduce(data, count); }
+  absl::Status AllReduceSum(double* data, int64_t count) override { return AllReduce(data, count); }
+
+  absl::Status Broadcast(float* data, int64_t count, int root) override {
+    return Run("broadcast", [&] {
+      gloo::BroadcastOptions opts(context_);
+      opts.setOutput(data, static_cast<size_t>(count));
+      opts.setRoot(root);
+      opts.setTag(NextTag());
+      gloo::broadcast(opts);
+    });
+  }
+
+  absl::Status AllGather(const float* in, int64_t count, float* out) override {
+    return Run("all-gather", [&] {
+      std::memcpy(out + int64_t{rank()} * count, in, count * sizeof(float));
+      gloo::AllgatherOptions opts(context_);
+      opts.setOutput(out, static_cast<size_t>(count * size()));
+      opts.setTag(NextTag());
+      gloo::allgather(opts);
+    });
+  }
+
+  absl::Status Barrier() override {
+    return Run("barrier", [&] {
+      gloo::BarrierOptions opts(context_);
+      opts.setTag(NextTag());
+      gloo::barrier(opts);
+    });
+  }
+
+  void Abort() override { aborted_ = true; }
+
+ private:
+  template <typename T>
+  absl::Status AllReduce(T* data, int64_t count) {
+    return Run("all-reduce", [&] {
+      gloo::AllreduceOptions opts(context_);
+      opts.setOutput(data, static_cast<size_t>(count));
+      opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<T>));
+      opts.setTag(NextTag());
+      gloo::allreduce(opts);
+    });
+  }
+
+  uint32_t NextTag() { return tag_++; }
+
+  template <typename Fn>
+  absl::Status Run(const char* what, Fn&& fn) {
+    if (aborted_) return absl::AbortedError(absl::StrCat(name_, ": ", what, " after abort"));
+    if (broken_) return absl::FailedPreconditionError(absl::StrCat(name_, ": ", what, " on a broken group"));
+    try {
+      fn();
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      broken_ = true;  // Gloo pairs are unusable after an I/O error or a timeout
+      const std::string message = e.what();
+      const bool timeout = message.find("imeout") != std::string::npos;
+      const std::string text =
+          absl::StrCat(name_, ": ", what, " failed (rank ", rank(), " of ", size(), "): ", message);
+      return timeout ? absl::DeadlineExceededError(text) : absl::UnavailableError(text);
+    }
+  }
+
+  std::shared_ptr<gloo::rendezvous::Context> context_;
+  std::string name_;
+  uint32_t tag_ = 0;
+  std::atomic<bool> aborted_{false};
+  bool broken_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Communicator>> NewGlooCommunicator(KeyValueStore* store,
+                                                                  const GlooOptions& options) {
+  if (options.size < 1 || options.rank < 0 || options.rank >= options.size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gloo: rank ", options.rank, " is not in a group of ", options.size));
+  }
+  try {
+    gloo::transport::tcp::attr attr(options.host.c_str());
+    auto device = gloo::transport::tcp::CreateDevice(attr);
+    auto context = std::make_shared<gloo::rendezvous::Context>(options.rank, options.size);
+    context->setTimeout(absl::ToChronoMilliseconds(options.timeout));
+    GlooStoreAdapter adapter(store, options.timeout);
+    gloo::rendezvous::PrefixStore prefixed(options.prefix, adapter);
+    context->connectFullMesh(prefixed, device);
+    return std::make_unique<GlooCommunicator>(std::move(context), absl::StrCat("group ", options.prefix));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("gloo: rank ", options.rank, " of ", options.size,
+                                               " could not join group '", options.prefix, "': ", e.what()));
+  }
+}
+
+}  // namespace loom::engine
