@@ -225,12 +225,7 @@ absl::Status BlendedSampler::NextBatch(int seq_len, int global_sequences, int dp
   }
   const int per_rank = global_sequences / dp_size;
   const int first = dp_rank * per_rank;
-  out->batch_size = per_rank;
-  out->seq_len = seq_len;
-  out->inputs.resize(static_cast<size_t>(per_rank) * seq_len);
-  out->targets.resize(out->inputs.size());
-  out->segment_ids.clear();
-  out->positions.clear();
+  out->Reset(per_rank, seq_len);
   std::vector<int32_t> window(static_cast<size_t>(seq_len) + 1);
   for (int row = 0; row < global_sequences; ++row) {
     const int64_t start = tokens_ + int64_t{row} * seq_len;
