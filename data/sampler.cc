@@ -125,6 +125,11 @@ absl::StatusOr<std::unique_ptr<BlendedSampler>> BlendedSampler::Open(const Sampl
     for (const std::string& dir : spec.shard_dirs) {
       LOOM_ASSIGN_OR_RETURN(auto shards, OpenShardDir(dir, expected));
       for (auto& shard : shards) {
+        if (options.max_vocab_size > 0 && shard->vocab_size() > options.max_vocab_size) {
+          return absl::FailedPreconditionError(absl::StrCat("token shard ", shard->path(), " has vocab size ",
+                                                            shard->vocab_size(), ", more than the model's ",
+                                                            options.max_vocab_size, " embedding rows"));
+        }
         const uint32_t s = static_cast<uint32_t>(source->shards.size());
         for (int64_t d = 0; d < shard->doc_count(); ++d) {
           const int64_t length = shard->doc_end(d) - shard->doc_begin(d);
