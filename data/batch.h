@@ -6,6 +6,7 @@
 // attends across examples and RoPE positions restart in each.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -29,6 +30,17 @@ struct TokenBatch {
   std::vector<int32_t> positions;
 
   int64_t tokens() const { return int64_t{batch_size} * seq_len; }
+
+  // Shapes the batch for `rows` plain sequences of `length` tokens: inputs and targets sized
+  // (contents unspecified), segment_ids and positions empty.
+  void Reset(int rows, int length) {
+    batch_size = rows;
+    seq_len = length;
+    inputs.resize(static_cast<size_t>(rows) * static_cast<size_t>(length));
+    targets.resize(inputs.size());
+    segment_ids.clear();
+    positions.clear();
+  }
 };
 
 }  // namespace loom::data

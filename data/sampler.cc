@@ -125,6 +125,11 @@ absl::StatusOr<std::unique_ptr<BlendedSampler>> BlendedSampler::Open(const Sampl
     for (const std::string& dir : spec.shard_dirs) {
       LOOM_ASSIGN_OR_RETURN(auto shards, OpenShardDir(dir, expected));
       for (auto& shard : shards) {
+        if (options.max_vocab_size > 0 && shard->vocab_size() > options.max_vocab_size) {
+          return absl::FailedPreconditionError(absl::StrCat("token shard ", shard->path(), " has vocab size ",
+                                                            shard->vocab_size(), ", more than the model's ",
+                                                            options.max_vocab_size, " embedding rows"));
+        }
         const uint32_t s = static_cast<uint32_t>(source->shards.size());
         for (int64_t d = 0; d < shard->doc_count(); ++d) {
           const int64_t length = shard->doc_end(d) - shard->doc_begin(d);
@@ -225,12 +230,7 @@ absl::Status BlendedSampler::NextBatch(int seq_len, int global_sequences, int dp
   }
   const int per_rank = global_sequences / dp_size;
   const int first = dp_rank * per_rank;
-  out->batch_size = per_rank;
-  out->seq_len = seq_len;
-  out->inputs.resize(static_cast<size_t>(per_rank) * seq_len);
-  out->targets.resize(out->inputs.size());
-  out->segment_ids.clear();
-  out->positions.clear();
+  out->Reset(per_rank, seq_len);
   std::vector<int32_t> window(static_cast<size_t>(seq_len) + 1);
   for (int row = 0; row < global_sequences; ++row) {
     const int64_t start = tokens_ + int64_t{row} * seq_len;

@@ -49,6 +49,8 @@ struct SamplerOptions {
   // Shards must have been written with this tokenizer (empty: not checked) and vocab (0: any).
   std::string expected_tokenizer_hash;
   int expected_vocab_size = 0;
+  // Shards whose vocab is larger than this (the model's embedding rows) are refused; 0: any.
+  int max_vocab_size = 0;
 };
 
 // Sources laid out by `loom data prepare`: <data_dir>/<name>/<split>/shard-*.bin.

@@ -1,8 +1,5 @@
 // Runs the real `loom` binary end to end on a small subset of the default corpus: `loom data
 // corpus`, `loom data prepare`, `loom data inspect`, then opens the blended sampler on the shards.
-#include <sys/wait.h>
-
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -11,27 +8,16 @@
 
 #include "data/sampler.h"
 #include "data/tokenizer.h"
+#include "run_command.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int exit_code;
-  std::string output;  // stdout and stderr together
-};
+using Result = loom::testing::CommandResult;
 
 Result RunLoom(const std::string& args) {
-  const std::string command = std::string(LOOM_CLI) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  Result r{-1, ""};
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) r.output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return loom::testing::RunCommand(std::string(LOOM_CLI) + " " + args);
 }
 
 TEST(LoomData, CorpusPrepareInspectAndSampleEndToEnd) {

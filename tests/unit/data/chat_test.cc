@@ -1,5 +1,9 @@
 #include "data/chat.h"
 
+#include <set>
+
+#include "data/chat_sampler.h"
+
 #include <map>
 #include <string>
 #include <vector>
@@ -201,6 +205,86 @@ TEST_F(ChatTokensTest, PreferencePairsBecomePromptChosenRejectedTriples) {
   }
   EXPECT_THAT(std::string(ParsePreference(R"({"prompt":"q","chosen":"a"})").status().message()),
               HasSubstr("rejected"));
+}
+
+// A JSONL file of `count` OpenAI-messages conversations.
+std::string WriteConversations(const testing::TempDir& dir, int count) {
+  const auto sentences = testing::GeneratedSentences(2 * count, 9);
+  std::string jsonl;
+  for (int i = 0; i < count; ++i) {
+    jsonl += R"({"messages":[{"role":"user","content":")" + sentences[2 * i] +
+             R"("},{"role":"assistant","content":")" + sentences[2 * i + 1] + "\"}]}\n";
+  }
+  testing::WriteText(dir / "sft.jsonl", jsonl);
+  return dir / "sft.jsonl";
+}
+
+TEST_F(ChatTokensTest, ChatSamplerIsResumableAndTheSameOnAnyNumberOfRanks) {
+  testing::TempDir dir;
+  ChatSamplerOptions options{WriteConversations(dir, 50), ChatTemplate::kChatML, true, 11};
+  auto run = [&](ChatSampler& s, int batches, int rank, int ranks) {
+    std::vector<TokenBatch> out;
+    for (int b = 0; b < batches; ++b) {
+      TokenBatch batch;
+      EXPECT_TRUE(s.NextBatch(256, 8, rank, ranks, &batch).ok());
+      out.push_back(std::move(batch));
+    }
+    return out;
+  };
+  auto reference = ChatSampler::Open(options, *tok_);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  const std::vector<TokenBatch> all = run(**reference, 12, 0, 1);
+  EXPECT_GT((*reference)->epoch(), 0) << "12 batches should wrap the 50 examples";
+
+  auto first = ChatSampler::Open(options, *tok_);
+  run(**first, 5, 0, 1);
+  auto resumed = ChatSampler::Open(options, *tok_);
+  ASSERT_TRUE((*resumed)->RestoreState((*first)->SaveState()).ok());
+  const std::vector<TokenBatch> rest = run(**resumed, 7, 0, 1);
+  for (int b = 5; b < 12; ++b) {
+    EXPECT_EQ(rest[b - 5].inputs, all[b].inputs) << "batch " << b;
+    EXPECT_EQ(rest[b - 5].targets, all[b].targets) << "batch " << b;
+    EXPECT_EQ(rest[b - 5].segment_ids, all[b].segment_ids) << "batch " << b;
+  }
+
+  std::vector<std::vector<TokenBatch>> ranks;
+  for (int r = 0; r < 4; ++r) {
+    auto s = ChatSampler::Open(options, *tok_);
+    ranks.push_back(run(**s, 12, r, 4));
+  }
+  for (int b = 0; b < 12; ++b) {
+    std::vector<int32_t> inputs, positions;
+    for (int r = 0; r < 4; ++r) {
+      inputs.insert(inputs.end(), ranks[r][b].inputs.begin(), ranks[r][b].inputs.end());
+      positions.insert(positions.end(), ranks[r][b].positions.begin(), ranks[r][b].positions.end());
+    }
+    EXPECT_EQ(inputs, all[b].inputs) << "batch " << b;
+    EXPECT_EQ(positions, all[b].positions) << "batch " << b;
+  }
+}
+
+TEST_F(ChatTokensTest, ChatSamplerWithoutPackingServesEachExampleOncePerEpoch) {
+  testing::TempDir dir;
+  ChatSamplerOptions options{WriteConversations(dir, 20), ChatTemplate::kChatML, false, 3};
+  auto sampler = ChatSampler::Open(options, *tok_);
+  ASSERT_TRUE(sampler.ok()) << sampler.status();
+  std::vector<std::vector<int32_t>> epochs;
+  for (int e = 0; e < 2; ++e) {
+    TokenBatch batch;
+    ASSERT_TRUE((*sampler)->NextBatch(512, 20, 0, 1, &batch).ok());
+    std::set<std::vector<int32_t>> rows;
+    std::vector<int32_t> firsts;
+    for (int r = 0; r < 20; ++r) {
+      const auto begin = batch.inputs.begin() + r * 512;
+      rows.insert(std::vector<int32_t>(begin, begin + 512));
+      firsts.push_back(batch.targets[r * 512 + 40]);
+      for (int t = 0; t < 512; ++t) EXPECT_LE(batch.segment_ids[r * 512 + t], 1);
+    }
+    EXPECT_EQ(rows.size(), 20u) << "every example once in epoch " << e;
+    epochs.push_back(firsts);
+  }
+  EXPECT_EQ((*sampler)->epoch(), 2);
+  EXPECT_NE(epochs[0], epochs[1]) << "the order is reshuffled each epoch";
 }
 
 }  // namespace

@@ -222,6 +222,11 @@ TEST_F(SamplerTest, RefusesForeignStateAndBadOptions) {
   auto unknown = BlendedSampler::Open(Options({{0, {{"webb", 1}}}}));
   ASSERT_FALSE(unknown.ok());
   EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("'webb'"));
+  SamplerOptions small_model = Options({{0, {{"web", 1}}}});
+  small_model.max_vocab_size = kVocab - 1;
+  auto too_big = BlendedSampler::Open(small_model);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_THAT(std::string(too_big.status().message()), HasSubstr("embedding rows"));
   SamplerOptions wrong = Options({{0, {{"web", 1}}}});
   wrong.expected_tokenizer_hash = std::string(64, 'd');
   auto refused = BlendedSampler::Open(wrong);

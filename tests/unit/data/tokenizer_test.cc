@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "common/plan_io.h"
 #include "common/sha256.h"
 #include "data_test_util.h"
 #include "gmock/gmock.h"
@@ -71,6 +72,16 @@ TEST_F(TokenizerTest, ParallelEncodingMatchesSequential) {
   EXPECT_EQ(last_done, docs.size());
   ASSERT_EQ(parallel.size(), docs.size());
   for (size_t i = 0; i < docs.size(); ++i) EXPECT_EQ(parallel[i], tok_->Encode(docs[i])) << i;
+}
+
+// Debian's libsentencepiece bundles protobuf 3.14; Loom's plan code uses the system's 3.21. Both
+// must work in one process, in either order (data/sentencepiece_backend.h explains how).
+TEST_F(TokenizerTest, CoexistsWithTheSystemProtobufInOneProcess) {
+  auto plan = LoadPlan(std::string(LOOM_SOURCE_DIR) + "/examples/plans/llama3_tiny.yaml");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const std::vector<int32_t> ids = tok_->Encode("the model reads tokens.");
+  EXPECT_EQ(tok_->Decode(ids), "the model reads tokens.");
+  EXPECT_FALSE(plan->SerializeAsString().empty());
 }
 
 TEST(TokenizerLoad, MissingAndBogusFilesNameTheFile) {
