@@ -71,7 +71,7 @@ void Stop(pid_t pid, std::chrono::milliseconds grace) {
 
 int RunUp(const Args& args) {
   int workers = 2, slots = 1, threads = 1;
-  std::string data_dir, listen = "127.0.0.1:7070", metrics_listen = "127.0.0.1:9400", rank_binary;
+  std::string data_dir, prepared, listen = "127.0.0.1:7070", metrics_listen = "127.0.0.1:9400", rank_binary;
   CommandLine cl("loom up",
                  "Runs Loom on this machine in the foreground: a coordinator and N CPU workers. Ctrl-C stops "
                  "them all.");
@@ -79,6 +79,9 @@ int RunUp(const Args& args) {
   cl.AddFlag("slots-per-worker", &slots, "ranks each worker runs at once (cpu:N)");
   cl.AddFlag("threads-per-rank", &threads, "CPU threads per rank");
   cl.AddFlag("data-dir", &data_dir, "coordinator store, checkpoints and worker directories (required)");
+  cl.AddFlag("prepared-data", &prepared,
+             "prepared data (`loom data prepare` output) for plans that set no data.dir (default: "
+             "<data-dir>/prepared)");
   cl.AddFlag("listen", &listen, "coordinator gRPC address");
   cl.AddFlag("metrics-listen", &metrics_listen, "coordinator /metrics address (workers pick free ports)");
   cl.AddFlag("rank-binary", &rank_binary,
@@ -94,6 +97,7 @@ int RunUp(const Args& args) {
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
   data_dir = std::filesystem::absolute(data_dir).lexically_normal().string();
+  if (prepared.empty()) prepared = data_dir + "/prepared";
 
   sigset_t signals;
   sigemptyset(&signals);
@@ -104,9 +108,9 @@ int RunUp(const Args& args) {
 
   const std::string coordinator_bin = FindBinary("loom-coordinator", "coordinator");
   const std::string worker_bin = FindBinary("loom-worker", "worker/daemon");
-  const pid_t coordinator =
-      Spawn({coordinator_bin, "--listen", listen, "--data-dir", data_dir + "/coordinator",
-             "--checkpoint-root", data_dir + "/checkpoints", "--metrics-listen", metrics_listen});
+  const pid_t coordinator = Spawn({coordinator_bin, "--listen", listen, "--data-dir",
+                                   data_dir + "/coordinator", "--checkpoint-root", data_dir + "/checkpoints",
+                                   "--prepared-data", prepared, "--metrics-listen", metrics_listen});
   if (coordinator < 0) return 1;
   std::vector<pid_t> worker_pids;
   for (int i = 0; i < workers; ++i) {

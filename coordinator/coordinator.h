@@ -29,6 +29,8 @@ namespace loom::coordinator {
 struct CoordinatorOptions {
   // Checkpoint root: Assignment.checkpoint_dir = <root>/<plan_id>/<stage>.
   std::string checkpoint_root;
+  // Prepared data (`loom data prepare` output) for plans whose data.dir is empty.
+  std::string prepared_data;
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(5);
   // After a restart: how long running attempts wait for their workers to reconnect and report

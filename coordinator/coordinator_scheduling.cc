@@ -110,6 +110,23 @@ absl::StatusOr<std::map<std::string, std::string>> Coordinator::ResolveInputs(co
     }
     inputs[d.input] = path;
   }
+  // average {last_k: K}: the last K committed checkpoints of the `from` stage, oldest first, as
+  // "last_k[0]" .. "last_k[K-1]".
+  const loom::v1::Stage& stage = plan.plan().stages(index);
+  if (stage.kind() == loom::v1::STAGE_KIND_AVERAGE && stage.average().has_last_k()) {
+    const std::string from = plan.plan().stages(index).from();
+    std::vector<const loom::v1::CheckpointInfo*> found;
+    for (const auto& c : checkpoints_[plan.status().plan_id()]) {
+      if (c.stage() == from) found.push_back(&c);
+    }
+    std::sort(found.begin(), found.end(), [](auto* a, auto* b) { return a->step() < b->step(); });
+    const int k = stage.average().last_k();
+    if (static_cast<int>(found.size()) < k) {
+      return absl::NotFoundError(absl::StrCat("average.last_k: stage '", from, "' committed ", found.size(),
+                                              " checkpoints, fewer than ", k));
+    }
+    for (int i = 0; i < k; ++i) inputs[absl::StrCat("last_k[", i, "]")] = found[found.size() - k + i]->path();
+  }
   return inputs;
 }
 
@@ -134,6 +151,7 @@ loom::v1::Assignment Coordinator::MakeAssignment(const PlanRecord& plan, int ind
     }
   }
   *a.mutable_data() = plan.plan().data();
+  if (a.data().dir().empty()) a.mutable_data()->set_dir(options_.prepared_data);
   a.set_seed(a.stage().has_seed() ? a.stage().seed() : StageSeed(PlanSeed(plan.plan()), a.stage().name()));
   const int dp = a.stage().parallel().dp(), tp = a.stage().parallel().tp(), pp = a.stage().parallel().pp();
   loom::v1::ParallelLayout* layout = a.mutable_layout();

@@ -27,6 +27,7 @@ int Run(const std::vector<std::string>& args) {
   std::string listen = "127.0.0.1:7070";
   std::string data_dir;
   std::string checkpoint_root;
+  std::string prepared_data;
   std::string metrics_listen = "127.0.0.1:9400";
   absl::Duration heartbeat = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(5);
@@ -38,6 +39,8 @@ int Run(const std::vector<std::string>& args) {
   cl.AddFlag("data-dir", &data_dir, "directory of the RocksDB store (required)");
   cl.AddFlag("checkpoint-root", &checkpoint_root,
              "root of checkpoint directories (default: <data-dir>/checkpoints)");
+  cl.AddFlag("prepared-data", &prepared_data,
+             "prepared data (`loom data prepare` output) for plans that set no data.dir");
   cl.AddFlag("metrics-listen", &metrics_listen,
              "address of the Prometheus /metrics endpoint (port 0: any free one)");
   cl.AddFlag("heartbeat", &heartbeat, "how often workers must heartbeat");
@@ -76,6 +79,9 @@ int Run(const std::vector<std::string>& args) {
   }
   loom::coordinator::CoordinatorOptions options;
   options.checkpoint_root = checkpoint_root;
+  if (!prepared_data.empty()) {
+    options.prepared_data = std::filesystem::absolute(prepared_data).lexically_normal().string();
+  }
   options.heartbeat_interval = heartbeat;
   options.heartbeat_timeout = heartbeat_timeout;
   options.adopt_grace = adopt_grace;

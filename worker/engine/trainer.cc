@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint_io.h"
 #include "common/plan_resolve.h"
+#include "common/status_macros.h"
 #include "kernels/cpu/cross_entropy.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/schedules.h"
@@ -168,7 +169,13 @@ absl::StatusOr<StepReport> Trainer::Step() {
 absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
   if (options_.checkpoint_dir.empty())
     return absl::FailedPreconditionError("no checkpoint directory was given");
-  if (dp_rank() != 0) return std::string();
+  const std::string dir =
+      (std::filesystem::path(options_.checkpoint_dir) / CheckpointDirName(step())).string();
+  if (dp_rank() != 0) {
+    // Rank 0 writes the one copy of the (replicated) weights; the barrier returns once it is durable.
+    LOOM_RETURN_IF_ERROR(options_.data_parallel->Barrier());
+    return dir;
+  }
   loom::v1::CheckpointManifest manifest;
   manifest.set_plan_id(options_.plan_id);
   manifest.set_stage(options_.stage.name());
@@ -181,9 +188,8 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
   manifest.set_data_state(data_->SaveState());
   manifest.set_rng_state(rng_.SaveState());
   manifest.set_final(final);
-  const std::string dir =
-      (std::filesystem::path(options_.checkpoint_dir) / CheckpointDirName(step())).string();
-  if (absl::Status s = engine::SaveCheckpoint(dir, *model_, optimizer_.get(), manifest); !s.ok()) return s;
+  LOOM_RETURN_IF_ERROR(engine::SaveCheckpoint(dir, *model_, optimizer_.get(), manifest));
+  if (options_.data_parallel) LOOM_RETURN_IF_ERROR(options_.data_parallel->Barrier());
   return dir;
 }
 
@@ -208,10 +214,8 @@ absl::Status Trainer::Run(const std::function<void(const StepReport&)>& on_step,
     if (!options_.checkpoint_dir.empty() && (last || (every > 0 && report->step % every == 0))) {
       absl::StatusOr<std::string> dir = SaveCheckpoint(last);
       if (!dir.ok()) return dir.status();
-      if (dp_rank() == 0) {
-        if (on_checkpoint) on_checkpoint(*dir);
-        PruneCheckpoints();
-      }
+      if (on_checkpoint) on_checkpoint(*dir);
+      if (dp_rank() == 0) PruneCheckpoints();
     }
   }
   return absl::OkStatus();

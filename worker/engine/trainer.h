@@ -74,12 +74,13 @@ class Trainer {
   bool Done() const;
 
   // Writes `<checkpoint_dir>/step-<N>` and returns its path; `final` marks the stage's last.
-  // On a data-parallel rank other than 0 it writes nothing and returns "".
+  // On a data-parallel rank other than 0 it writes nothing; every rank returns once rank 0's
+  // copy is durable (a barrier).
   absl::StatusOr<std::string> SaveCheckpoint(bool final);
 
   // Steps until Done, checkpointing every checkpoint.every_steps and at the end (keeping the
   // newest checkpoint.keep_last); calls on_step after every step and on_checkpoint after every
-  // checkpoint (rank 0 only).
+  // checkpoint (on every rank, once the checkpoint is durable).
   absl::Status Run(const std::function<void(const StepReport&)>& on_step,
                    const std::function<void(const std::string&)>& on_checkpoint);
 

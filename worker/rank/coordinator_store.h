@@ -1,0 +1,17 @@
+// The rendezvous store of a rank: the coordinator's RendezvousService, with every key under the
+// job attempt's prefix (Assignment.rendezvous_prefix), so the ranks of one attempt meet without
+// a shared filesystem and a new attempt never reads an old one's keys.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "worker/engine/key_value_store.h"
+
+namespace loom::worker {
+
+absl::StatusOr<std::unique_ptr<engine::KeyValueStore>> NewCoordinatorKeyValueStore(const std::string& address,
+                                                                                   const std::string& prefix);
+
+}  // namespace loom::worker

@@ -1,0 +1,239 @@
+// `loom-rank`: runs one rank of a job attempt with the training engine. The worker daemon starts
+// one per assigned rank (so a crashing rank never takes the daemon down), hands it the
+// Assignment in a file, and reads its progress and checkpoint reports from the pipe named by
+// LOOM_REPORT_FD (worker/rank_protocol.h). Exit code 0: the stage finished and its final
+// checkpoint is durable; anything else fails the attempt, with the last stderr line as reason.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/checkpoint_io.h"
+#include "common/command_line.h"
+#include "common/files.h"
+#include "common/proto_names.h"
+#include "common/status_macros.h"
+#include "data/tokenizer.h"
+#include "kernels/cpu/parallel.h"
+#include "loom/v1/coordinator.pb.h"
+#include "worker/engine/communicator.h"
+#include "worker/engine/merge.h"
+#include "worker/engine/sampler_source.h"
+#include "worker/engine/trainer.h"
+#include "worker/rank/coordinator_store.h"
+#include "worker/rank_protocol.h"
+
+namespace {
+
+using loom::v1::StageKind;
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+bool IsPretrainingKind(StageKind kind) {
+  return kind == loom::v1::STAGE_KIND_PRETRAIN || kind == loom::v1::STAGE_KIND_CONTINUED_PRETRAIN ||
+         kind == loom::v1::STAGE_KIND_CONTEXT_EXTENSION || kind == loom::v1::STAGE_KIND_ANNEAL;
+}
+
+// The checkpoint path the coordinator resolved for one of the stage's inputs ("from", "teacher",
+// "checkpoints[0]", "last_k[2]", "base", ...; coordinator/README.md).
+absl::StatusOr<std::string> Input(const loom::v1::Assignment& a, const std::string& key) {
+  auto it = a.inputs().find(key);
+  if (it == a.inputs().end() || it->second.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("stage '", a.stage().name(), "': input ", key, " was not resolved to a checkpoint"));
+  }
+  return it->second;
+}
+
+// average and merge stages: no training, one weights-only checkpoint, reported as final.
+absl::Status RunMerge(const loom::v1::Assignment& a, loom::RankReporter& reporter) {
+  const loom::v1::Stage& stage = a.stage();
+  std::vector<std::string> paths;
+  std::string base;
+  if (stage.has_average()) {
+    if (stage.average().has_last_k()) {
+      for (int i = 0; i < stage.average().last_k(); ++i) {
+        LOOM_ASSIGN_OR_RETURN(std::string p, Input(a, absl::StrCat("last_k[", i, "]")));
+        paths.push_back(p);
+      }
+    }
+    for (int i = 0; i < stage.average().checkpoints_size(); ++i) {
+      LOOM_ASSIGN_OR_RETURN(std::string p, Input(a, absl::StrCat("checkpoints[", i, "]")));
+      paths.push_back(p);
+    }
+  } else {
+    for (int i = 0; i < stage.merge().inputs_size(); ++i) {
+      LOOM_ASSIGN_OR_RETURN(std::string p, Input(a, absl::StrCat("inputs[", i, "]")));
+      paths.push_back(p);
+    }
+    if (!stage.merge().base().empty()) {
+      LOOM_ASSIGN_OR_RETURN(base, Input(a, "base"));
+    }
+  }
+  const std::string out = a.checkpoint_dir() + "/" + loom::CheckpointDirName(0);
+  const absl::Time start = absl::Now();
+  LOOM_RETURN_IF_ERROR(loom::engine::MergeCheckpoints(
+      paths, base, loom::engine::MergeOptionsFromStage(stage, a.seed()), out, a.plan_id(), stage.name(), 0));
+  loom::v1::WorkerMessage m;
+  loom::v1::CheckpointReport& c = *m.mutable_checkpoint();
+  *c.mutable_rank() = a.rank();
+  c.set_path(out);
+  c.set_num_shards(1);
+  c.set_final(true);
+  c.set_save_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+  return reporter.Send(m);
+}
+
+absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, int threads) {
+  const loom::v1::ParallelLayout& layout = a.layout();
+  loom::kernels::cpu::SetNumThreads(std::max(1, threads));
+  if (a.stage().kind() == loom::v1::STAGE_KIND_AVERAGE || a.stage().kind() == loom::v1::STAGE_KIND_MERGE) {
+    LOOM_ASSIGN_OR_RETURN(loom::RankReporter reporter, loom::RankReporter::FromEnvironment());
+    return RunMerge(a, reporter);
+  }
+  const bool distill = a.stage().kind() == loom::v1::STAGE_KIND_DISTILL;
+  if (!IsPretrainingKind(a.stage().kind()) && !distill) {
+    return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(), "': kind ",
+                                                 loom::EnumName(a.stage().kind()),
+                                                 " is not implemented by this worker yet"));
+  }
+  if (layout.tp() > 1 || layout.pp() > 1) {
+    return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(),
+                                                 "': tensor/pipeline parallelism (tp ", layout.tp(), ", pp ",
+                                                 layout.pp(), ") is not implemented yet; use dp only"));
+  }
+
+  // Data: the stage's mix over the prepared shards, checked against the plan's tokenizer.
+  const std::string& data_dir = a.data().dir();
+  if (data_dir.empty())
+    return absl::InvalidArgumentError("assignment has no data.dir (prepared data directory)");
+  const std::string tokenizer_path =
+      a.data().tokenizer().empty() ? data_dir + "/tokenizer.model" : a.data().tokenizer();
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::data::Tokenizer> tokenizer,
+                        loom::data::Tokenizer::Load(tokenizer_path));
+  if (tokenizer->vocab_size() > a.model().vocab_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("model.vocab_size ", a.model().vocab_size(),
+                                                   " is smaller than the tokenizer's ",
+                                                   tokenizer->vocab_size(), " (", tokenizer_path, ")"));
+  }
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::SamplerBatchSource> data,
+                        loom::engine::SamplerBatchSource::Open(a.stage(), data_dir, tokenizer->hash(),
+                                                               a.model().vocab_size(), a.seed()));
+
+  // The data-parallel group meets through the coordinator's rendezvous store.
+  std::unique_ptr<loom::engine::KeyValueStore> store;
+  std::unique_ptr<loom::engine::Communicator> dp_group;
+  if (layout.dp() > 1) {
+    LOOM_ASSIGN_OR_RETURN(store,
+                          loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix()));
+    loom::engine::GlooOptions options;
+    options.rank = layout.dp_rank();
+    options.size = layout.dp();
+    options.prefix = "dp";
+    LOOM_ASSIGN_OR_RETURN(dp_group, loom::engine::NewGlooCommunicator(store.get(), options));
+  }
+
+  LOOM_ASSIGN_OR_RETURN(loom::RankReporter reporter, loom::RankReporter::FromEnvironment());
+  loom::engine::TrainerOptions options;
+  options.model = a.model();
+  options.stage = a.stage();
+  options.plan_id = a.plan_id();
+  options.checkpoint_dir = a.checkpoint_dir();
+  options.resume_from = a.resume_from();
+  if (auto it = a.inputs().find("from"); it != a.inputs().end()) options.init_from = it->second;
+  options.data_parallel = dp_group.get();
+  if (distill) {
+    LOOM_ASSIGN_OR_RETURN(options.teacher_from, Input(a, "teacher"));
+    options.distill = loom::engine::DistillOptionsFromProto(a.stage().distill());
+  }
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::Trainer> trainer,
+                        loom::engine::Trainer::Create(options, data.get()));
+
+  absl::Status report_status;
+  auto report = [&](const loom::v1::WorkerMessage& m) {
+    if (absl::Status s = reporter.Send(m); !s.ok() && report_status.ok()) report_status = s;
+  };
+  absl::Time checkpoint_start = absl::Now();
+  absl::Status status = trainer->Run(
+      [&](const loom::engine::StepReport& r) {
+        loom::v1::WorkerMessage m;
+        loom::v1::Progress& p = *m.mutable_progress();
+        p.mutable_rank()->set_job_id(a.rank().job_id());
+        p.mutable_rank()->set_attempt(a.rank().attempt());
+        p.mutable_rank()->set_rank(a.rank().rank());
+        p.set_step(r.step);
+        p.set_tokens(r.tokens);
+        p.set_loss(r.loss);
+        p.set_tokens_per_second(r.tokens_per_second);
+        p.set_learning_rate(r.learning_rate);
+        p.set_grad_norm(r.grad_norm);
+        p.set_global_batch_tokens(r.global_batch_tokens);
+        p.set_seq_len(r.seq_len);
+        for (const auto& [source, weight] : data->MixWeights()) (*p.mutable_mix_weights())[source] = weight;
+        for (const auto& [source, tokens] : data->SourceTokens())
+          (*p.mutable_source_tokens())[source] = tokens;
+        p.set_time_ms(NowMs());
+        report(m);
+        // The rank's log (rank.log) keeps every step, exactly, for people and tests.
+        std::printf("step %lld tokens %lld loss %.17g lr %.6g grad_norm %.6g seq %d batch %lld tok/s %.0f\n",
+                    static_cast<long long>(r.step), static_cast<long long>(r.tokens), r.loss, r.learning_rate,
+                    r.grad_norm, r.seq_len, static_cast<long long>(r.global_batch_tokens),
+                    r.tokens_per_second);
+        std::fflush(stdout);
+        checkpoint_start = absl::Now();  // a checkpoint, if any, is written right after the step
+      },
+      [&](const std::string& dir) {
+        loom::v1::WorkerMessage m;
+        loom::v1::CheckpointReport& c = *m.mutable_checkpoint();
+        *c.mutable_rank() = a.rank();
+        c.set_step(trainer->step());
+        c.set_tokens(trainer->tokens());
+        c.set_path(dir);
+        // Rank 0 writes the replicated weights; every rank reports its part as durable once the
+        // trainer's barrier has seen rank 0's write finish, so the coordinator commits on all.
+        c.set_num_shards(std::max(1, layout.world_size()));
+        c.set_shard(a.rank().rank());
+        c.set_final(trainer->Done());
+        c.set_save_seconds(absl::ToDoubleSeconds(absl::Now() - checkpoint_start));
+        report(m);
+      });
+  LOOM_RETURN_IF_ERROR(status);
+  return report_status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* env_coordinator = std::getenv("LOOM_COORDINATOR");
+  const char* env_threads = std::getenv("LOOM_THREADS");
+  std::string assignment_path, coordinator = env_coordinator ? env_coordinator : "127.0.0.1:7070";
+  int threads = env_threads ? std::max(1, std::atoi(env_threads)) : 1;
+  loom::CommandLine cl("loom-rank",
+                       "Runs one rank of a job attempt (started by loom-worker; reports go to the pipe "
+                       "in LOOM_REPORT_FD).");
+  cl.AddFlag("assignment", &assignment_path, "file holding the binary loom.v1.Assignment");
+  cl.AddFlag("coordinator", &coordinator,
+             "coordinator address, for the rendezvous store (env LOOM_COORDINATOR)");
+  cl.AddFlag("threads", &threads, "CPU threads for the kernels (env LOOM_THREADS)");
+  int exit_code = 0;
+  if (!loom::ParseOrExit(cl, std::vector<std::string>(argv + 1, argv + argc), &exit_code)) return exit_code;
+  if (assignment_path.empty()) {
+    std::fprintf(stderr, "loom-rank: --assignment FILE is required\n");
+    return 2;
+  }
+  absl::StatusOr<loom::v1::Assignment> read = loom::ReadAssignment(assignment_path);
+  if (!read.ok()) {
+    std::fprintf(stderr, "loom-rank: %s\n", std::string(read.status().message()).c_str());
+    return 2;
+  }
+  const loom::v1::Assignment& assignment = *read;
+  if (absl::Status s = Run(assignment, coordinator, threads); !s.ok()) {
+    std::fprintf(stderr, "loom-rank %s/rank%d: %s\n", assignment.rank().job_id().c_str(),
+                 assignment.rank().rank(), std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
