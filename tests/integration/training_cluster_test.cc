@@ -14,6 +14,7 @@
 
 #include "common/checkpoint_io.h"
 #include "tests/integration/cluster_harness.h"
+#include "tests/integration/prepared_data.h"
 
 namespace loom::testing {
 namespace {
@@ -23,24 +24,6 @@ using loom::v1::PlanStatus;
 bool Ended(const PlanStatus& s) { return s.state() != loom::v1::PLAN_STATE_ACTIVE; }
 
 std::string RankBinary() { return BinaryPath("worker/loom-rank"); }
-
-// Prepares a small corpus once per test binary (math and code, 512-piece tokenizer).
-const std::string& PreparedData() {
-  static const std::string dir = [] {
-    const std::string root = (std::filesystem::temp_directory_path() / "loom-training-cluster-data").string();
-    std::filesystem::remove_all(root);
-    const std::string loom = LoomBinary();
-    const std::string corpus = loom + " data corpus --out " + root +
-                               "/corpus --sources math,code --max-docs 400" +
-                               " --math-docs 800 --code-files 100 > " + root + ".log 2>&1";
-    const std::string prepare = loom + " data prepare --corpus " + root + "/corpus --out " + root +
-                                "/prepared --vocab 512 --threads 2 >> " + root + ".log 2>&1";
-    EXPECT_EQ(std::system(corpus.c_str()), 0) << ReadAll(root + ".log");
-    EXPECT_EQ(std::system(prepare.c_str()), 0) << ReadAll(root + ".log");
-    return root + "/prepared";
-  }();
-  return dir;
-}
 
 // Three stages: core (120 steps of 512 tokens, a mix change at 16Ki, checkpoints every 5 steps)
 // `more`, continued pre-training from core's final checkpoint, and `avg`, the mean of core's last

@@ -25,6 +25,12 @@ WorkerMetrics::WorkerMetrics()
       global_batch_(Gauge(*registry_, "loom_train_global_batch_tokens", "Global batch size in tokens")),
       seq_len_(Gauge(*registry_, "loom_train_seq_len", "Sequence length in force")),
       mix_weight_(Gauge(*registry_, "loom_data_mix_weight", "Data mix weight of each source in force")),
+      data_tokens_(prometheus::BuildCounter()
+                       .Name("loom_data_tokens_total")
+                       .Help("Training tokens drawn from each source by the stage (this rank's view of the "
+                             "global batch)")
+                       .Register(*registry_)),
+      eval_loss_(Gauge(*registry_, "loom_eval_loss", "Held-out loss of the latest evaluation, by source")),
       step_(Gauge(*registry_, "loom_train_step", "Optimizer steps taken by the stage")),
       checkpoint_save_(prometheus::BuildHistogram()
                            .Name("loom_checkpoint_save_seconds")
@@ -63,6 +69,20 @@ void WorkerMetrics::OnProgress(const std::string& plan_id, const std::string& st
     prometheus::Labels l = labels;
     l["source"] = source;
     mix_weight_.Add(l).Set(weight);
+  }
+  for (const auto& [source, drawn] : p.source_tokens()) {
+    prometheus::Labels l = labels;
+    l["source"] = source;
+    int64_t& seen_source = tokens_seen_[absl::StrCat(key, "/", source)];
+    if (drawn > seen_source) {
+      data_tokens_.Add(l).Increment(static_cast<double>(drawn - seen_source));
+      seen_source = drawn;
+    }
+  }
+  for (const auto& [set, loss] : p.eval_loss()) {
+    prometheus::Labels l = labels;
+    l["source"] = set;
+    eval_loss_.Add(l).Set(loss);
   }
 }
 

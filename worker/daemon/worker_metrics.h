@@ -37,6 +37,8 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>& global_batch_;
   prometheus::Family<prometheus::Gauge>& seq_len_;
   prometheus::Family<prometheus::Gauge>& mix_weight_;
+  prometheus::Family<prometheus::Counter>& data_tokens_;
+  prometheus::Family<prometheus::Gauge>& eval_loss_;
   prometheus::Family<prometheus::Gauge>& step_;
   prometheus::Histogram& checkpoint_save_;
   prometheus::Family<prometheus::Counter>& rank_exits_;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "kernels/cpu/parallel.h"
 #include "loom/v1/coordinator.pb.h"
 #include "worker/engine/communicator.h"
+#include "worker/engine/evaluator.h"
 #include "worker/engine/merge.h"
 #include "worker/engine/sampler_source.h"
 #include "worker/engine/trainer.h"
@@ -152,6 +154,20 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::Trainer> trainer,
                         loom::engine::Trainer::Create(options, data.get()));
 
+  // Held-out evaluation (rank 0 reports it): every eval.every_steps steps and at the end.
+  std::unique_ptr<loom::engine::Evaluator> evaluator;
+  const loom::v1::EvalConfig& eval = a.stage().eval();
+  if (!eval.sets().empty() && layout.dp_rank() == 0) {
+    loom::engine::EvalOptions eo;
+    eo.data_dir = data_dir;
+    eo.sets.assign(eval.sets().begin(), eval.sets().end());
+    if (eval.has_max_tokens()) eo.max_tokens = eval.max_tokens();
+    eo.tokenizer_hash = tokenizer->hash();
+    eo.vocab_size = a.model().vocab_size();
+    LOOM_ASSIGN_OR_RETURN(evaluator, loom::engine::Evaluator::Open(eo));
+  }
+  absl::Status eval_status;
+
   absl::Status report_status;
   auto report = [&](const loom::v1::WorkerMessage& m) {
     if (absl::Status s = reporter.Send(m); !s.ok() && report_status.ok()) report_status = s;
@@ -176,6 +192,19 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
         for (const auto& [source, tokens] : data->SourceTokens())
           (*p.mutable_source_tokens())[source] = tokens;
         p.set_time_ms(NowMs());
+        const int every = eval.has_every_steps() ? eval.every_steps() : 0;
+        if (evaluator && ((every > 0 && r.step % every == 0) || trainer->Done())) {
+          absl::StatusOr<std::map<std::string, double>> losses =
+              evaluator->Evaluate(trainer->model(), r.seq_len, a.stage().parallel().micro_batch_size());
+          if (!losses.ok()) {
+            if (eval_status.ok()) eval_status = losses.status();
+          } else {
+            for (const auto& [set, loss] : *losses) {
+              (*p.mutable_eval_loss())[set] = loss;
+              std::printf("eval step %lld %s loss %.6f\n", static_cast<long long>(r.step), set.c_str(), loss);
+            }
+          }
+        }
         report(m);
         // The rank's log (rank.log) keeps every step, exactly, for people and tests.
         std::printf("step %lld tokens %lld loss %.17g lr %.6g grad_norm %.6g seq %d batch %lld tok/s %.0f\n",
@@ -201,6 +230,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
         report(m);
       });
   LOOM_RETURN_IF_ERROR(status);
+  LOOM_RETURN_IF_ERROR(eval_status);
   return report_status;
 }
 

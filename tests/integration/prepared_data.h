@@ -1,0 +1,33 @@
+// A small prepared dataset (math and code, 512-piece tokenizer) built once per test binary with
+// the real `loom data corpus` and `loom data prepare`, for tests that train on real shards.
+#pragma once
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tests/integration/cluster_harness.h"
+
+namespace loom::testing {
+
+inline const std::string& PreparedData() {
+  static const std::string dir = [] {
+    const std::string root =
+        (std::filesystem::temp_directory_path() / ("loom-prepared-" + std::to_string(::getpid()))).string();
+    std::filesystem::remove_all(root);
+    const std::string loom = LoomBinary();
+    const std::string corpus = loom + " data corpus --out " + root +
+                               "/corpus --sources math,code --max-docs 400" +
+                               " --math-docs 800 --code-files 100 > " + root + ".log 2>&1";
+    const std::string prepare = loom + " data prepare --corpus " + root + "/corpus --out " + root +
+                                "/prepared --vocab 512 --threads 2 >> " + root + ".log 2>&1";
+    EXPECT_EQ(std::system(corpus.c_str()), 0) << ReadAll(root + ".log");
+    EXPECT_EQ(std::system(prepare.c_str()), 0) << ReadAll(root + ".log");
+    return root + "/prepared";
+  }();
+  return dir;
+}
+
+}  // namespace loom::testing
