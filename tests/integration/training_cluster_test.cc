@@ -50,6 +50,7 @@ stages:
     data_mix:
       - {at_tokens: 0, weights: {math: 0.7, code: 0.3}}
       - {at_tokens: 16Ki, weights: {math: 0.2, code: 0.8}}
+    eval: {every_steps: 60, sets: [math, code], max_tokens: 1Ki}
   - name: more
     kind: continued_pretrain
     from: core
@@ -103,6 +104,13 @@ TEST(TrainingCluster, KilledWorkerResumesAndReproducesTheUninterruptedLossesBitw
   EXPECT_EQ(avg.inputs().at("last_k[2]"), core.final_checkpoint().path()) << avg.DebugString();
   EXPECT_NE(avg.inputs().at("last_k[0]").find("step-000110"), std::string::npos) << avg.DebugString();
   ASSERT_TRUE(ReadCheckpointManifest(avg.final_checkpoint().path()).ok()) << avg.DebugString();
+  // Held-out losses reach `status --json` and the worker's /metrics, with the per-source counters.
+  EXPECT_TRUE(core.eval_loss().contains("math")) << core.DebugString();
+  EXPECT_TRUE(core.eval_loss().contains("code")) << core.DebugString();
+  const std::string metrics = HttpGet(cluster.worker_metrics(core.rank_workers(0)), "/metrics");
+  EXPECT_GT(MetricValue(metrics, "loom_data_tokens_total", "source=\"math\""), 0) << metrics;
+  EXPECT_GT(MetricValue(metrics, "loom_data_tokens_total", "source=\"code\""), 0) << metrics;
+  EXPECT_GT(MetricValue(metrics, "loom_eval_loss", "source=\"math\""), 0.5) << metrics;
   const std::map<int64_t, std::string> uninterrupted =
       RankLosses(RankLog(cluster, core.rank_workers(0), first, "core", 1));
   ASSERT_EQ(uninterrupted.size(), 120u) << ReadAll(RankLog(cluster, core.rank_workers(0), first, "core", 1));
