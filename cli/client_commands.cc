@@ -8,10 +8,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "common/command_line.h"
 #include "common/plan_io.h"
+#include "common/plan_validation.h"
 #include "common/proto_names.h"
 
 namespace loom::cli {
@@ -40,12 +42,14 @@ void PrintPlan(const loom::v1::PlanStatus& plan) {
 }  // namespace
 
 int RunSubmit(const Args& args) {
-  std::string path, address;
+  std::string path, address, until;
   bool quiet = false;
   CommandLine cl("loom submit", "Validates a plan and submits it; prints the plan id.");
   cl.AddPositional("PLAN", &path, "plan file (.yaml, .json or .textproto)");
   AddCoordinatorFlag(cl, &address);
   cl.AddFlag("quiet", &quiet, "print only the plan id");
+  cl.AddFlag("until", &until,
+             "submit the stages up to and including this one (stages only start from earlier ones)");
   cl.AddEpilog("example:\n  loom submit examples/plans/demo.yaml && loom watch demo-1");
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
@@ -55,6 +59,24 @@ int RunSubmit(const Args& args) {
     if (message.empty() || message.back() != '\n') message.push_back('\n');
     std::fputs(message.c_str(), stderr);
     return 1;
+  }
+  if (!until.empty()) {
+    int last = -1;
+    std::vector<std::string> names;
+    for (int i = 0; i < plan->stages_size(); ++i) {
+      names.push_back(plan->stages(i).name());
+      if (plan->stages(i).name() == until) last = i;
+    }
+    if (last < 0) {
+      std::fprintf(stderr, "loom submit: --until: the plan has no stage '%s' (stages: %s)\n", until.c_str(),
+                   absl::StrJoin(names, ", ").c_str());
+      return 2;
+    }
+    plan->mutable_stages()->DeleteSubrange(last + 1, plan->stages_size() - last - 1);
+    if (const auto errors = ValidatePlan(*plan); !errors.empty()) {
+      std::fprintf(stderr, "%s", FormatPlanErrors(errors).c_str());
+      return 1;
+    }
   }
   Client client = Connect(address);
   loom::v1::SubmitPlanRequest request;

@@ -86,8 +86,13 @@ int RunTrainLocal(const Args& args) {
         plan->data().tokenizer().empty() ? data_dir + "/tokenizer.model" : plan->data().tokenizer();
     auto tokenizer = data::Tokenizer::Load(tokenizer_path);
     if (!tokenizer.ok()) return Fail(tokenizer.status(), "train-local");
+    if ((*tokenizer)->vocab_size() > plan->model().vocab_size()) {
+      std::fprintf(stderr, "loom train-local: model.vocab_size %d is smaller than the tokenizer's %d (%s)\n",
+                   plan->model().vocab_size(), (*tokenizer)->vocab_size(), tokenizer_path.c_str());
+      return 2;
+    }
     auto source = engine::SamplerBatchSource::Open(stage, data_dir, (*tokenizer)->hash(),
-                                                   plan->model().vocab_size(), stage.seed());
+                                                   (*tokenizer)->vocab_size(), stage.seed());
     if (!source.ok()) return Fail(source.status(), "train-local");
     data = std::move(*source);
   } else if (!text_path.empty()) {

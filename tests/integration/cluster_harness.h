@@ -163,6 +163,8 @@ struct ClusterOptions {
   std::string adopt_grace = "5s";
   // Extra environment of every worker (and so of its ranks), e.g. LOOM_FAKE_STEP_MS=30.
   std::vector<std::string> worker_env;
+  // Prepared data for plans that set no data.dir (the coordinator's --prepared-data).
+  std::string prepared_data;
 };
 
 struct CommandResult {
@@ -200,7 +202,7 @@ class Cluster {
         std::vector<std::string>{CoordinatorBinary(), "--listen", address(), "--data-dir", data_dir(),
                                  "--metrics-listen", "127.0.0.1:0", "--heartbeat", options_.heartbeat,
                                  "--heartbeat-timeout", options_.heartbeat_timeout, "--adopt-grace",
-                                 options_.adopt_grace},
+                                 options_.adopt_grace, "--prepared-data", options_.prepared_data},
         dir_ + "/coordinator.log");
     coordinator_metrics_ = coordinator_->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)");
     ASSERT_FALSE(coordinator_metrics_.empty()) << "coordinator did not start:\n" << coordinator_->log();

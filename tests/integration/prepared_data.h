@@ -1,5 +1,6 @@
-// A small prepared dataset (math and code, 512-piece tokenizer) built once per test binary with
-// the real `loom data corpus` and `loom data prepare`, for tests that train on real shards.
+// Small prepared datasets built with the real `loom data corpus` and `loom data prepare`, for
+// tests that train on real shards: PreparedData() has math and code (512-piece tokenizer);
+// PrepareData(name, sources, vocab) any sources of the default corpus.
 #pragma once
 
 #include <cstdlib>
@@ -12,21 +13,24 @@
 
 namespace loom::testing {
 
+// Builds <tmp>/loom-prepared-<pid>-<name>/prepared and returns its path.
+inline std::string PrepareData(const std::string& name, const std::string& sources, int vocab) {
+  const std::string root =
+      (std::filesystem::temp_directory_path() / ("loom-prepared-" + std::to_string(::getpid()) + "-" + name))
+          .string();
+  std::filesystem::remove_all(root);
+  const std::string loom = LoomBinary();
+  const std::string corpus = loom + " data corpus --out " + root + "/corpus --sources " + sources +
+                             " --max-docs 400 --math-docs 800 --code-files 100 > " + root + ".log 2>&1";
+  const std::string prepare = loom + " data prepare --corpus " + root + "/corpus --out " + root +
+                              "/prepared --vocab " + std::to_string(vocab) + " --threads 2 >> " + root + ".log 2>&1";
+  EXPECT_EQ(std::system(corpus.c_str()), 0) << ReadAll(root + ".log");
+  EXPECT_EQ(std::system(prepare.c_str()), 0) << ReadAll(root + ".log");
+  return root + "/prepared";
+}
+
 inline const std::string& PreparedData() {
-  static const std::string dir = [] {
-    const std::string root =
-        (std::filesystem::temp_directory_path() / ("loom-prepared-" + std::to_string(::getpid()))).string();
-    std::filesystem::remove_all(root);
-    const std::string loom = LoomBinary();
-    const std::string corpus = loom + " data corpus --out " + root +
-                               "/corpus --sources math,code --max-docs 400" +
-                               " --math-docs 800 --code-files 100 > " + root + ".log 2>&1";
-    const std::string prepare = loom + " data prepare --corpus " + root + "/corpus --out " + root +
-                                "/prepared --vocab 512 --threads 2 >> " + root + ".log 2>&1";
-    EXPECT_EQ(std::system(corpus.c_str()), 0) << ReadAll(root + ".log");
-    EXPECT_EQ(std::system(prepare.c_str()), 0) << ReadAll(root + ".log");
-    return root + "/prepared";
-  }();
+  static const std::string dir = PrepareData("math-code", "math,code", 512);
   return dir;
 }
 

@@ -15,7 +15,7 @@ namespace loom::engine {
 class SamplerBatchSource : public BatchSource {
  public:
   // Opens the train split of every source the stage's mix names, under `data_dir`; the shards must
-  // carry `tokenizer_hash` (empty: not checked) and fit `vocab_size`.
+  // carry `tokenizer_hash` (empty: not checked) and a `vocab_size`-piece tokenizer (the model's vocabulary may be larger).
   static absl::StatusOr<std::unique_ptr<SamplerBatchSource>> Open(const loom::v1::Stage& stage,
                                                                   const std::string& data_dir,
                                                                   const std::string& tokenizer_hash,

@@ -123,7 +123,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   }
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::SamplerBatchSource> data,
                         loom::engine::SamplerBatchSource::Open(a.stage(), data_dir, tokenizer->hash(),
-                                                               a.model().vocab_size(), a.seed()));
+                                                               tokenizer->vocab_size(), a.seed()));
 
   // The data-parallel group meets through the coordinator's rendezvous store.
   std::unique_ptr<loom::engine::KeyValueStore> store;
@@ -163,7 +163,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     eo.sets.assign(eval.sets().begin(), eval.sets().end());
     if (eval.has_max_tokens()) eo.max_tokens = eval.max_tokens();
     eo.tokenizer_hash = tokenizer->hash();
-    eo.vocab_size = a.model().vocab_size();
+    eo.vocab_size = tokenizer->vocab_size();
     LOOM_ASSIGN_OR_RETURN(evaluator, loom::engine::Evaluator::Open(eo));
   }
   absl::Status eval_status;

@@ -137,5 +137,20 @@ TEST(Distill, LmWeightOneIsThePlainCrossEntropy) {
   for (size_t i = 0; i < g1.size(); ++i) EXPECT_NEAR(g1[i], g2[i], 1e-6) << i;
 }
 
+TEST(Distill, Top1TargetIsPlainCrossEntropyWhenTheTeacherAgreesWithTheLabel) {
+  const int rows = 4, vocab = 29;
+  const auto s = RandomFloats(rows * vocab, 16, 2.0f);
+  auto t = RandomFloats(rows * vocab, 17, 1.0f);
+  const std::vector<int32_t> labels = {3, 28, 0, 11};
+  for (int r = 0; r < rows; ++r) t[r * vocab + labels[r]] = 10.0f;  // the teacher's top-1 is the label
+  DistillOptions o;
+  o.mode = DistillOptions::Mode::kTop1Target;
+  std::vector<float> g1(rows * vocab), g2(rows * vocab);
+  const auto a = DistillCrossEntropy(s.data(), t.data(), labels.data(), rows, vocab, o, 1.0f, g1.data());
+  const auto b = CrossEntropy(s.data(), labels.data(), rows, vocab, 1.0f, g2.data());
+  EXPECT_NEAR(a.loss_sum, b.loss_sum, 1e-5);
+  for (size_t i = 0; i < g1.size(); ++i) EXPECT_NEAR(g1[i], g2[i], 1e-6) << i;
+}
+
 }  // namespace
 }  // namespace loom::kernels::cpu
