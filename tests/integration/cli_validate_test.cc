@@ -27,9 +27,9 @@ TEST(LoomValidate, PrintsOkAndASummaryForEachRecipe) {
   }
   const Result llama = RunLoom("validate " + Example("llama3_tiny.yaml"));
   // The summary shows the ramps and the mix change.
-  EXPECT_NE(llama.output.find("8Ki>16Ki@64Ki>32Ki@192Ki"), std::string::npos) << llama.output;
-  EXPECT_NE(llama.output.find("256>512@64Ki"), std::string::npos) << llama.output;
-  EXPECT_NE(llama.output.find("@256Ki english 0.40 code 0.30 math 0.20 multilingual 0.10"), std::string::npos)
+  EXPECT_NE(llama.output.find("8Ki>16Ki@32Ki>32Ki@96Ki"), std::string::npos) << llama.output;
+  EXPECT_NE(llama.output.find("256>512@32Ki"), std::string::npos) << llama.output;
+  EXPECT_NE(llama.output.find("@128Ki english 0.40 code 0.30 math 0.20 multilingual 0.10"), std::string::npos)
       << llama.output;
 }
 

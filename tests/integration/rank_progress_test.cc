@@ -88,16 +88,14 @@ std::vector<loom::v1::WorkerMessage> RunRank(const loom::v1::Assignment& assignm
   return messages;
 }
 
-TEST(RankProgress, RampMixAndEvalFollowThePlanExactly) {
-  const std::string dir = (std::filesystem::temp_directory_path() / "loom-rank-progress").string();
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  ParsedPlan parsed = ParsePlanText(kPlan, PlanFormat::kYaml);
-  ASSERT_TRUE(parsed.errors.empty()) << FormatPlanErrors(parsed.errors);
+// The Assignment the coordinator would send for stage 0 of `plan_text` (one rank).
+loom::v1::Assignment AssignmentFor(const std::string& plan_text, const std::string& dir) {
+  ParsedPlan parsed = ParsePlanText(plan_text, PlanFormat::kYaml);
+  EXPECT_TRUE(parsed.errors.empty()) << FormatPlanErrors(parsed.errors);
   loom::v1::Assignment a;
-  a.mutable_rank()->set_job_id("ramp-1/core");
+  a.mutable_rank()->set_job_id(parsed.plan.name() + "-1/" + parsed.plan.stages(0).name());
   a.mutable_rank()->set_attempt(1);
-  a.set_plan_id("ramp-1");
+  a.set_plan_id(parsed.plan.name() + "-1");
   *a.mutable_stage() = ResolveStage(parsed.plan, 0);
   *a.mutable_model() = parsed.plan.model();
   a.mutable_data()->set_dir(PreparedData());
@@ -107,6 +105,19 @@ TEST(RankProgress, RampMixAndEvalFollowThePlanExactly) {
   a.mutable_layout()->set_tp(1);
   a.mutable_layout()->set_pp(1);
   a.set_checkpoint_dir(dir + "/checkpoints");
+  return a;
+}
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = (std::filesystem::temp_directory_path() / ("loom-rank-progress-" + name)).string();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+TEST(RankProgress, RampMixAndEvalFollowThePlanExactly) {
+  const std::string dir = FreshDir("ramp");
+  const loom::v1::Assignment a = AssignmentFor(kPlan, dir);
 
   int exit_code = -1;
   const std::vector<loom::v1::WorkerMessage> messages = RunRank(a, dir, &exit_code);
@@ -154,6 +165,44 @@ TEST(RankProgress, RampMixAndEvalFollowThePlanExactly) {
   EXPECT_TRUE(checkpoints[0].final());
   EXPECT_EQ(checkpoints[0].step(), 22);
   EXPECT_EQ(checkpoints[0].num_shards(), 1);
+}
+
+TEST(RankProgress, ContextExtensionReportsShortAndLongLengthsBeforeAndAfter) {
+  const std::string dir = FreshDir("context");
+  const loom::v1::Assignment a = AssignmentFor(R"(name: ctx
+model: {layers: 2, d_model: 64, heads: 4, kv_heads: 2, ffn_size: 128, vocab_size: 512}
+stages:
+  - name: longer
+    kind: context_extension
+    from: ./nowhere
+    tokens: 16Ki
+    rope: {theta: 100000}
+    optimizer: {lr: 3e-3}
+    parallel: {dp: 1, micro_batch_size: 2}
+    batch_ramp: [{at_tokens: 0, global_batch_tokens: 1Ki}]
+    seq_len_schedule: [{at_tokens: 0, seq_len: 128}, {at_tokens: 8Ki, seq_len: 256}]
+    data_mix: [{at_tokens: 0, weights: {math: 1}}]
+    checkpoint: {every_steps: 0}
+    eval: {sets: [math], max_tokens: 1Ki}
+)",
+                                               dir);
+  int exit_code = -1;
+  const std::vector<loom::v1::WorkerMessage> messages = RunRank(a, dir, &exit_code);
+  ASSERT_EQ(exit_code, 0);
+  ASSERT_GE(messages.size(), 2u);
+  const loom::v1::Progress& before = messages.front().progress();
+  EXPECT_EQ(before.step(), 0);
+  const loom::v1::Progress* after = nullptr;
+  for (const auto& m : messages)
+    if (m.has_progress()) after = &m.progress();
+  ASSERT_NE(after, nullptr);
+  EXPECT_EQ(after->step(), 16);
+  for (const char* key : {"math@128", "math@256"}) {
+    ASSERT_TRUE(before.eval_loss().contains(std::string(key) + "/before")) << before.DebugString();
+    ASSERT_TRUE(after->eval_loss().contains(key)) << after->DebugString();
+    // From random initialisation the stage can only help, at both lengths.
+    EXPECT_LT(after->eval_loss().at(key), before.eval_loss().at(std::string(key) + "/before") - 1.0) << key;
+  }
 }
 
 }  // namespace

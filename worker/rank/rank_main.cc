@@ -172,6 +172,40 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   auto report = [&](const loom::v1::WorkerMessage& m) {
     if (absl::Status s = reporter.Send(m); !s.ok() && report_status.ok()) report_status = s;
   };
+
+  // Context extension: held-out loss at the short and the long length, before training (reported
+  // at step 0 as "<set>@<len>/before") and at the end ("<set>@<len>"), so the gain at the long
+  // length and any loss at the short one are visible. Short: the schedule's first length (or a
+  // quarter of the long one when the schedule has a single length); long: its last.
+  const bool context_extension = a.stage().kind() == loom::v1::STAGE_KIND_CONTEXT_EXTENSION && evaluator;
+  std::vector<int> lengths;
+  if (context_extension && !a.stage().seq_len_schedule().empty()) {
+    const int long_len = a.stage().seq_len_schedule().rbegin()->seq_len();
+    const int first = a.stage().seq_len_schedule(0).seq_len();
+    lengths = {first != long_len ? first : std::max(16, long_len / 4), long_len};
+  }
+  auto eval_lengths = [&](const std::string& suffix, loom::v1::Progress* p) -> absl::Status {
+    for (int len : lengths) {
+      LOOM_ASSIGN_OR_RETURN(auto losses, evaluator->Evaluate(trainer->model(), len, 1));
+      for (const auto& [set, loss] : losses) {
+        const std::string key = absl::StrCat(set, "@", len, suffix);
+        (*p->mutable_eval_loss())[key] = loss;
+        std::printf("eval step %lld %s loss %.6f\n", static_cast<long long>(trainer->step()), key.c_str(),
+                    loss);
+      }
+    }
+    return absl::OkStatus();
+  };
+  if (!lengths.empty()) {
+    loom::v1::WorkerMessage m;
+    loom::v1::Progress& p = *m.mutable_progress();
+    *p.mutable_rank() = a.rank();
+    p.set_step(trainer->step());
+    p.set_tokens(trainer->tokens());
+    p.set_time_ms(NowMs());
+    LOOM_RETURN_IF_ERROR(eval_lengths("/before", &p));
+    report(m);
+  }
   absl::Time checkpoint_start = absl::Now();
   absl::Status status = trainer->Run(
       [&](const loom::engine::StepReport& r) {
@@ -203,6 +237,9 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
               (*p.mutable_eval_loss())[set] = loss;
               std::printf("eval step %lld %s loss %.6f\n", static_cast<long long>(r.step), set.c_str(), loss);
             }
+          }
+          if (!lengths.empty() && trainer->Done()) {
+            if (absl::Status s = eval_lengths("", &p); !s.ok() && eval_status.ok()) eval_status = s;
           }
         }
         report(m);

@@ -65,9 +65,9 @@ TEST(ExamplePlans, LlamaRampsAreReadWithUnits) {
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   const auto& core = plan->stages(0);
   ASSERT_EQ(core.batch_ramp_size(), 3);
-  EXPECT_EQ(core.batch_ramp(1).at_tokens(), 64 * 1024);  // "64Ki"
+  EXPECT_EQ(core.batch_ramp(1).at_tokens(), 32 * 1024);  // "32Ki"
   EXPECT_EQ(core.batch_ramp(1).global_batch_tokens(), 16 * 1024);
-  EXPECT_EQ(core.tokens(), 384 * 1024);
+  EXPECT_EQ(core.tokens(), 192 * 1024);
   EXPECT_DOUBLE_EQ(core.data_mix(1).weights().at("code"), 0.3);
   EXPECT_EQ(plan->stages(1).seq_len_schedule_size(), 6);  // six context-lengthening steps
 }
