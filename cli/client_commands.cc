@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "common/command_line.h"
@@ -141,8 +142,8 @@ int RunWatch(const Args& args) {
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
   const bool tty = isatty(STDOUT_FILENO) != 0;
   Client client = Connect(address);
-  int drawn = 0;  // lines of the last redraw (terminal mode)
-  std::string last_text;
+  int drawn = 0;                        // lines of the last redraw (terminal mode)
+  std::vector<std::string> last_lines;  // plain mode
   std::string last_message;
   int failures = 0;
   while (true) {
@@ -168,9 +169,13 @@ int RunWatch(const Args& args) {
           std::printf("event: %s\n", event.message().c_str());
           last_message = event.message();
         }
-        if (text != last_text) std::printf("%s", text.c_str());
+        // Logs get only the stages whose line changed, not every stage on every step.
+        std::vector<std::string> lines = absl::StrSplit(text, '\n', absl::SkipEmpty());
+        for (size_t i = 0; i < lines.size(); ++i) {
+          if (i >= last_lines.size() || lines[i] != last_lines[i]) std::printf("%s\n", lines[i].c_str());
+        }
+        last_lines = std::move(lines);
       }
-      last_text = text;
       std::fflush(stdout);
       if (plan.state() != loom::v1::PLAN_STATE_ACTIVE) {
         std::printf("plan %s %s\n", plan.plan_id().c_str(), StateName(plan.state()).c_str());

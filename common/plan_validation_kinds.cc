@@ -150,10 +150,11 @@ void Validator::CheckAverage(int i, const Stage& s, const std::string& p) {
       if (it != stage_index_.end() && it->second < i) {
         const Stage& source = resolved_[it->second];
         const int keep = source.checkpoint().keep_last();
-        if (keep > 0 && a.last_k() > keep + 1) {
+        // keep_last counts the final checkpoint (the newest): older ones are deleted from disk.
+        if (keep > 0 && a.last_k() > keep) {
           Error(ap + ".last_k",
                 absl::StrCat(a.last_k(), " is more than stage '", ref->stage,
-                             "' keeps (checkpoint.keep_last: ", keep, ", plus its final checkpoint)"),
+                             "' keeps (checkpoint.keep_last: ", keep, ", its final checkpoint included)"),
                 absl::StrCat("raise keep_last of '", ref->stage, "' or lower last_k"));
         }
       }

@@ -245,9 +245,9 @@ const BrokenPlan kBroken[] = {
      [](TrainingPlan& p) {
        p.mutable_stages(0)->mutable_checkpoint()->set_keep_last(2);
        Stage* a = AddStage(p, "avg2", loom::v1::STAGE_KIND_AVERAGE, "core");
-       a->mutable_average()->set_last_k(5);
+       a->mutable_average()->set_last_k(3);
      },
-     "stages[4].average.last_k", "5 is more than stage 'core' keeps"},
+     "stages[4].average.last_k", "3 is more than stage 'core' keeps"},
     {"sft without a dataset", [](TrainingPlan& p) { p.mutable_stages(1)->clear_dataset(); },
      "stages[1].dataset", "is missing"},
     {"dataset from a stage that is not rejection sampling",
