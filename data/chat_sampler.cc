@@ -120,4 +120,10 @@ absl::Status ChatSampler::RestoreState(std::string_view blob) {
   return absl::OkStatus();
 }
 
+int64_t ChatSampler::tokens_per_epoch() const {
+  int64_t total = 0;
+  for (const TokenizedExample& e : examples_) total += static_cast<int64_t>(e.tokens.size());
+  return total;
+}
+
 }  // namespace loom::data

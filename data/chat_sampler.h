@@ -45,6 +45,8 @@ class ChatSampler {
   int64_t epoch() const { return epoch_; }  // completed passes over the examples
   int64_t examples() const { return static_cast<int64_t>(examples_.size()); }
   int64_t examples_consumed() const { return consumed_; }
+  // Tokens in one pass over the examples (before padding): what schedules can plan with.
+  int64_t tokens_per_epoch() const;
 
  private:
   ChatSampler() = default;

@@ -1,5 +1,5 @@
 // Small prepared datasets built with the real `loom data corpus` and `loom data prepare`, for
-// tests that train on real shards: PreparedData() has math and code (512-piece tokenizer);
+// tests that train on real shards: PreparedData() has math, code and sft_math (512 pieces);
 // PrepareData(name, sources, vocab) any sources of the default corpus.
 #pragma once
 
@@ -23,14 +23,15 @@ inline std::string PrepareData(const std::string& name, const std::string& sourc
   const std::string corpus = loom + " data corpus --out " + root + "/corpus --sources " + sources +
                              " --max-docs 400 --math-docs 800 --code-files 100 > " + root + ".log 2>&1";
   const std::string prepare = loom + " data prepare --corpus " + root + "/corpus --out " + root +
-                              "/prepared --vocab " + std::to_string(vocab) + " --threads 2 >> " + root + ".log 2>&1";
+                              "/prepared --vocab " + std::to_string(vocab) + " --threads 2 >> " + root +
+                              ".log 2>&1";
   EXPECT_EQ(std::system(corpus.c_str()), 0) << ReadAll(root + ".log");
   EXPECT_EQ(std::system(prepare.c_str()), 0) << ReadAll(root + ".log");
   return root + "/prepared";
 }
 
 inline const std::string& PreparedData() {
-  static const std::string dir = PrepareData("math-code", "math,code", 512);
+  static const std::string dir = PrepareData("math-code", "math,code,sft_math", 512);
   return dir;
 }
 

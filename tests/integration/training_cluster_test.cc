@@ -27,7 +27,7 @@ std::string RankBinary() { return BinaryPath("worker/loom-rank"); }
 
 // Three stages: core (120 steps of 512 tokens, a mix change at 16Ki, checkpoints every 5 steps)
 // `more`, continued pre-training from core's final checkpoint, and `avg`, the mean of core's last
-// three checkpoints.
+// three checkpoints, and `chat`, SFT from that average.
 std::string WritePlan(const Cluster& cluster, int dp, const std::string& name = "real") {
   const std::string path = cluster.dir() + "/" + name + ".yaml";
   std::ofstream(path) << "name: " << name << R"(
@@ -60,6 +60,15 @@ stages:
     kind: average
     from: core
     average: {last_k: 3}
+  - name: chat
+    kind: sft
+    from: avg
+    tokens: 4Ki
+    dataset: {source: sft_math}
+    optimizer: {lr: 1e-3}
+    parallel: {micro_batch_size: 2}
+    seq_len_schedule: [{at_tokens: 0, seq_len: 128}]
+    sft: {template: chatml, packing: true}
 )";
   return path;
 }
@@ -93,7 +102,7 @@ TEST(TrainingCluster, KilledWorkerResumesAndReproducesTheUninterruptedLossesBitw
   const std::string first = cluster.Submit(plan);
   PlanStatus done = cluster.WaitForPlan(first, Ended, std::chrono::seconds(120));
   ASSERT_EQ(done.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
-  ASSERT_EQ(done.jobs_size(), 3);
+  ASSERT_EQ(done.jobs_size(), 4);
   const auto& core = done.jobs(0);
   const auto& more = done.jobs(1);
   EXPECT_TRUE(core.final_checkpoint().final());
@@ -104,6 +113,11 @@ TEST(TrainingCluster, KilledWorkerResumesAndReproducesTheUninterruptedLossesBitw
   EXPECT_EQ(avg.inputs().at("last_k[2]"), core.final_checkpoint().path()) << avg.DebugString();
   EXPECT_NE(avg.inputs().at("last_k[0]").find("step-000110"), std::string::npos) << avg.DebugString();
   ASSERT_TRUE(ReadCheckpointManifest(avg.final_checkpoint().path()).ok()) << avg.DebugString();
+  // SFT on the averaged model: chat data through the template, assistant-only loss.
+  const auto& chat = done.jobs(3);
+  EXPECT_EQ(chat.inputs().at("from"), avg.final_checkpoint().path());
+  EXPECT_EQ(chat.progress().tokens(), 4096) << chat.DebugString();
+  EXPECT_GT(chat.progress().loss(), 0.0);
   // Held-out losses reach `status --json` and the worker's /metrics, with the per-source counters.
   EXPECT_TRUE(core.eval_loss().contains("math")) << core.DebugString();
   EXPECT_TRUE(core.eval_loss().contains("code")) << core.DebugString();

@@ -28,6 +28,10 @@ class BatchSource {
   virtual std::string SaveState() const = 0;
   virtual absl::Status RestoreState(std::string_view state) = 0;
 
+  // True when a finite source (an SFT dataset read for N epochs) has been read to its end: the
+  // stage is over. Pre-training streams never end.
+  virtual bool Exhausted() const { return false; }
+
   // For progress and metrics; empty when the source has no notion of sources.
   virtual std::map<std::string, double> MixWeights() const { return {}; }
   virtual std::map<std::string, int64_t> SourceTokens() const { return {}; }

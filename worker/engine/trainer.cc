@@ -95,6 +95,7 @@ absl::Status Trainer::Init() {
 
 bool Trainer::Done() const {
   if (options_.max_steps > 0 && step() >= options_.max_steps) return true;
+  if (data_->Exhausted()) return true;
   return options_.stage.tokens() > 0 && tokens_ >= options_.stage.tokens();
 }
 
@@ -148,7 +149,8 @@ absl::StatusOr<StepReport> Trainer::Step() {
       return s;
     if (absl::Status s = options_.data_parallel->AllReduceSum(&loss_sum, 1); !s.ok()) return s;
   }
-  const double lr = LearningRate(stage.lr_schedule(), stage.optimizer().lr(), tokens_, stage.tokens());
+  const int64_t total = stage.tokens() > 0 ? stage.tokens() : options_.schedule_tokens;
+  const double lr = LearningRate(stage.lr_schedule(), stage.optimizer().lr(), tokens_, total);
   const double norm = optimizer_->Step(model_->params(), model_->grads(), static_cast<float>(lr));
   tokens_ += batch_tokens;
 

@@ -37,6 +37,9 @@ struct TrainerOptions {
   std::string init_from;
   // Stop after this many steps in total (0: run to the stage's token budget).
   int64_t max_steps = 0;
+  // The stage length the LR schedule plans with when the stage has no token budget (an SFT stage
+  // that ends after its dataset's epochs); 0: the stage's `tokens`.
+  int64_t schedule_tokens = 0;
   // The data-parallel group (not owned); null: this process alone. Each rank takes its slice of
   // every global batch, gradients are summed across the group before the optimizer, and only
   // rank 0 writes checkpoints (every rank holds the same weights).

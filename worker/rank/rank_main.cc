@@ -20,6 +20,7 @@
 #include "data/tokenizer.h"
 #include "kernels/cpu/parallel.h"
 #include "loom/v1/coordinator.pb.h"
+#include "worker/engine/chat_source.h"
 #include "worker/engine/communicator.h"
 #include "worker/engine/evaluator.h"
 #include "worker/engine/merge.h"
@@ -97,7 +98,8 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     return RunMerge(a, reporter);
   }
   const bool distill = a.stage().kind() == loom::v1::STAGE_KIND_DISTILL;
-  if (!IsPretrainingKind(a.stage().kind()) && !distill) {
+  const bool sft = a.stage().kind() == loom::v1::STAGE_KIND_SFT;
+  if (!IsPretrainingKind(a.stage().kind()) && !distill && !sft) {
     return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(), "': kind ",
                                                  loom::EnumName(a.stage().kind()),
                                                  " is not implemented by this worker yet"));
@@ -121,9 +123,28 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
                                                    " is smaller than the tokenizer's ",
                                                    tokenizer->vocab_size(), " (", tokenizer_path, ")"));
   }
-  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::SamplerBatchSource> data,
-                        loom::engine::SamplerBatchSource::Open(a.stage(), data_dir, tokenizer->hash(),
-                                                               tokenizer->vocab_size(), a.seed()));
+  std::unique_ptr<loom::engine::BatchSource> data;
+  int64_t schedule_tokens = 0;
+  if (sft) {
+    // Chat data stays JSONL after `loom data prepare`: <data>/<source>/train.jsonl, rendered with
+    // the stage's template at load time.
+    const loom::v1::DatasetRef& dataset = a.stage().dataset();
+    if (dataset.source().empty()) {
+      return absl::UnimplementedError(
+          absl::StrCat("stage '", a.stage().name(),
+                       "': datasets from a rejection_sampling stage (dataset.from_stage) "
+                       "are not implemented yet; name a prepared source"));
+    }
+    LOOM_ASSIGN_OR_RETURN(
+        std::unique_ptr<loom::engine::ChatBatchSource> chat,
+        loom::engine::ChatBatchSource::Open(
+            a.stage(), absl::StrCat(data_dir, "/", dataset.source(), "/train.jsonl"), *tokenizer, a.seed()));
+    schedule_tokens = chat->tokens_per_epoch() * chat->epochs();
+    data = std::move(chat);
+  } else {
+    LOOM_ASSIGN_OR_RETURN(data, loom::engine::SamplerBatchSource::Open(a.stage(), data_dir, tokenizer->hash(),
+                                                                       tokenizer->vocab_size(), a.seed()));
+  }
 
   // The data-parallel group meets through the coordinator's rendezvous store.
   std::unique_ptr<loom::engine::KeyValueStore> store;
@@ -147,6 +168,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   options.resume_from = a.resume_from();
   if (auto it = a.inputs().find("from"); it != a.inputs().end()) options.init_from = it->second;
   options.data_parallel = dp_group.get();
+  options.schedule_tokens = schedule_tokens;
   if (distill) {
     LOOM_ASSIGN_OR_RETURN(options.teacher_from, Input(a, "teacher"));
     options.distill = loom::engine::DistillOptionsFromProto(a.stage().distill());
