@@ -56,10 +56,7 @@ int RunSubmit(const Args& args) {
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
   absl::StatusOr<loom::v1::TrainingPlan> plan = LoadPlan(path);
   if (!plan.ok()) {
-    std::string message(plan.status().message());
-    if (message.empty() || message.back() != '\n') message.push_back('\n');
-    std::fputs(message.c_str(), stderr);
-    return 1;
+    return ReportPlanError(plan.status());
   }
   if (!until.empty()) {
     int last = -1;

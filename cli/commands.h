@@ -6,11 +6,15 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace loom::cli {
 
 using Args = std::vector<std::string>;
 
 int RunValidate(const Args& args);
+// Prints a plan's load/validation error (every line, ending in a newline) to stderr; returns 1.
+int ReportPlanError(const absl::Status& status);
 // client_commands.cc: talk to a coordinator.
 int RunSubmit(const Args& args);
 int RunStatus(const Args& args);

@@ -24,11 +24,13 @@ constexpr Command kCommands[] = {
     {"workers", "the worker daemons and the ranks they run", loom::cli::RunWorkers},
     {"checkpoints", "a plan's committed checkpoints", loom::cli::RunCheckpoints},
     {"up", "run a coordinator and N local workers in the foreground", loom::cli::RunUp},
-    {"train-local", "train one stage of a plan in this process on a local file (developers)", loom::cli::RunTrainLocal},
+    {"train-local", "train one stage of a plan in this process on a local file (developers)",
+     loom::cli::RunTrainLocal},
     {"generate", "continue a prompt with a checkpoint's model", loom::cli::RunGenerate},
     {"export-hf", "write a checkpoint as a Hugging Face Llama directory", loom::cli::RunExportHf},
     {"import-hf", "read a Hugging Face Llama directory into a Loom checkpoint", loom::cli::RunImportHf},
-    {"data", "build the corpus, prepare token shards and the tokenizer, inspect prepared data", loom::cli::RunData},
+    {"data", "build the corpus, prepare token shards and the tokenizer, inspect prepared data",
+     loom::cli::RunData},
 };
 
 void PrintUsage(FILE* out) {

@@ -8,6 +8,13 @@
 
 namespace loom::cli {
 
+int ReportPlanError(const absl::Status& status) {
+  std::string message(status.message());
+  if (message.empty() || message.back() != '\n') message.push_back('\n');
+  std::fputs(message.c_str(), stderr);
+  return 1;
+}
+
 int RunValidate(const Args& args) {
   std::string path;
   bool quiet = false;
@@ -22,10 +29,7 @@ int RunValidate(const Args& args) {
 
   absl::StatusOr<loom::v1::TrainingPlan> plan = LoadPlan(path);
   if (!plan.ok()) {
-    std::string message(plan.status().message());
-    if (message.empty() || message.back() != '\n') message.push_back('\n');
-    std::fputs(message.c_str(), stderr);
-    return 1;
+    return ReportPlanError(plan.status());
   }
   std::printf("ok\n");
   if (!quiet) std::printf("%s", SummarizePlan(*plan).c_str());

@@ -25,11 +25,7 @@ CrossEntropyResult CrossEntropy(const float* logits, const int32_t* targets, int
         }
         continue;
       }
-      float max = l[0];
-      for (int64_t v = 1; v < vocab; ++v) max = l[v] > max ? l[v] : max;
-      float sum = 0.0f;
-      for (int64_t v = 0; v < vocab; ++v) sum += FastExp(l[v] - max);
-      const float lse = max + std::log(sum);
+      const float lse = LogSumExp(l, vocab);
       row_loss[r] = static_cast<double>(lse) - l[target];
       if (dlogits != nullptr) {
         // Reads l[v] before writing d[v]: safe when dlogits == logits.

@@ -9,14 +9,6 @@
 namespace loom::kernels::cpu {
 namespace {
 constexpr int64_t kRowGrain = 8;
-
-float LogSumExp(const float* l, int64_t vocab) {
-  float max = l[0];
-  for (int64_t v = 1; v < vocab; ++v) max = l[v] > max ? l[v] : max;
-  float sum = 0.0f;
-  for (int64_t v = 0; v < vocab; ++v) sum += FastExp(l[v] - max);
-  return max + std::log(sum);
-}
 }  // namespace
 
 void TokenLogProbs(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab, float* out) {

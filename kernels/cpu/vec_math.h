@@ -2,6 +2,7 @@
 #pragma once
 
 #include <bit>
+#include <cmath>
 #include <cstdint>
 
 namespace loom::kernels::cpu {
@@ -27,5 +28,14 @@ inline float FastExp(float x) {
 
 // 1 / (1 + e^-x).
 inline float Sigmoid(float x) { return 1.0f / (1.0f + FastExp(-x)); }
+
+// log Σ exp(x[i]) over n values, shifted by the maximum: the softmax normaliser of one row.
+inline float LogSumExp(const float* x, int64_t n) {
+  float max = x[0];
+  for (int64_t i = 1; i < n; ++i) max = x[i] > max ? x[i] : max;
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += FastExp(x[i] - max);
+  return max + std::log(sum);
+}
 
 }  // namespace loom::kernels::cpu

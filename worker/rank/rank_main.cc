@@ -156,6 +156,10 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     options.rank = layout.dp_rank();
     options.size = layout.dp();
     options.prefix = "dp";
+    // Rank 0 alone writes checkpoints and runs held-out evaluation while its peers wait in the
+    // next collective: the timeout must cover those, not just a step. A peer that dies still
+    // fails the group at once (its connections close).
+    options.timeout = absl::Minutes(10);
     LOOM_ASSIGN_OR_RETURN(dp_group, loom::engine::NewGlooCommunicator(store.get(), options));
   }
 
@@ -233,9 +237,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
       [&](const loom::engine::StepReport& r) {
         loom::v1::WorkerMessage m;
         loom::v1::Progress& p = *m.mutable_progress();
-        p.mutable_rank()->set_job_id(a.rank().job_id());
-        p.mutable_rank()->set_attempt(a.rank().attempt());
-        p.mutable_rank()->set_rank(a.rank().rank());
+        *p.mutable_rank() = a.rank();
         p.set_step(r.step);
         p.set_tokens(r.tokens);
         p.set_loss(r.loss);
