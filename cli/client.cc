@@ -4,9 +4,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/proto_names.h"
 #include "common/units.h"
 #include "google/protobuf/util/json_util.h"
@@ -109,6 +114,19 @@ std::string JobLine(const loom::v1::JobStatus& job, size_t name_width) {
       }
     }
   }
+  // The latest evaluation: held-out losses (not the "/before" baselines of context extension)
+  // and accuracies, sorted by set.
+  std::vector<std::string> evals;
+  for (const auto& [set, loss] : std::map<std::string, double>(job.eval_loss().begin(), job.eval_loss().end())) {
+    if (!absl::EndsWith(set, "/before")) evals.push_back(absl::StrFormat("%s %.3f", set, loss));
+  }
+  for (const auto& [key, value] :
+       std::map<std::string, double>(job.eval_metrics().begin(), job.eval_metrics().end())) {
+    if (absl::EndsWith(key, "/accuracy")) {
+      evals.push_back(absl::StrFormat("%s accuracy %.1f%%", key.substr(0, key.size() - 9), 100 * value));
+    }
+  }
+  if (!evals.empty()) absl::StrAppend(&line, "  eval ", absl::StrJoin(evals, ", "));
   if (!job.reason().empty() && job.state() != loom::v1::JOB_STATE_RUNNING)
     absl::StrAppend(&line, "  (", job.reason(), ")");
   return line;

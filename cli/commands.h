@@ -31,6 +31,7 @@ int RunData(const Args& args);
 // Engine commands (cli/engine_commands.cc): they run the engine in this process.
 int RunTrainLocal(const Args& args);
 int RunGenerate(const Args& args);
+int RunEval(const Args& args);
 int RunExportHf(const Args& args);
 int RunImportHf(const Args& args);
 

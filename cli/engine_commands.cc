@@ -1,7 +1,8 @@
 // Developer commands that run the training engine in this process: `loom train-local`,
-// `loom generate`, `loom export-hf`, `loom import-hf`. (The client proper never trains; these
+// `loom generate`, `loom eval`, `loom export-hf`, `loom import-hf`. (The client proper never trains; these
 // exist so a model, a plan stage or a checkpoint can be tried without a cluster.)
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -15,10 +16,15 @@
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
 #include "common/strings.h"
+#include "data/chat.h"
 #include "data/tokenizer.h"
+#include "data/verifier.h"
 #include "kernels/cpu/parallel.h"
+#include "nlohmann/json.hpp"
 #include "worker/engine/checkpoint.h"
+#include "worker/engine/evaluator.h"
 #include "worker/engine/generator.h"
+#include "worker/engine/math_eval.h"
 #include "worker/engine/hf_format.h"
 #include "worker/engine/sampler_source.h"
 #include "worker/engine/trainer.h"
@@ -249,6 +255,100 @@ int RunImportHf(const Args& args) {
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
   if (absl::Status s = engine::ImportHuggingFace(hf_dir, checkpoint); !s.ok()) return Fail(s, "import-hf");
   std::printf("wrote %s\n", checkpoint.c_str());
+  return 0;
+}
+
+}  // namespace loom::cli
+
+namespace loom::cli {
+
+int RunEval(const Args& args) {
+  std::string checkpoint, data_dir, sets, math_source = "sft_math", tokenizer_path;
+  bool math = false, json = false;
+  int problems = 64, seq_len = 256, threads = 1, max_new_tokens = 64;
+  int64_t max_tokens = 64 * 1024;
+  CommandLine cl("loom eval",
+                 "Measures a checkpoint on prepared data in this process, as an `eval` stage does: held-out "
+                 "loss per source and math accuracy (greedy answers checked by the math verifier).");
+  cl.AddPositional("CHECKPOINT", &checkpoint, "Loom checkpoint directory");
+  cl.AddFlag("data", &data_dir, "prepared data directory (`loom data prepare` output)");
+  cl.AddFlag("set", &sets, "held-out sources to measure the loss on, comma-separated (e.g. math,code)");
+  cl.AddFlag("math", &math, "also measure math accuracy on --math-source's held-out problems");
+  cl.AddFlag("math-source", &math_source, "chat source whose held-out conversations are the problems");
+  cl.AddFlag("problems", &problems, "math problems to answer (the first of the held-out split)");
+  cl.AddFlag("max-new-tokens", &max_new_tokens, "tokens an answer may take");
+  cl.AddFlag("seq-len", &seq_len, "tokens per sequence for the held-out loss");
+  cl.AddFlag("max-tokens", &max_tokens, "held-out tokens per set");
+  cl.AddFlag("tokenizer", &tokenizer_path, "tokenizer model (default: DATA/tokenizer.model)");
+  cl.AddFlag("threads", &threads, "CPU threads for the kernels");
+  cl.AddFlag("json", &json, "print {\"eval_loss\": {...}, \"eval_metrics\": {...}} as `status --json` does");
+  cl.AddEpilog("example:\n  loom eval ~/.cache/loom-demo/ckpt/step-000040 --data ~/.cache/loom-demo/data --set math,code --math");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  if (data_dir.empty()) {
+    std::fprintf(stderr, "loom eval: --data DIR is required (the prepared data the model was trained on)\n");
+    return 2;
+  }
+  const std::vector<std::string> set_list = absl::StrSplit(sets, ',', absl::SkipEmpty());
+  if (set_list.empty() && !math) {
+    std::fprintf(stderr, "loom eval: nothing to measure: give --set SOURCES and/or --math\n");
+    return 2;
+  }
+  if (tokenizer_path.empty()) tokenizer_path = data_dir + "/tokenizer.model";
+  auto tokenizer = data::Tokenizer::Load(tokenizer_path);
+  if (!tokenizer.ok()) return Fail(tokenizer.status(), "eval");
+  kernels::cpu::SetNumThreads(threads);
+  auto loaded = engine::LoadModel(checkpoint);
+  if (!loaded.ok()) return Fail(loaded.status(), "eval");
+  engine::Transformer& model = **loaded;
+  if ((*tokenizer)->vocab_size() > model.config().vocab) {
+    std::fprintf(stderr, "loom eval: the tokenizer has %d pieces, more than the model's vocab_size %d\n",
+                 (*tokenizer)->vocab_size(), model.config().vocab);
+    return 2;
+  }
+
+  std::map<std::string, double> losses, metrics;
+  if (!set_list.empty()) {
+    engine::EvalOptions eo;
+    eo.data_dir = data_dir;
+    eo.sets = set_list;
+    eo.max_tokens = max_tokens;
+    eo.tokenizer_hash = (*tokenizer)->hash();
+    eo.vocab_size = (*tokenizer)->vocab_size();
+    auto evaluator = engine::Evaluator::Open(eo);
+    if (!evaluator.ok()) return Fail(evaluator.status(), "eval");
+    auto measured = (*evaluator)->Evaluate(model, seq_len, 1);
+    if (!measured.ok()) return Fail(measured.status(), "eval");
+    losses = *measured;
+  }
+  engine::MathEvalResult result;
+  if (math) {
+    auto conversations = data::ReadConversations(data_dir + "/" + math_source + "/heldout.jsonl");
+    if (!conversations.ok()) return Fail(conversations.status(), "eval");
+    engine::MathEvalOptions mo;
+    mo.max_problems = problems;
+    mo.max_new_tokens = max_new_tokens;
+    auto r = engine::EvaluateMathAccuracy(model, **tokenizer, *conversations, mo);
+    if (!r.ok()) return Fail(r.status(), "eval");
+    result = *r;
+    metrics[math_source + "/accuracy"] = result.accuracy();
+    metrics[math_source + "/no_answer"] = result.problems ? double(result.no_answer) / result.problems : 0.0;
+    metrics[math_source + "/problems"] = result.problems;
+  }
+  if (json) {
+    nlohmann::json out = {{"eval_loss", losses}, {"eval_metrics", metrics}};
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  for (const auto& [set, loss] : losses) std::printf("%-12s held-out loss %.4f\n", set.c_str(), loss);
+  if (math) {
+    std::printf("%-12s accuracy %.1f%% (%d of %d correct, %d without an answer)\n", math_source.c_str(),
+                100 * result.accuracy(), result.correct, result.problems, result.no_answer);
+    for (const auto& s : result.samples) {
+      std::printf("  Q: %s\n  A: %s  [%s; reference: %s]\n", s.prompt.c_str(), s.answer.c_str(), s.verdict.c_str(),
+                  std::string(data::ExtractFinalNumber(s.reference).value_or("?")).c_str());
+    }
+  }
   return 0;
 }
 

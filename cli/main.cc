@@ -27,6 +27,7 @@ constexpr Command kCommands[] = {
     {"train-local", "train one stage of a plan in this process on a local file (developers)",
      loom::cli::RunTrainLocal},
     {"generate", "continue a prompt with a checkpoint's model", loom::cli::RunGenerate},
+    {"eval", "held-out loss and math accuracy of a checkpoint, in this process", loom::cli::RunEval},
     {"export-hf", "write a checkpoint as a Hugging Face Llama directory", loom::cli::RunExportHf},
     {"import-hf", "read a Hugging Face Llama directory into a Loom checkpoint", loom::cli::RunImportHf},
     {"data", "build the corpus, prepare token shards and the tokenizer, inspect prepared data",

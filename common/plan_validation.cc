@@ -702,6 +702,11 @@ void Validator::CheckEval(const Stage& s, const std::string& p, StageKind kind) 
   if (e.every_steps() < 0) Error(p + ".eval.every_steps", absl::StrCat(e.every_steps(), " is negative"));
   if (e.max_tokens() <= 0) Error(p + ".eval.max_tokens", absl::StrCat(e.max_tokens(), " must be positive"));
   for (int k = 0; k < e.sets_size(); ++k) CheckSourceName(IndexPath(p + ".eval.sets", k), e.sets(k));
+  if (e.math_problems() <= 0) {
+    Error(p + ".eval.math_problems", absl::StrCat(e.math_problems(), " must be positive"));
+  }
+  if (e.math_accuracy()) CheckSourceName(p + ".eval.math_source", e.math_source());
+  if (e.seq_len() < 2) Error(p + ".eval.seq_len", absl::StrCat(e.seq_len(), " must be at least 2"));
   if (kind == loom::v1::STAGE_KIND_EVAL && e.sets_size() == 0 && !e.math_accuracy()) {
     Error(p + ".eval", "measures nothing",
           "list eval.sets (held-out sources) or set eval.math_accuracy: true");

@@ -443,7 +443,7 @@ void Coordinator::OnRankExit(Worker& w, const loom::v1::RankExit& exit) {
     all_ok &= p.exited_ok();
   }
   Persist(*plan);
-  if (all_ok && job->final_checkpoint().attempt() != job->attempt()) {
+  if (all_ok && WritesCheckpoint(*plan, index) && job->final_checkpoint().attempt() != job->attempt()) {
     FailAttempt(*plan, index, "every rank exited without a committed final checkpoint");
     return;
   }
@@ -586,10 +586,19 @@ void Coordinator::SetJobState(PlanRecord& plan, int index, JobState to, const st
   }
 }
 
+// Stages that end in a committed checkpoint; an eval stage's results are its reports alone.
+bool Coordinator::WritesCheckpoint(const PlanRecord& plan, int index) {
+  return plan.plan().stages(index).kind() != loom::v1::STAGE_KIND_EVAL;
+}
+
 void Coordinator::MaybeSucceed(PlanRecord& plan, int index) {
   JobStatus* job = plan.mutable_status()->mutable_jobs(index);
   if (!HasAttemptPlaced(job->state())) return;
-  if (!job->has_final_checkpoint() || job->final_checkpoint().attempt() != job->attempt()) return;
+  const bool writes_checkpoint = WritesCheckpoint(plan, index);
+  if (writes_checkpoint &&
+      (!job->has_final_checkpoint() || job->final_checkpoint().attempt() != job->attempt())) {
+    return;
+  }
   for (const auto& p : plan.runtime(index).ranks()) {
     if (!p.exited_ok()) return;
   }
@@ -597,7 +606,8 @@ void Coordinator::MaybeSucceed(PlanRecord& plan, int index) {
   plan.mutable_runtime(index)->clear_ranks();
   progressed_.erase(job->job_id());
   SetJobState(plan, index, loom::v1::JOB_STATE_SUCCEEDED,
-              absl::StrCat("final checkpoint ", job->final_checkpoint().path()));
+              writes_checkpoint ? absl::StrCat("final checkpoint ", job->final_checkpoint().path())
+                                : std::string("measured (an eval stage writes no checkpoint)"));
   SettlePlan(plan);
   Persist(plan);
   Log(LogLevel::kInfo, kLog, "job ", job->job_id(), " succeeded in attempt ", job->attempt());

@@ -138,6 +138,7 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fails jobs whose dependencies can no longer succeed; updates the plan state.
   void SettlePlan(loom::v1::PlanRecord& plan) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static bool WritesCheckpoint(const loom::v1::PlanRecord& plan, int index);
   void MaybeSucceed(loom::v1::PlanRecord& plan, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Dependencies of a job: (input name, stage index, step or -1) for stage refs.
   struct Dependency {

@@ -28,6 +28,9 @@ struct TokenBatch {
   // Same layout, optional: the RoPE position of each token (restarting at 0 in each segment).
   // Empty: 0 .. seq_len-1 in every sequence.
   std::vector<int32_t> positions;
+  // Preference batches (dpo stages), optional: per row, the frozen reference model's summed
+  // log-probability of the row's targets. Rows come in pairs: chosen (even), rejected (odd).
+  std::vector<double> reference_logprobs;
 
   int64_t tokens() const { return int64_t{batch_size} * seq_len; }
 
@@ -40,6 +43,7 @@ struct TokenBatch {
     targets.resize(inputs.size());
     segment_ids.clear();
     positions.clear();
+    reference_logprobs.clear();
   }
 };
 

@@ -274,14 +274,31 @@ absl::StatusOr<std::vector<PreferencePair>> ReadPreferences(const std::string& p
   return ReadJsonl<PreferencePair>(path, [](std::string_view line) { return ParsePreference(line); });
 }
 
+absl::StatusOr<std::vector<int32_t>> TokenizePrompt(const Conversation& prompt, ChatTemplate tmpl,
+                                                    const Tokenizer& tokenizer) {
+  SpanRenderer r(tmpl);
+  for (const ChatMessage& m : prompt) r.Message(m);
+  r.Header();
+  std::vector<int32_t> tokens;
+  std::vector<uint8_t> mask;
+  LOOM_RETURN_IF_ERROR(EncodeSpans(r.Take(), tokenizer, &tokens, &mask));
+  return tokens;
+}
+
+absl::StatusOr<int32_t> EndOfTurnToken(ChatTemplate tmpl, const Tokenizer& tokenizer) {
+  const char* piece = tmpl == ChatTemplate::kChatML ? kImEnd : kEos;
+  const int32_t id = tokenizer.PieceToId(piece);
+  if (id < 0) {
+    return absl::FailedPreconditionError(absl::StrCat("tokenizer ", tokenizer.path(), " has no piece ", piece,
+                                                      ": train it with `loom data prepare`"));
+  }
+  return id;
+}
+
 absl::StatusOr<PreferenceExample> TokenizePreference(const PreferencePair& pair, ChatTemplate tmpl,
                                                      const Tokenizer& tokenizer) {
   PreferenceExample out;
-  SpanRenderer prompt(tmpl);
-  for (const ChatMessage& m : pair.prompt) prompt.Message(m);
-  prompt.Header();
-  std::vector<uint8_t> prompt_mask;
-  LOOM_RETURN_IF_ERROR(EncodeSpans(prompt.Take(), tokenizer, &out.prompt, &prompt_mask));
+  LOOM_ASSIGN_OR_RETURN(out.prompt, TokenizePrompt(pair.prompt, tmpl, tokenizer));
   auto completion = [&](const Conversation& turns, std::vector<int32_t>* ids, std::vector<uint8_t>* mask) {
     SpanRenderer r(tmpl);
     // The Alpaca preamble was written with the prompt; the first turn's header too.

@@ -95,4 +95,11 @@ struct PreferenceExample {
 absl::StatusOr<PreferenceExample> TokenizePreference(const PreferencePair& pair, ChatTemplate tmpl,
                                                      const Tokenizer& tokenizer);
 
+// A prompt for generation: `prompt` rendered up to and including the assistant header (the same
+// tokens TokenizePreference puts before a completion).
+absl::StatusOr<std::vector<int32_t>> TokenizePrompt(const Conversation& prompt, ChatTemplate tmpl,
+                                                    const Tokenizer& tokenizer);
+// The token that ends an assistant turn (<|im_end|> or </s>): where generation stops.
+absl::StatusOr<int32_t> EndOfTurnToken(ChatTemplate tmpl, const Tokenizer& tokenizer);
+
 }  // namespace loom::data

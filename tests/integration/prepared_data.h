@@ -14,14 +14,16 @@
 namespace loom::testing {
 
 // Builds <tmp>/loom-prepared-<pid>-<name>/prepared and returns its path.
-inline std::string PrepareData(const std::string& name, const std::string& sources, int vocab) {
+// `corpus_flags` go to `loom data corpus` after the defaults (e.g. "--heldout 0.1").
+inline std::string PrepareData(const std::string& name, const std::string& sources, int vocab,
+                               const std::string& corpus_flags = "") {
   const std::string root =
       (std::filesystem::temp_directory_path() / ("loom-prepared-" + std::to_string(::getpid()) + "-" + name))
           .string();
   std::filesystem::remove_all(root);
   const std::string loom = LoomBinary();
   const std::string corpus = loom + " data corpus --out " + root + "/corpus --sources " + sources +
-                             " --max-docs 400 --math-docs 800 --code-files 100 > " + root + ".log 2>&1";
+                             " --max-docs 400 --math-docs 800 --code-files 100 " + corpus_flags + " > " + root + ".log 2>&1";
   const std::string prepare = loom + " data prepare --corpus " + root + "/corpus --out " + root +
                               "/prepared --vocab " + std::to_string(vocab) + " --threads 2 >> " + root +
                               ".log 2>&1";

@@ -4,6 +4,7 @@
 // equal those of an uninterrupted run of the same plan, bit for bit; a dp=2 stage meets through
 // the coordinator's rendezvous store and trains as dp=1 does.
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -13,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "common/checkpoint_io.h"
+#include "nlohmann/json.hpp"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/prepared_data.h"
 
@@ -25,9 +27,10 @@ bool Ended(const PlanStatus& s) { return s.state() != loom::v1::PLAN_STATE_ACTIV
 
 std::string RankBinary() { return BinaryPath("worker/loom-rank"); }
 
+
 // Three stages: core (120 steps of 512 tokens, a mix change at 16Ki, checkpoints every 5 steps)
 // `more`, continued pre-training from core's final checkpoint, and `avg`, the mean of core's last
-// three checkpoints, and `chat`, SFT from that average.
+// three checkpoints, `chat`, SFT from that average, and `measure`, an eval stage of the SFT model.
 std::string WritePlan(const Cluster& cluster, int dp, const std::string& name = "real") {
   const std::string path = cluster.dir() + "/" + name + ".yaml";
   std::ofstream(path) << "name: " << name << R"(
@@ -69,6 +72,10 @@ stages:
     parallel: {micro_batch_size: 2}
     seq_len_schedule: [{at_tokens: 0, seq_len: 128}]
     sft: {template: chatml, packing: true}
+  - name: measure
+    kind: eval
+    from: chat
+    eval: {sets: [math], max_tokens: 1Ki, seq_len: 64, math_accuracy: true, math_problems: 4}
 )";
   return path;
 }
@@ -102,7 +109,7 @@ TEST(TrainingCluster, KilledWorkerResumesAndReproducesTheUninterruptedLossesBitw
   const std::string first = cluster.Submit(plan);
   PlanStatus done = cluster.WaitForPlan(first, Ended, std::chrono::seconds(120));
   ASSERT_EQ(done.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
-  ASSERT_EQ(done.jobs_size(), 4);
+  ASSERT_EQ(done.jobs_size(), 5);
   const auto& core = done.jobs(0);
   const auto& more = done.jobs(1);
   EXPECT_TRUE(core.final_checkpoint().final());
@@ -118,6 +125,32 @@ TEST(TrainingCluster, KilledWorkerResumesAndReproducesTheUninterruptedLossesBitw
   EXPECT_EQ(chat.inputs().at("from"), avg.final_checkpoint().path());
   EXPECT_EQ(chat.progress().tokens(), 4096) << chat.DebugString();
   EXPECT_GT(chat.progress().loss(), 0.0);
+  // The eval stage measured the SFT model without writing a checkpoint; `loom eval` on the same
+  // checkpoint in this process measures the same values.
+  const auto& measure = done.jobs(4);
+  EXPECT_EQ(measure.state(), loom::v1::JOB_STATE_SUCCEEDED) << measure.DebugString();
+  EXPECT_FALSE(measure.has_final_checkpoint()) << measure.DebugString();
+  ASSERT_TRUE(measure.eval_loss().contains("math")) << measure.DebugString();
+  ASSERT_TRUE(measure.eval_metrics().contains("sft_math/accuracy")) << measure.DebugString();
+  EXPECT_EQ(measure.eval_metrics().at("sft_math/problems"), 4) << measure.DebugString();
+  const double accuracy = measure.eval_metrics().at("sft_math/accuracy");
+  EXPECT_GE(accuracy, 0.0);
+  EXPECT_LE(accuracy, 1.0);
+  const std::string eval_out = cluster.dir() + "/eval.json";
+  const std::string eval_command = LoomBinary() + " eval " + chat.final_checkpoint().path() + " --data " +
+                                   PreparedData() +
+                                   " --set math --max-tokens 1024 --seq-len 64 --math --problems 4 --json > " +
+                                   eval_out + " 2>&1";
+  ASSERT_EQ(std::system(eval_command.c_str()), 0) << ReadAll(eval_out);
+  const std::string local = ReadAll(eval_out);
+  const nlohmann::json measured = nlohmann::json::parse(local, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(measured.is_object()) << local;
+  EXPECT_EQ(measured["eval_metrics"]["sft_math/accuracy"].get<double>(), accuracy) << local;
+  EXPECT_NEAR(measured["eval_loss"]["math"].get<double>(), measure.eval_loss().at("math"),
+              1e-6 * measure.eval_loss().at("math"))
+      << local;
+  const std::string measure_metrics = HttpGet(cluster.worker_metrics(measure.rank_workers(0)), "/metrics");
+  EXPECT_EQ(MetricValue(measure_metrics, "loom_eval_accuracy", "set=\"sft_math\""), accuracy) << measure_metrics;
   // Held-out losses reach `status --json` and the worker's /metrics, with the per-source counters.
   EXPECT_TRUE(core.eval_loss().contains("math")) << core.DebugString();
   EXPECT_TRUE(core.eval_loss().contains("code")) << core.DebugString();
@@ -179,6 +212,85 @@ TEST(TrainingCluster, DataParallelStageMeetsThroughTheCoordinatorAndMatchesOneRa
     EXPECT_NEAR(y, x, (step <= 20 ? 1e-4 : 1e-2) * std::abs(x)) << "step " << step;
   }
   EXPECT_TRUE(b.jobs(1).final_checkpoint().final());
+}
+
+// Post-training through the control plane: pre-training on math, SFT on math chats, then an
+// offline DPO stage on math preference pairs whose reference (the SFT model) runs once, with its
+// log-probabilities cached beside the stage's checkpoints. The DPO metrics reach `status --json`
+// and /metrics, and the held-out preference margin (log p(chosen) − log p(rejected)) rises over
+// the SFT model's.
+TEST(TrainingCluster, DpoStageTrainsOnPreferencePairsAgainstTheSftModel) {
+  const std::string data =
+      PrepareData("prefs", "math,sft_math,prefs_math", 512, "--heldout 0.2 --prefs-docs 800 --max-docs 800");
+  Cluster cluster({.rank_binary = RankBinary()});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 1);
+  const std::string path = cluster.dir() + "/post.yaml";
+  std::ofstream(path) << R"(name: post
+seed: 4
+model: {layers: 2, d_model: 128, heads: 4, kv_heads: 2, ffn_size: 256, vocab_size: 512}
+data: {dir: )" << data << R"(}
+defaults:
+  parallel: {micro_batch_size: 4}
+  optimizer: {lr: 3e-3}
+  lr_schedule: {type: cosine, warmup_tokens: 2Ki}
+  batch_ramp: [{at_tokens: 0, global_batch_tokens: 1Ki}]
+  seq_len_schedule: [{at_tokens: 0, seq_len: 128}]
+  checkpoint: {every_steps: 0, keep_last: 1}
+stages:
+  - name: core
+    kind: pretrain
+    tokens: 48Ki
+    data_mix: [{at_tokens: 0, weights: {math: 1}}]
+  - name: chat
+    kind: sft
+    from: core
+    tokens: 16Ki
+    dataset: {source: sft_math}
+    optimizer: {lr: 1e-3}
+  - name: prefs
+    kind: dpo
+    from: chat
+    tokens: 96Ki
+    dataset: {source: prefs_math, epochs: 10}
+    optimizer: {lr: 3e-4, weight_decay: 0}
+    lr_schedule: {type: constant}
+    dpo: {beta: 0.1}
+    eval: {every_steps: 8}
+)";
+  const std::string plan_id = cluster.Submit(path);
+  const PlanStatus done = cluster.WaitForPlan(plan_id, Ended, std::chrono::seconds(300));
+  ASSERT_EQ(done.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  const auto& chat = done.jobs(1);
+  const auto& prefs = done.jobs(2);
+  EXPECT_EQ(prefs.inputs().at("reference"), chat.final_checkpoint().path()) << prefs.DebugString();
+  const std::string log = ReadAll(RankLog(cluster, prefs.rank_workers(0), plan_id, "prefs", 1));
+  EXPECT_NE(log.find("pairs computed"), std::string::npos) << log;
+  EXPECT_NE(log.find("(0 pairs longer than seq_len 128 are cut)"), std::string::npos) << log;
+  const std::string cache =
+      std::filesystem::path(prefs.final_checkpoint().path()).parent_path() / "reference_logprobs.rank0.bin";
+  EXPECT_TRUE(std::filesystem::exists(cache)) << cache;
+
+  const auto& train = prefs.progress().train_metrics();
+  for (const char* name : {"dpo/accuracy", "dpo/margin", "dpo/chosen_reward", "dpo/rejected_reward"}) {
+    EXPECT_TRUE(train.contains(name)) << name << "\n" << prefs.DebugString();
+  }
+  EXPECT_LT(prefs.progress().loss(), std::log(2.0)) << prefs.DebugString();
+  EXPECT_GT(train.at("dpo/margin"), 0.0) << prefs.DebugString();
+  const auto& eval = prefs.eval_metrics();
+  ASSERT_TRUE(eval.contains("prefs_math/accuracy/before")) << prefs.DebugString();
+  ASSERT_TRUE(eval.contains("prefs_math/accuracy")) << prefs.DebugString();
+  const double before = eval.at("prefs_math/accuracy/before"), after = eval.at("prefs_math/accuracy");
+  std::printf("held-out preference accuracy: SFT model %.3f, after DPO %.3f (margin %.3f -> %.3f)\n", before, after,
+              eval.at("prefs_math/margin/before"), eval.at("prefs_math/margin"));
+  // Measured at this plan: accuracy 0.628 -> 0.669 and margin 0.35 -> 1.72 nats. Over seven DPO
+  // settings (lr 1e-4..1e-3, 48Ki..192Ki tokens, 2 or 4 layers) the margin gain was 0.8..2.5 while
+  // the accuracy moved by -0.05..+0.06: a model this small does not learn the arithmetic that
+  // separates the pairs, so the robust claim asserted here is the margin.
+  EXPECT_GT(eval.at("prefs_math/margin"), eval.at("prefs_math/margin/before") + 0.7) << prefs.DebugString();
+  const std::string metrics = HttpGet(cluster.worker_metrics(prefs.rank_workers(0)), "/metrics");
+  EXPECT_GT(MetricValue(metrics, "loom_train_metric", "name=\"dpo/margin\""), 0.0) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "loom_eval_accuracy", "set=\"prefs_math\""), after) << metrics;
 }
 
 }  // namespace

@@ -31,6 +31,12 @@ WorkerMetrics::WorkerMetrics()
                              "global batch)")
                        .Register(*registry_)),
       eval_loss_(Gauge(*registry_, "loom_eval_loss", "Held-out loss of the latest evaluation, by source")),
+      train_metric_(Gauge(*registry_, "loom_train_metric",
+                          "Measures of the latest step beyond the loss, by name (dpo/accuracy, dpo/margin, "
+                          "dpo/chosen_reward, dpo/rejected_reward)")),
+      eval_accuracy_(Gauge(*registry_, "loom_eval_accuracy",
+                           "Accuracy of the latest evaluation, by set (math: greedy answers the verifier "
+                           "accepts)")),
       step_(Gauge(*registry_, "loom_train_step", "Optimizer steps taken by the stage")),
       checkpoint_save_(prometheus::BuildHistogram()
                            .Name("loom_checkpoint_save_seconds")
@@ -83,6 +89,19 @@ void WorkerMetrics::OnProgress(const std::string& plan_id, const std::string& st
     prometheus::Labels l = labels;
     l["source"] = set;
     eval_loss_.Add(l).Set(loss);
+  }
+  for (const auto& [name, value] : p.train_metrics()) {
+    prometheus::Labels l = labels;
+    l["name"] = name;
+    train_metric_.Add(l).Set(value);
+  }
+  // eval_metrics keys are "<set>/<measure>"; accuracies become a gauge of their own.
+  for (const auto& [key, value] : p.eval_metrics()) {
+    const size_t slash = key.rfind('/');
+    if (slash == std::string::npos || key.substr(slash + 1) != "accuracy") continue;
+    prometheus::Labels l = labels;
+    l["set"] = key.substr(0, slash);
+    eval_accuracy_.Add(l).Set(value);
   }
 }
 

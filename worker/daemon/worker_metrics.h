@@ -39,6 +39,8 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>& mix_weight_;
   prometheus::Family<prometheus::Counter>& data_tokens_;
   prometheus::Family<prometheus::Gauge>& eval_loss_;
+  prometheus::Family<prometheus::Gauge>& train_metric_;
+  prometheus::Family<prometheus::Gauge>& eval_accuracy_;
   prometheus::Family<prometheus::Gauge>& step_;
   prometheus::Histogram& checkpoint_save_;
   prometheus::Family<prometheus::Counter>& rank_exits_;

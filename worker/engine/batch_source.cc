@@ -94,6 +94,10 @@ data::TokenBatch SliceBatch(const data::TokenBatch& batch, int first, int count)
   slice(batch.targets, &out.targets);
   slice(batch.segment_ids, &out.segment_ids);
   slice(batch.positions, &out.positions);
+  if (!batch.reference_logprobs.empty()) {
+    out.reference_logprobs.assign(batch.reference_logprobs.begin() + first,
+                                  batch.reference_logprobs.begin() + first + count);
+  }
   return out;
 }
 

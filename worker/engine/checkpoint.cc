@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint_io.h"
 #include "common/safetensors.h"
+#include "common/status_macros.h"
 
 namespace loom::engine {
 namespace {
@@ -47,6 +48,14 @@ absl::Status SaveCheckpoint(const std::string& dir, const Transformer& model, co
     (*manifest.mutable_metadata())["optimizer_step"] = absl::StrCat(opt.step());
   }
   return WriteCheckpointDir(dir, files, std::move(manifest));
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> LoadModel(const std::string& dir) {
+  LOOM_ASSIGN_OR_RETURN(loom::v1::CheckpointManifest manifest, ReadCheckpointManifest(dir, /*verify=*/false));
+  LOOM_ASSIGN_OR_RETURN(TransformerConfig config, TransformerConfig::FromProto(manifest.model()));
+  auto model = std::make_unique<Transformer>(config);
+  LOOM_RETURN_IF_ERROR(LoadWeights(dir, model.get()).status());
+  return model;
 }
 
 absl::StatusOr<loom::v1::CheckpointManifest> LoadWeights(const std::string& dir, Transformer* model) {

@@ -4,6 +4,7 @@
 //   manifest.json          step, tokens, model config, data and RNG state, optimizer step, digests
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -22,6 +23,10 @@ absl::Status SaveCheckpoint(const std::string& dir, const Transformer& model, co
 // Verifies `dir` (every file's sha256) and loads its weights into `model`, whose architecture
 // must match: an error names the missing or misshapen tensor. Returns the manifest.
 absl::StatusOr<loom::v1::CheckpointManifest> LoadWeights(const std::string& dir, Transformer* model);
+
+// A model of the checkpoint's own architecture (its manifest's model config, RoPE included) with
+// its verified weights: for evaluation, references and teachers, which train nothing.
+absl::StatusOr<std::unique_ptr<Transformer>> LoadModel(const std::string& dir);
 
 // Loads the optimizer moments and step written by SaveCheckpoint (the files were verified by
 // LoadWeights).

@@ -1,13 +1,16 @@
 #include "worker/engine/trainer.h"
 
 #include <chrono>
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint_io.h"
 #include "common/plan_resolve.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/cross_entropy.h"
+#include "kernels/cpu/log_probs.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/schedules.h"
 
@@ -24,6 +27,16 @@ kernels::cpu::DistillOptions DistillOptionsFromProto(const loom::v1::DistillConf
   o.top_k = config.has_top_k() ? config.top_k() : 0;
   o.teacher_weight = config.has_teacher_weight() ? static_cast<float>(config.teacher_weight()) : 0.9f;
   o.lm_weight = config.has_lm_loss_weight() ? static_cast<float>(config.lm_loss_weight()) : 0.0f;
+  return o;
+}
+
+kernels::cpu::DpoOptions DpoOptionsFromProto(const loom::v1::DpoConfig& config) {
+  kernels::cpu::DpoOptions o;
+  o.loss = config.loss() == loom::v1::DpoConfig::LOSS_IPO     ? kernels::cpu::DpoLoss::kIpo
+           : config.loss() == loom::v1::DpoConfig::LOSS_HINGE ? kernels::cpu::DpoLoss::kHinge
+                                                              : kernels::cpu::DpoLoss::kSigmoid;
+  o.beta = config.has_beta() ? config.beta() : 0.1;
+  o.label_smoothing = config.has_label_smoothing() ? config.label_smoothing() : 0.0;
   return o;
 }
 
@@ -122,6 +135,30 @@ absl::StatusOr<StepReport> Trainer::Step() {
   }
   if (targets == 0) return absl::FailedPreconditionError("a training batch has no target tokens");
   const float grad_scale = static_cast<float>(1.0 / targets);
+  if (options_.preference) {
+    if (micro % 2 != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "a dpo stage needs an even parallel.micro_batch_size (a pair's two rows share a micro-batch); it is ",
+          micro));
+    }
+    const double global_pairs = global_sequences / 2.0;
+    model_->ZeroGrads();
+    double sums[5] = {0, 0, 0, 0, 0};
+    for (int m = 0; m < batch_.batch_size / micro; ++m) {
+      LOOM_RETURN_IF_ERROR(PreferenceMicroBatch(SliceBatch(batch_, m * micro, micro), 1.0 / global_pairs, sums));
+    }
+    if (options_.data_parallel) {
+      LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(model_->grads(), model_->num_params()));
+      LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(sums, 5));
+    }
+    StepReport r = ApplyOptimizer(batch_tokens, seq_len, batch_.batch_size / micro, start);
+    r.loss = sums[0] / global_pairs;
+    r.metrics["dpo/accuracy"] = sums[1] / global_pairs;
+    r.metrics["dpo/margin"] = sums[2] / global_pairs;
+    r.metrics["dpo/chosen_reward"] = sums[3] / global_pairs;
+    r.metrics["dpo/rejected_reward"] = sums[4] / global_pairs;
+    return r;
+  }
 
   model_->ZeroGrads();
   double loss_sum = 0;
@@ -149,6 +186,14 @@ absl::StatusOr<StepReport> Trainer::Step() {
       return s;
     if (absl::Status s = options_.data_parallel->AllReduceSum(&loss_sum, 1); !s.ok()) return s;
   }
+  StepReport r = ApplyOptimizer(batch_tokens, seq_len, micro_batches, start);
+  r.loss = loss_sum / targets;
+  return r;
+}
+
+StepReport Trainer::ApplyOptimizer(int64_t batch_tokens, int seq_len, int micro_batches,
+                                   std::chrono::steady_clock::time_point start) {
+  const loom::v1::Stage& stage = options_.stage;
   const int64_t total = stage.tokens() > 0 ? stage.tokens() : options_.schedule_tokens;
   const double lr = LearningRate(stage.lr_schedule(), stage.optimizer().lr(), tokens_, total);
   const double norm = optimizer_->Step(model_->params(), model_->grads(), static_cast<float>(lr));
@@ -157,7 +202,6 @@ absl::StatusOr<StepReport> Trainer::Step() {
   StepReport r;
   r.step = step();
   r.tokens = tokens_;
-  r.loss = loss_sum / targets;
   r.learning_rate = lr;
   r.grad_norm = norm;
   r.global_batch_tokens = batch_tokens;
@@ -166,6 +210,46 @@ absl::StatusOr<StepReport> Trainer::Step() {
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r.tokens_per_second = batch_tokens / std::max(r.seconds, 1e-9);
   return r;
+}
+
+absl::Status Trainer::PreferenceMicroBatch(const data::TokenBatch& mb, double grad_scale, double* sums) {
+  if (mb.reference_logprobs.size() != static_cast<size_t>(mb.batch_size)) {
+    return absl::FailedPreconditionError("a dpo batch has no reference log-probabilities (use PreferenceBatchSource)");
+  }
+  const int vocab = model_->config().vocab;
+  const int pairs = mb.batch_size / 2;
+  float* logits = model_->Forward(mb);
+  std::vector<float> token_lp(mb.tokens());
+  kernels::cpu::TokenLogProbs(logits, mb.targets.data(), mb.tokens(), vocab, token_lp.data());
+  std::vector<double> policy(mb.batch_size, 0.0);
+  for (int r = 0; r < mb.batch_size; ++r) {
+    for (int t = 0; t < mb.seq_len; ++t) policy[r] += token_lp[static_cast<size_t>(r) * mb.seq_len + t];
+  }
+  std::vector<double> pc(pairs), pr(pairs), rc(pairs), rr(pairs), dc(pairs), dr(pairs);
+  for (int i = 0; i < pairs; ++i) {
+    pc[i] = policy[2 * i];
+    pr[i] = policy[2 * i + 1];
+    rc[i] = mb.reference_logprobs[2 * i];
+    rr[i] = mb.reference_logprobs[2 * i + 1];
+  }
+  const kernels::cpu::PreferenceResult result = kernels::cpu::DpoLossAndGrad(
+      pc.data(), pr.data(), rc.data(), rr.data(), pairs, options_.dpo, grad_scale, dc.data(), dr.data());
+  sums[0] += result.loss_sum;
+  sums[1] += result.accuracy_sum;
+  sums[2] += result.margin_sum;
+  for (int i = 0; i < pairs; ++i) {
+    sums[3] += options_.dpo.beta * (pc[i] - rc[i]);
+    sums[4] += options_.dpo.beta * (pr[i] - rr[i]);
+  }
+  // Every target token of a row shares the row's gradient d loss / d (summed log-prob).
+  std::vector<float> grad(mb.tokens());
+  for (int r = 0; r < mb.batch_size; ++r) {
+    const float g = static_cast<float>(r % 2 == 0 ? dc[r / 2] : dr[r / 2]);
+    std::fill(grad.begin() + static_cast<size_t>(r) * mb.seq_len, grad.begin() + static_cast<size_t>(r + 1) * mb.seq_len, g);
+  }
+  kernels::cpu::TokenLogProbsBackward(logits, mb.targets.data(), grad.data(), mb.tokens(), vocab, logits);
+  model_->Backward(logits);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {

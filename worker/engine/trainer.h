@@ -6,6 +6,7 @@
 // uninterrupted one bit for bit.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -14,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/cpu/distill.h"
+#include "kernels/cpu/preference.h"
 #include "loom/v1/plan.pb.h"
 #include "worker/engine/batch_source.h"
 #include "worker/engine/communicator.h"
@@ -48,6 +50,11 @@ struct TrainerOptions {
   // on every micro-batch; the loss is then the distillation loss of kernels/cpu/distill.h.
   std::string teacher_from;
   kernels::cpu::DistillOptions distill;
+  // Preference optimisation (a `dpo` stage): batches come in (chosen, rejected) row pairs with
+  // the reference's log-probabilities (PreferenceBatchSource); the loss is the mean over pairs of
+  // kernels/cpu/preference.h's DPO loss.
+  bool preference = false;
+  kernels::cpu::DpoOptions dpo;
 };
 
 struct StepReport {
@@ -61,10 +68,15 @@ struct StepReport {
   int micro_batches = 0;
   double seconds = 0;
   double tokens_per_second = 0;
+  // Measures beyond the loss (dpo: "dpo/accuracy", "dpo/margin", "dpo/chosen_reward",
+  // "dpo/rejected_reward", means over the step's pairs).
+  std::map<std::string, double> metrics;
 };
 
 // The kernel options a stage's `distill` block asks for (defaults from plan.proto).
 kernels::cpu::DistillOptions DistillOptionsFromProto(const loom::v1::DistillConfig& config);
+// The kernel options a stage's `dpo` block asks for.
+kernels::cpu::DpoOptions DpoOptionsFromProto(const loom::v1::DpoConfig& config);
 
 class Trainer {
  public:
@@ -96,6 +108,13 @@ class Trainer {
  private:
   Trainer(TrainerOptions options, BatchSource* data) : options_(std::move(options)), data_(data), rng_(0) {}
   absl::Status Init();
+  // Applies the optimizer at the scheduled LR and counts the step's tokens; the report has all but
+  // the loss and metrics.
+  StepReport ApplyOptimizer(int64_t batch_tokens, int seq_len, int micro_batches,
+                            std::chrono::steady_clock::time_point start);
+  // One micro-batch of (chosen, rejected) row pairs: forward, DPO loss, backward. Adds to
+  // sums[0..4]: loss, ranked-right pairs, βΔ, β(chosen − reference), β(rejected − reference).
+  absl::Status PreferenceMicroBatch(const data::TokenBatch& mb, double grad_scale, double* sums);
   void PruneCheckpoints();
   int dp_rank() const { return options_.data_parallel ? options_.data_parallel->rank() : 0; }
   int dp_size() const { return options_.data_parallel ? options_.data_parallel->size() : 1; }

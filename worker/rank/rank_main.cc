@@ -17,13 +17,17 @@
 #include "common/files.h"
 #include "common/proto_names.h"
 #include "common/status_macros.h"
+#include "data/chat.h"
 #include "data/tokenizer.h"
 #include "kernels/cpu/parallel.h"
 #include "loom/v1/coordinator.pb.h"
 #include "worker/engine/chat_source.h"
 #include "worker/engine/communicator.h"
 #include "worker/engine/evaluator.h"
+#include "worker/engine/checkpoint.h"
+#include "worker/engine/math_eval.h"
 #include "worker/engine/merge.h"
+#include "worker/engine/preference_source.h"
 #include "worker/engine/sampler_source.h"
 #include "worker/engine/trainer.h"
 #include "worker/rank/coordinator_store.h"
@@ -90,6 +94,73 @@ absl::Status RunMerge(const loom::v1::Assignment& a, loom::RankReporter& reporte
   return reporter.Send(m);
 }
 
+// Math accuracy of `model` on the held-out conversations of eval.math_source, into `p` as
+// eval_metrics "<source>/accuracy" (and "/no_answer", "/problems"); the first answers go to the
+// rank's log.
+absl::Status EvaluateMath(const loom::v1::Stage& stage, const std::string& data_dir,
+                          const loom::engine::Transformer& model, const loom::data::Tokenizer& tokenizer,
+                          loom::v1::Progress* p) {
+  const loom::v1::EvalConfig& eval = stage.eval();
+  const std::string path = absl::StrCat(data_dir, "/", eval.math_source(), "/heldout.jsonl");
+  LOOM_ASSIGN_OR_RETURN(std::vector<loom::data::Conversation> problems, loom::data::ReadConversations(path));
+  loom::engine::MathEvalOptions options;
+  options.max_problems = eval.math_problems();
+  if (stage.sft().template_() == loom::v1::SftConfig::TEMPLATE_ALPACA) {
+    options.chat_template = loom::data::ChatTemplate::kAlpaca;
+  }
+  LOOM_ASSIGN_OR_RETURN(loom::engine::MathEvalResult r,
+                        loom::engine::EvaluateMathAccuracy(model, tokenizer, problems, options));
+  const std::string& set = eval.math_source();
+  (*p->mutable_eval_metrics())[set + "/accuracy"] = r.accuracy();
+  (*p->mutable_eval_metrics())[set + "/no_answer"] = r.problems ? double(r.no_answer) / r.problems : 0.0;
+  (*p->mutable_eval_metrics())[set + "/problems"] = r.problems;
+  std::printf("eval step %lld %s accuracy %.6f (%d of %d correct, %d without an answer)\n",
+              static_cast<long long>(p->step()), set.c_str(), r.accuracy(), r.correct, r.problems, r.no_answer);
+  for (const auto& sample : r.samples) {
+    std::printf("  %s -> %s [%s; reference %s]\n", sample.prompt.c_str(), sample.answer.c_str(),
+                sample.verdict.c_str(), sample.reference.c_str());
+  }
+  std::fflush(stdout);
+  return absl::OkStatus();
+}
+
+// eval stages: held-out loss of `from` on eval.sets and its math accuracy, reported once by
+// rank 0; the stage writes no checkpoint (it produces measurements only).
+absl::Status RunEval(const loom::v1::Assignment& a, const std::string& data_dir,
+                     const loom::data::Tokenizer& tokenizer, loom::RankReporter& reporter) {
+  if (a.rank().rank() != 0) {
+    // Nothing to measure twice; the empty report tells the coordinator this rank ran.
+    loom::v1::WorkerMessage m;
+    *m.mutable_progress()->mutable_rank() = a.rank();
+    m.mutable_progress()->set_time_ms(NowMs());
+    return reporter.Send(m);
+  }
+  const loom::v1::EvalConfig& eval = a.stage().eval();
+  LOOM_ASSIGN_OR_RETURN(std::string from, Input(a, "from"));
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::Transformer> loaded, loom::engine::LoadModel(from));
+  loom::engine::Transformer& model = *loaded;
+  loom::v1::WorkerMessage m;
+  loom::v1::Progress& p = *m.mutable_progress();
+  *p.mutable_rank() = a.rank();
+  if (!eval.sets().empty()) {
+    loom::engine::EvalOptions eo;
+    eo.data_dir = data_dir;
+    eo.sets.assign(eval.sets().begin(), eval.sets().end());
+    eo.max_tokens = eval.max_tokens();
+    eo.tokenizer_hash = tokenizer.hash();
+    eo.vocab_size = tokenizer.vocab_size();
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::Evaluator> evaluator, loom::engine::Evaluator::Open(eo));
+    LOOM_ASSIGN_OR_RETURN(auto losses, evaluator->Evaluate(model, eval.seq_len(), 1));
+    for (const auto& [set, loss] : losses) {
+      (*p.mutable_eval_loss())[set] = loss;
+      std::printf("eval %s loss %.6f\n", set.c_str(), loss);
+    }
+  }
+  if (eval.math_accuracy()) LOOM_RETURN_IF_ERROR(EvaluateMath(a.stage(), data_dir, model, tokenizer, &p));
+  p.set_time_ms(NowMs());
+  return reporter.Send(m);
+}
+
 absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, int threads) {
   const loom::v1::ParallelLayout& layout = a.layout();
   loom::kernels::cpu::SetNumThreads(std::max(1, threads));
@@ -99,7 +170,14 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   }
   const bool distill = a.stage().kind() == loom::v1::STAGE_KIND_DISTILL;
   const bool sft = a.stage().kind() == loom::v1::STAGE_KIND_SFT;
-  if (!IsPretrainingKind(a.stage().kind()) && !distill && !sft) {
+  const bool eval_only = a.stage().kind() == loom::v1::STAGE_KIND_EVAL;
+  const bool dpo = a.stage().kind() == loom::v1::STAGE_KIND_DPO;
+  if (dpo && a.stage().dpo().online()) {
+    return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(),
+                                                 "': online DPO (dpo.online: true) is not implemented by this "
+                                                 "worker yet; offline DPO on a preference dataset is"));
+  }
+  if (!IsPretrainingKind(a.stage().kind()) && !distill && !sft && !eval_only && !dpo) {
     return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(), "': kind ",
                                                  loom::EnumName(a.stage().kind()),
                                                  " is not implemented by this worker yet"));
@@ -123,9 +201,57 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
                                                    " is smaller than the tokenizer's ",
                                                    tokenizer->vocab_size(), " (", tokenizer_path, ")"));
   }
+  if (eval_only) {
+    LOOM_ASSIGN_OR_RETURN(loom::RankReporter reporter, loom::RankReporter::FromEnvironment());
+    return RunEval(a, data_dir, *tokenizer, reporter);
+  }
   std::unique_ptr<loom::engine::BatchSource> data;
   int64_t schedule_tokens = 0;
-  if (sft) {
+  // dpo: held-out pairs for the preference accuracy, and the source's name for its keys.
+  std::vector<loom::data::PreferenceExample> heldout_pairs;
+  int dpo_seq_len = 0;
+  if (dpo) {
+    const loom::v1::Stage& stage = a.stage();
+    if (stage.dataset().source().empty()) {
+      return absl::UnimplementedError(absl::StrCat(
+          "stage '", stage.name(), "': a dpo stage reads a prepared preference source (dataset.source)"));
+    }
+    if (stage.seq_len_schedule_size() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat("stage '", stage.name(),
+                                                     "': a dpo stage trains at one seq_len (the reference "
+                                                     "log-probabilities are computed at it); give one entry"));
+    }
+    dpo_seq_len = stage.seq_len_schedule(0).seq_len();
+    loom::engine::PreferenceSourceOptions po;
+    po.path = absl::StrCat(data_dir, "/", stage.dataset().source(), "/train.jsonl");
+    po.seed = a.seed();
+    po.epochs = stage.dataset().has_epochs() ? stage.dataset().epochs() : 1;
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::PreferenceBatchSource> prefs,
+                          loom::engine::PreferenceBatchSource::Open(po, *tokenizer));
+    // The frozen reference runs once over the pairs; its values are kept with the stage's
+    // checkpoints, so a later attempt reads them back.
+    LOOM_ASSIGN_OR_RETURN(std::string reference_path, Input(a, "reference"));
+    {
+      LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::Transformer> reference,
+                            loom::engine::LoadModel(reference_path));
+      const absl::Time start = absl::Now();
+      LOOM_RETURN_IF_ERROR(prefs->ComputeReference(
+          *reference, reference_path, dpo_seq_len,
+          absl::StrCat(a.checkpoint_dir(), "/reference_logprobs.rank", layout.dp_rank(), ".bin")));
+      std::printf("reference log-probabilities of %lld pairs %s in %.1f s (%lld pairs longer than seq_len %d are cut)\n",
+                  static_cast<long long>(prefs->pairs()),
+                  prefs->reference_from_cache() ? "read from the cache" : "computed",
+                  absl::ToDoubleSeconds(absl::Now() - start), static_cast<long long>(prefs->truncated_pairs()),
+                  dpo_seq_len);
+    }
+    schedule_tokens = prefs->pairs() * 2 * dpo_seq_len * po.epochs;
+    if (layout.dp_rank() == 0) {
+      LOOM_ASSIGN_OR_RETURN(heldout_pairs, loom::engine::ReadPreferenceExamples(
+                                               absl::StrCat(data_dir, "/", stage.dataset().source(), "/heldout.jsonl"),
+                                               loom::data::ChatTemplate::kChatML, *tokenizer));
+    }
+    data = std::move(prefs);
+  } else if (sft) {
     // Chat data stays JSONL after `loom data prepare`: <data>/<source>/train.jsonl, rendered with
     // the stage's template at load time.
     const loom::v1::DatasetRef& dataset = a.stage().dataset();
@@ -173,6 +299,10 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   if (auto it = a.inputs().find("from"); it != a.inputs().end()) options.init_from = it->second;
   options.data_parallel = dp_group.get();
   options.schedule_tokens = schedule_tokens;
+  if (dpo) {
+    options.preference = true;
+    options.dpo = loom::engine::DpoOptionsFromProto(a.stage().dpo());
+  }
   if (distill) {
     LOOM_ASSIGN_OR_RETURN(options.teacher_from, Input(a, "teacher"));
     options.distill = loom::engine::DistillOptionsFromProto(a.stage().distill());
@@ -222,6 +352,29 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     }
     return absl::OkStatus();
   };
+  // dpo: held-out preference accuracy (log p(chosen) > log p(rejected)), before training
+  // ("<source>/accuracy/before") and at every evaluation.
+  const int32_t pad_id = tokenizer->pad_id() >= 0 ? tokenizer->pad_id() : tokenizer->eos_id();
+  auto eval_preferences = [&](const std::string& suffix, loom::v1::Progress* p) {
+    const loom::engine::PreferenceAccuracy acc =
+        loom::engine::EvaluatePreferenceAccuracy(trainer->model(), heldout_pairs, dpo_seq_len, pad_id);
+    const std::string& set = a.stage().dataset().source();
+    (*p->mutable_eval_metrics())[set + "/accuracy" + suffix] = acc.accuracy;
+    (*p->mutable_eval_metrics())[set + "/margin" + suffix] = acc.mean_margin;
+    std::printf("eval step %lld %s preference accuracy%s %.6f margin %.4f (%lld pairs)\n",
+                static_cast<long long>(trainer->step()), set.c_str(), suffix.c_str(), acc.accuracy,
+                acc.mean_margin, static_cast<long long>(acc.pairs));
+  };
+  if (!heldout_pairs.empty()) {
+    loom::v1::WorkerMessage m;
+    loom::v1::Progress& p = *m.mutable_progress();
+    *p.mutable_rank() = a.rank();
+    p.set_step(trainer->step());
+    p.set_tokens(trainer->tokens());
+    p.set_time_ms(NowMs());
+    eval_preferences("/before", &p);
+    report(m);
+  }
   if (!lengths.empty()) {
     loom::v1::WorkerMessage m;
     loom::v1::Progress& p = *m.mutable_progress();
@@ -251,9 +404,12 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
           (*p.mutable_source_tokens())[source] = tokens;
         p.set_time_ms(NowMs());
         const int every = eval.has_every_steps() ? eval.every_steps() : 0;
-        if (evaluator && ((every > 0 && r.step % every == 0) || trainer->Done())) {
+        for (const auto& [name, value] : r.metrics) (*p.mutable_train_metrics())[name] = value;
+        const bool evaluates = evaluator || (eval.math_accuracy() && layout.dp_rank() == 0) || !heldout_pairs.empty();
+        if (evaluates && ((every > 0 && r.step % every == 0) || trainer->Done())) {
           absl::StatusOr<std::map<std::string, double>> losses =
-              evaluator->Evaluate(trainer->model(), r.seq_len, a.stage().parallel().micro_batch_size());
+              evaluator ? evaluator->Evaluate(trainer->model(), r.seq_len, a.stage().parallel().micro_batch_size())
+                        : std::map<std::string, double>{};
           if (!losses.ok()) {
             if (eval_status.ok()) eval_status = losses.status();
           } else {
@@ -265,6 +421,11 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
           if (!lengths.empty() && trainer->Done()) {
             if (absl::Status s = eval_lengths("", &p); !s.ok() && eval_status.ok()) eval_status = s;
           }
+          if (eval.math_accuracy()) {
+            absl::Status s = EvaluateMath(a.stage(), data_dir, trainer->model(), *tokenizer, &p);
+            if (!s.ok() && eval_status.ok()) eval_status = s;
+          }
+          if (!heldout_pairs.empty()) eval_preferences("", &p);
         }
         report(m);
         // The rank's log (rank.log) keeps every step, exactly, for people and tests.
@@ -272,6 +433,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
                     static_cast<long long>(r.step), static_cast<long long>(r.tokens), r.loss, r.learning_rate,
                     r.grad_norm, r.seq_len, static_cast<long long>(r.global_batch_tokens),
                     r.tokens_per_second);
+        for (const auto& [name, value] : r.metrics) std::printf("  %s %.6g\n", name.c_str(), value);
         std::fflush(stdout);
         checkpoint_start = absl::Now();  // a checkpoint, if any, is written right after the step
       },

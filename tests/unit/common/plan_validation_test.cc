@@ -317,6 +317,27 @@ const BrokenPlan kBroken[] = {
     {"eval stage that measures nothing",
      [](TrainingPlan& p) { AddStage(p, "ev", loom::v1::STAGE_KIND_EVAL, "dpo"); }, "stages[4].eval",
      "measures nothing"},
+    {"eval stage with math accuracy on an unknown source",
+     [](TrainingPlan& p) {
+       Stage* ev = AddStage(p, "ev", loom::v1::STAGE_KIND_EVAL, "dpo");
+       ev->mutable_eval()->set_math_accuracy(true);
+       ev->mutable_eval()->set_math_source("gsm8k");
+     },
+     "stages[4].eval.math_source", "'gsm8k' is not a known source"},
+    {"eval stage answering no problems",
+     [](TrainingPlan& p) {
+       Stage* ev = AddStage(p, "ev", loom::v1::STAGE_KIND_EVAL, "dpo");
+       ev->mutable_eval()->set_math_accuracy(true);
+       ev->mutable_eval()->set_math_problems(0);
+     },
+     "stages[4].eval.math_problems", "0 must be positive"},
+    {"eval at a one-token length",
+     [](TrainingPlan& p) {
+       Stage* ev = AddStage(p, "ev", loom::v1::STAGE_KIND_EVAL, "dpo");
+       ev->mutable_eval()->add_sets("math");
+       ev->mutable_eval()->set_seq_len(1);
+     },
+     "stages[4].eval.seq_len", "1 must be at least 2"},
     {"max_attempts zero", [](TrainingPlan& p) { p.set_max_attempts(0); }, "max_attempts",
      "0 is not in [1, 100]"},
     {"too many stages",

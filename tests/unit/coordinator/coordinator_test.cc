@@ -142,6 +142,65 @@ TEST_F(CoordinatorTest, RunsStagesInOrderAndHandsOverTheFinalCheckpoint) {
   EXPECT_EQ(coordinator_->ListCheckpoints(id, "")->checkpoints_size(), 2);
 }
 
+// An eval stage produces measurements, not a checkpoint: it succeeds when its ranks exit 0 and
+// keeps what rank 0 reported; a training stage whose ranks exit 0 without a final checkpoint fails.
+TEST_F(CoordinatorTest, EvalStageSucceedsWithoutACheckpointAndKeepsItsResults) {
+  Stage* eval = plan_.add_stages();
+  eval->set_name("measure");
+  eval->set_kind(STAGE_KIND_EVAL);
+  eval->set_from("more");
+  eval->mutable_eval()->add_sets("english");
+  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  for (int stage = 0; stage < 2; ++stage) {
+    coordinator_->Tick();
+    std::vector<Assignment> a = link.TakeAssignments();
+    ASSERT_EQ(a.size(), 2u);
+    for (const auto& rank : a) Progress("w1", conn, rank, 1);
+    for (const auto& rank : a) Checkpoint("w1", conn, rank, 10, true);
+    for (const auto& rank : a) Exit("w1", conn, rank, 0);
+    ASSERT_EQ(Job(id, stage).state(), JOB_STATE_SUCCEEDED) << Job(id, stage).DebugString();
+  }
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].stage().kind(), STAGE_KIND_EVAL);
+  EXPECT_EQ(a[0].inputs().at("from"), "/ckpt/twostage-1/more/step-10");
+  WorkerMessage m;
+  *m.mutable_progress()->mutable_rank() = a[0].rank();
+  (*m.mutable_progress()->mutable_eval_loss())["english"] = 2.5;
+  (*m.mutable_progress()->mutable_eval_metrics())["sft_math/accuracy"] = 0.25;
+  coordinator_->HandleWorkerMessage("w1", conn, m);
+  Progress("w1", conn, a[1], 0);
+  Exit("w1", conn, a[1], 0);
+  Exit("w1", conn, a[0], 0);
+  const JobStatus job = Job(id, 2);
+  EXPECT_EQ(job.state(), JOB_STATE_SUCCEEDED) << job.DebugString();
+  EXPECT_FALSE(job.has_final_checkpoint());
+  EXPECT_EQ(job.eval_loss().at("english"), 2.5);
+  EXPECT_EQ(job.eval_metrics().at("sft_math/accuracy"), 0.25);
+  EXPECT_EQ(coordinator_->GetPlan(id)->status().state(), PLAN_STATE_SUCCEEDED);
+}
+
+TEST_F(CoordinatorTest, TrainingRanksExitingWithoutAFinalCheckpointFailTheAttempt) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  for (const auto& rank : a) Progress("w1", conn, rank, 1);
+  for (const auto& rank : a) Exit("w1", conn, rank, 0);
+  const JobStatus job = Job(id, 0);
+  EXPECT_NE(job.state(), JOB_STATE_SUCCEEDED) << job.DebugString();
+  bool said = false;
+  for (const auto& t : job.transitions()) {
+    said |= t.reason().find("without a committed final checkpoint") != std::string::npos;
+  }
+  EXPECT_TRUE(said) << job.DebugString();
+}
+
 TEST_F(CoordinatorTest, LostWorkerMeansRecoveringThenANewAttemptFromTheLastCheckpoint) {
   const std::string id = *coordinator_->SubmitPlan(plan_, "");
   FakeLink l1, l2;

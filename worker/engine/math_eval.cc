@@ -1,0 +1,73 @@
+#include "worker/engine/math_eval.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "data/verifier.h"
+#include "worker/engine/generator.h"
+
+namespace loom::engine {
+
+absl::StatusOr<MathEvalResult> EvaluateMathAccuracy(const Transformer& model, const data::Tokenizer& tokenizer,
+                                                    const std::vector<data::Conversation>& problems,
+                                                    const MathEvalOptions& options) {
+  struct Problem {
+    std::vector<int32_t> prompt;
+    std::string prompt_text, reference;
+  };
+  const size_t count = options.max_problems > 0
+                           ? std::min(problems.size(), static_cast<size_t>(options.max_problems))
+                           : problems.size();
+  std::vector<Problem> todo;
+  for (size_t i = 0; i < count; ++i) {
+    const data::Conversation& c = problems[i];
+    auto last = std::find_if(c.rbegin(), c.rend(), [](const data::ChatMessage& m) { return m.role == "assistant"; });
+    if (last == c.rend()) {
+      return absl::InvalidArgumentError(absl::StrCat("math problem ", i + 1, " has no assistant answer"));
+    }
+    Problem p;
+    p.reference = last->content;
+    if (!data::ExtractFinalNumber(p.reference)) {
+      return absl::InvalidArgumentError(absl::StrCat("math problem ", i + 1,
+                                                     ": the reference answer holds no number: '",
+                                                     p.reference, "'"));
+    }
+    const data::Conversation prompt(c.begin(), last.base() - 1);
+    LOOM_ASSIGN_OR_RETURN(p.prompt, data::TokenizePrompt(prompt, options.chat_template, tokenizer));
+    for (const data::ChatMessage& m : prompt) absl::StrAppend(&p.prompt_text, m.content);
+    todo.push_back(std::move(p));
+  }
+  LOOM_ASSIGN_OR_RETURN(const int32_t end_of_turn, data::EndOfTurnToken(options.chat_template, tokenizer));
+
+  MathEvalResult result;
+  const int batch = std::max(1, options.batch);
+  size_t longest = 0;
+  for (const Problem& p : todo) longest = std::max(longest, p.prompt.size());
+  Generator generator(model, batch, static_cast<int>(longest) + options.max_new_tokens);
+  SamplingOptions sampling;
+  sampling.temperature = 0;  // greedy
+  sampling.max_new_tokens = options.max_new_tokens;
+  sampling.stop_token = end_of_turn;
+  for (size_t first = 0; first < todo.size(); first += batch) {
+    const size_t last = std::min(todo.size(), first + batch);
+    std::vector<std::vector<int32_t>> prompts;
+    for (size_t i = first; i < last; ++i) prompts.push_back(todo[i].prompt);
+    const std::vector<std::vector<int32_t>> answers = generator.Generate(prompts, sampling);
+    for (size_t i = first; i < last; ++i) {
+      std::vector<int32_t> ids = answers[i - first];
+      if (!ids.empty() && ids.back() == end_of_turn) ids.pop_back();
+      const std::string answer = tokenizer.Decode(ids);
+      const data::MathVerdict verdict = data::VerifyMathAnswer(answer, todo[i].reference);
+      ++result.problems;
+      result.correct += verdict == data::MathVerdict::kCorrect;
+      result.no_answer += verdict == data::MathVerdict::kNoAnswer;
+      if (static_cast<int>(result.samples.size()) < options.keep_samples) {
+        result.samples.push_back({todo[i].prompt_text, answer, todo[i].reference, data::MathVerdictName(verdict)});
+      }
+    }
+  }
+  return result;
+}
+
+}  // namespace loom::engine
