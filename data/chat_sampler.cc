@@ -1,6 +1,8 @@
 #include "data/chat_sampler.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <iterator>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -16,7 +18,22 @@ constexpr char kStateMagic[] = "loom.chat_sampler.v1";
 
 absl::StatusOr<std::unique_ptr<ChatSampler>> ChatSampler::Open(const ChatSamplerOptions& options,
                                                                const Tokenizer& tokenizer) {
-  LOOM_ASSIGN_OR_RETURN(std::vector<Conversation> conversations, ReadConversations(options.path));
+  // A directory (a rejection_sampling stage's dataset): every *.jsonl in it, in name order.
+  std::vector<std::string> files;
+  if (std::filesystem::is_directory(options.path)) {
+    for (const auto& entry : std::filesystem::directory_iterator(options.path)) {
+      if (entry.path().extension() == ".jsonl") files.push_back(entry.path().string());
+    }
+    std::sort(files.begin(), files.end());
+  } else {
+    files.push_back(options.path);
+  }
+  std::vector<Conversation> conversations;
+  for (const std::string& file : files) {
+    LOOM_ASSIGN_OR_RETURN(std::vector<Conversation> part, ReadConversations(file));
+    conversations.insert(conversations.end(), std::make_move_iterator(part.begin()),
+                         std::make_move_iterator(part.end()));
+  }
   auto sampler = std::unique_ptr<ChatSampler>(new ChatSampler());
   sampler->options_ = options;
   sampler->pad_id_ = tokenizer.pad_id() >= 0 ? tokenizer.pad_id() : tokenizer.eos_id();

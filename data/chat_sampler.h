@@ -25,7 +25,9 @@
 namespace loom::data {
 
 struct ChatSamplerOptions {
-  std::string path;  // JSONL conversations (OpenAI messages or ShareGPT)
+  // JSONL conversations (OpenAI messages or ShareGPT), or a directory whose *.jsonl files are read
+  // in name order (a rejection_sampling stage's dataset).
+  std::string path;
   ChatTemplate chat_template = ChatTemplate::kChatML;
   bool packing = true;
   uint64_t seed = 0;

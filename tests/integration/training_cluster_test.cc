@@ -293,5 +293,77 @@ stages:
   EXPECT_EQ(MetricValue(metrics, "loom_eval_accuracy", "set=\"prefs_math\""), after) << metrics;
 }
 
+// Rejection sampling through the control plane: a chat model drilled on a handful of math chats
+// samples answers to their prompts on two ranks (each writes its block of the dataset, the
+// directory commits as the stage's output), and an SFT stage trains on that dataset by naming the
+// stage (dataset.from_stage).
+TEST(TrainingCluster, RejectionSampledDatasetFeedsTheNextSftStage) {
+  const std::string data = PrepareData("rs", "math,sft_math", 512, "--max-docs 16 --heldout 0.25");
+  Cluster cluster({.rank_binary = RankBinary()});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 1);
+  cluster.StartWorker("w2", 1);
+  const std::string path = cluster.dir() + "/rs.yaml";
+  std::ofstream(path) << R"(name: rs
+seed: 5
+model: {layers: 2, d_model: 128, heads: 4, kv_heads: 2, ffn_size: 256, vocab_size: 512}
+data: {dir: )" << data << R"(}
+defaults:
+  parallel: {micro_batch_size: 4}
+  optimizer: {lr: 3e-3, weight_decay: 0}
+  lr_schedule: {type: constant}
+  batch_ramp: [{at_tokens: 0, global_batch_tokens: 1Ki}]
+  seq_len_schedule: [{at_tokens: 0, seq_len: 128}]
+  checkpoint: {every_steps: 0, keep_last: 1}
+stages:
+  - name: core
+    kind: pretrain
+    tokens: 8Ki
+    data_mix: [{at_tokens: 0, weights: {math: 1}}]
+  - name: drill
+    kind: sft
+    from: core
+    dataset: {source: sft_math, epochs: 80}
+  - name: samples
+    kind: rejection_sampling
+    from: drill
+    parallel: {dp: 2}
+    dataset: {source: sft_math}
+    rejection_sampling:
+      samples_per_prompt: 4
+      sampling: {temperature: 1.0, max_new_tokens: 64}
+      scorer: {verifier: math}
+      keep: all_correct
+  - name: rft
+    kind: sft
+    from: core
+    dataset: {from_stage: samples, epochs: 2}
+)";
+  const std::string plan_id = cluster.Submit(path);
+  const PlanStatus done = cluster.WaitForPlan(plan_id, Ended, std::chrono::seconds(300));
+  ASSERT_EQ(done.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  const auto& samples = done.jobs(2);
+  ASSERT_EQ(samples.rank_workers_size(), 2) << samples.DebugString();
+  const std::string dataset = samples.final_checkpoint().path();
+  ASSERT_FALSE(dataset.empty()) << samples.DebugString();
+  int64_t lines = 0;
+  for (const char* part : {"/part-00000.jsonl", "/part-00001.jsonl"}) {
+    ASSERT_TRUE(std::filesystem::exists(dataset + part)) << dataset + part;
+    std::ifstream in(dataset + part);
+    for (std::string line; std::getline(in, line);) lines += !line.empty();
+  }
+  const auto& m = samples.eval_metrics();
+  std::printf("rejection sampling: %.0f prompts, pass@1 %.3f, best-of-4 %.3f, %.0f kept\n", m.at("rs/prompts"),
+              m.at("rs/pass@1"), m.at("rs/best_of_n"), m.at("rs/kept"));
+  EXPECT_GT(m.at("rs/prompts"), 0) << samples.DebugString();
+  EXPECT_EQ(m.at("rs/samples"), 4 * m.at("rs/prompts"));
+  EXPECT_GE(m.at("rs/best_of_n"), m.at("rs/pass@1"));
+  EXPECT_GT(m.at("rs/kept"), 0) << "the drilled model answered nothing right";
+  EXPECT_EQ(m.at("rs/kept"), lines) << "every kept sample is a line of the dataset, across both ranks' parts";
+  const auto& rft = done.jobs(3);
+  EXPECT_EQ(rft.inputs().at("dataset"), dataset) << rft.DebugString();
+  EXPECT_GT(rft.progress().step(), 0) << rft.DebugString();
+}
+
 }  // namespace
 }  // namespace loom::testing

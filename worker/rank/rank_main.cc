@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
@@ -28,6 +29,7 @@
 #include "worker/engine/math_eval.h"
 #include "worker/engine/merge.h"
 #include "worker/engine/preference_source.h"
+#include "worker/engine/rejection_sampling.h"
 #include "worker/engine/sampler_source.h"
 #include "worker/engine/trainer.h"
 #include "worker/rank/coordinator_store.h"
@@ -161,6 +163,85 @@ absl::Status RunEval(const loom::v1::Assignment& a, const std::string& data_dir,
   return reporter.Send(m);
 }
 
+// rejection_sampling stages: this rank's block of the dataset's prompts, N samples each from the
+// `from` model, verified; the kept examples go to <checkpoint_dir>/dataset/part-<rank>.jsonl, and
+// the directory is reported as the stage's final "checkpoint" (one shard per rank), which later
+// stages read through dataset.from_stage. pass@1 and best-of-N are summed over the ranks.
+absl::Status RunRejectionSampling(const loom::v1::Assignment& a, const std::string& data_dir,
+                                  const loom::data::Tokenizer& tokenizer, loom::engine::Communicator* group,
+                                  loom::RankReporter& reporter) {
+  const loom::v1::Stage& stage = a.stage();
+  const loom::v1::RejectionSamplingConfig& rs = stage.rejection_sampling();
+  if (!rs.scorer().reward_model().empty()) {
+    return absl::UnimplementedError(absl::StrCat("stage '", stage.name(),
+                                                 "': scoring samples with a reward model is not implemented "
+                                                 "yet; use rejection_sampling.scorer: {verifier: math}"));
+  }
+  if (stage.dataset().source().empty()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "stage '", stage.name(), "': a rejection_sampling stage reads its prompts from a prepared chat source"));
+  }
+  LOOM_ASSIGN_OR_RETURN(std::vector<loom::data::Conversation> problems,
+                        loom::data::ReadConversations(absl::StrCat(data_dir, "/", stage.dataset().source(), "/train.jsonl")));
+  if (rs.max_prompts() > 0 && problems.size() > static_cast<size_t>(rs.max_prompts())) problems.resize(rs.max_prompts());
+  LOOM_ASSIGN_OR_RETURN(std::string from, Input(a, "from"));
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::Transformer> model, loom::engine::LoadModel(from));
+
+  loom::engine::RejectionSamplingOptions options;
+  options.samples_per_prompt = rs.samples_per_prompt();
+  options.sampling.temperature = static_cast<float>(rs.sampling().temperature());
+  options.sampling.top_p = static_cast<float>(rs.sampling().top_p());
+  options.sampling.top_k = rs.sampling().top_k();
+  options.sampling.max_new_tokens = rs.sampling().max_new_tokens();
+  options.sampling.seed = a.seed();
+  options.keep = rs.keep() == loom::v1::RejectionSamplingConfig::KEEP_ALL_CORRECT
+                     ? loom::engine::RejectionSamplingOptions::Keep::kAllCorrect
+                     : loom::engine::RejectionSamplingOptions::Keep::kBest;
+  const loom::v1::ParallelLayout& layout = a.layout();
+  size_t first = 0, count = 0;
+  loom::engine::PromptBlock(problems.size(), layout.dp_rank(), std::max(1, layout.dp()), &first, &count);
+  std::printf("sampling prompts %zu..%zu of %zu, %d samples each\n", first, first + count, problems.size(),
+              options.samples_per_prompt);
+  std::fflush(stdout);
+  const absl::Time start = absl::Now();
+  LOOM_ASSIGN_OR_RETURN(loom::engine::RejectionSamplingResult result,
+                        loom::engine::SampleAndVerify(*model, tokenizer, problems, first, count, options));
+
+  const std::string dir = a.checkpoint_dir() + "/dataset";
+  std::filesystem::create_directories(dir);
+  const std::string part = absl::StrCat(dir, "/part-", absl::Dec(layout.dp_rank(), absl::kZeroPad5), ".jsonl");
+  LOOM_RETURN_IF_ERROR(loom::WriteFileDurably(part + ".tmp", loom::engine::ConversationsToJsonl(result.kept)));
+  LOOM_RETURN_IF_ERROR(loom::RenameDurably(part + ".tmp", part));
+
+  double counts[5] = {double(result.prompts), double(result.samples), double(result.correct_samples),
+                      double(result.solved_prompts), double(result.kept.size())};
+  if (group) LOOM_RETURN_IF_ERROR(group->AllReduceSum(counts, 5));
+  loom::v1::WorkerMessage m;
+  loom::v1::Progress& p = *m.mutable_progress();
+  *p.mutable_rank() = a.rank();
+  auto& e = *p.mutable_eval_metrics();
+  e["rs/prompts"] = counts[0];
+  e["rs/samples"] = counts[1];
+  e["rs/pass@1"] = counts[1] > 0 ? counts[2] / counts[1] : 0.0;
+  e["rs/best_of_n"] = counts[0] > 0 ? counts[3] / counts[0] : 0.0;
+  e["rs/kept"] = counts[4];
+  p.set_time_ms(NowMs());
+  std::printf("rejection sampling: %.0f prompts x %d samples in %.1f s: pass@1 %.4f, best-of-%d %.4f, %.0f examples kept\n",
+              counts[0], options.samples_per_prompt, absl::ToDoubleSeconds(absl::Now() - start), e["rs/pass@1"],
+              options.samples_per_prompt, e["rs/best_of_n"], counts[4]);
+  std::fflush(stdout);
+  LOOM_RETURN_IF_ERROR(reporter.Send(m));
+
+  loom::v1::WorkerMessage done;
+  loom::v1::CheckpointReport& c = *done.mutable_checkpoint();
+  *c.mutable_rank() = a.rank();
+  c.set_path(dir);
+  c.set_num_shards(std::max(1, layout.world_size()));
+  c.set_shard(a.rank().rank());
+  c.set_final(true);
+  return reporter.Send(done);
+}
+
 absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, int threads) {
   const loom::v1::ParallelLayout& layout = a.layout();
   loom::kernels::cpu::SetNumThreads(std::max(1, threads));
@@ -172,12 +253,13 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   const bool sft = a.stage().kind() == loom::v1::STAGE_KIND_SFT;
   const bool eval_only = a.stage().kind() == loom::v1::STAGE_KIND_EVAL;
   const bool dpo = a.stage().kind() == loom::v1::STAGE_KIND_DPO;
+  const bool rejection_sampling = a.stage().kind() == loom::v1::STAGE_KIND_REJECTION_SAMPLING;
   if (dpo && a.stage().dpo().online()) {
     return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(),
                                                  "': online DPO (dpo.online: true) is not implemented by this "
                                                  "worker yet; offline DPO on a preference dataset is"));
   }
-  if (!IsPretrainingKind(a.stage().kind()) && !distill && !sft && !eval_only && !dpo) {
+  if (!IsPretrainingKind(a.stage().kind()) && !distill && !sft && !eval_only && !dpo && !rejection_sampling) {
     return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(), "': kind ",
                                                  loom::EnumName(a.stage().kind()),
                                                  " is not implemented by this worker yet"));
@@ -251,20 +333,18 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
                                                loom::data::ChatTemplate::kChatML, *tokenizer));
     }
     data = std::move(prefs);
+  } else if (rejection_sampling) {
+    // Samples after the data-parallel group is up (below).
   } else if (sft) {
     // Chat data stays JSONL after `loom data prepare`: <data>/<source>/train.jsonl, rendered with
-    // the stage's template at load time.
+    // the stage's template at load time; or a rejection_sampling stage's dataset directory.
     const loom::v1::DatasetRef& dataset = a.stage().dataset();
+    std::string chats = absl::StrCat(data_dir, "/", dataset.source(), "/train.jsonl");
     if (dataset.source().empty()) {
-      return absl::UnimplementedError(
-          absl::StrCat("stage '", a.stage().name(),
-                       "': datasets from a rejection_sampling stage (dataset.from_stage) "
-                       "are not implemented yet; name a prepared source"));
+      LOOM_ASSIGN_OR_RETURN(chats, Input(a, "dataset"));
     }
-    LOOM_ASSIGN_OR_RETURN(
-        std::unique_ptr<loom::engine::ChatBatchSource> chat,
-        loom::engine::ChatBatchSource::Open(
-            a.stage(), absl::StrCat(data_dir, "/", dataset.source(), "/train.jsonl"), *tokenizer, a.seed()));
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::ChatBatchSource> chat,
+                          loom::engine::ChatBatchSource::Open(a.stage(), chats, *tokenizer, a.seed()));
     schedule_tokens = chat->tokens_per_epoch() * chat->epochs();
     data = std::move(chat);
   } else {
@@ -290,6 +370,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   }
 
   LOOM_ASSIGN_OR_RETURN(loom::RankReporter reporter, loom::RankReporter::FromEnvironment());
+  if (rejection_sampling) return RunRejectionSampling(a, data_dir, *tokenizer, dp_group.get(), reporter);
   loom::engine::TrainerOptions options;
   options.model = a.model();
   options.stage = a.stage();

@@ -1,13 +1,20 @@
-// Math accuracy by greedy generation and the verifier (worker/engine/math_eval.h): a model that
-// has memorised a few solved problems answers them, through the same chat rendering, stop token
-// and verifier an `eval` stage uses; an untrained model answers none.
+// Generation checked by the verifier, on a model that has memorised a few solved problems: math
+// accuracy (worker/engine/math_eval.h) through the same chat rendering, stop token and verifier
+// an `eval` stage uses (an untrained model answers none), and rejection sampling
+// (worker/engine/rejection_sampling.h): kept samples verify, best-of-N >= pass@1, and the dataset
+// does not depend on how the prompts were split across ranks.
 #include "worker/engine/math_eval.h"
+
+#include <algorithm>
+#include <cstdio>
 
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "data/math_gen.h"
+#include "data/verifier.h"
 #include "engine_test_util.h"
+#include "worker/engine/rejection_sampling.h"
 #include "tests/unit/data/data_test_util.h"
 #include "worker/engine/trainer.h"
 
@@ -48,71 +55,146 @@ class MemoriseSource : public BatchSource {
   data::TokenBatch batch_;
 };
 
-TEST(MathEval, AMemorisedModelAnswersAndAnUntrainedOneDoesNot) {
-  auto tokenizer = data::Tokenizer::Load(data::testing::TinyTokenizerModel(320));
-  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  const std::vector<data::Conversation> problems = Problems();
-  std::vector<data::TokenizedExample> examples;
-  for (const auto& c : problems) {
-    auto e = data::TokenizeConversation(c, data::ChatTemplate::kChatML, **tokenizer);
-    ASSERT_TRUE(e.ok()) << e.status();
-    examples.push_back(*e);
-  }
-  data::TokenBatch batch = data::PackExamples(examples, kSeqLen, 0);
-  ASSERT_LE(batch.batch_size, kRows) << "the problems do not fit the test's batch";
-  // Pad to kRows rows of nothing trained.
-  for (; batch.batch_size < kRows; ++batch.batch_size) {
-    batch.inputs.insert(batch.inputs.end(), kSeqLen, 0);
-    batch.targets.insert(batch.targets.end(), kSeqLen, data::kIgnoreIndex);
-    batch.segment_ids.insert(batch.segment_ids.end(), kSeqLen, 0);
-    batch.positions.insert(batch.positions.end(), kSeqLen, 0);
-  }
-  const auto plan = TinyPlan(absl::StrCat(R"(    tokens: 10M
+// The tiny model trained until it has memorised Problems() (150 steps), shared by the tests; and
+// its accuracy before training.
+struct Memorised {
+  std::unique_ptr<data::Tokenizer> tokenizer;
+  std::vector<data::Conversation> problems = Problems();
+  std::unique_ptr<MemoriseSource> source;
+  std::unique_ptr<Trainer> trainer;
+  MathEvalResult before;
+  double final_loss = 0;
+};
+
+const Memorised& MemorisedModel() {
+  static Memorised* m = [] {
+    auto* out = new Memorised();
+    out->tokenizer = std::move(*data::Tokenizer::Load(data::testing::TinyTokenizerModel(320)));
+    std::vector<data::TokenizedExample> examples;
+    for (const auto& c : out->problems) {
+      auto e = data::TokenizeConversation(c, data::ChatTemplate::kChatML, *out->tokenizer);
+      EXPECT_TRUE(e.ok()) << e.status();
+      examples.push_back(*e);
+    }
+    data::TokenBatch batch = data::PackExamples(examples, kSeqLen, 0);
+    EXPECT_LE(batch.batch_size, kRows) << "the problems do not fit the test's batch";
+    // Pad to kRows rows of nothing trained.
+    for (; batch.batch_size < kRows; ++batch.batch_size) {
+      batch.inputs.insert(batch.inputs.end(), kSeqLen, 0);
+      batch.targets.insert(batch.targets.end(), kSeqLen, data::kIgnoreIndex);
+      batch.segment_ids.insert(batch.segment_ids.end(), kSeqLen, 0);
+      batch.positions.insert(batch.positions.end(), kSeqLen, 0);
+    }
+    const auto plan = TinyPlan(absl::StrCat(R"(    tokens: 10M
     optimizer: {lr: 3e-3, weight_decay: 0}
     lr_schedule: {type: constant}
     parallel: {micro_batch_size: 4}
     batch_ramp: [{at_tokens: 0, global_batch_tokens: )",
-                                          kSeqLen * kRows, R"(}]
+                                            kSeqLen * kRows, R"(}]
     seq_len_schedule: [{at_tokens: 0, seq_len: )",
-                                          kSeqLen, R"(}]
+                                            kSeqLen, R"(}]
     data_mix: [{at_tokens: 0, weights: {text: 1}}]
     checkpoint: {every_steps: 0}
 )"));
-  TrainerOptions o;
-  o.model = plan.model();
-  o.model.set_vocab_size((*tokenizer)->vocab_size());
-  o.stage = ResolveStage(plan, 0);
-  o.max_steps = 150;
-  MemoriseSource source(batch);
-  auto trainer = Trainer::Create(o, &source);
-  ASSERT_TRUE(trainer.ok()) << trainer.status();
+    TrainerOptions o;
+    o.model = plan.model();
+    o.model.set_vocab_size(out->tokenizer->vocab_size());
+    o.stage = ResolveStage(plan, 0);
+    o.max_steps = 150;
+    out->source = std::make_unique<MemoriseSource>(batch);
+    out->trainer = std::move(*Trainer::Create(o, out->source.get()));
+    MathEvalOptions options;
+    options.max_new_tokens = 48;
+    out->before = *EvaluateMathAccuracy(out->trainer->model(), *out->tokenizer, out->problems, options);
+    while (!out->trainer->Done()) out->final_loss = out->trainer->Step()->loss;
+    return out;
+  }();
+  return *m;
+}
 
+TEST(MathEval, AMemorisedModelAnswersAndAnUntrainedOneDoesNot) {
+  const Memorised& m = MemorisedModel();
+  EXPECT_EQ(m.before.problems, kProblems);
+  EXPECT_EQ(m.before.correct, 0);
   MathEvalOptions options;
   options.max_new_tokens = 48;
-  auto before = EvaluateMathAccuracy((*trainer)->model(), **tokenizer, problems, options);
-  ASSERT_TRUE(before.ok()) << before.status();
-  EXPECT_EQ(before->problems, kProblems);
-  EXPECT_EQ(before->correct, 0);
-
-  double loss = 0;
-  while (!(*trainer)->Done()) {
-    auto r = (*trainer)->Step();
-    ASSERT_TRUE(r.ok()) << r.status();
-    loss = r->loss;
-  }
-  auto after = EvaluateMathAccuracy((*trainer)->model(), **tokenizer, problems, options);
+  auto after = EvaluateMathAccuracy(m.trainer->model(), *m.tokenizer, m.problems, options);
   ASSERT_TRUE(after.ok()) << after.status();
   std::string answers;
   for (const auto& s : after->samples) answers += s.answer + " [" + s.verdict + "]\n";
-  EXPECT_GE(after->correct, kProblems - 1) << "final training loss " << loss << "\n" << answers;
+  EXPECT_GE(after->correct, kProblems - 1) << "final training loss " << m.final_loss << "\n" << answers;
   ASSERT_FALSE(after->samples.empty());
-  EXPECT_EQ(after->samples[0].reference, problems[0][1].content);
+  EXPECT_EQ(after->samples[0].reference, m.problems[0][1].content);
 
   // Greedy: a second evaluation agrees exactly.
-  auto again = EvaluateMathAccuracy((*trainer)->model(), **tokenizer, problems, options);
+  auto again = EvaluateMathAccuracy(m.trainer->model(), *m.tokenizer, m.problems, options);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->correct, after->correct);
   EXPECT_EQ(again->samples[0].answer, after->samples[0].answer);
+}
+
+RejectionSamplingOptions Sampling(RejectionSamplingOptions::Keep keep) {
+  RejectionSamplingOptions o;
+  o.samples_per_prompt = 4;
+  o.sampling.temperature = 1.5f;  // hot enough that some samples go wrong
+  o.sampling.max_new_tokens = 48;
+  o.sampling.seed = 77;
+  o.keep = keep;
+  o.batch = 8;
+  return o;
+}
+
+TEST(RejectionSampling, KeepsVerifiedSamplesAndBestOfNIsAtLeastPassAt1) {
+  const Memorised& m = MemorisedModel();
+  auto best = SampleAndVerify(m.trainer->model(), *m.tokenizer, m.problems, 0, m.problems.size(),
+                              Sampling(RejectionSamplingOptions::Keep::kBest));
+  ASSERT_TRUE(best.ok()) << best.status();
+  std::printf("rejection sampling: pass@1 %.3f, best-of-4 %.3f, %zu kept\n", best->pass_at_1(), best->best_of_n(),
+              best->kept.size());
+  EXPECT_EQ(best->prompts, kProblems);
+  EXPECT_EQ(best->samples, 4 * kProblems);
+  EXPECT_GT(best->correct_samples, 0);
+  EXPECT_GE(best->best_of_n(), best->pass_at_1());
+  EXPECT_EQ(static_cast<int64_t>(best->kept.size()), best->solved_prompts);
+  for (const data::Conversation& kept : best->kept) {
+    ASSERT_EQ(kept.size(), 2u);
+    const auto& problem = *std::find_if(m.problems.begin(), m.problems.end(),
+                                        [&](const data::Conversation& c) { return c[0].content == kept[0].content; });
+    EXPECT_EQ(data::VerifyMathAnswer(kept[1].content, problem[1].content), data::MathVerdict::kCorrect)
+        << kept[1].content;
+  }
+  auto all = SampleAndVerify(m.trainer->model(), *m.tokenizer, m.problems, 0, m.problems.size(),
+                             Sampling(RejectionSamplingOptions::Keep::kAllCorrect));
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(static_cast<int64_t>(all->kept.size()), all->correct_samples);
+  EXPECT_EQ(all->correct_samples, best->correct_samples) << "the same seeds draw the same samples";
+  // The JSONL the dataset artifact holds reads back as the kept conversations.
+  const std::string path = ::testing::TempDir() + "/rs_kept.jsonl";
+  data::testing::WriteText(path, ConversationsToJsonl(all->kept));
+  auto read = data::ReadConversations(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->size(), all->kept.size());
+  EXPECT_EQ((*read)[0][1].content, all->kept[0][1].content);
+}
+
+TEST(RejectionSampling, TheDatasetDoesNotDependOnHowManyRanksMadeIt) {
+  const Memorised& m = MemorisedModel();
+  const auto options = Sampling(RejectionSamplingOptions::Keep::kAllCorrect);
+  auto one = SampleAndVerify(m.trainer->model(), *m.tokenizer, m.problems, 0, m.problems.size(), options);
+  ASSERT_TRUE(one.ok());
+  std::vector<data::Conversation> split;
+  int64_t correct = 0;
+  for (int rank = 0; rank < 3; ++rank) {
+    size_t first = 0, count = 0;
+    PromptBlock(m.problems.size(), rank, 3, &first, &count);
+    auto part = SampleAndVerify(m.trainer->model(), *m.tokenizer, m.problems, first, count, options);
+    ASSERT_TRUE(part.ok());
+    correct += part->correct_samples;
+    split.insert(split.end(), part->kept.begin(), part->kept.end());
+  }
+  EXPECT_EQ(correct, one->correct_samples);
+  ASSERT_EQ(split.size(), one->kept.size());
+  for (size_t i = 0; i < split.size(); ++i) EXPECT_EQ(split[i][1].content, one->kept[i][1].content) << i;
 }
 
 TEST(MathEval, AReferenceWithoutANumberIsRefused) {

@@ -1,0 +1,89 @@
+#include "worker/engine/rejection_sampling.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "data/verifier.h"
+#include "nlohmann/json.hpp"
+
+namespace loom::engine {
+
+void PromptBlock(size_t total, int rank, int ranks, size_t* first, size_t* count) {
+  const size_t r = static_cast<size_t>(rank), n = static_cast<size_t>(std::max(1, ranks));
+  *first = total * r / n;
+  *count = total * (r + 1) / n - *first;
+}
+
+absl::StatusOr<RejectionSamplingResult> SampleAndVerify(const Transformer& model, const data::Tokenizer& tokenizer,
+                                                        const std::vector<data::Conversation>& problems, size_t first,
+                                                        size_t count, const RejectionSamplingOptions& options) {
+  const int n = std::max(1, options.samples_per_prompt);
+  struct Prompt {
+    data::Conversation turns;
+    std::vector<int32_t> tokens;
+    std::string reference;
+  };
+  std::vector<Prompt> prompts;
+  size_t longest = 0;
+  for (size_t g = first; g < first + count && g < problems.size(); ++g) {
+    const data::Conversation& c = problems[g];
+    auto last = std::find_if(c.rbegin(), c.rend(), [](const data::ChatMessage& m) { return m.role == "assistant"; });
+    if (last == c.rend() || !data::ExtractFinalNumber(last->content)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt ", g + 1, " has no assistant answer with a number to verify against"));
+    }
+    Prompt p;
+    p.turns.assign(c.begin(), last.base() - 1);
+    p.reference = last->content;
+    LOOM_ASSIGN_OR_RETURN(p.tokens, data::TokenizePrompt(p.turns, options.chat_template, tokenizer));
+    longest = std::max(longest, p.tokens.size());
+    prompts.push_back(std::move(p));
+  }
+  LOOM_ASSIGN_OR_RETURN(const int32_t end_of_turn, data::EndOfTurnToken(options.chat_template, tokenizer));
+  std::vector<std::vector<int32_t>> rows;
+  for (const Prompt& p : prompts) {
+    for (int j = 0; j < n; ++j) rows.push_back(p.tokens);
+  }
+  SamplingOptions sampling = options.sampling;
+  sampling.stop_token = end_of_turn;
+  sampling.seed = options.sampling.seed + first * static_cast<uint64_t>(n);  // sample (g, j): seed + g·n + j
+  Generator generator(model, std::max(1, options.batch), static_cast<int>(longest) + sampling.max_new_tokens);
+  const std::vector<std::vector<int32_t>> samples = rows.empty() ? rows : generator.Generate(rows, sampling);
+
+  RejectionSamplingResult out;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ++out.prompts;
+    bool solved = false;
+    for (int j = 0; j < n; ++j) {
+      std::vector<int32_t> ids = samples[i * n + j];
+      if (!ids.empty() && ids.back() == end_of_turn) ids.pop_back();
+      const std::string answer = tokenizer.Decode(ids);
+      const bool correct = data::VerifyMathAnswer(answer, prompts[i].reference) == data::MathVerdict::kCorrect;
+      ++out.samples;
+      out.correct_samples += correct;
+      if (!correct) continue;
+      // Best: the first correct sample (all correct samples score the same); all: every one.
+      if (options.keep == RejectionSamplingOptions::Keep::kAllCorrect || !solved) {
+        data::Conversation kept = prompts[i].turns;
+        kept.push_back({"assistant", answer});
+        out.kept.push_back(std::move(kept));
+      }
+      solved = true;
+    }
+    out.solved_prompts += solved;
+  }
+  return out;
+}
+
+std::string ConversationsToJsonl(const std::vector<data::Conversation>& conversations) {
+  std::string out;
+  for (const data::Conversation& c : conversations) {
+    nlohmann::json messages = nlohmann::json::array();
+    for (const data::ChatMessage& m : c) messages.push_back({{"role", m.role}, {"content", m.content}});
+    out += nlohmann::json{{"messages", messages}}.dump() + "\n";
+  }
+  return out;
+}
+
+}  // namespace loom::engine
