@@ -31,6 +31,9 @@ struct TokenBatch {
   // Preference batches (dpo stages), optional: per row, the frozen reference model's summed
   // log-probability of the row's targets. Rows come in pairs: chosen (even), rejected (odd).
   std::vector<double> reference_logprobs;
+  // Policy-gradient batches (rl stages), optional: per row, the sample's advantage; the row's loss
+  // is −advantage · (its summed target log-probability).
+  std::vector<double> advantages;
 
   int64_t tokens() const { return int64_t{batch_size} * seq_len; }
 
@@ -44,6 +47,7 @@ struct TokenBatch {
     segment_ids.clear();
     positions.clear();
     reference_logprobs.clear();
+    advantages.clear();
   }
 };
 

@@ -293,11 +293,12 @@ stages:
   EXPECT_EQ(MetricValue(metrics, "loom_eval_accuracy", "set=\"prefs_math\""), after) << metrics;
 }
 
-// Rejection sampling through the control plane: a chat model drilled on a handful of math chats
-// samples answers to their prompts on two ranks (each writes its block of the dataset, the
-// directory commits as the stage's output), and an SFT stage trains on that dataset by naming the
-// stage (dataset.from_stage).
-TEST(TrainingCluster, RejectionSampledDatasetFeedsTheNextSftStage) {
+// Rejection sampling and RL through the control plane: a chat model drilled on a handful of math
+// chats samples answers to their prompts on two ranks (each writes its block of the dataset, the
+// directory commits as the stage's output), an SFT stage trains on that dataset by naming the
+// stage (dataset.from_stage), and an rl stage (RLOO, dp 2) trains the drilled model on its own
+// verified samples.
+TEST(TrainingCluster, RejectionSamplingFeedsAnSftStageAndAnRlStageTrainsOnItsOwnSamples) {
   const std::string data = PrepareData("rs", "math,sft_math", 512, "--max-docs 16 --heldout 0.25");
   Cluster cluster({.rank_binary = RankBinary()});
   cluster.StartCoordinator();
@@ -338,6 +339,19 @@ stages:
     kind: sft
     from: core
     dataset: {from_stage: samples, epochs: 2}
+  - name: rloo
+    kind: rl
+    from: drill
+    tokens: 8Ki
+    parallel: {dp: 2}
+    dataset: {source: sft_math, epochs: 10}
+    optimizer: {lr: 3e-4}
+    rl:
+      samples_per_prompt: 4
+      sampling: {temperature: 1.0, max_new_tokens: 64}
+      scorer: {verifier: math}
+      kl_coef: 0.05
+    eval: {every_steps: 4, math_accuracy: true, math_problems: 4}
 )";
   const std::string plan_id = cluster.Submit(path);
   const PlanStatus done = cluster.WaitForPlan(plan_id, Ended, std::chrono::seconds(300));
@@ -363,6 +377,18 @@ stages:
   const auto& rft = done.jobs(3);
   EXPECT_EQ(rft.inputs().at("dataset"), dataset) << rft.DebugString();
   EXPECT_GT(rft.progress().step(), 0) << rft.DebugString();
+
+  // The rl stage sampled from its own policy on both ranks, scored by the verifier, and reported
+  // the mean reward, KL and math accuracy before and after.
+  const auto& rloo = done.jobs(4);
+  EXPECT_EQ(rloo.progress().step(), 8) << rloo.DebugString();
+  EXPECT_EQ(rloo.inputs().at("reference"), done.jobs(1).final_checkpoint().path()) << rloo.DebugString();
+  for (const char* name : {"rl/reward", "rl/kl", "rl/advantage_abs", "rl/completion_tokens"}) {
+    EXPECT_TRUE(rloo.progress().train_metrics().contains(name)) << name << "\n" << rloo.DebugString();
+  }
+  EXPECT_GT(rloo.progress().train_metrics().at("rl/completion_tokens"), 0);
+  EXPECT_TRUE(rloo.eval_metrics().contains("sft_math/accuracy/before")) << rloo.DebugString();
+  EXPECT_TRUE(rloo.eval_metrics().contains("sft_math/accuracy")) << rloo.DebugString();
 }
 
 }  // namespace

@@ -94,10 +94,11 @@ data::TokenBatch SliceBatch(const data::TokenBatch& batch, int first, int count)
   slice(batch.targets, &out.targets);
   slice(batch.segment_ids, &out.segment_ids);
   slice(batch.positions, &out.positions);
-  if (!batch.reference_logprobs.empty()) {
-    out.reference_logprobs.assign(batch.reference_logprobs.begin() + first,
-                                  batch.reference_logprobs.begin() + first + count);
-  }
+  auto rows = [&](const std::vector<double>& v, std::vector<double>* o) {
+    if (!v.empty()) o->assign(v.begin() + first, v.begin() + first + count);
+  };
+  rows(batch.reference_logprobs, &out.reference_logprobs);
+  rows(batch.advantages, &out.advantages);
   return out;
 }
 

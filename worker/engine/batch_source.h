@@ -33,6 +33,9 @@ class BatchSource {
   virtual bool Exhausted() const { return false; }
 
   // For progress and metrics; empty when the source has no notion of sources.
+  // Measures of the last batch (an rl source: mean reward, KL), averaged over ranks by the trainer.
+  virtual std::map<std::string, double> BatchMetrics() const { return {}; }
+
   virtual std::map<std::string, double> MixWeights() const { return {}; }
   virtual std::map<std::string, int64_t> SourceTokens() const { return {}; }
 };

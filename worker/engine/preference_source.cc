@@ -19,9 +19,11 @@ namespace {
 constexpr char kStateMagic[] = "loom.preference_source.v1";
 constexpr char kCacheMagic[] = "loom.reference_logprobs.v1";
 
-// One row: prompt + completion cut to seq_len + 1 tokens; targets where the completion's mask is 1.
-void FillRow(const std::vector<int32_t>& prompt, const std::vector<int32_t>& completion,
-             const std::vector<uint8_t>& mask, int seq_len, int32_t pad_id, int32_t* inputs, int32_t* targets) {
+}  // namespace
+
+void FillCompletionRow(const std::vector<int32_t>& prompt, const std::vector<int32_t>& completion,
+                       const std::vector<uint8_t>& mask, int seq_len, int32_t pad_id, int32_t* inputs,
+                       int32_t* targets) {
   std::fill(inputs, inputs + seq_len, pad_id);
   std::fill(targets, targets + seq_len, data::kIgnoreIndex);
   const size_t n = std::min(prompt.size() + completion.size(), static_cast<size_t>(seq_len) + 1);
@@ -33,8 +35,6 @@ void FillRow(const std::vector<int32_t>& prompt, const std::vector<int32_t>& com
   }
 }
 
-}  // namespace
-
 data::TokenBatch PreferenceRows(const std::vector<data::PreferenceExample>& pairs, size_t first, size_t count,
                                 int seq_len, int32_t pad_id) {
   data::TokenBatch b;
@@ -42,8 +42,8 @@ data::TokenBatch PreferenceRows(const std::vector<data::PreferenceExample>& pair
   for (size_t i = 0; i < count; ++i) {
     const data::PreferenceExample& p = pairs[first + i];
     const size_t chosen = 2 * i * seq_len, rejected = (2 * i + 1) * seq_len;
-    FillRow(p.prompt, p.chosen, p.chosen_mask, seq_len, pad_id, &b.inputs[chosen], &b.targets[chosen]);
-    FillRow(p.prompt, p.rejected, p.rejected_mask, seq_len, pad_id, &b.inputs[rejected], &b.targets[rejected]);
+    FillCompletionRow(p.prompt, p.chosen, p.chosen_mask, seq_len, pad_id, &b.inputs[chosen], &b.targets[chosen]);
+    FillCompletionRow(p.prompt, p.rejected, p.rejected_mask, seq_len, pad_id, &b.inputs[rejected], &b.targets[rejected]);
   }
   return b;
 }

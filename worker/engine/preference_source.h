@@ -72,6 +72,12 @@ class PreferenceBatchSource : public BatchSource {
   std::vector<uint32_t> order_;
 };
 
+// One row of seq_len positions: prompt + completion cut to seq_len + 1 tokens, targets where the
+// completion's mask is 1, padding after.
+void FillCompletionRow(const std::vector<int32_t>& prompt, const std::vector<int32_t>& completion,
+                       const std::vector<uint8_t>& mask, int seq_len, int32_t pad_id, int32_t* inputs,
+                       int32_t* targets);
+
 // Rows 2i (chosen) and 2i+1 (rejected) of pairs [first, first + count), as described above.
 data::TokenBatch PreferenceRows(const std::vector<data::PreferenceExample>& pairs, size_t first, size_t count,
                                 int seq_len, int32_t pad_id);

@@ -152,11 +152,29 @@ absl::StatusOr<StepReport> Trainer::Step() {
       LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(sums, 5));
     }
     StepReport r = ApplyOptimizer(batch_tokens, seq_len, batch_.batch_size / micro, start);
+    LOOM_RETURN_IF_ERROR(AddBatchMetrics(&r));
     r.loss = sums[0] / global_pairs;
     r.metrics["dpo/accuracy"] = sums[1] / global_pairs;
     r.metrics["dpo/margin"] = sums[2] / global_pairs;
     r.metrics["dpo/chosen_reward"] = sums[3] / global_pairs;
     r.metrics["dpo/rejected_reward"] = sums[4] / global_pairs;
+    return r;
+  }
+
+  if (options_.policy_gradient) {
+    model_->ZeroGrads();
+    double loss_sum = 0;
+    for (int m = 0; m < batch_.batch_size / micro; ++m) {
+      LOOM_RETURN_IF_ERROR(
+          PolicyGradientMicroBatch(SliceBatch(batch_, m * micro, micro), 1.0 / global_sequences, &loss_sum));
+    }
+    if (options_.data_parallel) {
+      LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(model_->grads(), model_->num_params()));
+      LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(&loss_sum, 1));
+    }
+    StepReport r = ApplyOptimizer(batch_tokens, seq_len, batch_.batch_size / micro, start);
+    LOOM_RETURN_IF_ERROR(AddBatchMetrics(&r));
+    r.loss = loss_sum / global_sequences;
     return r;
   }
 
@@ -191,6 +209,18 @@ absl::StatusOr<StepReport> Trainer::Step() {
   return r;
 }
 
+absl::Status Trainer::AddBatchMetrics(StepReport* r) {
+  for (const auto& [name, value] : data_->BatchMetrics()) {
+    double v = value;
+    if (options_.data_parallel) {
+      LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(&v, 1));
+      v /= dp_size();
+    }
+    r->metrics[name] = v;
+  }
+  return absl::OkStatus();
+}
+
 StepReport Trainer::ApplyOptimizer(int64_t batch_tokens, int seq_len, int micro_batches,
                                    std::chrono::steady_clock::time_point start) {
   const loom::v1::Stage& stage = options_.stage;
@@ -212,19 +242,51 @@ StepReport Trainer::ApplyOptimizer(int64_t batch_tokens, int seq_len, int micro_
   return r;
 }
 
+std::vector<double> Trainer::ForwardRowLogProbs(const data::TokenBatch& mb, float** logits) {
+  *logits = model_->Forward(mb);
+  std::vector<float> token_lp(mb.tokens());
+  kernels::cpu::TokenLogProbs(*logits, mb.targets.data(), mb.tokens(), model_->config().vocab, token_lp.data());
+  std::vector<double> sums(mb.batch_size, 0.0);
+  for (int r = 0; r < mb.batch_size; ++r) {
+    for (int t = 0; t < mb.seq_len; ++t) sums[r] += token_lp[static_cast<size_t>(r) * mb.seq_len + t];
+  }
+  return sums;
+}
+
+void Trainer::BackwardFromRowGrads(const data::TokenBatch& mb, float* logits, const std::vector<double>& row_grad) {
+  // Every target token of a row shares the row's gradient d loss / d (summed log-prob).
+  std::vector<float> grad(mb.tokens());
+  for (int r = 0; r < mb.batch_size; ++r) {
+    std::fill(grad.begin() + static_cast<size_t>(r) * mb.seq_len, grad.begin() + static_cast<size_t>(r + 1) * mb.seq_len,
+              static_cast<float>(row_grad[r]));
+  }
+  kernels::cpu::TokenLogProbsBackward(logits, mb.targets.data(), grad.data(), mb.tokens(), model_->config().vocab,
+                                      logits);
+  model_->Backward(logits);
+}
+
+absl::Status Trainer::PolicyGradientMicroBatch(const data::TokenBatch& mb, double grad_scale, double* loss_sum) {
+  if (mb.advantages.size() != static_cast<size_t>(mb.batch_size)) {
+    return absl::FailedPreconditionError("an rl batch has no advantages (use RlBatchSource)");
+  }
+  float* logits = nullptr;
+  const std::vector<double> policy = ForwardRowLogProbs(mb, &logits);
+  std::vector<double> row_grad(mb.batch_size);
+  for (int r = 0; r < mb.batch_size; ++r) {
+    *loss_sum -= mb.advantages[r] * policy[r];
+    row_grad[r] = -mb.advantages[r] * grad_scale;
+  }
+  BackwardFromRowGrads(mb, logits, row_grad);
+  return absl::OkStatus();
+}
+
 absl::Status Trainer::PreferenceMicroBatch(const data::TokenBatch& mb, double grad_scale, double* sums) {
   if (mb.reference_logprobs.size() != static_cast<size_t>(mb.batch_size)) {
     return absl::FailedPreconditionError("a dpo batch has no reference log-probabilities (use PreferenceBatchSource)");
   }
-  const int vocab = model_->config().vocab;
   const int pairs = mb.batch_size / 2;
-  float* logits = model_->Forward(mb);
-  std::vector<float> token_lp(mb.tokens());
-  kernels::cpu::TokenLogProbs(logits, mb.targets.data(), mb.tokens(), vocab, token_lp.data());
-  std::vector<double> policy(mb.batch_size, 0.0);
-  for (int r = 0; r < mb.batch_size; ++r) {
-    for (int t = 0; t < mb.seq_len; ++t) policy[r] += token_lp[static_cast<size_t>(r) * mb.seq_len + t];
-  }
+  float* logits = nullptr;
+  const std::vector<double> policy = ForwardRowLogProbs(mb, &logits);
   std::vector<double> pc(pairs), pr(pairs), rc(pairs), rr(pairs), dc(pairs), dr(pairs);
   for (int i = 0; i < pairs; ++i) {
     pc[i] = policy[2 * i];
@@ -241,14 +303,9 @@ absl::Status Trainer::PreferenceMicroBatch(const data::TokenBatch& mb, double gr
     sums[3] += options_.dpo.beta * (pc[i] - rc[i]);
     sums[4] += options_.dpo.beta * (pr[i] - rr[i]);
   }
-  // Every target token of a row shares the row's gradient d loss / d (summed log-prob).
-  std::vector<float> grad(mb.tokens());
-  for (int r = 0; r < mb.batch_size; ++r) {
-    const float g = static_cast<float>(r % 2 == 0 ? dc[r / 2] : dr[r / 2]);
-    std::fill(grad.begin() + static_cast<size_t>(r) * mb.seq_len, grad.begin() + static_cast<size_t>(r + 1) * mb.seq_len, g);
-  }
-  kernels::cpu::TokenLogProbsBackward(logits, mb.targets.data(), grad.data(), mb.tokens(), vocab, logits);
-  model_->Backward(logits);
+  std::vector<double> row_grad(mb.batch_size);
+  for (int r = 0; r < mb.batch_size; ++r) row_grad[r] = r % 2 == 0 ? dc[r / 2] : dr[r / 2];
+  BackwardFromRowGrads(mb, logits, row_grad);
   return absl::OkStatus();
 }
 

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/cpu/distill.h"
@@ -55,6 +56,9 @@ struct TrainerOptions {
   // kernels/cpu/preference.h's DPO loss.
   bool preference = false;
   kernels::cpu::DpoOptions dpo;
+  // Policy gradient (an `rl` stage): every row carries its sample's advantage (RlBatchSource);
+  // the loss is the mean over rows of −advantage · (the row's summed log-probability).
+  bool policy_gradient = false;
 };
 
 struct StepReport {
@@ -112,9 +116,18 @@ class Trainer {
   // the loss and metrics.
   StepReport ApplyOptimizer(int64_t batch_tokens, int seq_len, int micro_batches,
                             std::chrono::steady_clock::time_point start);
+  // The data source's measures of this step's batch, averaged over the data-parallel ranks.
+  absl::Status AddBatchMetrics(StepReport* report);
   // One micro-batch of (chosen, rejected) row pairs: forward, DPO loss, backward. Adds to
   // sums[0..4]: loss, ranked-right pairs, βΔ, β(chosen − reference), β(rejected − reference).
   absl::Status PreferenceMicroBatch(const data::TokenBatch& mb, double grad_scale, double* sums);
+  // One micro-batch of rl rows: adds Σ −advantage · log p(row) to *loss_sum.
+  absl::Status PolicyGradientMicroBatch(const data::TokenBatch& mb, double grad_scale, double* loss_sum);
+  // Forward and the summed target log-probability of every row of `mb`; leaves the logits in the
+  // model's buffer for BackwardFromRowGrads.
+  std::vector<double> ForwardRowLogProbs(const data::TokenBatch& mb, float** logits);
+  // Backward of Σ_rows row_grad[r] · (summed log-probability of row r).
+  void BackwardFromRowGrads(const data::TokenBatch& mb, float* logits, const std::vector<double>& row_grad);
   void PruneCheckpoints();
   int dp_rank() const { return options_.data_parallel ? options_.data_parallel->rank() : 0; }
   int dp_size() const { return options_.data_parallel ? options_.data_parallel->size() : 1; }

@@ -30,6 +30,7 @@
 #include "worker/engine/merge.h"
 #include "worker/engine/preference_source.h"
 #include "worker/engine/rejection_sampling.h"
+#include "worker/engine/rl_source.h"
 #include "worker/engine/sampler_source.h"
 #include "worker/engine/trainer.h"
 #include "worker/rank/coordinator_store.h"
@@ -101,7 +102,7 @@ absl::Status RunMerge(const loom::v1::Assignment& a, loom::RankReporter& reporte
 // rank's log.
 absl::Status EvaluateMath(const loom::v1::Stage& stage, const std::string& data_dir,
                           const loom::engine::Transformer& model, const loom::data::Tokenizer& tokenizer,
-                          loom::v1::Progress* p) {
+                          loom::v1::Progress* p, const std::string& suffix = "") {
   const loom::v1::EvalConfig& eval = stage.eval();
   const std::string path = absl::StrCat(data_dir, "/", eval.math_source(), "/heldout.jsonl");
   LOOM_ASSIGN_OR_RETURN(std::vector<loom::data::Conversation> problems, loom::data::ReadConversations(path));
@@ -113,11 +114,12 @@ absl::Status EvaluateMath(const loom::v1::Stage& stage, const std::string& data_
   LOOM_ASSIGN_OR_RETURN(loom::engine::MathEvalResult r,
                         loom::engine::EvaluateMathAccuracy(model, tokenizer, problems, options));
   const std::string& set = eval.math_source();
-  (*p->mutable_eval_metrics())[set + "/accuracy"] = r.accuracy();
-  (*p->mutable_eval_metrics())[set + "/no_answer"] = r.problems ? double(r.no_answer) / r.problems : 0.0;
-  (*p->mutable_eval_metrics())[set + "/problems"] = r.problems;
-  std::printf("eval step %lld %s accuracy %.6f (%d of %d correct, %d without an answer)\n",
-              static_cast<long long>(p->step()), set.c_str(), r.accuracy(), r.correct, r.problems, r.no_answer);
+  (*p->mutable_eval_metrics())[set + "/accuracy" + suffix] = r.accuracy();
+  (*p->mutable_eval_metrics())[set + "/no_answer" + suffix] = r.problems ? double(r.no_answer) / r.problems : 0.0;
+  (*p->mutable_eval_metrics())[set + "/problems" + suffix] = r.problems;
+  std::printf("eval step %lld %s accuracy%s %.6f (%d of %d correct, %d without an answer)\n",
+              static_cast<long long>(p->step()), set.c_str(), suffix.c_str(), r.accuracy(), r.correct, r.problems,
+              r.no_answer);
   for (const auto& sample : r.samples) {
     std::printf("  %s -> %s [%s; reference %s]\n", sample.prompt.c_str(), sample.answer.c_str(),
                 sample.verdict.c_str(), sample.reference.c_str());
@@ -254,12 +256,19 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   const bool eval_only = a.stage().kind() == loom::v1::STAGE_KIND_EVAL;
   const bool dpo = a.stage().kind() == loom::v1::STAGE_KIND_DPO;
   const bool rejection_sampling = a.stage().kind() == loom::v1::STAGE_KIND_REJECTION_SAMPLING;
+  const bool rl = a.stage().kind() == loom::v1::STAGE_KIND_RL;
+  if (rl && !a.stage().rl().scorer().reward_model().empty()) {
+    return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(),
+                                                 "': rewards from a reward model are not implemented yet; use "
+                                                 "rl.scorer: {verifier: math}"));
+  }
   if (dpo && a.stage().dpo().online()) {
     return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(),
                                                  "': online DPO (dpo.online: true) is not implemented by this "
                                                  "worker yet; offline DPO on a preference dataset is"));
   }
-  if (!IsPretrainingKind(a.stage().kind()) && !distill && !sft && !eval_only && !dpo && !rejection_sampling) {
+  if (!IsPretrainingKind(a.stage().kind()) && !distill && !sft && !eval_only && !dpo && !rejection_sampling &&
+      !rl) {
     return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(), "': kind ",
                                                  loom::EnumName(a.stage().kind()),
                                                  " is not implemented by this worker yet"));
@@ -288,6 +297,8 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     return RunEval(a, data_dir, *tokenizer, reporter);
   }
   std::unique_ptr<loom::engine::BatchSource> data;
+  loom::engine::RlBatchSource* rl_source = nullptr;  // rl: `data`, which samples from the policy
+  std::unique_ptr<loom::engine::Transformer> rl_reference;
   int64_t schedule_tokens = 0;
   // dpo: held-out pairs for the preference accuracy, and the source's name for its keys.
   std::vector<loom::data::PreferenceExample> heldout_pairs;
@@ -333,6 +344,32 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
                                                loom::data::ChatTemplate::kChatML, *tokenizer));
     }
     data = std::move(prefs);
+  } else if (rl) {
+    // The policy samples its own batches (RlBatchSource); the frozen reference is kept for the KL.
+    const loom::v1::Stage& stage = a.stage();
+    if (stage.dataset().source().empty()) {
+      return absl::UnimplementedError(
+          absl::StrCat("stage '", stage.name(), "': an rl stage reads its prompts from a prepared chat source"));
+    }
+    loom::engine::RlSourceOptions ro;
+    ro.path = absl::StrCat(data_dir, "/", stage.dataset().source(), "/train.jsonl");
+    ro.seed = a.seed();
+    ro.epochs = stage.dataset().has_epochs() ? stage.dataset().epochs() : 1;
+    ro.samples_per_prompt = stage.rl().samples_per_prompt();
+    ro.sampling.temperature = static_cast<float>(stage.rl().sampling().temperature());
+    ro.sampling.top_p = static_cast<float>(stage.rl().sampling().top_p());
+    ro.sampling.top_k = stage.rl().sampling().top_k();
+    ro.sampling.max_new_tokens = stage.rl().sampling().max_new_tokens();
+    ro.sampling.seed = a.seed();
+    ro.kl_coef = stage.rl().kl_coef();
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::RlBatchSource> source,
+                          loom::engine::RlBatchSource::Open(ro, *tokenizer));
+    rl_source = source.get();
+    data = std::move(source);
+    LOOM_ASSIGN_OR_RETURN(std::string reference_path, Input(a, "reference"));
+    LOOM_ASSIGN_OR_RETURN(rl_reference, loom::engine::LoadModel(reference_path));
+    const int seq_len = stage.seq_len_schedule().empty() ? 256 : stage.seq_len_schedule(0).seq_len();
+    schedule_tokens = rl_source->prompts() * ro.samples_per_prompt * seq_len * ro.epochs;
   } else if (rejection_sampling) {
     // Samples after the data-parallel group is up (below).
   } else if (sft) {
@@ -380,6 +417,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   if (auto it = a.inputs().find("from"); it != a.inputs().end()) options.init_from = it->second;
   options.data_parallel = dp_group.get();
   options.schedule_tokens = schedule_tokens;
+  options.policy_gradient = rl;
   if (dpo) {
     options.preference = true;
     options.dpo = loom::engine::DpoOptionsFromProto(a.stage().dpo());
@@ -390,6 +428,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   }
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::Trainer> trainer,
                         loom::engine::Trainer::Create(options, data.get()));
+  if (rl_source) rl_source->SetModels(&trainer->model(), rl_reference.get());
 
   // Held-out evaluation (rank 0 reports it): every eval.every_steps steps and at the end.
   std::unique_ptr<loom::engine::Evaluator> evaluator;
@@ -446,14 +485,18 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
                 static_cast<long long>(trainer->step()), set.c_str(), suffix.c_str(), acc.accuracy,
                 acc.mean_margin, static_cast<long long>(acc.pairs));
   };
-  if (!heldout_pairs.empty()) {
+  // Before training: the starting point of the held-out measures that training should move
+  // (reported as "<set>/accuracy/before").
+  const bool math_before = eval.math_accuracy() && layout.dp_rank() == 0 && trainer->step() == 0;
+  if (!heldout_pairs.empty() || math_before) {
     loom::v1::WorkerMessage m;
     loom::v1::Progress& p = *m.mutable_progress();
     *p.mutable_rank() = a.rank();
     p.set_step(trainer->step());
     p.set_tokens(trainer->tokens());
     p.set_time_ms(NowMs());
-    eval_preferences("/before", &p);
+    if (!heldout_pairs.empty()) eval_preferences("/before", &p);
+    if (math_before) LOOM_RETURN_IF_ERROR(EvaluateMath(a.stage(), data_dir, trainer->model(), *tokenizer, &p, "/before"));
     report(m);
   }
   if (!lengths.empty()) {
