@@ -28,6 +28,7 @@ bool Ended(const PlanStatus& s) { return s.state() != loom::v1::PLAN_STATE_ACTIV
 std::string RankBinary() { return BinaryPath("worker/loom-rank"); }
 
 
+
 // Three stages: core (120 steps of 512 tokens, a mix change at 16Ki, checkpoints every 5 steps)
 // `more`, continued pre-training from core's final checkpoint, and `avg`, the mean of core's last
 // three checkpoints, `chat`, SFT from that average, and `measure`, an eval stage of the SFT model.
@@ -257,6 +258,14 @@ stages:
     lr_schedule: {type: constant}
     dpo: {beta: 0.1}
     eval: {every_steps: 8}
+  - name: rm
+    kind: reward_model
+    from: chat
+    tokens: 48Ki
+    dataset: {source: prefs_math, epochs: 10}
+    optimizer: {lr: 3e-4, weight_decay: 0}
+    lr_schedule: {type: constant}
+    eval: {every_steps: 16}
 )";
   const std::string plan_id = cluster.Submit(path);
   const PlanStatus done = cluster.WaitForPlan(plan_id, Ended, std::chrono::seconds(300));
@@ -290,7 +299,21 @@ stages:
   EXPECT_GT(eval.at("prefs_math/margin"), eval.at("prefs_math/margin/before") + 0.7) << prefs.DebugString();
   const std::string metrics = HttpGet(cluster.worker_metrics(prefs.rank_workers(0)), "/metrics");
   EXPECT_GT(MetricValue(metrics, "loom_train_metric", "name=\"dpo/margin\""), 0.0) << metrics;
-  EXPECT_EQ(MetricValue(metrics, "loom_eval_accuracy", "set=\"prefs_math\""), after) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "loom_eval_accuracy", "set=\"prefs_math\",stage=\"prefs\""), after) << metrics;
+
+  // The reward model (the SFT model with its end-of-turn logit as the scalar head, Bradley–Terry
+  // loss) trains and reports its held-out pair accuracy. Measured: 0.570 at the start, 0.52-0.59
+  // after 48Ki-192Ki tokens at lr 1e-4..1e-3 — a model this small does not learn to rank held-out
+  // arithmetic (the engine test shows it ranks its training pairs), so no gain is asserted.
+  const auto& rm = done.jobs(3);
+  ASSERT_TRUE(rm.progress().train_metrics().contains("rm/accuracy")) << rm.DebugString();
+  ASSERT_TRUE(rm.eval_metrics().contains("prefs_math/accuracy")) << rm.DebugString();
+  const double rm_before = rm.eval_metrics().at("prefs_math/accuracy/before");
+  const double rm_after = rm.eval_metrics().at("prefs_math/accuracy");
+  std::printf("reward model held-out pair accuracy: %.3f at the start, %.3f after training\n", rm_before, rm_after);
+  EXPECT_GE(rm_after, 0.0);
+  EXPECT_LE(rm_after, 1.0);
+  EXPECT_TRUE(std::isfinite(rm.eval_metrics().at("prefs_math/margin"))) << rm.DebugString();
 }
 
 // Rejection sampling and RL through the control plane: a chat model drilled on a handful of math

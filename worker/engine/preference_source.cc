@@ -35,6 +35,13 @@ void FillCompletionRow(const std::vector<int32_t>& prompt, const std::vector<int
   }
 }
 
+int LastTargetPosition(const data::TokenBatch& batch, int row) {
+  for (int t = batch.seq_len - 1; t >= 0; --t) {
+    if (batch.targets[static_cast<size_t>(row) * batch.seq_len + t] != data::kIgnoreIndex) return t;
+  }
+  return -1;
+}
+
 data::TokenBatch PreferenceRows(const std::vector<data::PreferenceExample>& pairs, size_t first, size_t count,
                                 int seq_len, int32_t pad_id) {
   data::TokenBatch b;
@@ -57,6 +64,38 @@ std::vector<double> RowLogProbSums(Transformer& model, const data::TokenBatch& b
     for (int t = 0; t < batch.seq_len; ++t) sums[r] += lp[static_cast<size_t>(r) * batch.seq_len + t];
   }
   return sums;
+}
+
+std::vector<double> RowRewards(Transformer& model, const data::TokenBatch& batch, int32_t reward_token) {
+  const float* logits = model.Forward(batch);
+  const int64_t vocab = model.config().vocab;
+  std::vector<double> rewards(batch.batch_size, 0.0);
+  for (int r = 0; r < batch.batch_size; ++r) {
+    const int t = LastTargetPosition(batch, r);
+    if (t >= 0) rewards[r] = logits[(int64_t{r} * batch.seq_len + t) * vocab + reward_token];
+  }
+  return rewards;
+}
+
+PreferenceAccuracy EvaluateRewardAccuracy(Transformer& model, const std::vector<data::PreferenceExample>& pairs,
+                                          int seq_len, int32_t pad_id, int32_t reward_token, int pairs_per_batch) {
+  PreferenceAccuracy out;
+  double right = 0, margin = 0;
+  for (size_t first = 0; first < pairs.size(); first += pairs_per_batch) {
+    const size_t count = std::min(pairs.size() - first, static_cast<size_t>(pairs_per_batch));
+    const std::vector<double> r =
+        RowRewards(model, PreferenceRows(pairs, first, count, seq_len, pad_id), reward_token);
+    for (size_t i = 0; i < count; ++i) {
+      right += r[2 * i] > r[2 * i + 1];
+      margin += r[2 * i] - r[2 * i + 1];
+    }
+  }
+  out.pairs = static_cast<int64_t>(pairs.size());
+  if (out.pairs > 0) {
+    out.accuracy = right / out.pairs;
+    out.mean_margin = margin / out.pairs;
+  }
+  return out;
 }
 
 PreferenceAccuracy EvaluatePreferenceAccuracy(Transformer& model, const std::vector<data::PreferenceExample>& pairs,
@@ -163,8 +202,10 @@ const std::vector<uint32_t>& PreferenceBatchSource::Order(int64_t epoch) {
 
 absl::Status PreferenceBatchSource::Next(int seq_len, int global_sequences, int dp_rank, int dp_size,
                                          data::TokenBatch* out) {
-  if (reference_.empty()) return absl::FailedPreconditionError("the reference log-probabilities were not computed");
-  if (seq_len != reference_seq_len_) {
+  if (options_.with_reference && reference_.empty()) {
+    return absl::FailedPreconditionError("the reference log-probabilities were not computed");
+  }
+  if (options_.with_reference && seq_len != reference_seq_len_) {
     return absl::FailedPreconditionError(absl::StrCat("a dpo stage trains at one seq_len (the reference was run at ",
                                                       reference_seq_len_, ", this step asks for ", seq_len, ")"));
   }
@@ -188,7 +229,7 @@ absl::Status PreferenceBatchSource::Next(int seq_len, int global_sequences, int 
     mine.push_back(pairs_[taken[k]]);
   }
   *out = PreferenceRows(mine, 0, mine.size(), seq_len, pad_id_);
-  for (int k = dp_rank * rank_pairs; k < (dp_rank + 1) * rank_pairs; ++k) {
+  for (int k = dp_rank * rank_pairs; k < (dp_rank + 1) * rank_pairs && options_.with_reference; ++k) {
     out->reference_logprobs.push_back(reference_[2 * taken[k]]);
     out->reference_logprobs.push_back(reference_[2 * taken[k] + 1]);
   }

@@ -29,6 +29,9 @@ struct PreferenceSourceOptions {
   data::ChatTemplate chat_template = data::ChatTemplate::kChatML;
   uint64_t seed = 0;
   int epochs = 1;
+  // dpo: every row carries the reference's log-probability (ComputeReference must run first).
+  // reward_model stages train without a reference.
+  bool with_reference = true;
 };
 
 class PreferenceBatchSource : public BatchSource {
@@ -78,6 +81,9 @@ void FillCompletionRow(const std::vector<int32_t>& prompt, const std::vector<int
                        const std::vector<uint8_t>& mask, int seq_len, int32_t pad_id, int32_t* inputs,
                        int32_t* targets);
 
+// The last position of `row` whose target is not ignored, or -1.
+int LastTargetPosition(const data::TokenBatch& batch, int row);
+
 // Rows 2i (chosen) and 2i+1 (rejected) of pairs [first, first + count), as described above.
 data::TokenBatch PreferenceRows(const std::vector<data::PreferenceExample>& pairs, size_t first, size_t count,
                                 int seq_len, int32_t pad_id);
@@ -94,6 +100,14 @@ struct PreferenceAccuracy {
 // the same way), over pairs in batches of `rows_per_batch` / 2.
 PreferenceAccuracy EvaluatePreferenceAccuracy(Transformer& model, const std::vector<data::PreferenceExample>& pairs,
                                               int seq_len, int32_t pad_id, int pairs_per_batch = 8);
+
+// Reward-model scores: per row, the logit of `reward_token` at the row's last target position (the
+// model has read the whole completion but its last token); the LM head's row for that token is
+// the scalar reward head.
+std::vector<double> RowRewards(Transformer& model, const data::TokenBatch& batch, int32_t reward_token);
+// Held-out reward accuracy: the share of pairs whose chosen side scores higher.
+PreferenceAccuracy EvaluateRewardAccuracy(Transformer& model, const std::vector<data::PreferenceExample>& pairs,
+                                          int seq_len, int32_t pad_id, int32_t reward_token, int pairs_per_batch = 8);
 
 // Reads and tokenizes a JSONL file of preference pairs.
 absl::StatusOr<std::vector<data::PreferenceExample>> ReadPreferenceExamples(const std::string& path,

@@ -12,6 +12,7 @@
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/log_probs.h"
 #include "worker/engine/checkpoint.h"
+#include "worker/engine/preference_source.h"
 #include "worker/engine/schedules.h"
 
 namespace loom::engine {
@@ -161,6 +162,29 @@ absl::StatusOr<StepReport> Trainer::Step() {
     return r;
   }
 
+  if (options_.reward_model) {
+    if (micro % 2 != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "a reward_model stage needs an even parallel.micro_batch_size (a pair's two rows share a "
+          "micro-batch); it is ",
+          micro));
+    }
+    const double global_pairs = global_sequences / 2.0;
+    model_->ZeroGrads();
+    double sums[3] = {0, 0, 0};
+    for (int m = 0; m < batch_.batch_size / micro; ++m) {
+      LOOM_RETURN_IF_ERROR(RewardMicroBatch(SliceBatch(batch_, m * micro, micro), 1.0 / global_pairs, sums));
+    }
+    if (options_.data_parallel) {
+      LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(model_->grads(), model_->num_params()));
+      LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(sums, 3));
+    }
+    StepReport r = ApplyOptimizer(batch_tokens, seq_len, batch_.batch_size / micro, start);
+    r.loss = sums[0] / global_pairs;
+    r.metrics["rm/accuracy"] = sums[1] / global_pairs;
+    r.metrics["rm/margin"] = sums[2] / global_pairs;
+    return r;
+  }
   if (options_.policy_gradient) {
     model_->ZeroGrads();
     double loss_sum = 0;
@@ -263,6 +287,36 @@ void Trainer::BackwardFromRowGrads(const data::TokenBatch& mb, float* logits, co
   kernels::cpu::TokenLogProbsBackward(logits, mb.targets.data(), grad.data(), mb.tokens(), model_->config().vocab,
                                       logits);
   model_->Backward(logits);
+}
+
+absl::Status Trainer::RewardMicroBatch(const data::TokenBatch& mb, double grad_scale, double* sums) {
+  const int64_t vocab = model_->config().vocab;
+  if (options_.reward_token < 0 || options_.reward_token >= vocab) {
+    return absl::FailedPreconditionError(absl::StrCat("reward token ", options_.reward_token, " is not in the vocabulary"));
+  }
+  const int pairs = mb.batch_size / 2;
+  float* logits = model_->Forward(mb);
+  std::vector<int> position(mb.batch_size);
+  std::vector<double> rc(pairs), rr(pairs), dc(pairs), dr(pairs);
+  for (int r = 0; r < mb.batch_size; ++r) {
+    position[r] = LastTargetPosition(mb, r);
+    if (position[r] < 0) return absl::FailedPreconditionError("a preference row has no completion tokens");
+    const double reward = logits[(int64_t{r} * mb.seq_len + position[r]) * vocab + options_.reward_token];
+    (r % 2 == 0 ? rc : rr)[r / 2] = reward;
+  }
+  const kernels::cpu::PreferenceResult result = kernels::cpu::BradleyTerryLossAndGrad(
+      rc.data(), rr.data(), pairs, options_.reward_margin, grad_scale, dc.data(), dr.data());
+  sums[0] += result.loss_sum;
+  sums[1] += result.accuracy_sum;
+  sums[2] += result.margin_sum;
+  // The loss reads one logit per row: d loss / d logits is zero but there.
+  std::fill(logits, logits + mb.tokens() * vocab, 0.0f);
+  for (int r = 0; r < mb.batch_size; ++r) {
+    logits[(int64_t{r} * mb.seq_len + position[r]) * vocab + options_.reward_token] =
+        static_cast<float>(r % 2 == 0 ? dc[r / 2] : dr[r / 2]);
+  }
+  model_->Backward(logits);
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::PolicyGradientMicroBatch(const data::TokenBatch& mb, double grad_scale, double* loss_sum) {

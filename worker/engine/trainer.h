@@ -59,6 +59,12 @@ struct TrainerOptions {
   // Policy gradient (an `rl` stage): every row carries its sample's advantage (RlBatchSource);
   // the loss is the mean over rows of −advantage · (the row's summed log-probability).
   bool policy_gradient = false;
+  // Reward model (a `reward_model` stage): (chosen, rejected) row pairs, the reward of a row the
+  // logit of `reward_token` at its last target position (preference_source.h RowRewards); the loss
+  // is the Bradley–Terry loss −log σ(r_chosen − r_rejected − reward_margin), mean over pairs.
+  bool reward_model = false;
+  int32_t reward_token = -1;
+  double reward_margin = 0;
 };
 
 struct StepReport {
@@ -121,6 +127,8 @@ class Trainer {
   // One micro-batch of (chosen, rejected) row pairs: forward, DPO loss, backward. Adds to
   // sums[0..4]: loss, ranked-right pairs, βΔ, β(chosen − reference), β(rejected − reference).
   absl::Status PreferenceMicroBatch(const data::TokenBatch& mb, double grad_scale, double* sums);
+  // One micro-batch of reward-model row pairs: adds to sums[0..2]: loss, ranked-right pairs, margin.
+  absl::Status RewardMicroBatch(const data::TokenBatch& mb, double grad_scale, double* sums);
   // One micro-batch of rl rows: adds Σ −advantage · log p(row) to *loss_sum.
   absl::Status PolicyGradientMicroBatch(const data::TokenBatch& mb, double grad_scale, double* loss_sum);
   // Forward and the summed target log-probability of every row of `mb`; leaves the logits in the

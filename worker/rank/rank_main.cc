@@ -257,6 +257,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   const bool dpo = a.stage().kind() == loom::v1::STAGE_KIND_DPO;
   const bool rejection_sampling = a.stage().kind() == loom::v1::STAGE_KIND_REJECTION_SAMPLING;
   const bool rl = a.stage().kind() == loom::v1::STAGE_KIND_RL;
+  const bool reward_model = a.stage().kind() == loom::v1::STAGE_KIND_REWARD_MODEL;
   if (rl && !a.stage().rl().scorer().reward_model().empty()) {
     return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(),
                                                  "': rewards from a reward model are not implemented yet; use "
@@ -268,7 +269,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
                                                  "worker yet; offline DPO on a preference dataset is"));
   }
   if (!IsPretrainingKind(a.stage().kind()) && !distill && !sft && !eval_only && !dpo && !rejection_sampling &&
-      !rl) {
+      !rl && !reward_model) {
     return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(), "': kind ",
                                                  loom::EnumName(a.stage().kind()),
                                                  " is not implemented by this worker yet"));
@@ -303,28 +304,30 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   // dpo: held-out pairs for the preference accuracy, and the source's name for its keys.
   std::vector<loom::data::PreferenceExample> heldout_pairs;
   int dpo_seq_len = 0;
-  if (dpo) {
+  int32_t reward_token = -1;  // reward_model: the LM-head row that is the scalar head
+  if (dpo || reward_model) {
     const loom::v1::Stage& stage = a.stage();
     if (stage.dataset().source().empty()) {
-      return absl::UnimplementedError(absl::StrCat(
-          "stage '", stage.name(), "': a dpo stage reads a prepared preference source (dataset.source)"));
+      return absl::UnimplementedError(absl::StrCat("stage '", stage.name(), "': a ", loom::EnumName(stage.kind()),
+                                                   " stage reads a prepared preference source (dataset.source)"));
     }
     if (stage.seq_len_schedule_size() != 1) {
-      return absl::InvalidArgumentError(absl::StrCat("stage '", stage.name(),
-                                                     "': a dpo stage trains at one seq_len (the reference "
-                                                     "log-probabilities are computed at it); give one entry"));
+      return absl::InvalidArgumentError(absl::StrCat("stage '", stage.name(), "': a ", loom::EnumName(stage.kind()),
+                                                     " stage trains at one seq_len (pairs are cut to it once); "
+                                                     "give seq_len_schedule one entry"));
     }
     dpo_seq_len = stage.seq_len_schedule(0).seq_len();
     loom::engine::PreferenceSourceOptions po;
     po.path = absl::StrCat(data_dir, "/", stage.dataset().source(), "/train.jsonl");
     po.seed = a.seed();
     po.epochs = stage.dataset().has_epochs() ? stage.dataset().epochs() : 1;
+    po.with_reference = dpo;
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::PreferenceBatchSource> prefs,
                           loom::engine::PreferenceBatchSource::Open(po, *tokenizer));
-    // The frozen reference runs once over the pairs; its values are kept with the stage's
+    // dpo: the frozen reference runs once over the pairs; its values are kept with the stage's
     // checkpoints, so a later attempt reads them back.
-    LOOM_ASSIGN_OR_RETURN(std::string reference_path, Input(a, "reference"));
-    {
+    if (dpo) {
+      LOOM_ASSIGN_OR_RETURN(std::string reference_path, Input(a, "reference"));
       LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::Transformer> reference,
                             loom::engine::LoadModel(reference_path));
       const absl::Time start = absl::Now();
@@ -336,6 +339,10 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
                   prefs->reference_from_cache() ? "read from the cache" : "computed",
                   absl::ToDoubleSeconds(absl::Now() - start), static_cast<long long>(prefs->truncated_pairs()),
                   dpo_seq_len);
+    }
+    if (reward_model) {
+      LOOM_ASSIGN_OR_RETURN(reward_token,
+                            loom::data::EndOfTurnToken(loom::data::ChatTemplate::kChatML, *tokenizer));
     }
     schedule_tokens = prefs->pairs() * 2 * dpo_seq_len * po.epochs;
     if (layout.dp_rank() == 0) {
@@ -418,6 +425,11 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   options.data_parallel = dp_group.get();
   options.schedule_tokens = schedule_tokens;
   options.policy_gradient = rl;
+  if (reward_model) {
+    options.reward_model = true;
+    options.reward_token = reward_token;
+    options.reward_margin = a.stage().reward_model().margin();
+  }
   if (dpo) {
     options.preference = true;
     options.dpo = loom::engine::DpoOptionsFromProto(a.stage().dpo());
@@ -476,8 +488,11 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   // ("<source>/accuracy/before") and at every evaluation.
   const int32_t pad_id = tokenizer->pad_id() >= 0 ? tokenizer->pad_id() : tokenizer->eos_id();
   auto eval_preferences = [&](const std::string& suffix, loom::v1::Progress* p) {
+    // dpo: log p(chosen) > log p(rejected); reward_model: r(chosen) > r(rejected).
     const loom::engine::PreferenceAccuracy acc =
-        loom::engine::EvaluatePreferenceAccuracy(trainer->model(), heldout_pairs, dpo_seq_len, pad_id);
+        reward_model ? loom::engine::EvaluateRewardAccuracy(trainer->model(), heldout_pairs, dpo_seq_len, pad_id,
+                                                            reward_token)
+                     : loom::engine::EvaluatePreferenceAccuracy(trainer->model(), heldout_pairs, dpo_seq_len, pad_id);
     const std::string& set = a.stage().dataset().source();
     (*p->mutable_eval_metrics())[set + "/accuracy" + suffix] = acc.accuracy;
     (*p->mutable_eval_metrics())[set + "/margin" + suffix] = acc.mean_margin;

@@ -187,6 +187,44 @@ TEST(Dpo, ReferenceIsReadBackFromTheCacheAndAResumeRepeatsTheRun) {
   for (size_t i = 0; i < straight.size(); ++i) EXPECT_EQ(straight[i], resumed[i]) << "step " << i + 1;
 }
 
+// A reward_model stage: the LM head's row for the end-of-turn token read at the end of each
+// completion is the scalar head, trained with the Bradley–Terry loss on the same pairs.
+TEST(RewardModel, TrainingRanksTheChosenAnswersHigher) {
+  Fixture& f = Shared();
+  PreferenceSourceOptions po;
+  po.path = f.dir / "train.jsonl";
+  po.seed = 9;
+  po.epochs = 1000;
+  po.with_reference = false;
+  auto source = PreferenceBatchSource::Open(po, *f.tokenizer);
+  ASSERT_TRUE(source.ok()) << source.status();
+  auto pairs = ReadPreferenceExamples(po.path, data::ChatTemplate::kChatML, *f.tokenizer);
+  ASSERT_TRUE(pairs.ok());
+  TrainerOptions o = f.Options();
+  o.init_from = f.reference;
+  o.reward_model = true;
+  o.reward_token = *data::EndOfTurnToken(data::ChatTemplate::kChatML, *f.tokenizer);
+  auto trainer = Trainer::Create(o, source->get());
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  const int32_t pad = f.tokenizer->pad_id() >= 0 ? f.tokenizer->pad_id() : f.tokenizer->eos_id();
+  const PreferenceAccuracy before =
+      EvaluateRewardAccuracy((*trainer)->model(), *pairs, kSeqLen, pad, o.reward_token);
+  double first = 0, last = 0;
+  for (int i = 0; i < 40; ++i) {
+    auto r = (*trainer)->Step();
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (i == 0) first = r->loss;
+    last = r->loss;
+    ASSERT_TRUE(r->metrics.contains("rm/accuracy"));
+  }
+  const PreferenceAccuracy after = EvaluateRewardAccuracy((*trainer)->model(), *pairs, kSeqLen, pad, o.reward_token);
+  std::printf("reward model: loss %.4f -> %.4f, train-pair accuracy %.3f -> %.3f\n", first, last, before.accuracy,
+              after.accuracy);
+  EXPECT_LT(last, first);
+  EXPECT_GE(after.accuracy, 0.9);
+  EXPECT_GT(after.mean_margin, before.mean_margin);
+}
+
 TEST(Dpo, AnOddMicroBatchIsRefused) {
   Fixture& f = Shared();
   auto source = f.Source("");
