@@ -1,4 +1,5 @@
 #include "common/plan_io.h"
+#include "common/plan_repeat.h"
 
 #include <fstream>
 #include <sstream>
@@ -94,6 +95,8 @@ ParsedPlan ParsePlanText(std::string_view text, PlanFormat format) {
   } else {
     ParseYaml(text, &out);  // JSON is YAML
   }
+  // Rounds written once become plain stages before anything reads them.
+  if (out.errors.empty()) out.errors = ExpandRepeats(&out.plan);
   return out;
 }
 

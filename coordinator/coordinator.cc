@@ -8,6 +8,7 @@
 #include "common/checkpoint_ref.h"
 #include "common/logging.h"
 #include "common/plan_error.h"
+#include "common/plan_repeat.h"
 #include "common/plan_resolve.h"
 #include "common/plan_validation.h"
 #include "common/proto_names.h"
@@ -81,13 +82,16 @@ absl::Status Coordinator::LoadLocked() {
 // ---------------------------------------------------------------------------------------------
 // Client API
 
-absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan& plan,
+absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan& submitted,
                                                     const std::string& source) {
-  if (plan.ByteSizeLong() > static_cast<size_t>(kMaxPlanBytes)) {
+  if (submitted.ByteSizeLong() > static_cast<size_t>(kMaxPlanBytes)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("plan is ", plan.ByteSizeLong(), " bytes; the limit is ", kMaxPlanBytes));
+        absl::StrCat("plan is ", submitted.ByteSizeLong(), " bytes; the limit is ", kMaxPlanBytes));
   }
-  std::vector<PlanError> errors = ValidatePlan(plan);
+  // Clients expand repeat blocks when they read the plan; a plan sent unexpanded is expanded here.
+  loom::v1::TrainingPlan plan = submitted;
+  std::vector<PlanError> errors = ExpandRepeats(&plan);
+  if (errors.empty()) errors = ValidatePlan(plan);
   if (!errors.empty()) return PlanErrorsToStatus(errors, source.empty() ? "the plan" : source);
 
   PlanRecord record;
