@@ -219,8 +219,9 @@ TEST(TrainingCluster, DataParallelStageMeetsThroughTheCoordinatorAndMatchesOneRa
 // offline DPO stage on math preference pairs whose reference (the SFT model) runs once, with its
 // log-probabilities cached beside the stage's checkpoints. The DPO metrics reach `status --json`
 // and /metrics, and the held-out preference margin (log p(chosen) − log p(rejected)) rises over
-// the SFT model's.
-TEST(TrainingCluster, DpoStageTrainsOnPreferencePairsAgainstTheSftModel) {
+// the SFT model's. A reward_model stage trains on the same pairs, and a rejection_sampling stage
+// scored by it keeps each prompt's best-scoring sample.
+TEST(TrainingCluster, DpoRewardModelAndRewardScoredSamplingRunThroughTheControlPlane) {
   const std::string data =
       PrepareData("prefs", "math,sft_math,prefs_math", 512, "--heldout 0.2 --prefs-docs 800 --max-docs 800");
   Cluster cluster({.rank_binary = RankBinary()});
@@ -266,6 +267,15 @@ stages:
     optimizer: {lr: 3e-4, weight_decay: 0}
     lr_schedule: {type: constant}
     eval: {every_steps: 16}
+  - name: best
+    kind: rejection_sampling
+    from: chat
+    dataset: {source: sft_math}
+    rejection_sampling:
+      samples_per_prompt: 4
+      max_prompts: 8
+      sampling: {temperature: 1.0, max_new_tokens: 48}
+      scorer: {reward_model: rm}
 )";
   const std::string plan_id = cluster.Submit(path);
   const PlanStatus done = cluster.WaitForPlan(plan_id, Ended, std::chrono::seconds(300));
@@ -314,6 +324,12 @@ stages:
   EXPECT_GE(rm_after, 0.0);
   EXPECT_LE(rm_after, 1.0);
   EXPECT_TRUE(std::isfinite(rm.eval_metrics().at("prefs_math/margin"))) << rm.DebugString();
+
+  // Rejection sampling scored by that reward model keeps each prompt's best-scoring sample.
+  const auto& best = done.jobs(4);
+  EXPECT_EQ(best.inputs().at("reward_model"), rm.final_checkpoint().path()) << best.DebugString();
+  EXPECT_EQ(best.eval_metrics().at("rs/prompts"), 8) << best.DebugString();
+  EXPECT_EQ(best.eval_metrics().at("rs/kept"), 8) << best.DebugString();
 }
 
 // Rejection sampling and RL through the control plane: a chat model drilled on a handful of math

@@ -77,6 +77,25 @@ std::vector<double> RowRewards(Transformer& model, const data::TokenBatch& batch
   return rewards;
 }
 
+std::vector<double> RewardScorer::Score(const std::vector<const std::vector<int32_t>*>& prompts,
+                                        const std::vector<std::vector<int32_t>>& completions, int32_t pad_id) const {
+  std::vector<double> out;
+  constexpr size_t kRows = 16;
+  for (size_t first = 0; first < completions.size(); first += kRows) {
+    const size_t count = std::min(kRows, completions.size() - first);
+    data::TokenBatch b;
+    b.Reset(static_cast<int>(count), seq_len);
+    for (size_t r = 0; r < count; ++r) {
+      const std::vector<int32_t>& c = completions[first + r];
+      FillCompletionRow(*prompts[first + r], c, std::vector<uint8_t>(c.size(), 1), seq_len, pad_id,
+                        &b.inputs[r * seq_len], &b.targets[r * seq_len]);
+    }
+    const std::vector<double> scores = RowRewards(*model, b, reward_token);
+    out.insert(out.end(), scores.begin(), scores.end());
+  }
+  return out;
+}
+
 PreferenceAccuracy EvaluateRewardAccuracy(Transformer& model, const std::vector<data::PreferenceExample>& pairs,
                                           int seq_len, int32_t pad_id, int32_t reward_token, int pairs_per_batch) {
   PreferenceAccuracy out;

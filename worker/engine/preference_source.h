@@ -105,6 +105,16 @@ PreferenceAccuracy EvaluatePreferenceAccuracy(Transformer& model, const std::vec
 // model has read the whole completion but its last token); the LM head's row for that token is
 // the scalar reward head.
 std::vector<double> RowRewards(Transformer& model, const data::TokenBatch& batch, int32_t reward_token);
+// A reward model as a scorer of sampled completions (rejection sampling, rl): its reward for each
+// (prompt, completion), completions cut to seq_len + 1 tokens with the prompt, in batches.
+struct RewardScorer {
+  Transformer* model = nullptr;  // not owned
+  int32_t reward_token = -1;
+  int seq_len = 256;
+  std::vector<double> Score(const std::vector<const std::vector<int32_t>*>& prompts,
+                            const std::vector<std::vector<int32_t>>& completions, int32_t pad_id) const;
+};
+
 // Held-out reward accuracy: the share of pairs whose chosen side scores higher.
 PreferenceAccuracy EvaluateRewardAccuracy(Transformer& model, const std::vector<data::PreferenceExample>& pairs,
                                           int seq_len, int32_t pad_id, int32_t reward_token, int pairs_per_batch = 8);

@@ -51,10 +51,24 @@ absl::StatusOr<RejectionSamplingResult> SampleAndVerify(const Transformer& model
   Generator generator(model, std::max(1, options.batch), static_cast<int>(longest) + sampling.max_new_tokens);
   const std::vector<std::vector<int32_t>> samples = rows.empty() ? rows : generator.Generate(rows, sampling);
 
+  // Reward-model scores of every sample (the completion as sampled, end-of-turn included).
+  std::vector<double> scores;
+  if (options.reward_model != nullptr) {
+    std::vector<const std::vector<int32_t>*> row_prompts;
+    for (const Prompt& p : prompts) {
+      for (int j = 0; j < n; ++j) row_prompts.push_back(&p.tokens);
+    }
+    const int32_t pad = tokenizer.pad_id() >= 0 ? tokenizer.pad_id() : tokenizer.eos_id();
+    scores = options.reward_model->Score(row_prompts, samples, pad);
+  }
+
   RejectionSamplingResult out;
   for (size_t i = 0; i < prompts.size(); ++i) {
     ++out.prompts;
     bool solved = false;
+    bool kept_one = false;
+    int best = -1;
+    std::string best_answer;
     for (int j = 0; j < n; ++j) {
       std::vector<int32_t> ids = samples[i * n + j];
       if (!ids.empty() && ids.back() == end_of_turn) ids.pop_back();
@@ -62,14 +76,27 @@ absl::StatusOr<RejectionSamplingResult> SampleAndVerify(const Transformer& model
       const bool correct = data::VerifyMathAnswer(answer, prompts[i].reference) == data::MathVerdict::kCorrect;
       ++out.samples;
       out.correct_samples += correct;
+      solved |= correct;
+      if (!scores.empty()) {
+        if (best < 0 || scores[i * n + j] > scores[i * n + best]) {
+          best = j;
+          best_answer = answer;
+        }
+        continue;
+      }
       if (!correct) continue;
       // Best: the first correct sample (all correct samples score the same); all: every one.
-      if (options.keep == RejectionSamplingOptions::Keep::kAllCorrect || !solved) {
+      if (options.keep == RejectionSamplingOptions::Keep::kAllCorrect || !kept_one) {
         data::Conversation kept = prompts[i].turns;
         kept.push_back({"assistant", answer});
         out.kept.push_back(std::move(kept));
+        kept_one = true;
       }
-      solved = true;
+    }
+    if (best >= 0) {  // reward model: the prompt's highest-scoring sample
+      data::Conversation kept = prompts[i].turns;
+      kept.push_back({"assistant", best_answer});
+      out.kept.push_back(std::move(kept));
     }
     out.solved_prompts += solved;
   }

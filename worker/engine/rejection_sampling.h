@@ -1,6 +1,6 @@
 // Rejection sampling (AFM's rejection-sampling fine-tuning, Llama 3.1's rounds): N samples per
-// prompt from the KV-cache sampler, scored by the math verifier, the best (or every correct) one
-// kept as a new chat example. A job's ranks split the prompts into contiguous blocks; sample j of
+// prompt from the KV-cache sampler, scored by the math verifier or a reward model, the best (or,
+// with the verifier, every correct) one kept as a new chat example. A job's ranks split the prompts into contiguous blocks; sample j of
 // prompt g draws from Random(seed + g·N + j) whichever rank decodes it, so the dataset does not
 // depend on how many ranks made it.
 #pragma once
@@ -13,6 +13,7 @@
 #include "data/chat.h"
 #include "data/tokenizer.h"
 #include "worker/engine/generator.h"
+#include "worker/engine/preference_source.h"
 #include "worker/engine/transformer.h"
 
 namespace loom::engine {
@@ -24,6 +25,9 @@ struct RejectionSamplingOptions {
   Keep keep = Keep::kBest;
   int batch = 32;  // sequences decoded together
   data::ChatTemplate chat_template = data::ChatTemplate::kChatML;
+  // Scored by a reward model instead of the verifier: Keep::kBest keeps each prompt's
+  // highest-scoring sample, right or wrong (the verifier still counts pass@1 and best-of-N).
+  const RewardScorer* reward_model = nullptr;
 };
 
 struct RejectionSamplingResult {

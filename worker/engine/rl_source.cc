@@ -107,7 +107,7 @@ absl::Status RlBatchSource::Next(int seq_len, int global_sequences, int dp_rank,
   data::TokenBatch batch;
   batch.Reset(static_cast<int>(rows.size()), seq_len);
   std::vector<double> rewards(rows.size());
-  double completion_tokens = 0;
+  double completion_tokens = 0, correct = 0;
   for (size_t r = 0; r < rows.size(); ++r) {
     const Prompt& p = prompts_[mine[r / k]];
     const std::vector<int32_t>& ids = completions[r];
@@ -115,10 +115,16 @@ absl::Status RlBatchSource::Next(int seq_len, int global_sequences, int dp_rank,
     std::vector<int32_t> text_ids = ids;
     if (!text_ids.empty() && text_ids.back() == end_of_turn_) text_ids.pop_back();
     rewards[r] = data::VerifyMathAnswer(tokenizer_->Decode(text_ids), p.reference) == data::MathVerdict::kCorrect;
+    correct += rewards[r];
     FillCompletionRow(p.tokens, ids, std::vector<uint8_t>(ids.size(), 1), seq_len, pad_id_,
                       &batch.inputs[r * seq_len], &batch.targets[r * seq_len]);
   }
 
+  if (options_.reward_model != nullptr) {
+    std::vector<const std::vector<int32_t>*> row_prompts;
+    for (size_t r = 0; r < rows.size(); ++r) row_prompts.push_back(&prompts_[mine[r / k]].tokens);
+    rewards = options_.reward_model->Score(row_prompts, completions, pad_id_);
+  }
   // KL shaping against the reference, then the leave-one-out advantages.
   const std::vector<double> policy_lp = RowLogProbSums(*policy_, batch);
   const std::vector<double> reference_lp = RowLogProbSums(*reference_, batch);
@@ -135,6 +141,7 @@ absl::Status RlBatchSource::Next(int seq_len, int global_sequences, int dp_rank,
   for (double a : batch.advantages) abs_adv += std::fabs(a);
   const double n = std::max<double>(1, static_cast<double>(rows.size()));
   metrics_ = {{"rl/reward", reward_sum / n},
+              {"rl/accuracy", correct / n},
               {"rl/kl", kl_sum / n},
               {"rl/advantage_abs", abs_adv / n},
               {"rl/completion_tokens", completion_tokens / n}};

@@ -1,7 +1,7 @@
 // An rl stage's batches, made by the policy being trained: each step takes the next prompts of the
 // dataset (reshuffled each epoch), samples K completions of each from the current policy with the
 // KV-cache sampler, scores them with the math verifier (reward 1 for a correct final number, else
-// 0), shapes the rewards with the KL penalty against the frozen reference, and gives every row
+// 0) or a reward model, shapes the rewards with the KL penalty against the frozen reference, and gives every row
 // (prompt + completion, targets on the completion) its RLOO advantage (kernels/cpu/policy_gradient.h).
 //
 // Rows of a global batch: prompts × K; a data-parallel rank samples its contiguous block of the
@@ -20,6 +20,7 @@
 #include "data/tokenizer.h"
 #include "worker/engine/batch_source.h"
 #include "worker/engine/generator.h"
+#include "worker/engine/preference_source.h"
 #include "worker/engine/transformer.h"
 
 namespace loom::engine {
@@ -32,6 +33,8 @@ struct RlSourceOptions {
   int samples_per_prompt = 4;  // K >= 2
   SamplingOptions sampling;    // temperature, top-k/p, max_new_tokens
   double kl_coef = 0.05;
+  // Rewards from a reward model instead of the verifier (not owned).
+  const RewardScorer* reward_model = nullptr;
 };
 
 class RlBatchSource : public BatchSource {
@@ -48,7 +51,8 @@ class RlBatchSource : public BatchSource {
   std::string SaveState() const override;
   absl::Status RestoreState(std::string_view state) override;
   bool Exhausted() const override { return epoch_ >= options_.epochs; }
-  // rl/reward (mean verifier reward, the samples' accuracy), rl/kl (mean sequence KL to the
+  // rl/reward (mean reward: with the verifier, the samples' accuracy), rl/accuracy (verified
+  // share, also with a reward model), rl/kl (mean sequence KL to the
   // reference), rl/advantage_abs (mean |advantage|), rl/completion_tokens (mean length).
   std::map<std::string, double> BatchMetrics() const override { return metrics_; }
 

@@ -165,6 +165,20 @@ absl::Status RunEval(const loom::v1::Assignment& a, const std::string& data_dir,
   return reporter.Send(m);
 }
 
+// A scorer's reward model (input "reward_model", a reward_model stage's checkpoint): its
+// end-of-turn logit at the end of a completion, as the reward_model stage trained it.
+absl::StatusOr<loom::engine::RewardScorer> LoadRewardScorer(const loom::v1::Assignment& a,
+                                                            const loom::data::Tokenizer& tokenizer,
+                                                            std::unique_ptr<loom::engine::Transformer>* model) {
+  LOOM_ASSIGN_OR_RETURN(std::string path, Input(a, "reward_model"));
+  LOOM_ASSIGN_OR_RETURN(*model, loom::engine::LoadModel(path));
+  loom::engine::RewardScorer scorer;
+  scorer.model = model->get();
+  LOOM_ASSIGN_OR_RETURN(scorer.reward_token, loom::data::EndOfTurnToken(loom::data::ChatTemplate::kChatML, tokenizer));
+  scorer.seq_len = (*model)->config().max_seq_len > 0 ? std::min(512, (*model)->config().max_seq_len) : 512;
+  return scorer;
+}
+
 // rejection_sampling stages: this rank's block of the dataset's prompts, N samples each from the
 // `from` model, verified; the kept examples go to <checkpoint_dir>/dataset/part-<rank>.jsonl, and
 // the directory is reported as the stage's final "checkpoint" (one shard per rank), which later
@@ -174,11 +188,6 @@ absl::Status RunRejectionSampling(const loom::v1::Assignment& a, const std::stri
                                   loom::RankReporter& reporter) {
   const loom::v1::Stage& stage = a.stage();
   const loom::v1::RejectionSamplingConfig& rs = stage.rejection_sampling();
-  if (!rs.scorer().reward_model().empty()) {
-    return absl::UnimplementedError(absl::StrCat("stage '", stage.name(),
-                                                 "': scoring samples with a reward model is not implemented "
-                                                 "yet; use rejection_sampling.scorer: {verifier: math}"));
-  }
   if (stage.dataset().source().empty()) {
     return absl::UnimplementedError(absl::StrCat(
         "stage '", stage.name(), "': a rejection_sampling stage reads its prompts from a prepared chat source"));
@@ -199,6 +208,12 @@ absl::Status RunRejectionSampling(const loom::v1::Assignment& a, const std::stri
   options.keep = rs.keep() == loom::v1::RejectionSamplingConfig::KEEP_ALL_CORRECT
                      ? loom::engine::RejectionSamplingOptions::Keep::kAllCorrect
                      : loom::engine::RejectionSamplingOptions::Keep::kBest;
+  std::unique_ptr<loom::engine::Transformer> reward_model;
+  loom::engine::RewardScorer scorer;
+  if (!rs.scorer().reward_model().empty()) {
+    LOOM_ASSIGN_OR_RETURN(scorer, LoadRewardScorer(a, tokenizer, &reward_model));
+    options.reward_model = &scorer;
+  }
   const loom::v1::ParallelLayout& layout = a.layout();
   size_t first = 0, count = 0;
   loom::engine::PromptBlock(problems.size(), layout.dp_rank(), std::max(1, layout.dp()), &first, &count);
@@ -258,11 +273,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   const bool rejection_sampling = a.stage().kind() == loom::v1::STAGE_KIND_REJECTION_SAMPLING;
   const bool rl = a.stage().kind() == loom::v1::STAGE_KIND_RL;
   const bool reward_model = a.stage().kind() == loom::v1::STAGE_KIND_REWARD_MODEL;
-  if (rl && !a.stage().rl().scorer().reward_model().empty()) {
-    return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(),
-                                                 "': rewards from a reward model are not implemented yet; use "
-                                                 "rl.scorer: {verifier: math}"));
-  }
+
   if (dpo && a.stage().dpo().online()) {
     return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(),
                                                  "': online DPO (dpo.online: true) is not implemented by this "
@@ -299,7 +310,8 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   }
   std::unique_ptr<loom::engine::BatchSource> data;
   loom::engine::RlBatchSource* rl_source = nullptr;  // rl: `data`, which samples from the policy
-  std::unique_ptr<loom::engine::Transformer> rl_reference;
+  std::unique_ptr<loom::engine::Transformer> rl_reference, rl_reward_model;
+  loom::engine::RewardScorer rl_scorer;
   int64_t schedule_tokens = 0;
   // dpo: held-out pairs for the preference accuracy, and the source's name for its keys.
   std::vector<loom::data::PreferenceExample> heldout_pairs;
@@ -369,6 +381,10 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     ro.sampling.max_new_tokens = stage.rl().sampling().max_new_tokens();
     ro.sampling.seed = a.seed();
     ro.kl_coef = stage.rl().kl_coef();
+    if (!stage.rl().scorer().reward_model().empty()) {
+      LOOM_ASSIGN_OR_RETURN(rl_scorer, LoadRewardScorer(a, *tokenizer, &rl_reward_model));
+      ro.reward_model = &rl_scorer;
+    }
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::RlBatchSource> source,
                           loom::engine::RlBatchSource::Open(ro, *tokenizer));
     rl_source = source.get();

@@ -6,6 +6,7 @@
 #include "worker/engine/math_eval.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -202,6 +203,37 @@ TEST(RejectionSampling, KeepsVerifiedSamplesAndBestOfNIsAtLeastPassAt1) {
   ASSERT_TRUE(read.ok()) << read.status();
   ASSERT_EQ(read->size(), all->kept.size());
   EXPECT_EQ((*read)[0][1].content, all->kept[0][1].content);
+}
+
+TEST(RejectionSampling, ARewardModelScorerKeepsOneSamplePerPrompt) {
+  const Memorised& m = MemorisedModel();
+  // Any model of the vocabulary scores mechanically; the memorised one stands in for a trained RM.
+  auto rm = LoadModel(m.checkpoint);
+  ASSERT_TRUE(rm.ok()) << rm.status();
+  RewardScorer scorer;
+  scorer.model = rm->get();
+  scorer.reward_token = *data::EndOfTurnToken(data::ChatTemplate::kChatML, *m.tokenizer);
+  scorer.seq_len = kSeqLen;
+  RejectionSamplingOptions options = Sampling(RejectionSamplingOptions::Keep::kBest);
+  auto verified = SampleAndVerify(m.trainer->model(), *m.tokenizer, m.problems, 0, m.problems.size(), options);
+  options.reward_model = &scorer;
+  auto scored = SampleAndVerify(m.trainer->model(), *m.tokenizer, m.problems, 0, m.problems.size(), options);
+  ASSERT_TRUE(verified.ok() && scored.ok());
+  // One sample kept per prompt, right or wrong; the samples themselves (and so pass@1) are the same.
+  EXPECT_EQ(static_cast<int>(scored->kept.size()), kProblems);
+  EXPECT_EQ(scored->correct_samples, verified->correct_samples);
+  EXPECT_EQ(scored->solved_prompts, verified->solved_prompts);
+  // The kept answer scores highest among the prompt's samples: re-score it against the others.
+  const data::Conversation& first = scored->kept[0];
+  auto prompt = data::TokenizePrompt({first[0]}, data::ChatTemplate::kChatML, *m.tokenizer);
+  ASSERT_TRUE(prompt.ok());
+  std::vector<int32_t> kept_ids = m.tokenizer->Encode(first[1].content);
+  kept_ids.push_back(scorer.reward_token);
+  const double kept_score = scorer.Score({&*prompt}, {kept_ids}, 0)[0];
+  std::vector<int32_t> wrong_ids = m.tokenizer->Encode("Answer: -1");
+  wrong_ids.push_back(scorer.reward_token);
+  EXPECT_TRUE(std::isfinite(kept_score));
+  EXPECT_NE(kept_score, scorer.Score({&*prompt}, {wrong_ids}, 0)[0]) << "the scorer ignores the completion";
 }
 
 TEST(RejectionSampling, TheDatasetDoesNotDependOnHowManyRanksMadeIt) {
