@@ -34,7 +34,8 @@ void PrintPlan(const loom::v1::PlanStatus& plan) {
   for (const auto& job : plan.jobs()) width = std::max(width, job.stage().size());
   for (const auto& job : plan.jobs()) {
     std::printf("  %s\n", JobLine(job, width).c_str());
-    if (job.has_final_checkpoint())
+    // The path on a line of its own, unless the job's reason already shows it.
+    if (job.has_final_checkpoint() && job.reason().find(job.final_checkpoint().path()) == std::string::npos)
       std::printf("  %*s final checkpoint %s\n", static_cast<int>(width), "",
                   job.final_checkpoint().path().c_str());
   }
