@@ -335,8 +335,8 @@ stages:
 // Rejection sampling and RL through the control plane: a chat model drilled on a handful of math
 // chats samples answers to their prompts on two ranks (each writes its block of the dataset, the
 // directory commits as the stage's output), an SFT stage trains on that dataset by naming the
-// stage (dataset.from_stage), and an rl stage (RLOO, dp 2) trains the drilled model on its own
-// verified samples.
+// stage (dataset.from_stage), an rl stage (RLOO, dp 2) trains the drilled model on its own
+// verified samples, and an online dpo stage on pairs of them.
 TEST(TrainingCluster, RejectionSamplingFeedsAnSftStageAndAnRlStageTrainsOnItsOwnSamples) {
   const std::string data = PrepareData("rs", "math,sft_math", 512, "--max-docs 16 --heldout 0.25");
   Cluster cluster({.rank_binary = RankBinary()});
@@ -391,6 +391,17 @@ stages:
       scorer: {verifier: math}
       kl_coef: 0.05
     eval: {every_steps: 4, math_accuracy: true, math_problems: 4}
+  - name: online
+    kind: dpo
+    from: drill
+    tokens: 4Ki
+    dataset: {source: sft_math, epochs: 10}
+    optimizer: {lr: 1e-4}
+    dpo:
+      online: true
+      samples_per_prompt: 4
+      sampling: {temperature: 1.0, max_new_tokens: 64}
+      scorer: {verifier: math}
 )";
   const std::string plan_id = cluster.Submit(path);
   const PlanStatus done = cluster.WaitForPlan(plan_id, Ended, std::chrono::seconds(300));
@@ -428,6 +439,14 @@ stages:
   EXPECT_GT(rloo.progress().train_metrics().at("rl/completion_tokens"), 0);
   EXPECT_TRUE(rloo.eval_metrics().contains("sft_math/accuracy/before")) << rloo.DebugString();
   EXPECT_TRUE(rloo.eval_metrics().contains("sft_math/accuracy")) << rloo.DebugString();
+
+  // Online DPO: pairs from the drilled model's own samples each step, against the drilled model.
+  const auto& online = done.jobs(5);
+  EXPECT_EQ(online.progress().step(), 4) << online.DebugString();
+  for (const char* name : {"online/accuracy", "online/tied", "dpo/margin", "dpo/accuracy"}) {
+    EXPECT_TRUE(online.progress().train_metrics().contains(name)) << name << "\n" << online.DebugString();
+  }
+  EXPECT_GT(online.progress().train_metrics().at("online/accuracy"), 0) << online.DebugString();
 }
 
 }  // namespace

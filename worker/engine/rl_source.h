@@ -21,6 +21,7 @@
 #include "worker/engine/batch_source.h"
 #include "worker/engine/generator.h"
 #include "worker/engine/preference_source.h"
+#include "worker/engine/prompt_stream.h"
 #include "worker/engine/transformer.h"
 
 namespace loom::engine {
@@ -50,32 +51,22 @@ class RlBatchSource : public BatchSource {
   absl::Status Next(int seq_len, int global_sequences, int dp_rank, int dp_size, data::TokenBatch* out) override;
   std::string SaveState() const override;
   absl::Status RestoreState(std::string_view state) override;
-  bool Exhausted() const override { return epoch_ >= options_.epochs; }
+  bool Exhausted() const override { return stream_.Exhausted(); }
   // rl/reward (mean reward: with the verifier, the samples' accuracy), rl/accuracy (verified
-  // share, also with a reward model), rl/kl (mean sequence KL to the
-  // reference), rl/advantage_abs (mean |advantage|), rl/completion_tokens (mean length).
+  // share, also with a reward model), rl/kl (mean sequence KL to the reference),
+  // rl/advantage_abs (mean |advantage|), rl/completion_tokens (mean length).
   std::map<std::string, double> BatchMetrics() const override { return metrics_; }
 
-  int64_t prompts() const { return static_cast<int64_t>(prompts_.size()); }
+  int64_t prompts() const { return stream_.size(); }
 
  private:
-  RlBatchSource() = default;
-  const std::vector<uint32_t>& Order(int64_t epoch);
+  RlBatchSource(RlSourceOptions options, PromptStream stream)
+      : options_(std::move(options)), stream_(std::move(stream)) {}
 
-  struct Prompt {
-    std::vector<int32_t> tokens;
-    std::string reference;
-  };
   RlSourceOptions options_;
-  const data::Tokenizer* tokenizer_ = nullptr;
-  std::vector<Prompt> prompts_;
-  int32_t end_of_turn_ = -1, pad_id_ = 0;
-  std::string fingerprint_;
+  PromptStream stream_;
   Transformer* policy_ = nullptr;
   Transformer* reference_ = nullptr;
-  int64_t epoch_ = 0, position_ = 0, consumed_ = 0;
-  int64_t order_epoch_ = -1;
-  std::vector<uint32_t> order_;
   std::map<std::string, double> metrics_;
 };
 

@@ -28,6 +28,7 @@
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/math_eval.h"
 #include "worker/engine/merge.h"
+#include "worker/engine/online_preference_source.h"
 #include "worker/engine/preference_source.h"
 #include "worker/engine/rejection_sampling.h"
 #include "worker/engine/rl_source.h"
@@ -274,11 +275,6 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   const bool rl = a.stage().kind() == loom::v1::STAGE_KIND_RL;
   const bool reward_model = a.stage().kind() == loom::v1::STAGE_KIND_REWARD_MODEL;
 
-  if (dpo && a.stage().dpo().online()) {
-    return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(),
-                                                 "': online DPO (dpo.online: true) is not implemented by this "
-                                                 "worker yet; offline DPO on a preference dataset is"));
-  }
   if (!IsPretrainingKind(a.stage().kind()) && !distill && !sft && !eval_only && !dpo && !rejection_sampling &&
       !rl && !reward_model) {
     return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(), "': kind ",
@@ -310,6 +306,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   }
   std::unique_ptr<loom::engine::BatchSource> data;
   loom::engine::RlBatchSource* rl_source = nullptr;  // rl: `data`, which samples from the policy
+  loom::engine::OnlinePreferenceSource* online_source = nullptr;  // online dpo: likewise
   std::unique_ptr<loom::engine::Transformer> rl_reference, rl_reward_model;
   loom::engine::RewardScorer rl_scorer;
   int64_t schedule_tokens = 0;
@@ -317,7 +314,39 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   std::vector<loom::data::PreferenceExample> heldout_pairs;
   int dpo_seq_len = 0;
   int32_t reward_token = -1;  // reward_model: the LM-head row that is the scalar head
-  if (dpo || reward_model) {
+  const bool online_dpo = dpo && a.stage().dpo().online();
+  if (online_dpo) {
+    // Qwen 2's online DPO: pairs from the policy's own samples each step, scored by the verifier
+    // or a reward model; the frozen reference is kept for their log-probabilities.
+    const loom::v1::Stage& stage = a.stage();
+    if (stage.dataset().source().empty()) {
+      return absl::UnimplementedError(
+          absl::StrCat("stage '", stage.name(), "': online dpo reads its prompts from a prepared chat source"));
+    }
+    const loom::v1::DpoConfig& d = stage.dpo();
+    loom::engine::OnlinePreferenceOptions oo;
+    oo.path = absl::StrCat(data_dir, "/", stage.dataset().source(), "/train.jsonl");
+    oo.seed = a.seed();
+    oo.epochs = stage.dataset().has_epochs() ? stage.dataset().epochs() : 1;
+    oo.samples_per_prompt = d.samples_per_prompt();
+    oo.sampling.temperature = static_cast<float>(d.sampling().temperature());
+    oo.sampling.top_p = static_cast<float>(d.sampling().top_p());
+    oo.sampling.top_k = d.sampling().top_k();
+    oo.sampling.max_new_tokens = d.sampling().max_new_tokens();
+    oo.sampling.seed = a.seed();
+    if (!d.scorer().reward_model().empty()) {
+      LOOM_ASSIGN_OR_RETURN(rl_scorer, LoadRewardScorer(a, *tokenizer, &rl_reward_model));
+      oo.reward_model = &rl_scorer;
+    }
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::OnlinePreferenceSource> source,
+                          loom::engine::OnlinePreferenceSource::Open(oo, *tokenizer));
+    LOOM_ASSIGN_OR_RETURN(std::string reference_path, Input(a, "reference"));
+    LOOM_ASSIGN_OR_RETURN(rl_reference, loom::engine::LoadModel(reference_path));
+    const int seq_len = stage.seq_len_schedule().empty() ? 256 : stage.seq_len_schedule(0).seq_len();
+    schedule_tokens = source->prompts() * 2 * seq_len * oo.epochs;
+    online_source = source.get();
+    data = std::move(source);
+  } else if (dpo || reward_model) {
     const loom::v1::Stage& stage = a.stage();
     if (stage.dataset().source().empty()) {
       return absl::UnimplementedError(absl::StrCat("stage '", stage.name(), "': a ", loom::EnumName(stage.kind()),
@@ -457,6 +486,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::Trainer> trainer,
                         loom::engine::Trainer::Create(options, data.get()));
   if (rl_source) rl_source->SetModels(&trainer->model(), rl_reference.get());
+  if (online_source) online_source->SetModels(&trainer->model(), rl_reference.get());
 
   // Held-out evaluation (rank 0 reports it): every eval.every_steps steps and at the end.
   std::unique_ptr<loom::engine::Evaluator> evaluator;

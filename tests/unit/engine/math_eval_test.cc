@@ -18,6 +18,7 @@
 #include "engine_test_util.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/rejection_sampling.h"
+#include "worker/engine/online_preference_source.h"
 #include "worker/engine/rl_source.h"
 #include "tests/unit/data/data_test_util.h"
 #include "worker/engine/trainer.h"
@@ -325,6 +326,67 @@ TEST(Rl, RaisesTheAccuracyOfAHalfTrainedPolicysSamples) {
   std::printf("rl: sampled reward %.3f -> %.3f; pass@1 %.3f -> %.3f\n", first_reward, last_reward,
               before->pass_at_1(), after->pass_at_1());
   EXPECT_GT(after->pass_at_1(), before->pass_at_1() + kRlGain);
+}
+
+// Online DPO (Qwen 2): each step's pairs are the best and worst of the policy's own samples.
+struct OnlineRun {
+  std::unique_ptr<OnlinePreferenceSource> source;
+  std::unique_ptr<Transformer> reference;
+  std::unique_ptr<Trainer> trainer;
+};
+
+OnlineRun StartOnlineDpo(float temperature, double lr) {
+  const Memorised& m = MemorisedModel();
+  OnlineRun run;
+  OnlinePreferenceOptions so;
+  so.path = m.jsonl;
+  so.seed = 3;
+  so.epochs = 1000;
+  so.samples_per_prompt = 8;
+  so.sampling.temperature = temperature;
+  so.sampling.max_new_tokens = 48;
+  run.source = std::move(*OnlinePreferenceSource::Open(so, *m.tokenizer));
+  run.reference = std::move(*LoadModel(m.half));
+  TrainerOptions o;
+  o.model = m.trainer->effective_model();
+  o.stage = ResolveStage(m.plan, 0);
+  o.stage.mutable_batch_ramp(0)->set_global_batch_tokens(int64_t{kSeqLen} * 2 * kProblems);
+  o.stage.mutable_optimizer()->set_lr(lr);
+  o.init_from = m.half;
+  o.preference = true;
+  run.trainer = std::move(*Trainer::Create(o, run.source.get()));
+  run.source->SetModels(&run.trainer->model(), run.reference.get());
+  return run;
+}
+
+TEST(OnlineDpo, TiedSamplesGiveNoGradient) {
+  OnlineRun run = StartOnlineDpo(/*temperature=*/0.0f, 3e-4);  // greedy: every sample the same
+  auto r = run.trainer->Step();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->metrics.at("online/tied"), 1.0);
+  EXPECT_LT(r->grad_norm, 1e-5) << "the two rows of a tied pair cancel (up to summation rounding)";
+  EXPECT_NEAR(r->loss, std::log(2.0), 1e-6);
+}
+
+TEST(OnlineDpo, RaisesTheAccuracyOfAHalfTrainedPolicysSamples) {
+  const Memorised& m = MemorisedModel();
+  OnlineRun run = StartOnlineDpo(/*temperature=*/1.0f, 1e-4);
+  RejectionSamplingOptions probe = Sampling(RejectionSamplingOptions::Keep::kBest);
+  probe.samples_per_prompt = 16;
+  probe.sampling.temperature = 1.0f;
+  probe.sampling.seed = 1234;
+  auto before = SampleAndVerify(run.trainer->model(), *m.tokenizer, m.problems, 0, m.problems.size(), probe);
+  ASSERT_TRUE(before.ok());
+  for (int i = 0; i < 40; ++i) {
+    auto r = run.trainer->Step();
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  auto after = SampleAndVerify(run.trainer->model(), *m.tokenizer, m.problems, 0, m.problems.size(), probe);
+  ASSERT_TRUE(after.ok());
+  std::printf("online dpo: pass@1 %.3f -> %.3f\n", before->pass_at_1(), after->pass_at_1());
+  // Measured over seeds 3-6 (40 steps, 6 prompts x 8 samples, lr 1e-4, beta 0.1): +0.146, +0.177,
+  // +0.104, +0.104; asserted: half the smallest.
+  EXPECT_GT(after->pass_at_1(), before->pass_at_1() + 0.05);
 }
 
 TEST(MathEval, AReferenceWithoutANumberIsRefused) {
