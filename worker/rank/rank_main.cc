@@ -166,6 +166,17 @@ absl::Status RunEval(const loom::v1::Assignment& a, const std::string& data_dir,
   return reporter.Send(m);
 }
 
+// A stage's sampling block (defaults resolved) as the generator's options, seeded by the stage.
+loom::engine::SamplingOptions SamplingFromProto(const loom::v1::SamplingConfig& c, uint64_t seed) {
+  loom::engine::SamplingOptions o;
+  o.temperature = static_cast<float>(c.temperature());
+  o.top_p = static_cast<float>(c.top_p());
+  o.top_k = c.top_k();
+  o.max_new_tokens = c.max_new_tokens();
+  o.seed = seed;
+  return o;
+}
+
 // A scorer's reward model (input "reward_model", a reward_model stage's checkpoint): its
 // end-of-turn logit at the end of a completion, as the reward_model stage trained it.
 absl::StatusOr<loom::engine::RewardScorer> LoadRewardScorer(const loom::v1::Assignment& a,
@@ -201,11 +212,7 @@ absl::Status RunRejectionSampling(const loom::v1::Assignment& a, const std::stri
 
   loom::engine::RejectionSamplingOptions options;
   options.samples_per_prompt = rs.samples_per_prompt();
-  options.sampling.temperature = static_cast<float>(rs.sampling().temperature());
-  options.sampling.top_p = static_cast<float>(rs.sampling().top_p());
-  options.sampling.top_k = rs.sampling().top_k();
-  options.sampling.max_new_tokens = rs.sampling().max_new_tokens();
-  options.sampling.seed = a.seed();
+  options.sampling = SamplingFromProto(rs.sampling(), a.seed());
   options.keep = rs.keep() == loom::v1::RejectionSamplingConfig::KEEP_ALL_CORRECT
                      ? loom::engine::RejectionSamplingOptions::Keep::kAllCorrect
                      : loom::engine::RejectionSamplingOptions::Keep::kBest;
@@ -329,11 +336,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     oo.seed = a.seed();
     oo.epochs = stage.dataset().has_epochs() ? stage.dataset().epochs() : 1;
     oo.samples_per_prompt = d.samples_per_prompt();
-    oo.sampling.temperature = static_cast<float>(d.sampling().temperature());
-    oo.sampling.top_p = static_cast<float>(d.sampling().top_p());
-    oo.sampling.top_k = d.sampling().top_k();
-    oo.sampling.max_new_tokens = d.sampling().max_new_tokens();
-    oo.sampling.seed = a.seed();
+    oo.sampling = SamplingFromProto(d.sampling(), a.seed());
     if (!d.scorer().reward_model().empty()) {
       LOOM_ASSIGN_OR_RETURN(rl_scorer, LoadRewardScorer(a, *tokenizer, &rl_reward_model));
       oo.reward_model = &rl_scorer;
@@ -404,11 +407,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     ro.seed = a.seed();
     ro.epochs = stage.dataset().has_epochs() ? stage.dataset().epochs() : 1;
     ro.samples_per_prompt = stage.rl().samples_per_prompt();
-    ro.sampling.temperature = static_cast<float>(stage.rl().sampling().temperature());
-    ro.sampling.top_p = static_cast<float>(stage.rl().sampling().top_p());
-    ro.sampling.top_k = stage.rl().sampling().top_k();
-    ro.sampling.max_new_tokens = stage.rl().sampling().max_new_tokens();
-    ro.sampling.seed = a.seed();
+    ro.sampling = SamplingFromProto(stage.rl().sampling(), a.seed());
     ro.kl_coef = stage.rl().kl_coef();
     if (!stage.rl().scorer().reward_model().empty()) {
       LOOM_ASSIGN_OR_RETURN(rl_scorer, LoadRewardScorer(a, *tokenizer, &rl_reward_model));
