@@ -55,10 +55,7 @@ absl::StatusOr<std::unique_ptr<ChatSampler>> ChatSampler::Open(const ChatSampler
 
 const std::vector<uint32_t>& ChatSampler::Order(int64_t epoch) {
   if (order_epoch_ != epoch) {
-    order_.resize(examples_.size());
-    for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<uint32_t>(i);
-    SplitMix64 rng(Mix64(options_.seed ^ Mix64(0x636861740000ull + static_cast<uint64_t>(epoch))));
-    for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng.Below(i)]);
+    EpochOrder(examples_.size(), options_.seed, 0x636861740000ull, epoch, &order_);
     order_epoch_ = epoch;
   }
   return order_;

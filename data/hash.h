@@ -4,6 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <cstddef>
+#include <vector>
+#include <utility>
 #include <string_view>
 
 namespace loom::data {
@@ -47,5 +50,14 @@ class SplitMix64 {
  private:
   uint64_t state_;
 };
+
+// The order in which a dataset of `n` examples is read in `epoch`: a Fisher-Yates shuffle seeded
+// by (seed, salt + epoch), the salt separating the readers that share a stage seed.
+inline void EpochOrder(size_t n, uint64_t seed, uint64_t salt, int64_t epoch, std::vector<uint32_t>* order) {
+  order->resize(n);
+  for (size_t i = 0; i < n; ++i) (*order)[i] = static_cast<uint32_t>(i);
+  SplitMix64 rng(Mix64(seed ^ Mix64(salt + static_cast<uint64_t>(epoch))));
+  for (size_t i = n; i > 1; --i) std::swap((*order)[i - 1], (*order)[rng.Below(i)]);
+}
 
 }  // namespace loom::data

@@ -55,8 +55,9 @@ data::TokenBatch PreferenceRows(const std::vector<data::PreferenceExample>& pair
   return b;
 }
 
-std::vector<double> RowLogProbSums(Transformer& model, const data::TokenBatch& batch) {
-  const float* logits = model.Forward(batch);
+std::vector<double> RowLogProbSums(Transformer& model, const data::TokenBatch& batch, float** logits_out) {
+  float* logits = model.Forward(batch);
+  if (logits_out != nullptr) *logits_out = logits;
   std::vector<float> lp(batch.tokens());
   kernels::cpu::TokenLogProbs(logits, batch.targets.data(), batch.tokens(), model.config().vocab, lp.data());
   std::vector<double> sums(batch.batch_size, 0.0);
@@ -96,36 +97,19 @@ std::vector<double> RewardScorer::Score(const std::vector<const std::vector<int3
   return out;
 }
 
-PreferenceAccuracy EvaluateRewardAccuracy(Transformer& model, const std::vector<data::PreferenceExample>& pairs,
-                                          int seq_len, int32_t pad_id, int32_t reward_token, int pairs_per_batch) {
-  PreferenceAccuracy out;
-  double right = 0, margin = 0;
-  for (size_t first = 0; first < pairs.size(); first += pairs_per_batch) {
-    const size_t count = std::min(pairs.size() - first, static_cast<size_t>(pairs_per_batch));
-    const std::vector<double> r =
-        RowRewards(model, PreferenceRows(pairs, first, count, seq_len, pad_id), reward_token);
-    for (size_t i = 0; i < count; ++i) {
-      right += r[2 * i] > r[2 * i + 1];
-      margin += r[2 * i] - r[2 * i + 1];
-    }
-  }
-  out.pairs = static_cast<int64_t>(pairs.size());
-  if (out.pairs > 0) {
-    out.accuracy = right / out.pairs;
-    out.mean_margin = margin / out.pairs;
-  }
-  return out;
-}
+namespace {
 
-PreferenceAccuracy EvaluatePreferenceAccuracy(Transformer& model, const std::vector<data::PreferenceExample>& pairs,
-                                              int seq_len, int32_t pad_id, int pairs_per_batch) {
+// The share of pairs whose chosen row `score` rates above the rejected one, and the mean gap.
+template <typename Score>
+PreferenceAccuracy PairAccuracy(const std::vector<data::PreferenceExample>& pairs, int seq_len, int32_t pad_id,
+                                int pairs_per_batch, Score score) {
   PreferenceAccuracy out;
   double right = 0, margin = 0;
   for (size_t first = 0; first < pairs.size(); first += pairs_per_batch) {
     const size_t count = std::min(pairs.size() - first, static_cast<size_t>(pairs_per_batch));
-    const std::vector<double> sums = RowLogProbSums(model, PreferenceRows(pairs, first, count, seq_len, pad_id));
+    const std::vector<double> s = score(PreferenceRows(pairs, first, count, seq_len, pad_id));
     for (size_t i = 0; i < count; ++i) {
-      const double m = sums[2 * i] - sums[2 * i + 1];
+      const double m = s[2 * i] - s[2 * i + 1];
       right += m > 0;
       margin += m;
     }
@@ -136,6 +120,20 @@ PreferenceAccuracy EvaluatePreferenceAccuracy(Transformer& model, const std::vec
     out.mean_margin = margin / out.pairs;
   }
   return out;
+}
+
+}  // namespace
+
+PreferenceAccuracy EvaluateRewardAccuracy(Transformer& model, const std::vector<data::PreferenceExample>& pairs,
+                                          int seq_len, int32_t pad_id, int32_t reward_token, int pairs_per_batch) {
+  return PairAccuracy(pairs, seq_len, pad_id, pairs_per_batch,
+                      [&](const data::TokenBatch& b) { return RowRewards(model, b, reward_token); });
+}
+
+PreferenceAccuracy EvaluatePreferenceAccuracy(Transformer& model, const std::vector<data::PreferenceExample>& pairs,
+                                              int seq_len, int32_t pad_id, int pairs_per_batch) {
+  return PairAccuracy(pairs, seq_len, pad_id, pairs_per_batch,
+                      [&](const data::TokenBatch& b) { return RowLogProbSums(model, b); });
 }
 
 absl::StatusOr<std::vector<data::PreferenceExample>> ReadPreferenceExamples(const std::string& path,
@@ -210,10 +208,7 @@ absl::Status PreferenceBatchSource::ComputeReference(Transformer& reference, con
 
 const std::vector<uint32_t>& PreferenceBatchSource::Order(int64_t epoch) {
   if (order_epoch_ != epoch) {
-    order_.resize(pairs_.size());
-    for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<uint32_t>(i);
-    data::SplitMix64 rng(data::Mix64(options_.seed ^ data::Mix64(0x707265660000ull + static_cast<uint64_t>(epoch))));
-    for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng.Below(i)]);
+    data::EpochOrder(pairs_.size(), options_.seed, 0x707265660000ull, epoch, &order_);
     order_epoch_ = epoch;
   }
   return order_;

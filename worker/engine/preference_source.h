@@ -88,8 +88,9 @@ int LastTargetPosition(const data::TokenBatch& batch, int row);
 data::TokenBatch PreferenceRows(const std::vector<data::PreferenceExample>& pairs, size_t first, size_t count,
                                 int seq_len, int32_t pad_id);
 
-// Per row of `batch`, the model's summed log-probability of the row's targets.
-std::vector<double> RowLogProbSums(Transformer& model, const data::TokenBatch& batch);
+// Per row of `batch`, the model's summed log-probability of the row's targets. `logits`, when
+// given, receives the forward pass's logits (owned by the model, valid until its next Forward).
+std::vector<double> RowLogProbSums(Transformer& model, const data::TokenBatch& batch, float** logits = nullptr);
 
 struct PreferenceAccuracy {
   int64_t pairs = 0;

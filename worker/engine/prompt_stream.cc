@@ -48,10 +48,7 @@ absl::StatusOr<PromptStream> PromptStream::Open(const std::string& path, data::C
 
 const std::vector<uint32_t>& PromptStream::Order(int64_t epoch) {
   if (order_epoch_ != epoch) {
-    order_.resize(prompts_.size());
-    for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<uint32_t>(i);
-    data::SplitMix64 rng(data::Mix64(seed_ ^ data::Mix64(salt_ + static_cast<uint64_t>(epoch))));
-    for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng.Below(i)]);
+    data::EpochOrder(prompts_.size(), seed_, salt_, epoch, &order_);
     order_epoch_ = epoch;
   }
   return order_;

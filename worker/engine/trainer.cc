@@ -266,17 +266,6 @@ StepReport Trainer::ApplyOptimizer(int64_t batch_tokens, int seq_len, int micro_
   return r;
 }
 
-std::vector<double> Trainer::ForwardRowLogProbs(const data::TokenBatch& mb, float** logits) {
-  *logits = model_->Forward(mb);
-  std::vector<float> token_lp(mb.tokens());
-  kernels::cpu::TokenLogProbs(*logits, mb.targets.data(), mb.tokens(), model_->config().vocab, token_lp.data());
-  std::vector<double> sums(mb.batch_size, 0.0);
-  for (int r = 0; r < mb.batch_size; ++r) {
-    for (int t = 0; t < mb.seq_len; ++t) sums[r] += token_lp[static_cast<size_t>(r) * mb.seq_len + t];
-  }
-  return sums;
-}
-
 void Trainer::BackwardFromRowGrads(const data::TokenBatch& mb, float* logits, const std::vector<double>& row_grad) {
   // Every target token of a row shares the row's gradient d loss / d (summed log-prob).
   std::vector<float> grad(mb.tokens());
@@ -324,7 +313,7 @@ absl::Status Trainer::PolicyGradientMicroBatch(const data::TokenBatch& mb, doubl
     return absl::FailedPreconditionError("an rl batch has no advantages (use RlBatchSource)");
   }
   float* logits = nullptr;
-  const std::vector<double> policy = ForwardRowLogProbs(mb, &logits);
+  const std::vector<double> policy = RowLogProbSums(*model_, mb, &logits);
   std::vector<double> row_grad(mb.batch_size);
   for (int r = 0; r < mb.batch_size; ++r) {
     *loss_sum -= mb.advantages[r] * policy[r];
@@ -340,7 +329,7 @@ absl::Status Trainer::PreferenceMicroBatch(const data::TokenBatch& mb, double gr
   }
   const int pairs = mb.batch_size / 2;
   float* logits = nullptr;
-  const std::vector<double> policy = ForwardRowLogProbs(mb, &logits);
+  const std::vector<double> policy = RowLogProbSums(*model_, mb, &logits);
   std::vector<double> pc(pairs), pr(pairs), rc(pairs), rr(pairs), dc(pairs), dr(pairs);
   for (int i = 0; i < pairs; ++i) {
     pc[i] = policy[2 * i];

@@ -131,9 +131,6 @@ class Trainer {
   absl::Status RewardMicroBatch(const data::TokenBatch& mb, double grad_scale, double* sums);
   // One micro-batch of rl rows: adds Σ −advantage · log p(row) to *loss_sum.
   absl::Status PolicyGradientMicroBatch(const data::TokenBatch& mb, double grad_scale, double* loss_sum);
-  // Forward and the summed target log-probability of every row of `mb`; leaves the logits in the
-  // model's buffer for BackwardFromRowGrads.
-  std::vector<double> ForwardRowLogProbs(const data::TokenBatch& mb, float** logits);
   // Backward of Σ_rows row_grad[r] · (summed log-probability of row r).
   void BackwardFromRowGrads(const data::TokenBatch& mb, float* logits, const std::vector<double>& row_grad);
   void PruneCheckpoints();
