@@ -93,6 +93,44 @@ Generated Make(SplitMix64& rng, int64_t first_error) {
   }
 }
 
+// How a rejected solution goes wrong. Grade-school problems only slip (a step off by `amount`,
+// carried through); small sums also misread the digit (the step uses another one) or use the
+// other operation, mistakes that show against the question without redoing the arithmetic.
+struct Mistake {
+  enum Kind { kNone, kSlip, kMisread, kWrongOperation } kind = kNone;
+  int64_t amount = 0;  // kSlip: added to the step's value; kMisread: 1..8, the digit's shift
+};
+
+// kSmallSums: a + b or a - b with a two-digit a and a one-digit b, worked digit by digit as a
+// person would: the ones (borrowing ten when needed), then the tens added back.
+Generated MakeSmall(SplitMix64& rng, const Mistake& mistake) {
+  const char* name = Pick(rng, kNames);
+  const char* item = Pick(rng, kItems);
+  const int64_t a = Between(rng, 10, 99), b = Between(rng, 1, 9);
+  const bool plus = rng.Below(2) == 0;
+  const bool bare = rng.Below(2) == 0;
+  const std::string question =
+      bare ? absl::StrCat("What is ", a, plus ? " + " : " - ", b, "?")
+      : plus ? absl::StrCat(name, " has ", a, " ", item, "s and gets ", b, " more. How many ", item, "s does ", name,
+                            " have now?")
+             : absl::StrCat(name, " has ", a, " ", item, "s and gives ", b, " away. How many ", item, "s does ", name,
+                            " have left?");
+  const int64_t digit = mistake.kind == Mistake::kMisread ? 1 + (b - 1 + mistake.amount) % 9 : b;
+  const bool add = mistake.kind == Mistake::kWrongOperation ? !plus : plus;
+  const int64_t slip = mistake.kind == Mistake::kSlip ? mistake.amount : 0;
+  int64_t ones = a % 10, tens = a - a % 10;
+  if (!add && ones < digit) {  // borrow ten
+    ones += 10;
+    tens -= 10;
+  }
+  const int64_t step = (add ? ones + digit : ones - digit) + slip;
+  return {question, {{absl::StrCat(ones, add ? " + " : " - ", digit), step}, {absl::StrCat(tens, " + ", step), tens + step}}};
+}
+
+Generated MakeAt(MathLevel level, SplitMix64& rng, const Mistake& mistake) {
+  return level == MathLevel::kSmallSums ? MakeSmall(rng, mistake) : Make(rng, mistake.amount);
+}
+
 // Recursive-descent parser over the expression text.
 class Parser {
  public:
@@ -179,11 +217,12 @@ class Parser {
 
 }  // namespace
 
-MathProblem GenerateMathProblem(SplitMix64& rng) {
+MathProblem GenerateMathProblem(SplitMix64& rng, MathLevel level) {
   MathProblem p;
   p.seed = rng.Next();
+  p.level = level;
   SplitMix64 local(p.seed);
-  const Generated g = Make(local, 0);
+  const Generated g = MakeAt(level, local, Mistake{});
   p.question = g.question;
   p.solution = Render(g.steps);
   p.answer = g.steps.back().value;
@@ -191,12 +230,17 @@ MathProblem GenerateMathProblem(SplitMix64& rng) {
 }
 
 std::string WrongSolution(const MathProblem& problem, SplitMix64& rng) {
-  // The same operands (same seed), with the first step off by 1..9 in either direction; later
-  // steps use the wrong value, as a student carrying a slip would.
-  int64_t error = Between(rng, 1, 9);
-  if (rng.Below(2) == 0) error = -error;
+  // The same operands (same seed). A slip puts the first step off by 1..9 in either direction and
+  // later steps use the wrong value, as a student carrying a slip would.
+  Mistake mistake{Mistake::kSlip, Between(rng, 1, 9)};
+  if (rng.Below(2) == 0) mistake.amount = -mistake.amount;
+  if (problem.level == MathLevel::kSmallSums) {
+    const uint64_t kind = rng.Below(3);
+    if (kind == 1) mistake = {Mistake::kMisread, Between(rng, 1, 8)};
+    if (kind == 2) mistake = {Mistake::kWrongOperation, 0};
+  }
   SplitMix64 local(problem.seed);
-  return Render(Make(local, error).steps);
+  return Render(MakeAt(problem.level, local, mistake).steps);
 }
 
 absl::StatusOr<int64_t> EvaluateExpression(std::string_view expression) { return Parser(expression).Parse(); }

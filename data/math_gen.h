@@ -16,17 +16,27 @@
 
 namespace loom::data {
 
+// How hard the generated problems are. kGradeSchool: one or two operations on numbers up to four
+// digits, and word problems. kSmallSums: a two-digit number plus or minus one digit, bare or in a
+// sentence, worked digit by digit ("7 + 5 = 12", "40 + 12 = 52"): every step is one of a few
+// hundred small facts, so a tiny model that has learnt them answers problems it never saw
+// (held-out accuracy well above 0, which post-training can then be seen to raise).
+enum class MathLevel { kGradeSchool, kSmallSums };
+
 struct MathProblem {
   std::string question;
   std::string solution;  // steps, then "Answer: N"
   int64_t answer = 0;
   uint64_t seed = 0;  // regenerates the same operands (WrongSolution)
+  MathLevel level = MathLevel::kGradeSchool;
 };
 
-// Arithmetic (one or two operations) or a word problem from a few templates, seeded by `rng`.
-MathProblem GenerateMathProblem(SplitMix64& rng);
+// A problem of `level` from a few templates, seeded by `rng`.
+MathProblem GenerateMathProblem(SplitMix64& rng, MathLevel level = MathLevel::kGradeSchool);
 
-// A solution of `problem` with one step off by a small amount, carried through to a wrong answer.
+// A solution of `problem` with a wrong final answer: one step off by a small amount, carried
+// through (CheckSolution rejects it); for kSmallSums also one with the digit misread or the
+// operation swapped (its arithmetic checks, but it answers another question).
 std::string WrongSolution(const MathProblem& problem, SplitMix64& rng);
 
 // Evaluates an integer expression with + - * / (exact division only) and parentheses.

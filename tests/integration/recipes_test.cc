@@ -1,8 +1,11 @@
 // The four published recipes (examples/plans/*_tiny.yaml) run for real on a coordinator with two
 // CPU workers: ramps, mix changes, context extension with a raised RoPE base, annealing and
-// checkpoint averaging, and distillation from a teacher trained earlier in the same plan. Qwen 2
-// runs whole — SFT, offline DPO, a reward model, online DPO scored by it, and an eval stage; the
-// others run their pre-training side (`loom submit --until`).
+// checkpoint averaging, and distillation from a teacher trained earlier in the same plan — and
+// then their post-training, whole: Llama 3.1's rounds (a repeat block: reward model, rejection
+// sampling scored by it, SFT, DPO, twice, then the rounds averaged); Qwen 2's SFT, offline DPO,
+// reward model and online DPO; AFM's SFT, reward model, rejection-sampling fine-tuning and RLOO;
+// Gemma 2's SFT, a reward model of the larger model, two RL runs merged (WARP). Each ends in an
+// eval stage.
 #include <string>
 #include <vector>
 
@@ -40,6 +43,9 @@ void RunRecipe(const std::string& plan, const std::string& until, int stages) {
   ASSERT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
   ASSERT_EQ(s.jobs_size(), stages);
   for (const auto& job : s.jobs()) {
+    // Stages of a repeat block carry their round (`<stage>.r<round>`).
+    const size_t dot = job.stage().rfind(".r");
+    EXPECT_EQ(job.round(), dot == std::string::npos ? 0 : std::stoi(job.stage().substr(dot + 2))) << job.stage();
     if (job.kind() == loom::v1::STAGE_KIND_EVAL) {  // measurements, no checkpoint
       EXPECT_FALSE(job.eval_loss().empty()) << job.DebugString();
       continue;
@@ -54,10 +60,10 @@ void RunRecipe(const std::string& plan, const std::string& until, int stages) {
   std::printf("%s\n", cluster.Loom({"status", id}).out.c_str());
 }
 
-TEST(Recipes, Llama3PreTrainingSide) { RunRecipe("llama3_tiny.yaml", "anneal_avg", 4); }
+TEST(Recipes, Llama3Whole) { RunRecipe("llama3_tiny.yaml", "", 14); }
 TEST(Recipes, Qwen2Whole) { RunRecipe("qwen2_tiny.yaml", "", 7); }
-TEST(Recipes, AfmPreTrainingSide) { RunRecipe("afm_tiny.yaml", "context", 4); }
-TEST(Recipes, Gemma2PreTrainingSide) { RunRecipe("gemma2_tiny.yaml", "student_pretrain", 2); }
+TEST(Recipes, AfmWhole) { RunRecipe("afm_tiny.yaml", "", 10); }
+TEST(Recipes, Gemma2Whole) { RunRecipe("gemma2_tiny.yaml", "", 9); }
 
 }  // namespace
 }  // namespace loom::testing

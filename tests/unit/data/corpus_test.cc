@@ -29,6 +29,28 @@ TEST(MathGen, EverySolutionVerifiesAndEveryWrongOneFails) {
   }
 }
 
+TEST(MathGen, SmallSumsVerifyAndEveryWrongAnswerDiffers) {
+  SplitMix64 rng(43);
+  int slips = 0, consistent_but_wrong = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const MathProblem p = GenerateMathProblem(rng, MathLevel::kSmallSums);
+    auto answer = CheckSolution(p.solution);
+    ASSERT_TRUE(answer.ok()) << p.question << "\n" << p.solution << "\n" << answer.status();
+    EXPECT_EQ(*answer, p.answer);
+    EXPECT_LE(p.solution.size(), 40u) << "two short steps: " << p.solution;
+    const std::string wrong = WrongSolution(p, rng);
+    EXPECT_THAT(wrong, ::testing::Not(::testing::EndsWith("Answer: " + std::to_string(p.answer))));
+    // A slip fails the step check; a misread digit or a swapped operation computes correctly
+    // but answers another question.
+    (CheckSolution(wrong).ok() ? consistent_but_wrong : slips) += 1;
+  }
+  EXPECT_GT(slips, 500);
+  EXPECT_GT(consistent_but_wrong, 1000);
+  SplitMix64 one(7);
+  const MathProblem p = GenerateMathProblem(one, MathLevel::kSmallSums);
+  EXPECT_THAT(p.solution, ::testing::MatchesRegex("[0-9]+ [-+] [0-9] = [0-9]+\n[0-9]+ \\+ [0-9]+ = [0-9]+\nAnswer: [0-9]+"));
+}
+
 TEST(MathGen, EvaluatorIsExact) {
   EXPECT_EQ(*EvaluateExpression("2 + 3 * 4"), 14);
   EXPECT_EQ(*EvaluateExpression("(2 + 3) * 4"), 20);
