@@ -116,6 +116,7 @@ absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan
     job->set_job_id(absl::StrCat(plan_id, "/", stage.name()));
     job->set_stage(stage.name());
     job->set_kind(stage.kind());
+    job->set_round(stage.round());
     job->set_state(loom::v1::JOB_STATE_PENDING);
     job->set_reason("submitted");
     job->set_tokens_budget(stage.tokens());

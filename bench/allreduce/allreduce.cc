@@ -56,6 +56,11 @@ class TimedCommunicator : public loom::engine::Communicator {
   absl::Status AllGather(const float* in, int64_t n, float* out) override {
     return inner_->AllGather(in, n, out);
   }
+  absl::Status ReduceScatterSum(const float* in, int64_t n, float* out) override {
+    return Time([&] { return inner_->ReduceScatterSum(in, n, out); });
+  }
+  absl::Status Send(const float* d, int64_t n, int peer, uint32_t tag) override { return inner_->Send(d, n, peer, tag); }
+  absl::Status Recv(float* d, int64_t n, int peer, uint32_t tag) override { return inner_->Recv(d, n, peer, tag); }
   absl::Status Barrier() override { return inner_->Barrier(); }
   void Abort() override { inner_->Abort(); }
   double seconds = 0;

@@ -58,6 +58,15 @@ void RunRecipe(const std::string& plan, const std::string& until, int stages) {
     }
   }
   std::printf("%s\n", cluster.Loom({"status", id}).out.c_str());
+  // Where the time went: each job from placement to its end.
+  for (const auto& job : s.jobs()) {
+    int64_t placed = 0, ended = 0;
+    for (const auto& t : job.transitions()) {
+      if (t.to_state() == loom::v1::JOB_STATE_SCHEDULED && placed == 0) placed = t.time_ms();
+      ended = t.time_ms();
+    }
+    std::printf("  %-14s %6.1f s\n", job.stage().c_str(), (ended - placed) / 1000.0);
+  }
 }
 
 TEST(Recipes, Llama3Whole) { RunRecipe("llama3_tiny.yaml", "", 14); }

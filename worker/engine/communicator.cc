@@ -22,12 +22,21 @@ class SingleProcessCommunicator : public Communicator {
     if (out != in) std::memmove(out, in, count * sizeof(float));
     return Check("all-gather");
   }
+  absl::Status ReduceScatterSum(const float* in, int64_t count, float* out) override {
+    if (out != in) std::memmove(out, in, count * sizeof(float));
+    return Check("reduce-scatter");
+  }
+  absl::Status Send(const float*, int64_t, int peer, uint32_t) override { return NoPeer("send", peer); }
+  absl::Status Recv(float*, int64_t, int peer, uint32_t) override { return NoPeer("recv", peer); }
   absl::Status Barrier() override { return Check("barrier"); }
   void Abort() override { aborted_ = true; }
 
  private:
   absl::Status Check(const char* what) const {
     return aborted_ ? absl::AbortedError(absl::StrCat(what, " after abort")) : absl::OkStatus();
+  }
+  static absl::Status NoPeer(const char* what, int peer) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " to rank ", peer, " in a group of 1"));
   }
   bool aborted_ = false;
 };

@@ -30,6 +30,16 @@ class Communicator {
   virtual absl::Status Broadcast(float* data, int64_t count, int root) = 0;
   // `out` [size * count] receives every rank's `in` [count], in rank order.
   virtual absl::Status AllGather(const float* in, int64_t count, float* out) = 0;
+  // Rank r's `out` [count] receives the element-wise sum over ranks of their `in` chunk r
+  // (`in` is [size * count], chunk r at r * count). ZeRO-1's gradient step: each rank gets the
+  // summed gradients of the parameters whose optimizer state it owns, with half the traffic of an
+  // all-reduce (a ring: size - 1 steps of one chunk each way).
+  virtual absl::Status ReduceScatterSum(const float* in, int64_t count, float* out) = 0;
+  // Point to point (pipeline stages' activations and gradients). A Send to `peer` with `tag`
+  // pairs with the Recv on `peer` from this rank with the same tag and count; both block until the
+  // data has moved (or the group's timeout passes). Tags are the caller's: e.g. the micro-batch.
+  virtual absl::Status Send(const float* data, int64_t count, int peer, uint32_t tag) = 0;
+  virtual absl::Status Recv(float* data, int64_t count, int peer, uint32_t tag) = 0;
   virtual absl::Status Barrier() = 0;
 
   // Makes every later call fail with ABORTED (pending ones fail at their timeout).

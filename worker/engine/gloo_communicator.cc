@@ -3,6 +3,8 @@
 #include <atomic>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
+#include <vector>
 
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
@@ -80,6 +82,54 @@ class GlooCommunicator : public Communicator {
     });
   }
 
+  absl::Status ReduceScatterSum(const float* in, int64_t count, float* out) override {
+    const int n = size(), r = rank();
+    if (n == 1) {
+      if (out != in) std::memmove(out, in, count * sizeof(float));
+      return Run("reduce-scatter", [] {});
+    }
+    // A ring: in step s, send the partial sum of chunk (r - s - 1) to the next rank and add the
+    // previous rank's partial sum of chunk (r - s - 2) into ours; after n - 1 steps chunk r is
+    // complete here. Slots come from the context, in the same order on every rank.
+    work_.assign(in, in + int64_t{n} * count);
+    incoming_.resize(count);
+    const size_t bytes = count * sizeof(float);
+    return Run("reduce-scatter", [&] {
+      auto send_buffer = context_->createUnboundBuffer(work_.data(), work_.size() * sizeof(float));
+      auto recv_buffer = context_->createUnboundBuffer(incoming_.data(), bytes);
+      const int next = (r + 1) % n, previous = (r + n - 1) % n;
+      for (int step = 0; step < n - 1; ++step) {
+        const uint64_t slot = context_->nextSlot();
+        const int send_chunk = ((r - step - 1) % n + n) % n, recv_chunk = ((r - step - 2) % n + n) % n;
+        recv_buffer->recv(previous, slot, 0, bytes);
+        send_buffer->send(next, slot, send_chunk * bytes, bytes);
+        Wait(recv_buffer->waitRecv(Timeout()), "receive");
+        Wait(send_buffer->waitSend(Timeout()), "send");
+        float* acc = work_.data() + int64_t{recv_chunk} * count;
+        for (int64_t i = 0; i < count; ++i) acc[i] += incoming_[i];
+      }
+      std::memcpy(out, work_.data() + int64_t{r} * count, bytes);
+    });
+  }
+
+  absl::Status Send(const float* data, int64_t count, int peer, uint32_t tag) override {
+    if (absl::Status s = CheckPeer("send", peer); !s.ok()) return s;
+    return Run("send", [&] {
+      auto buffer = context_->createUnboundBuffer(const_cast<float*>(data), count * sizeof(float));
+      buffer->send(peer, PointToPointSlot(tag));
+      Wait(buffer->waitSend(Timeout()), "send");
+    });
+  }
+
+  absl::Status Recv(float* data, int64_t count, int peer, uint32_t tag) override {
+    if (absl::Status s = CheckPeer("recv", peer); !s.ok()) return s;
+    return Run("recv", [&] {
+      auto buffer = context_->createUnboundBuffer(data, count * sizeof(float));
+      buffer->recv(peer, PointToPointSlot(tag));
+      Wait(buffer->waitRecv(Timeout()), "receive");
+    });
+  }
+
   absl::Status Barrier() override {
     return Run("barrier", [&] {
       gloo::BarrierOptions opts(context_);
@@ -104,6 +154,21 @@ class GlooCommunicator : public Communicator {
 
   uint32_t NextTag() { return tag_++; }
 
+  std::chrono::milliseconds Timeout() const { return context_->getTimeout(); }
+  // Point-to-point slots live apart from the context's collective slots (which count up from 0).
+  static uint64_t PointToPointSlot(uint32_t tag) { return (uint64_t{1} << 48) | tag; }
+  // Gloo's wait calls return false when aborted; a timeout throws (both end the group).
+  static void Wait(bool done, const char* what) {
+    if (!done) throw std::runtime_error(absl::StrCat(what, " was aborted"));
+  }
+  absl::Status CheckPeer(const char* what, int peer) const {
+    if (peer < 0 || peer >= size() || peer == rank()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name_, ": ", what, " with rank ", peer, " from rank ", rank(), " of ", size()));
+    }
+    return absl::OkStatus();
+  }
+
   template <typename Fn>
   absl::Status Run(const char* what, Fn&& fn) {
     if (aborted_) return absl::AbortedError(absl::StrCat(name_, ": ", what, " after abort"));
@@ -114,7 +179,7 @@ class GlooCommunicator : public Communicator {
     } catch (const std::exception& e) {
       broken_ = true;  // Gloo pairs are unusable after an I/O error or a timeout
       const std::string message = e.what();
-      const bool timeout = message.find("imeout") != std::string::npos;
+      const bool timeout = message.find("imeout") != std::string::npos || message.find("imed out") != std::string::npos;
       const std::string text =
           absl::StrCat(name_, ": ", what, " failed (rank ", rank(), " of ", size(), "): ", message);
       return timeout ? absl::DeadlineExceededError(text) : absl::UnavailableError(text);
@@ -124,6 +189,7 @@ class GlooCommunicator : public Communicator {
   std::shared_ptr<gloo::rendezvous::Context> context_;
   std::string name_;
   uint32_t tag_ = 0;
+  std::vector<float> work_, incoming_;  // reduce-scatter's partial sums and the chunk arriving
   std::atomic<bool> aborted_{false};
   bool broken_ = false;
 };

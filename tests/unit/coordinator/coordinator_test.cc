@@ -142,6 +142,30 @@ TEST_F(CoordinatorTest, RunsStagesInOrderAndHandsOverTheFinalCheckpoint) {
   EXPECT_EQ(coordinator_->ListCheckpoints(id, "")->checkpoints_size(), 2);
 }
 
+// A plan sent with a repeat block unexpanded is expanded on submit; every round's stage is a job
+// that carries its round, in order.
+TEST_F(CoordinatorTest, RepeatBlocksBecomeJobsThatCarryTheirRound) {
+  loom::v1::TrainingPlan plan = plan_;
+  loom::v1::Stage more = plan.stages(1);
+  plan.mutable_stages()->RemoveLast();
+  loom::v1::Stage* block = plan.add_stages();
+  block->set_name("rounds");
+  block->mutable_repeat()->set_times(2);
+  more.set_from("more");  // each round continues from the previous one's model
+  (*block->mutable_repeat()->mutable_initial())["more"] = "core";
+  *block->mutable_repeat()->add_stages() = more;
+  const std::string id = *coordinator_->SubmitPlan(plan, "plan.yaml");
+  const auto record = coordinator_->GetPlan(id);
+  ASSERT_TRUE(record.ok()) << record.status();
+  const auto& jobs = record->status().jobs();
+  ASSERT_EQ(jobs.size(), 3);
+  EXPECT_EQ(jobs[1].stage(), "more.r1");
+  EXPECT_EQ(jobs[1].round(), 1);
+  EXPECT_EQ(jobs[2].stage(), "more.r2");
+  EXPECT_EQ(jobs[2].round(), 2);
+  EXPECT_EQ(jobs[0].round(), 0);
+}
+
 // An eval stage produces measurements, not a checkpoint: it succeeds when its ranks exit 0 and
 // keeps what rank 0 reported; a training stage whose ranks exit 0 without a final checkpoint fails.
 TEST_F(CoordinatorTest, EvalStageSucceedsWithoutACheckpointAndKeepsItsResults) {

@@ -1,0 +1,148 @@
+// The Gloo backend's reduce-scatter and point-to-point calls, on real TCP over loopback: ranks are
+// threads of this process, each with its own Gloo context, meeting through a directory store.
+#include "worker/engine/communicator.h"
+
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "tests/unit/data/data_test_util.h"
+
+namespace loom::engine {
+namespace {
+
+// Runs `body(comm)` on `size` ranks at once and returns each rank's status.
+std::vector<absl::Status> OnRanks(int size, const std::function<absl::Status(Communicator&)>& body,
+                                  absl::Duration timeout = absl::Seconds(20)) {
+  data::testing::TempDir dir;
+  std::vector<absl::Status> results(size);
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < size; ++rank) {
+    threads.emplace_back([&, rank] {
+      std::unique_ptr<KeyValueStore> store = NewDirectoryKeyValueStore(dir.path());
+      GlooOptions o;
+      o.rank = rank;
+      o.size = size;
+      o.prefix = "test";
+      o.timeout = timeout;
+      auto comm = NewGlooCommunicator(store.get(), o);
+      results[rank] = comm.ok() ? body(**comm) : comm.status();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return results;
+}
+
+// Rank r's input, element i: distinct small integers, so sums are exact in float.
+float Input(int rank, int64_t i) { return static_cast<float>(rank * 1000 + i % 997); }
+
+void ExpectReduceScatter(int size, int64_t count) {
+  std::vector<std::vector<float>> outs(size);
+  const auto results = OnRanks(size, [&](Communicator& c) {
+    std::vector<float> in(size * count);
+    for (int64_t i = 0; i < size * count; ++i) in[i] = Input(c.rank(), i);
+    outs[c.rank()].assign(count, -1.0f);
+    return c.ReduceScatterSum(in.data(), count, outs[c.rank()].data());
+  });
+  for (int r = 0; r < size; ++r) {
+    ASSERT_TRUE(results[r].ok()) << results[r];
+    for (int64_t j = 0; j < count; ++j) {
+      float expected = 0;
+      for (int q = 0; q < size; ++q) expected += Input(q, r * count + j);
+      ASSERT_EQ(outs[r][j], expected) << "rank " << r << " element " << j;
+    }
+  }
+}
+
+TEST(GlooCommunicator, ReduceScatterSumsEachRanksChunk) {
+  ExpectReduceScatter(2, 1000);
+  ExpectReduceScatter(3, 257);
+  ExpectReduceScatter(4, 1);
+}
+
+TEST(GlooCommunicator, ReduceScatterThenAllGatherIsAnAllReduce) {
+  // ZeRO-1's step in two halves gives what the all-reduce gives.
+  constexpr int kSize = 3;
+  constexpr int64_t kCount = 100;
+  std::vector<std::vector<float>> gathered(kSize), reduced(kSize);
+  const auto results = OnRanks(kSize, [&](Communicator& c) {
+    std::vector<float> in(kSize * kCount), mine(kCount);
+    for (int64_t i = 0; i < kSize * kCount; ++i) in[i] = Input(c.rank(), i) * 0.37f;
+    reduced[c.rank()] = in;
+    gathered[c.rank()].resize(kSize * kCount);
+    if (absl::Status s = c.ReduceScatterSum(in.data(), kCount, mine.data()); !s.ok()) return s;
+    if (absl::Status s = c.AllGather(mine.data(), kCount, gathered[c.rank()].data()); !s.ok()) return s;
+    return c.AllReduceSum(reduced[c.rank()].data(), kSize * kCount);
+  });
+  for (int r = 0; r < kSize; ++r) {
+    ASSERT_TRUE(results[r].ok()) << results[r];
+    for (int64_t i = 0; i < kSize * kCount; ++i) EXPECT_NEAR(gathered[r][i], reduced[r][i], 1e-3) << i;
+  }
+}
+
+TEST(GlooCommunicator, SendAndRecvPassDataAlongAPipeline) {
+  // Rank r receives from r - 1 (tag = micro-batch), adds its rank, sends to r + 1: the last rank
+  // sees 0 + 1 + ... + (size - 1) added to the first rank's data, for each micro-batch in order.
+  constexpr int kSize = 3, kMicroBatches = 4;
+  constexpr int64_t kCount = 4096;
+  std::vector<float> last(kMicroBatches, -1);
+  const auto results = OnRanks(kSize, [&](Communicator& c) {
+    std::vector<float> activations(kCount);
+    for (uint32_t m = 0; m < kMicroBatches; ++m) {
+      if (c.rank() == 0) {
+        std::fill(activations.begin(), activations.end(), static_cast<float>(10 * m));
+      } else if (absl::Status s = c.Recv(activations.data(), kCount, c.rank() - 1, m); !s.ok()) {
+        return s;
+      }
+      for (float& a : activations) a += static_cast<float>(c.rank());
+      if (c.rank() + 1 < c.size()) {
+        if (absl::Status s = c.Send(activations.data(), kCount, c.rank() + 1, m); !s.ok()) return s;
+      } else {
+        last[m] = activations[kCount - 1];
+      }
+    }
+    return absl::OkStatus();
+  });
+  for (const absl::Status& s : results) ASSERT_TRUE(s.ok()) << s;
+  for (int m = 0; m < kMicroBatches; ++m) EXPECT_EQ(last[m], 10.0f * m + 0 + 1 + 2);
+}
+
+TEST(GlooCommunicator, ARecvWithoutASenderFailsAtTheTimeoutAndBadPeersAreRefused) {
+  const auto results = OnRanks(
+      2,
+      [&](Communicator& c) -> absl::Status {
+        float x = 0;
+        if (absl::Status s = c.Send(&x, 1, c.rank(), 0); s.code() != absl::StatusCode::kInvalidArgument) {
+          return absl::InternalError(absl::StrCat("send to self: ", s.ToString()));
+        }
+        if (absl::Status s = c.Recv(&x, 1, 5, 0); s.code() != absl::StatusCode::kInvalidArgument) {
+          return absl::InternalError(absl::StrCat("recv from rank 5: ", s.ToString()));
+        }
+        if (c.rank() == 1) {  // alive, but never sends (a peer that leaves instead: UNAVAILABLE at once)
+          absl::SleepFor(absl::Seconds(4));
+          return absl::OkStatus();
+        }
+        const auto start = absl::Now();
+        absl::Status s = c.Recv(&x, 1, 1, 9);
+        if (absl::Now() - start > absl::Seconds(3.5)) return absl::InternalError("waited past the timeout");
+        return s;
+      },
+      absl::Seconds(2));
+  EXPECT_TRUE(results[1].ok()) << results[1];
+  EXPECT_EQ(results[0].code(), absl::StatusCode::kDeadlineExceeded) << results[0];
+}
+
+TEST(SingleProcessCommunicator, ReduceScatterCopiesAndPointToPointHasNoPeer) {
+  auto c = NewSingleProcessCommunicator();
+  std::vector<float> in = {1, 2, 3}, out(3);
+  ASSERT_TRUE(c->ReduceScatterSum(in.data(), 3, out.data()).ok());
+  EXPECT_EQ(out, in);
+  EXPECT_EQ(c->Send(in.data(), 3, 1, 0).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace loom::engine
