@@ -2,6 +2,7 @@
 // data-parallel equivalence test. Writes its per-step losses and final weights to --out.
 //
 //   dp_rank_main --rank R --size N --store DIR --out FILE [--steps 20] [--fail-at-step K]
+//                [--zero1] [--checkpoint-dir DIR --checkpoint-at K] [--resume CHECKPOINT]
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -16,8 +17,9 @@
 #include "worker/engine/trainer.h"
 
 int main(int argc, char** argv) {
-  int rank = 0, size = 1, steps = 20, fail_at_step = 0;
-  std::string store_dir, out;
+  int rank = 0, size = 1, steps = 20, fail_at_step = 0, checkpoint_at = 0;
+  bool zero1 = false;
+  std::string store_dir, out, checkpoint_dir, resume;
   absl::Duration timeout = absl::Seconds(20);
   loom::CommandLine cl("dp_rank_main", "One data-parallel rank of a small training run (test fixture).");
   cl.AddFlag("rank", &rank, "rank in the group");
@@ -27,6 +29,10 @@ int main(int argc, char** argv) {
   cl.AddFlag("steps", &steps, "optimizer steps");
   cl.AddFlag("fail-at-step", &fail_at_step, "exit(3) before this step (to test a lost peer)");
   cl.AddFlag("timeout", &timeout, "collective timeout");
+  cl.AddFlag("zero1", &zero1, "shard the optimizer state across the ranks (ZeRO-1)");
+  cl.AddFlag("checkpoint-dir", &checkpoint_dir, "where --checkpoint-at writes");
+  cl.AddFlag("checkpoint-at", &checkpoint_at, "write a checkpoint after this step");
+  cl.AddFlag("resume", &resume, "resume from this checkpoint (losses are written from its step on)");
   int exit_code = 0;
   if (!loom::ParseOrExit(cl, std::vector<std::string>(argv + 1, argv + argc), &exit_code)) return exit_code;
 
@@ -75,13 +81,16 @@ stages:
   options.plan_id = "dp-1";
   options.max_steps = steps;
   options.data_parallel = comm.get();
+  options.stage.mutable_parallel()->set_zero1(zero1);
+  options.checkpoint_dir = checkpoint_dir;
+  options.resume_from = resume;
   auto trainer = loom::engine::Trainer::Create(options, &data);
   if (!trainer.ok()) {
     std::fprintf(stderr, "%s\n", std::string(trainer.status().message()).c_str());
     return 1;
   }
   std::ofstream file(out);
-  for (int i = 1; i <= steps; ++i) {
+  for (int i = static_cast<int>((*trainer)->step()) + 1; i <= steps; ++i) {
     if (i == fail_at_step) std::_Exit(3);
     auto r = (*trainer)->Step();
     if (!r.ok()) {
@@ -89,6 +98,12 @@ stages:
       return 1;
     }
     file << absl::StrFormat("%.17g\n", r->loss);
+    if (i == checkpoint_at) {
+      if (auto saved = (*trainer)->SaveCheckpoint(false); !saved.ok()) {
+        std::fprintf(stderr, "checkpoint: %s\n", std::string(saved.status().message()).c_str());
+        return 1;
+      }
+    }
   }
   const auto& model = (*trainer)->model();
   file << "weights\n";

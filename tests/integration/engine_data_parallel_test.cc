@@ -1,5 +1,8 @@
 // Data parallelism over Gloo with real processes on loopback: dp=2 and dp=4 reproduce the
-// single-process losses and weights, and a rank that dies makes its peers fail, not hang.
+// single-process losses and weights, with and without ZeRO-1 (optimizer state sharded across the
+// ranks: reduce-scatter, update a chunk, all-gather); a ZeRO-1 checkpoint holds the whole state,
+// so a run resumed from it without ZeRO-1 continues the same training; and a rank that dies makes
+// its peers fail, not hang.
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -67,14 +70,14 @@ double RelativeNormDiff(const std::vector<float>& a, const std::vector<float>& b
   return std::sqrt(diff / norm);
 }
 
-void ExpectMatchesSingleProcess(int dp) {
+void ExpectMatchesSingleProcess(int dp, const std::string& flags = "") {
   const std::string single = FreshDir(absl::StrCat("single_for_", dp));
   ASSERT_EQ(RunGroup(single, 1), std::vector<int>{0});
   const RunOutput reference = ReadOutput(single + "/rank0.out");
   ASSERT_EQ(reference.losses.size(), 20u);
 
-  const std::string dir = FreshDir(absl::StrCat("dp", dp));
-  ASSERT_EQ(RunGroup(dir, dp), std::vector<int>(dp, 0)) << "see " << dir << "/rank*.log";
+  const std::string dir = FreshDir(absl::StrCat("dp", dp, flags.empty() ? "" : "_zero1"));
+  ASSERT_EQ(RunGroup(dir, dp, flags), std::vector<int>(dp, 0)) << "see " << dir << "/rank*.log";
   for (int r = 0; r < dp; ++r) {
     const RunOutput out = ReadOutput(absl::StrCat(dir, "/rank", r, ".out"));
     ASSERT_EQ(out.losses.size(), reference.losses.size());
@@ -90,6 +93,25 @@ void ExpectMatchesSingleProcess(int dp) {
 
 TEST(DataParallel, TwoRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess(2); }
 TEST(DataParallel, FourRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess(4); }
+TEST(DataParallel, ZeroOneTwoRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess(2, "--zero1"); }
+TEST(DataParallel, ZeroOneFourRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess(4, "--zero1"); }
+
+TEST(DataParallel, AZeroOneCheckpointResumesWithoutZeroOne) {
+  const std::string dir = FreshDir("zero1_resume");
+  ASSERT_EQ(RunGroup(dir, 2, "--zero1 --checkpoint-dir " + dir + "/ckpt --checkpoint-at 10"), std::vector<int>(2, 0))
+      << "see " << dir << "/rank*.log";
+  const RunOutput straight = ReadOutput(dir + "/rank0.out");
+  const std::string resumed_dir = FreshDir("zero1_resumed");
+  ASSERT_EQ(RunGroup(resumed_dir, 2, "--resume " + dir + "/ckpt/step-000010"), std::vector<int>(2, 0))
+      << "see " << resumed_dir << "/rank*.log";
+  const RunOutput resumed = ReadOutput(resumed_dir + "/rank0.out");
+  ASSERT_EQ(straight.losses.size(), 20u);
+  ASSERT_EQ(resumed.losses.size(), 10u);
+  for (size_t i = 0; i < 10; ++i) {
+    EXPECT_NEAR(resumed.losses[i], straight.losses[10 + i], 1e-5 * std::abs(straight.losses[10 + i])) << "step " << 11 + i;
+  }
+  EXPECT_LT(RelativeNormDiff(resumed.weights, straight.weights), 1e-5);
+}
 
 TEST(DataParallel, ALostRankMakesItsPeerFailWithinTheTimeout) {
   const std::string dir = FreshDir("lost");

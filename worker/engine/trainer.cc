@@ -1,6 +1,7 @@
 #include "worker/engine/trainer.h"
 
 #include <chrono>
+#include <cmath>
 #include <algorithm>
 #include <filesystem>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "common/status_macros.h"
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/log_probs.h"
+#include "kernels/cpu/optimizer.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/preference_source.h"
 #include "worker/engine/schedules.h"
@@ -69,14 +71,24 @@ absl::Status Trainer::Init() {
   absl::StatusOr<TransformerConfig> config = TransformerConfig::FromProto(effective_model_);
   if (!config.ok()) return config.status();
   model_ = std::make_unique<Transformer>(*config);
-  optimizer_ = std::make_unique<Optimizer>(model_->layout(), OptimizerSettings::FromProto(stage.optimizer()));
+  const OptimizerSettings settings = OptimizerSettings::FromProto(stage.optimizer());
+  OptimizerShard shard;
+  if (zero1()) {
+    shard.begin = std::min<int64_t>(dp_rank() * ShardChunk(), model_->num_params());
+    shard.end = std::min<int64_t>(shard.begin + ShardChunk(), model_->num_params());
+  }
+  optimizer_ = std::make_unique<Optimizer>(model_->layout(), settings, shard);
   rng_ = Random(stage.seed());
 
   if (!options_.resume_from.empty()) {
     absl::StatusOr<loom::v1::CheckpointManifest> manifest = LoadWeights(options_.resume_from, model_.get());
     if (!manifest.ok()) return manifest.status();
-    if (absl::Status s = LoadOptimizerState(options_.resume_from, *manifest, optimizer_.get()); !s.ok())
+    // Checkpoints hold the whole state whatever the layout; a ZeRO-1 rank keeps its shard of it.
+    Optimizer whole(model_->layout(), settings);
+    if (absl::Status s = LoadOptimizerState(options_.resume_from, *manifest, zero1() ? &whole : optimizer_.get());
+        !s.ok())
       return s;
+    if (zero1()) optimizer_->CopyShardFrom(whole);
     if (absl::Status s = data_->RestoreState(manifest->data_state()); !s.ok()) return s;
     if (!rng_.RestoreState(manifest->rng_state())) {
       return absl::DataLossError(
@@ -149,10 +161,10 @@ absl::StatusOr<StepReport> Trainer::Step() {
       LOOM_RETURN_IF_ERROR(PreferenceMicroBatch(SliceBatch(batch_, m * micro, micro), 1.0 / global_pairs, sums));
     }
     if (options_.data_parallel) {
-      LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(model_->grads(), model_->num_params()));
+      LOOM_RETURN_IF_ERROR(ReduceGradients());
       LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(sums, 5));
     }
-    StepReport r = ApplyOptimizer(batch_tokens, seq_len, batch_.batch_size / micro, start);
+    LOOM_ASSIGN_OR_RETURN(StepReport r, ApplyOptimizer(batch_tokens, seq_len, batch_.batch_size / micro, start));
     LOOM_RETURN_IF_ERROR(AddBatchMetrics(&r));
     r.loss = sums[0] / global_pairs;
     r.metrics["dpo/accuracy"] = sums[1] / global_pairs;
@@ -176,10 +188,10 @@ absl::StatusOr<StepReport> Trainer::Step() {
       LOOM_RETURN_IF_ERROR(RewardMicroBatch(SliceBatch(batch_, m * micro, micro), 1.0 / global_pairs, sums));
     }
     if (options_.data_parallel) {
-      LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(model_->grads(), model_->num_params()));
+      LOOM_RETURN_IF_ERROR(ReduceGradients());
       LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(sums, 3));
     }
-    StepReport r = ApplyOptimizer(batch_tokens, seq_len, batch_.batch_size / micro, start);
+    LOOM_ASSIGN_OR_RETURN(StepReport r, ApplyOptimizer(batch_tokens, seq_len, batch_.batch_size / micro, start));
     r.loss = sums[0] / global_pairs;
     r.metrics["rm/accuracy"] = sums[1] / global_pairs;
     r.metrics["rm/margin"] = sums[2] / global_pairs;
@@ -193,10 +205,10 @@ absl::StatusOr<StepReport> Trainer::Step() {
           PolicyGradientMicroBatch(SliceBatch(batch_, m * micro, micro), 1.0 / global_sequences, &loss_sum));
     }
     if (options_.data_parallel) {
-      LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(model_->grads(), model_->num_params()));
+      LOOM_RETURN_IF_ERROR(ReduceGradients());
       LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(&loss_sum, 1));
     }
-    StepReport r = ApplyOptimizer(batch_tokens, seq_len, batch_.batch_size / micro, start);
+    LOOM_ASSIGN_OR_RETURN(StepReport r, ApplyOptimizer(batch_tokens, seq_len, batch_.batch_size / micro, start));
     LOOM_RETURN_IF_ERROR(AddBatchMetrics(&r));
     r.loss = loss_sum / global_sequences;
     return r;
@@ -224,11 +236,10 @@ absl::StatusOr<StepReport> Trainer::Step() {
     model_->Backward(logits);
   }
   if (options_.data_parallel) {
-    if (absl::Status s = options_.data_parallel->AllReduceSum(model_->grads(), model_->num_params()); !s.ok())
-      return s;
+    LOOM_RETURN_IF_ERROR(ReduceGradients());
     if (absl::Status s = options_.data_parallel->AllReduceSum(&loss_sum, 1); !s.ok()) return s;
   }
-  StepReport r = ApplyOptimizer(batch_tokens, seq_len, micro_batches, start);
+  LOOM_ASSIGN_OR_RETURN(StepReport r, ApplyOptimizer(batch_tokens, seq_len, micro_batches, start));
   r.loss = loss_sum / targets;
   return r;
 }
@@ -245,12 +256,44 @@ absl::Status Trainer::AddBatchMetrics(StepReport* r) {
   return absl::OkStatus();
 }
 
-StepReport Trainer::ApplyOptimizer(int64_t batch_tokens, int seq_len, int micro_batches,
-                                   std::chrono::steady_clock::time_point start) {
+absl::Status Trainer::ReduceGradients() {
+  if (!options_.data_parallel) return absl::OkStatus();
+  const int64_t n = model_->num_params();
+  if (!zero1()) return options_.data_parallel->AllReduceSum(model_->grads(), n);
+  const int64_t chunk = ShardChunk();
+  zero1_padded_.assign(static_cast<size_t>(chunk) * dp_size(), 0.0f);
+  std::copy(model_->grads(), model_->grads() + n, zero1_padded_.begin());
+  zero1_chunk_.resize(chunk);
+  LOOM_RETURN_IF_ERROR(options_.data_parallel->ReduceScatterSum(zero1_padded_.data(), chunk, zero1_chunk_.data()));
+  // Only this rank's chunk of model_->grads() holds sums from here on; the rest is stale.
+  std::copy(zero1_chunk_.begin(), zero1_chunk_.begin() + (optimizer_->shard_end() - optimizer_->shard_begin()),
+            model_->grads() + optimizer_->shard_begin());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StepReport> Trainer::ApplyOptimizer(int64_t batch_tokens, int seq_len, int micro_batches,
+                                                   std::chrono::steady_clock::time_point start) {
   const loom::v1::Stage& stage = options_.stage;
   const int64_t total = stage.tokens() > 0 ? stage.tokens() : options_.schedule_tokens;
   const double lr = LearningRate(stage.lr_schedule(), stage.optimizer().lr(), tokens_, total);
-  const double norm = optimizer_->Step(model_->params(), model_->grads(), static_cast<float>(lr));
+  double norm = 0;
+  if (zero1()) {
+    // The global norm from every rank's chunk, then each rank updates its chunk and the updated
+    // chunks are gathered into every rank's weights.
+    const int64_t begin = optimizer_->shard_begin(), owned = optimizer_->shard_end() - begin;
+    double squares = kernels::cpu::SumSquares(model_->grads() + begin, owned);
+    LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(&squares, 1));
+    norm = std::sqrt(squares);
+    optimizer_->StepShard(model_->params(), model_->grads(), static_cast<float>(lr), norm);
+    const int64_t chunk = ShardChunk(), n = model_->num_params();
+    std::fill(zero1_chunk_.begin(), zero1_chunk_.end(), 0.0f);
+    std::copy(model_->params() + begin, model_->params() + begin + owned, zero1_chunk_.begin());
+    zero1_padded_.resize(static_cast<size_t>(chunk) * dp_size());
+    LOOM_RETURN_IF_ERROR(options_.data_parallel->AllGather(zero1_chunk_.data(), chunk, zero1_padded_.data()));
+    std::copy(zero1_padded_.begin(), zero1_padded_.begin() + n, model_->params());
+  } else {
+    norm = optimizer_->Step(model_->params(), model_->grads(), static_cast<float>(lr));
+  }
   tokens_ += batch_tokens;
 
   StepReport r;
@@ -357,6 +400,8 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
     return absl::FailedPreconditionError("no checkpoint directory was given");
   const std::string dir =
       (std::filesystem::path(options_.checkpoint_dir) / CheckpointDirName(step())).string();
+  // ZeRO-1: every rank takes part in gathering the optimizer state rank 0 writes.
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Optimizer> gathered, WholeOptimizer());
   if (dp_rank() != 0) {
     // Rank 0 writes the one copy of the (replicated) weights; the barrier returns once it is durable.
     LOOM_RETURN_IF_ERROR(options_.data_parallel->Barrier());
@@ -374,9 +419,27 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
   manifest.set_data_state(data_->SaveState());
   manifest.set_rng_state(rng_.SaveState());
   manifest.set_final(final);
-  LOOM_RETURN_IF_ERROR(engine::SaveCheckpoint(dir, *model_, optimizer_.get(), manifest));
+  LOOM_RETURN_IF_ERROR(engine::SaveCheckpoint(dir, *model_, gathered ? gathered.get() : optimizer_.get(), manifest));
   if (options_.data_parallel) LOOM_RETURN_IF_ERROR(options_.data_parallel->Barrier());
   return dir;
+}
+
+absl::StatusOr<std::unique_ptr<Optimizer>> Trainer::WholeOptimizer() {
+  if (!zero1()) return std::unique_ptr<Optimizer>();
+  auto whole = std::make_unique<Optimizer>(model_->layout(), optimizer_->settings());
+  const int64_t chunk = ShardChunk(), n = model_->num_params(), owned = optimizer_->shard_end() - optimizer_->shard_begin();
+  std::vector<float> mine(chunk), all(static_cast<size_t>(chunk) * dp_size());
+  auto gather = [&](const FloatBuffer& shard, FloatBuffer& out) -> absl::Status {
+    std::fill(mine.begin(), mine.end(), 0.0f);
+    std::copy(shard.data(), shard.data() + owned, mine.begin());
+    LOOM_RETURN_IF_ERROR(options_.data_parallel->AllGather(mine.data(), chunk, all.data()));
+    std::copy(all.begin(), all.begin() + n, out.data());
+    return absl::OkStatus();
+  };
+  LOOM_RETURN_IF_ERROR(gather(optimizer_->first_moment(), whole->first_moment()));
+  if (whole->has_second_moment()) LOOM_RETURN_IF_ERROR(gather(optimizer_->second_moment(), whole->second_moment()));
+  whole->set_step(optimizer_->step());
+  return whole;
 }
 
 void Trainer::PruneCheckpoints() {

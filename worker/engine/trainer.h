@@ -120,8 +120,17 @@ class Trainer {
   absl::Status Init();
   // Applies the optimizer at the scheduled LR and counts the step's tokens; the report has all but
   // the loss and metrics.
-  StepReport ApplyOptimizer(int64_t batch_tokens, int seq_len, int micro_batches,
-                            std::chrono::steady_clock::time_point start);
+  absl::StatusOr<StepReport> ApplyOptimizer(int64_t batch_tokens, int seq_len, int micro_batches,
+                                            std::chrono::steady_clock::time_point start);
+  // Sums the gradients over the data-parallel ranks: an all-reduce, or with ZeRO-1 a
+  // reduce-scatter that leaves each rank the sums of the parameters whose state it owns.
+  absl::Status ReduceGradients();
+  // ZeRO-1 (stage parallel.zero1 with dp > 1): each rank owns the optimizer state of one
+  // contiguous chunk of ceil(params / dp) parameters; after its update the chunks are all-gathered.
+  bool zero1() const { return dp_size() > 1 && options_.stage.parallel().zero1(); }
+  int64_t ShardChunk() const { return (model_->num_params() + dp_size() - 1) / dp_size(); }
+  // The whole optimizer state (ZeRO-1: gathered from every rank; a collective), for checkpoints.
+  absl::StatusOr<std::unique_ptr<Optimizer>> WholeOptimizer();
   // The data source's measures of this step's batch, averaged over the data-parallel ranks.
   absl::Status AddBatchMetrics(StepReport* report);
   // One micro-batch of (chosen, rejected) row pairs: forward, DPO loss, backward. Adds to
@@ -143,6 +152,7 @@ class Trainer {
   std::unique_ptr<Transformer> model_;
   std::unique_ptr<Transformer> teacher_;  // distillation only
   std::unique_ptr<Optimizer> optimizer_;
+  std::vector<float> zero1_padded_, zero1_chunk_;  // ZeRO-1's [dp * chunk] and [chunk] buffers
   Random rng_;
   int64_t tokens_ = 0;
   data::TokenBatch batch_;
