@@ -1,5 +1,8 @@
 #include "data/verifier.h"
 
+#include "absl/strings/str_cat.h"
+
+#include <algorithm>
 #include <cctype>
 #include <vector>
 
@@ -123,6 +126,26 @@ const char* MathVerdictName(MathVerdict verdict) {
       return "no answer";
   }
   return "?";
+}
+
+absl::StatusOr<MathPrompt> SplitMathConversation(const Conversation& conversation, ChatTemplate tmpl,
+                                                 const Tokenizer& tokenizer, const std::string& what) {
+  auto last = std::find_if(conversation.rbegin(), conversation.rend(),
+                           [](const ChatMessage& m) { return m.role == "assistant"; });
+  if (last == conversation.rend()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " has no assistant answer to verify against"));
+  }
+  if (!ExtractFinalNumber(last->content)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": the reference answer holds no number: '", last->content, "'"));
+  }
+  MathPrompt p;
+  p.turns.assign(conversation.begin(), last.base() - 1);
+  p.reference = last->content;
+  absl::StatusOr<std::vector<int32_t>> tokens = TokenizePrompt(p.turns, tmpl, tokenizer);
+  if (!tokens.ok()) return tokens.status();
+  p.tokens = *std::move(tokens);
+  return p;
 }
 
 }  // namespace loom::data

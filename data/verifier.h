@@ -17,6 +17,11 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "data/chat.h"
+#include "data/tokenizer.h"
 
 namespace loom::data {
 
@@ -30,5 +35,17 @@ MathVerdict VerifyMathAnswer(std::string_view text, std::string_view reference);
 
 // "correct", "wrong" or "no answer".
 const char* MathVerdictName(MathVerdict verdict);
+
+// A math problem held as a conversation (eval, rejection sampling, rl, online dpo): the turns
+// before its last assistant turn are the prompt, that turn is the reference answer.
+struct MathPrompt {
+  Conversation turns;           // the prompt's turns
+  std::vector<int32_t> tokens;  // rendered up to the assistant header (TokenizePrompt)
+  std::string reference;        // the reference answer's text; it holds a final number
+};
+// Errors name `what` (e.g. "math problem 3") when there is no assistant turn or its text holds no
+// number to verify against.
+absl::StatusOr<MathPrompt> SplitMathConversation(const Conversation& conversation, ChatTemplate tmpl,
+                                                 const Tokenizer& tokenizer, const std::string& what);
 
 }  // namespace loom::data

@@ -21,21 +21,13 @@ absl::StatusOr<MathEvalResult> EvaluateMathAccuracy(const Transformer& model, co
                            : problems.size();
   std::vector<Problem> todo;
   for (size_t i = 0; i < count; ++i) {
-    const data::Conversation& c = problems[i];
-    auto last = std::find_if(c.rbegin(), c.rend(), [](const data::ChatMessage& m) { return m.role == "assistant"; });
-    if (last == c.rend()) {
-      return absl::InvalidArgumentError(absl::StrCat("math problem ", i + 1, " has no assistant answer"));
-    }
+    LOOM_ASSIGN_OR_RETURN(data::MathPrompt split,
+                          data::SplitMathConversation(problems[i], options.chat_template, tokenizer,
+                                                      absl::StrCat("math problem ", i + 1)));
     Problem p;
-    p.reference = last->content;
-    if (!data::ExtractFinalNumber(p.reference)) {
-      return absl::InvalidArgumentError(absl::StrCat("math problem ", i + 1,
-                                                     ": the reference answer holds no number: '",
-                                                     p.reference, "'"));
-    }
-    const data::Conversation prompt(c.begin(), last.base() - 1);
-    LOOM_ASSIGN_OR_RETURN(p.prompt, data::TokenizePrompt(prompt, options.chat_template, tokenizer));
-    for (const data::ChatMessage& m : prompt) absl::StrAppend(&p.prompt_text, m.content);
+    p.prompt = std::move(split.tokens);
+    p.reference = std::move(split.reference);
+    for (const data::ChatMessage& m : split.turns) absl::StrAppend(&p.prompt_text, m.content);
     todo.push_back(std::move(p));
   }
   LOOM_ASSIGN_OR_RETURN(const int32_t end_of_turn, data::EndOfTurnToken(options.chat_template, tokenizer));

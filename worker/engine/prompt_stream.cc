@@ -24,16 +24,12 @@ absl::StatusOr<PromptStream> PromptStream::Open(const std::string& path, data::C
   LOOM_ASSIGN_OR_RETURN(std::vector<data::Conversation> conversations, data::ReadConversations(path));
   uint64_t fingerprint = data::Hash64(tokenizer.hash());
   for (size_t i = 0; i < conversations.size(); ++i) {
-    const data::Conversation& c = conversations[i];
-    auto last = std::find_if(c.rbegin(), c.rend(), [](const data::ChatMessage& m) { return m.role == "assistant"; });
-    if (last == c.rend() || !data::ExtractFinalNumber(last->content)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, " conversation ", i + 1, " has no assistant answer with a number to verify against"));
-    }
+    LOOM_ASSIGN_OR_RETURN(data::MathPrompt split,
+                          data::SplitMathConversation(conversations[i], chat_template, tokenizer,
+                                                      absl::StrCat(path, " conversation ", i + 1)));
     Prompt p;
-    p.reference = last->content;
-    LOOM_ASSIGN_OR_RETURN(p.tokens,
-                          data::TokenizePrompt(data::Conversation(c.begin(), last.base() - 1), chat_template, tokenizer));
+    p.reference = std::move(split.reference);
+    p.tokens = std::move(split.tokens);
     fingerprint = data::Hash64(
         std::string_view(reinterpret_cast<const char*>(p.tokens.data()), p.tokens.size() * sizeof(int32_t)),
         fingerprint);

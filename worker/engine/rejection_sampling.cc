@@ -19,30 +19,17 @@ absl::StatusOr<RejectionSamplingResult> SampleAndVerify(const Transformer& model
                                                         const std::vector<data::Conversation>& problems, size_t first,
                                                         size_t count, const RejectionSamplingOptions& options) {
   const int n = std::max(1, options.samples_per_prompt);
-  struct Prompt {
-    data::Conversation turns;
-    std::vector<int32_t> tokens;
-    std::string reference;
-  };
-  std::vector<Prompt> prompts;
+  std::vector<data::MathPrompt> prompts;
   size_t longest = 0;
   for (size_t g = first; g < first + count && g < problems.size(); ++g) {
-    const data::Conversation& c = problems[g];
-    auto last = std::find_if(c.rbegin(), c.rend(), [](const data::ChatMessage& m) { return m.role == "assistant"; });
-    if (last == c.rend() || !data::ExtractFinalNumber(last->content)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("prompt ", g + 1, " has no assistant answer with a number to verify against"));
-    }
-    Prompt p;
-    p.turns.assign(c.begin(), last.base() - 1);
-    p.reference = last->content;
-    LOOM_ASSIGN_OR_RETURN(p.tokens, data::TokenizePrompt(p.turns, options.chat_template, tokenizer));
+    LOOM_ASSIGN_OR_RETURN(data::MathPrompt p, data::SplitMathConversation(problems[g], options.chat_template, tokenizer,
+                                                                          absl::StrCat("prompt ", g + 1)));
     longest = std::max(longest, p.tokens.size());
     prompts.push_back(std::move(p));
   }
   LOOM_ASSIGN_OR_RETURN(const int32_t end_of_turn, data::EndOfTurnToken(options.chat_template, tokenizer));
   std::vector<std::vector<int32_t>> rows;
-  for (const Prompt& p : prompts) {
+  for (const data::MathPrompt& p : prompts) {
     for (int j = 0; j < n; ++j) rows.push_back(p.tokens);
   }
   SamplingOptions sampling = options.sampling;
@@ -55,7 +42,7 @@ absl::StatusOr<RejectionSamplingResult> SampleAndVerify(const Transformer& model
   std::vector<double> scores;
   if (options.reward_model != nullptr) {
     std::vector<const std::vector<int32_t>*> row_prompts;
-    for (const Prompt& p : prompts) {
+    for (const data::MathPrompt& p : prompts) {
       for (int j = 0; j < n; ++j) row_prompts.push_back(&p.tokens);
     }
     const int32_t pad = tokenizer.pad_id() >= 0 ? tokenizer.pad_id() : tokenizer.eos_id();
