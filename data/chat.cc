@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
+#include "data/shard.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::data {
@@ -309,6 +310,21 @@ absl::StatusOr<PreferenceExample> TokenizePreference(const PreferencePair& pair,
   LOOM_RETURN_IF_ERROR(completion(pair.chosen, &out.chosen, &out.chosen_mask));
   LOOM_RETURN_IF_ERROR(completion(pair.rejected, &out.rejected, &out.rejected_mask));
   return out;
+}
+
+absl::Status WriteChatShards(const std::string& prefix, const std::vector<Conversation>& conversations,
+                             ChatTemplate tmpl, const Tokenizer& tokenizer) {
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<ShardWriter> tokens,
+                        ShardWriter::Create(prefix + ".tokens.shard", tokenizer.hash(), tokenizer.vocab_size()));
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<ShardWriter> masks, ShardWriter::Create(prefix + ".mask.shard", tokenizer.hash(), 2));
+  for (const Conversation& c : conversations) {
+    LOOM_ASSIGN_OR_RETURN(TokenizedExample e, TokenizeConversation(c, tmpl, tokenizer));
+    const std::vector<int32_t> mask(e.loss_mask.begin(), e.loss_mask.end());
+    LOOM_RETURN_IF_ERROR(tokens->AddDocument(e.tokens));
+    LOOM_RETURN_IF_ERROR(masks->AddDocument(mask));
+  }
+  LOOM_RETURN_IF_ERROR(tokens->Finish());
+  return masks->Finish();
 }
 
 }  // namespace loom::data

@@ -99,6 +99,13 @@ absl::StatusOr<PreferenceExample> TokenizePreference(const PreferencePair& pair,
 // tokens TokenizePreference puts before a completion).
 absl::StatusOr<std::vector<int32_t>> TokenizePrompt(const Conversation& prompt, ChatTemplate tmpl,
                                                     const Tokenizer& tokenizer);
+// Conversations as token shards (data/shard.h), one document each, the template applied:
+// `<prefix>.tokens.shard` holds the tokens and `<prefix>.mask.shard` the assistant-only loss mask
+// as 0/1 ids with the same document boundaries (a rejection_sampling stage's dataset keeps them
+// beside its JSONL). Written atomically; both tagged with the tokenizer's hash.
+absl::Status WriteChatShards(const std::string& prefix, const std::vector<Conversation>& conversations,
+                             ChatTemplate tmpl, const Tokenizer& tokenizer);
+
 // The token that ends an assistant turn (<|im_end|> or </s>): where generation stops.
 absl::StatusOr<int32_t> EndOfTurnToken(ChatTemplate tmpl, const Tokenizer& tokenizer);
 

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "common/checkpoint_io.h"
+#include "data/shard.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/prepared_data.h"
@@ -424,6 +425,16 @@ stages:
   EXPECT_GE(m.at("rs/best_of_n"), m.at("rs/pass@1"));
   EXPECT_GT(m.at("rs/kept"), 0) << "the drilled model answered nothing right";
   EXPECT_EQ(m.at("rs/kept"), lines) << "every kept sample is a line of the dataset, across both ranks' parts";
+  // And a document of the parts' token shards, tokens and loss mask alike.
+  int64_t documents = 0;
+  for (const char* part : {"/part-00000", "/part-00001"}) {
+    for (const char* kind : {".tokens.shard", ".mask.shard"}) {
+      auto shard = loom::data::ShardReader::Open(dataset + part + kind);
+      ASSERT_TRUE(shard.ok()) << shard.status();
+      if (std::string(kind) == ".tokens.shard") documents += (*shard)->doc_count();
+    }
+  }
+  EXPECT_EQ(documents, lines);
   const auto& rft = done.jobs(3);
   EXPECT_EQ(rft.inputs().at("dataset"), dataset) << rft.DebugString();
   EXPECT_GT(rft.progress().step(), 0) << rft.DebugString();

@@ -237,6 +237,9 @@ absl::Status RunRejectionSampling(const loom::v1::Assignment& a, const std::stri
   const std::string part = absl::StrCat(dir, "/part-", absl::Dec(layout.dp_rank(), absl::kZeroPad5), ".jsonl");
   LOOM_RETURN_IF_ERROR(loom::WriteFileDurably(part + ".tmp", loom::engine::ConversationsToJsonl(result.kept)));
   LOOM_RETURN_IF_ERROR(loom::RenameDurably(part + ".tmp", part));
+  // The same examples as token shards (tokens and loss mask), for stages that read shards.
+  LOOM_RETURN_IF_ERROR(loom::data::WriteChatShards(part.substr(0, part.size() - 6), result.kept,
+                                                   options.chat_template, tokenizer));
 
   double counts[5] = {double(result.prompts), double(result.samples), double(result.correct_samples),
                       double(result.solved_prompts), double(result.kept.size())};

@@ -1,4 +1,5 @@
 #include "data/chat.h"
+#include "data/shard.h"
 
 #include <set>
 
@@ -123,6 +124,25 @@ std::vector<TokenizedExample> SomeExamples(const Tokenizer& tok, int count) {
     out.push_back(*ex);
   }
   return out;
+}
+
+TEST_F(ChatTokensTest, ChatShardsHoldTheTokensAndTheMask) {
+  const std::vector<Conversation> chats = {{{"user", "What is 2 + 3?"}, {"assistant", "2 + 3 = 5\nAnswer: 5"}},
+                                           {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello."}}};
+  testing::TempDir dir;
+  const absl::Status written = WriteChatShards(dir / "part", chats, ChatTemplate::kChatML, *tok_);
+  ASSERT_TRUE(written.ok()) << written;
+  auto tokens = ShardReader::Open(dir / "part.tokens.shard", {tok_->hash(), tok_->vocab_size()});
+  auto masks = ShardReader::Open(dir / "part.mask.shard");
+  ASSERT_TRUE(tokens.ok() && masks.ok());
+  ASSERT_EQ((*tokens)->doc_count(), 2);
+  ASSERT_EQ((*masks)->doc_count(), 2);
+  for (int d = 0; d < 2; ++d) {
+    auto e = TokenizeConversation(chats[d], ChatTemplate::kChatML, *tok_);
+    ASSERT_TRUE(e.ok());
+    EXPECT_EQ((*tokens)->Document(d), e->tokens);
+    EXPECT_EQ((*masks)->Document(d), std::vector<int32_t>(e->loss_mask.begin(), e->loss_mask.end()));
+  }
 }
 
 TEST_F(ChatTokensTest, PackedExamplesEqualUnpackedOnes) {
