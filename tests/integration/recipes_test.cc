@@ -63,7 +63,9 @@ void RunRecipe(const std::string& plan, const std::string& until, int stages) {
     if (job.kind() != loom::v1::STAGE_KIND_AVERAGE && job.kind() != loom::v1::STAGE_KIND_MERGE) {
       EXPECT_GT(job.progress().step(), 0) << job.DebugString();
       // Stages with a token budget reach it; dataset stages end after their epochs.
-      if (job.tokens_budget() > 0) EXPECT_EQ(job.progress().tokens(), job.tokens_budget()) << job.DebugString();
+      if (job.tokens_budget() > 0) {
+        EXPECT_EQ(job.progress().tokens(), job.tokens_budget()) << job.DebugString();
+      }
     }
   }
   std::printf("%s\n", cluster.Loom({"status", id}).out.c_str());

@@ -170,7 +170,8 @@ absl::StatusOr<std::unique_ptr<PreferenceBatchSource>> PreferenceBatchSource::Op
 }
 
 absl::Status PreferenceBatchSource::ComputeReference(Transformer& reference, const std::string& reference_id,
-                                                     int seq_len, const std::string& cache_path) {
+                                                     int seq_len, const std::string& cache_path,
+                                                     Communicator* group) {
   const std::string header =
       absl::StrCat(kCacheMagic, " ", fingerprint_, " ", seq_len, " ", data::Hash64(reference_id), " ", pairs(), "\n");
   const size_t values = 2 * pairs_.size();
@@ -180,23 +181,26 @@ absl::Status PreferenceBatchSource::ComputeReference(Transformer& reference, con
   for (const data::PreferenceExample& p : pairs_) {
     truncated_ += p.prompt.size() + std::max(p.chosen.size(), p.rejected.size()) > static_cast<size_t>(seq_len) + 1;
   }
-  if (!cache_path.empty()) {
-    if (absl::StatusOr<std::string> cached = ReadFile(cache_path);
-        cached.ok() && cached->size() == header.size() + values * sizeof(double) &&
-        cached->compare(0, header.size(), header) == 0) {
-      reference_.resize(values);
-      std::memcpy(reference_.data(), cached->data() + header.size(), values * sizeof(double));
-      reference_from_cache_ = true;
-      return absl::OkStatus();
-    }
+  const int ranks = group ? group->size() : 1, rank = group ? group->rank() : 0;
+  absl::StatusOr<std::string> cached = cache_path.empty() ? absl::NotFoundError("") : ReadFile(cache_path);
+  double valid = cached.ok() && cached->size() == header.size() + values * sizeof(double) &&
+                 cached->compare(0, header.size(), header) == 0;
+  if (ranks > 1) LOOM_RETURN_IF_ERROR(group->AllReduceSum(&valid, 1));
+  if (valid == ranks) {
+    reference_.resize(values);
+    std::memcpy(reference_.data(), cached->data() + header.size(), values * sizeof(double));
+    reference_from_cache_ = true;
+    return absl::OkStatus();
   }
   reference_.assign(values, 0.0);
   constexpr size_t kPairsPerBatch = 8;
-  for (size_t first = 0; first < pairs_.size(); first += kPairsPerBatch) {
+  for (size_t first = 0, block = 0; first < pairs_.size(); first += kPairsPerBatch, ++block) {
+    if (static_cast<int>(block % ranks) != rank) continue;
     const size_t count = std::min(pairs_.size() - first, kPairsPerBatch);
     const std::vector<double> sums = RowLogProbSums(reference, PreferenceRows(pairs_, first, count, seq_len, pad_id_));
     std::copy(sums.begin(), sums.end(), reference_.begin() + 2 * first);
   }
+  if (ranks > 1) LOOM_RETURN_IF_ERROR(group->AllReduceSum(reference_.data(), static_cast<int64_t>(values)));
   if (cache_path.empty()) return absl::OkStatus();
   std::string bytes = header;
   bytes.append(reinterpret_cast<const char*>(reference_.data()), values * sizeof(double));

@@ -20,6 +20,7 @@
 #include "data/chat.h"
 #include "data/tokenizer.h"
 #include "worker/engine/batch_source.h"
+#include "worker/engine/communicator.h"
 #include "worker/engine/transformer.h"
 
 namespace loom::engine {
@@ -42,9 +43,12 @@ class PreferenceBatchSource : public BatchSource {
   // The reference's summed completion log-probabilities of every pair at `seq_len` (the one
   // length the stage trains at), read from `cache_path` when it holds them for these pairs, this
   // seq_len and `reference_id` (e.g. the reference checkpoint's path), else computed and written
-  // there atomically. Empty cache_path: computed, not kept.
+  // there atomically. Empty cache_path: computed, not kept. With a data-parallel `group` the ranks
+  // split the work (blocks of 8 pairs dealt round-robin) and sum the results — exact, each value
+  // meets only zeros — so every rank holds the same values a single process computes; the cache
+  // is read only when every rank has a valid one.
   absl::Status ComputeReference(Transformer& reference, const std::string& reference_id, int seq_len,
-                                const std::string& cache_path);
+                                const std::string& cache_path, Communicator* group = nullptr);
 
   absl::Status Next(int seq_len, int global_sequences, int dp_rank, int dp_size, data::TokenBatch* out) override;
   std::string SaveState() const override;

@@ -314,6 +314,24 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     LOOM_ASSIGN_OR_RETURN(loom::RankReporter reporter, loom::RankReporter::FromEnvironment());
     return RunEval(a, data_dir, *tokenizer, reporter);
   }
+  // The data-parallel group meets through the coordinator's rendezvous store (before the data:
+  // a dpo stage's ranks split the reference's work through it).
+  std::unique_ptr<loom::engine::KeyValueStore> store;
+  std::unique_ptr<loom::engine::Communicator> dp_group;
+  if (layout.dp() > 1) {
+    LOOM_ASSIGN_OR_RETURN(store,
+                          loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix()));
+    loom::engine::GlooOptions options;
+    options.rank = layout.dp_rank();
+    options.size = layout.dp();
+    options.prefix = "dp";
+    // Rank 0 alone writes checkpoints and runs held-out evaluation while its peers wait in the
+    // next collective: the timeout must cover those, not just a step. A peer that dies still
+    // fails the group at once (its connections close).
+    options.timeout = absl::Minutes(10);
+    LOOM_ASSIGN_OR_RETURN(dp_group, loom::engine::NewGlooCommunicator(store.get(), options));
+  }
+
   std::unique_ptr<loom::engine::BatchSource> data;
   loom::engine::RlBatchSource* rl_source = nullptr;  // rl: `data`, which samples from the policy
   loom::engine::OnlinePreferenceSource* online_source = nullptr;  // online dpo: likewise
@@ -380,7 +398,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
       const absl::Time start = absl::Now();
       LOOM_RETURN_IF_ERROR(prefs->ComputeReference(
           *reference, reference_path, dpo_seq_len,
-          absl::StrCat(a.checkpoint_dir(), "/reference_logprobs.rank", layout.dp_rank(), ".bin")));
+          absl::StrCat(a.checkpoint_dir(), "/reference_logprobs.rank", layout.dp_rank(), ".bin"), dp_group.get()));
       std::printf("reference log-probabilities of %lld pairs %s in %.1f s (%lld pairs longer than seq_len %d are cut)\n",
                   static_cast<long long>(prefs->pairs()),
                   prefs->reference_from_cache() ? "read from the cache" : "computed",
@@ -441,23 +459,6 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   } else {
     LOOM_ASSIGN_OR_RETURN(data, loom::engine::SamplerBatchSource::Open(a.stage(), data_dir, tokenizer->hash(),
                                                                        tokenizer->vocab_size(), a.seed()));
-  }
-
-  // The data-parallel group meets through the coordinator's rendezvous store.
-  std::unique_ptr<loom::engine::KeyValueStore> store;
-  std::unique_ptr<loom::engine::Communicator> dp_group;
-  if (layout.dp() > 1) {
-    LOOM_ASSIGN_OR_RETURN(store,
-                          loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix()));
-    loom::engine::GlooOptions options;
-    options.rank = layout.dp_rank();
-    options.size = layout.dp();
-    options.prefix = "dp";
-    // Rank 0 alone writes checkpoints and runs held-out evaluation while its peers wait in the
-    // next collective: the timeout must cover those, not just a step. A peer that dies still
-    // fails the group at once (its connections close).
-    options.timeout = absl::Minutes(10);
-    LOOM_ASSIGN_OR_RETURN(dp_group, loom::engine::NewGlooCommunicator(store.get(), options));
   }
 
   LOOM_ASSIGN_OR_RETURN(loom::RankReporter reporter, loom::RankReporter::FromEnvironment());

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -14,7 +15,9 @@
 #include "engine_test_util.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/data/data_test_util.h"
+#include "common/files.h"
 #include "worker/engine/checkpoint.h"
+#include "worker/engine/communicator.h"
 #include "worker/engine/preference_source.h"
 #include "worker/engine/trainer.h"
 
@@ -223,6 +226,50 @@ TEST(RewardModel, TrainingRanksTheChosenAnswersHigher) {
   EXPECT_LT(last, first);
   EXPECT_GE(after.accuracy, 0.9);
   EXPECT_GT(after.mean_margin, before.mean_margin);
+}
+
+// A dpo stage's ranks split the reference's work and sum it: each rank ends with exactly what
+// one process computes (compared through the cache files, header and values byte for byte).
+TEST(Dpo, RanksSplittingTheReferenceComputeWhatOneProcessComputes) {
+  Fixture& f = Shared();
+  const std::string single = f.dir / "reference_single.bin";
+  f.Source(single);
+  data::testing::TempDir store_dir;
+  std::vector<absl::Status> results(2);
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < 2; ++rank) {
+    ranks.emplace_back([&, rank] {
+      std::unique_ptr<KeyValueStore> store = NewDirectoryKeyValueStore(store_dir.path());
+      GlooOptions o;
+      o.rank = rank;
+      o.size = 2;
+      o.prefix = "dp";
+      auto group = NewGlooCommunicator(store.get(), o);
+      if (!group.ok()) {
+        results[rank] = group.status();
+        return;
+      }
+      PreferenceSourceOptions po;
+      po.path = f.dir / "train.jsonl";
+      po.seed = 9;
+      auto source = PreferenceBatchSource::Open(po, *f.tokenizer);
+      Transformer model(*TransformerConfig::FromProto(f.Options().model));
+      if (auto loaded = LoadWeights(f.reference, &model); !loaded.ok()) {
+        results[rank] = loaded.status();
+        return;
+      }
+      results[rank] = (*source)->ComputeReference(model, f.reference, kSeqLen,
+                                                  f.dir / ("reference_rank" + std::to_string(rank) + ".bin"),
+                                                  group->get());
+    });
+  }
+  for (std::thread& t : ranks) t.join();
+  for (const absl::Status& s : results) ASSERT_TRUE(s.ok()) << s;
+  const auto expected = ReadFile(single);
+  ASSERT_TRUE(expected.ok());
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_EQ(*ReadFile(f.dir / ("reference_rank" + std::to_string(rank) + ".bin")), *expected) << rank;
+  }
 }
 
 TEST(Dpo, AnOddMicroBatchIsRefused) {

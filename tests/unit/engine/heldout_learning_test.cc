@@ -183,7 +183,9 @@ Task& SharedTask() {
     while (!trainer->Done()) {
       auto r = trainer->Step();
       EXPECT_TRUE(r.ok()) << r.status();
-      if (trainer->step() == kEarlySteps) EXPECT_TRUE(SaveCheckpoint(t->early, trainer->model(), nullptr, manifest).ok());
+      if (trainer->step() == kEarlySteps) {
+        EXPECT_TRUE(SaveCheckpoint(t->early, trainer->model(), nullptr, manifest).ok());
+      }
       if (trainer->step() >= kFirstCheck && trainer->step() % 100 == 0) {
         dev = Accuracy(*t, trainer->model(), t->dev);
         if (dev >= kBaseDevAccuracy) break;
