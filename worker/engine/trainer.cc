@@ -285,12 +285,7 @@ absl::StatusOr<StepReport> Trainer::ApplyOptimizer(int64_t batch_tokens, int seq
     LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(&squares, 1));
     norm = std::sqrt(squares);
     optimizer_->StepShard(model_->params(), model_->grads(), static_cast<float>(lr), norm);
-    const int64_t chunk = ShardChunk(), n = model_->num_params();
-    std::fill(zero1_chunk_.begin(), zero1_chunk_.end(), 0.0f);
-    std::copy(model_->params() + begin, model_->params() + begin + owned, zero1_chunk_.begin());
-    zero1_padded_.resize(static_cast<size_t>(chunk) * dp_size());
-    LOOM_RETURN_IF_ERROR(options_.data_parallel->AllGather(zero1_chunk_.data(), chunk, zero1_padded_.data()));
-    std::copy(zero1_padded_.begin(), zero1_padded_.begin() + n, model_->params());
+    LOOM_RETURN_IF_ERROR(GatherShards(model_->params() + begin, model_->params()));
   } else {
     norm = optimizer_->Step(model_->params(), model_->grads(), static_cast<float>(lr));
   }
@@ -424,20 +419,23 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
   return dir;
 }
 
+absl::Status Trainer::GatherShards(const float* shard, float* whole) {
+  const int64_t chunk = ShardChunk(), owned = optimizer_->shard_end() - optimizer_->shard_begin();
+  zero1_chunk_.assign(chunk, 0.0f);  // the last rank's chunk may be short: padded with zeros
+  std::copy(shard, shard + owned, zero1_chunk_.begin());
+  zero1_padded_.resize(static_cast<size_t>(chunk) * dp_size());
+  LOOM_RETURN_IF_ERROR(options_.data_parallel->AllGather(zero1_chunk_.data(), chunk, zero1_padded_.data()));
+  std::copy(zero1_padded_.begin(), zero1_padded_.begin() + model_->num_params(), whole);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Optimizer>> Trainer::WholeOptimizer() {
   if (!zero1()) return std::unique_ptr<Optimizer>();
   auto whole = std::make_unique<Optimizer>(model_->layout(), optimizer_->settings());
-  const int64_t chunk = ShardChunk(), n = model_->num_params(), owned = optimizer_->shard_end() - optimizer_->shard_begin();
-  std::vector<float> mine(chunk), all(static_cast<size_t>(chunk) * dp_size());
-  auto gather = [&](const FloatBuffer& shard, FloatBuffer& out) -> absl::Status {
-    std::fill(mine.begin(), mine.end(), 0.0f);
-    std::copy(shard.data(), shard.data() + owned, mine.begin());
-    LOOM_RETURN_IF_ERROR(options_.data_parallel->AllGather(mine.data(), chunk, all.data()));
-    std::copy(all.begin(), all.begin() + n, out.data());
-    return absl::OkStatus();
-  };
-  LOOM_RETURN_IF_ERROR(gather(optimizer_->first_moment(), whole->first_moment()));
-  if (whole->has_second_moment()) LOOM_RETURN_IF_ERROR(gather(optimizer_->second_moment(), whole->second_moment()));
+  LOOM_RETURN_IF_ERROR(GatherShards(optimizer_->first_moment().data(), whole->first_moment().data()));
+  if (whole->has_second_moment()) {
+    LOOM_RETURN_IF_ERROR(GatherShards(optimizer_->second_moment().data(), whole->second_moment().data()));
+  }
   whole->set_step(optimizer_->step());
   return whole;
 }

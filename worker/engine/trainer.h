@@ -129,6 +129,8 @@ class Trainer {
   // contiguous chunk of ceil(params / dp) parameters; after its update the chunks are all-gathered.
   bool zero1() const { return dp_size() > 1 && options_.stage.parallel().zero1(); }
   int64_t ShardChunk() const { return (model_->num_params() + dp_size() - 1) / dp_size(); }
+  // ZeRO-1: every rank's `shard` (its chunk of a parameter-sized buffer) gathered into `whole`.
+  absl::Status GatherShards(const float* shard, float* whole);
   // The whole optimizer state (ZeRO-1: gathered from every rank; a collective), for checkpoints.
   absl::StatusOr<std::unique_ptr<Optimizer>> WholeOptimizer();
   // The data source's measures of this step's batch, averaged over the data-parallel ranks.
