@@ -472,6 +472,13 @@ void Validator::CheckParallel(const loom::v1::ParallelConfig& par, const std::st
   } else if (kv % par.tp() != 0) {
     Error(FieldPath(path, "tp"), absl::StrCat(par.tp(), " does not divide kv_heads (", kv, ")"),
           "tensor parallelism splits the key/value heads evenly across tp ranks");
+  } else if (model->ffn_size() > 0 && model->ffn_size() % par.tp() != 0) {
+    Error(FieldPath(path, "tp"), absl::StrCat(par.tp(), " does not divide ffn_size (", model->ffn_size(), ")"),
+          "tensor parallelism splits the MLP's hidden units evenly across tp ranks");
+  } else if (model->vocab_size() > 0 && model->vocab_size() % par.tp() != 0) {
+    Error(FieldPath(path, "tp"), absl::StrCat(par.tp(), " does not divide vocab_size (", model->vocab_size(), ")"),
+          "the embedding and the output head are split by vocabulary rows across tp ranks: pad vocab_size "
+          "to a multiple of tp");
   }
   if (par.pp() > model->layers()) {
     Error(FieldPath(path, "pp"),

@@ -1,7 +1,9 @@
-// Test fixture: one data-parallel rank of a small byte-level training run, for the Gloo
-// data-parallel equivalence test. Writes its per-step losses and final weights to --out.
+// Test fixture: one rank of a small byte-level training run, for the Gloo data- and
+// tensor-parallel equivalence tests. Writes its per-step losses and the final whole weights to --out.
+// Of --size ranks, --tp consecutive ones form a tensor-parallel group (Megatron's order: rank =
+// dp_rank · tp + tp_rank) and the rest is data parallel.
 //
-//   dp_rank_main --rank R --size N --store DIR --out FILE [--steps 20] [--fail-at-step K]
+//   dp_rank_main --rank R --size N --store DIR --out FILE [--tp T] [--steps 20] [--fail-at-step K]
 //                [--zero1] [--checkpoint-dir DIR --checkpoint-at K] [--resume CHECKPOINT]
 #include <cstdio>
 #include <cstdlib>
@@ -17,13 +19,14 @@
 #include "worker/engine/trainer.h"
 
 int main(int argc, char** argv) {
-  int rank = 0, size = 1, steps = 20, fail_at_step = 0, checkpoint_at = 0;
+  int rank = 0, size = 1, tp = 1, steps = 20, fail_at_step = 0, checkpoint_at = 0;
   bool zero1 = false;
   std::string store_dir, out, checkpoint_dir, resume;
   absl::Duration timeout = absl::Seconds(20);
   loom::CommandLine cl("dp_rank_main", "One data-parallel rank of a small training run (test fixture).");
   cl.AddFlag("rank", &rank, "rank in the group");
-  cl.AddFlag("size", &size, "group size (1: no communicator)");
+  cl.AddFlag("size", &size, "ranks in all (1: no communicator)");
+  cl.AddFlag("tp", &tp, "tensor-parallel ranks per data-parallel rank (must divide --size)");
   cl.AddFlag("store", &store_dir, "rendezvous directory (fresh per run)");
   cl.AddFlag("out", &out, "file for losses and weights");
   cl.AddFlag("steps", &steps, "optimizer steps");
@@ -61,26 +64,38 @@ stages:
   loom::engine::TokenStreamSource data(std::vector<int32_t>(text.begin(), text.end()));
 
   std::unique_ptr<loom::engine::KeyValueStore> store = loom::engine::NewDirectoryKeyValueStore(store_dir);
-  std::unique_ptr<loom::engine::Communicator> comm;
-  if (size > 1) {
+  if (tp < 1 || size % tp != 0) {
+    std::fprintf(stderr, "--tp %d does not divide --size %d\n", tp, size);
+    return 2;
+  }
+  const int dp = size / tp, dp_rank = rank / tp, tp_rank = rank % tp;
+  // Joins the group under `prefix` as member `index` of `count` (none when count is 1).
+  auto connect = [&](const std::string& prefix, int index, int count,
+                     std::unique_ptr<loom::engine::Communicator>* group) {
+    if (count == 1) return true;
     loom::engine::GlooOptions options;
-    options.rank = rank;
-    options.size = size;
-    options.prefix = "test/dp";
+    options.rank = index;
+    options.size = count;
+    options.prefix = prefix;
     options.timeout = timeout;
     auto c = loom::engine::NewGlooCommunicator(store.get(), options);
     if (!c.ok()) {
-      std::fprintf(stderr, "%s\n", std::string(c.status().message()).c_str());
-      return 1;
+      std::fprintf(stderr, "%s: %s\n", prefix.c_str(), std::string(c.status().message()).c_str());
+      return false;
     }
-    comm = std::move(*c);
-  }
+    *group = std::move(*c);
+    return true;
+  };
+  std::unique_ptr<loom::engine::Communicator> comm, tp_group;
+  if (!connect(absl::StrFormat("test/tp%d", dp_rank), tp_rank, tp, &tp_group)) return 1;
+  if (!connect(absl::StrFormat("test/dp%d", tp_rank), dp_rank, dp, &comm)) return 1;
   loom::engine::TrainerOptions options;
   options.model = parsed.plan.model();
   options.stage = loom::ResolveStage(parsed.plan, 0);
   options.plan_id = "dp-1";
   options.max_steps = steps;
   options.data_parallel = comm.get();
+  options.tensor_parallel = tp_group.get();
   options.stage.mutable_parallel()->set_zero1(zero1);
   options.checkpoint_dir = checkpoint_dir;
   options.resume_from = resume;
@@ -105,8 +120,12 @@ stages:
       }
     }
   }
-  const auto& model = (*trainer)->model();
+  auto weights = (*trainer)->WholeWeights();
+  if (!weights.ok()) {
+    std::fprintf(stderr, "weights: %s\n", std::string(weights.status().message()).c_str());
+    return 1;
+  }
   file << "weights\n";
-  file.write(reinterpret_cast<const char*>(model.params()), model.num_params() * sizeof(float));
+  file.write(reinterpret_cast<const char*>(weights->data()), weights->size() * sizeof(float));
   return file.good() ? 0 : 1;
 }

@@ -1,8 +1,8 @@
-// Data parallelism over Gloo with real processes on loopback: dp=2 and dp=4 reproduce the
-// single-process losses and weights, with and without ZeRO-1 (optimizer state sharded across the
-// ranks: reduce-scatter, update a chunk, all-gather); a ZeRO-1 checkpoint holds the whole state,
-// so a run resumed from it without ZeRO-1 continues the same training; and a rank that dies makes
-// its peers fail, not hang.
+// Data and tensor parallelism over Gloo with real processes on loopback: dp=2, dp=4, tp=2 and
+// dp=2×tp=2 reproduce the single-process losses and weights, dp with and without ZeRO-1 (optimizer
+// state sharded across the ranks: reduce-scatter, update a chunk, all-gather); checkpoints hold
+// the whole state, so a ZeRO-1 checkpoint resumes without ZeRO-1 and a dp=2×tp=2 checkpoint
+// resumes in one process or under tp=2 alone; and a rank that dies makes its peers fail, not hang.
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -70,15 +71,16 @@ double RelativeNormDiff(const std::vector<float>& a, const std::vector<float>& b
   return std::sqrt(diff / norm);
 }
 
-void ExpectMatchesSingleProcess(int dp, const std::string& flags = "") {
-  const std::string single = FreshDir(absl::StrCat("single_for_", dp));
+// Runs `size` ranks with `flags` and compares every rank's losses and whole weights with one process's.
+void ExpectMatchesSingleProcess(const std::string& name, int size, const std::string& flags = "") {
+  const std::string single = FreshDir("single_for_" + name);
   ASSERT_EQ(RunGroup(single, 1), std::vector<int>{0});
   const RunOutput reference = ReadOutput(single + "/rank0.out");
   ASSERT_EQ(reference.losses.size(), 20u);
 
-  const std::string dir = FreshDir(absl::StrCat("dp", dp, flags.empty() ? "" : "_zero1"));
-  ASSERT_EQ(RunGroup(dir, dp, flags), std::vector<int>(dp, 0)) << "see " << dir << "/rank*.log";
-  for (int r = 0; r < dp; ++r) {
+  const std::string dir = FreshDir(name);
+  ASSERT_EQ(RunGroup(dir, size, flags), std::vector<int>(size, 0)) << "see " << dir << "/rank*.log";
+  for (int r = 0; r < size; ++r) {
     const RunOutput out = ReadOutput(absl::StrCat(dir, "/rank", r, ".out"));
     ASSERT_EQ(out.losses.size(), reference.losses.size());
     for (size_t i = 0; i < out.losses.size(); ++i)
@@ -91,10 +93,40 @@ void ExpectMatchesSingleProcess(int dp, const std::string& flags = "") {
   EXPECT_LT(reference.losses.back(), reference.losses.front() - 1.0);
 }
 
-TEST(DataParallel, TwoRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess(2); }
-TEST(DataParallel, FourRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess(4); }
-TEST(DataParallel, ZeroOneTwoRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess(2, "--zero1"); }
-TEST(DataParallel, ZeroOneFourRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess(4, "--zero1"); }
+TEST(DataParallel, TwoRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess("dp2", 2); }
+TEST(DataParallel, FourRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess("dp4", 4); }
+TEST(DataParallel, ZeroOneTwoRanksReproduceTheSingleProcessRun) {
+  ExpectMatchesSingleProcess("dp2_zero1", 2, "--zero1");
+}
+TEST(DataParallel, ZeroOneFourRanksReproduceTheSingleProcessRun) {
+  ExpectMatchesSingleProcess("dp4_zero1", 4, "--zero1");
+}
+TEST(TensorParallel, TwoRanksReproduceTheSingleProcessRun) { ExpectMatchesSingleProcess("tp2", 2, "--tp 2"); }
+TEST(TensorParallel, TwoByTwoWithDataParallelReproducesTheSingleProcessRun) {
+  ExpectMatchesSingleProcess("dp2_tp2", 4, "--tp 2");
+}
+
+TEST(TensorParallel, ADpTwoTpTwoCheckpointResumesInOneProcessAndUnderTpTwo) {
+  const std::string dir = FreshDir("dp2_tp2_save");
+  ASSERT_EQ(RunGroup(dir, 4, "--tp 2 --checkpoint-dir " + dir + "/ckpt --checkpoint-at 10"), std::vector<int>(4, 0))
+      << "see " << dir << "/rank*.log";
+  const RunOutput straight = ReadOutput(dir + "/rank0.out");
+  ASSERT_EQ(straight.losses.size(), 20u);
+  for (const auto& [name, size, flags] : {std::tuple<std::string, int, std::string>{"single", 1, ""},
+                                          {"tp2", 2, "--tp 2"}}) {
+    const std::string resumed_dir = FreshDir("dp2_tp2_resumed_" + name);
+    ASSERT_EQ(RunGroup(resumed_dir, size, flags + " --resume " + dir + "/ckpt/step-000010"),
+              std::vector<int>(size, 0))
+        << "see " << resumed_dir << "/rank*.log";
+    const RunOutput resumed = ReadOutput(resumed_dir + "/rank0.out");
+    ASSERT_EQ(resumed.losses.size(), 10u) << name;
+    for (size_t i = 0; i < 10; ++i) {
+      EXPECT_NEAR(resumed.losses[i], straight.losses[10 + i], 1e-4 * std::abs(straight.losses[10 + i]))
+          << name << " step " << 11 + i;
+    }
+    EXPECT_LT(RelativeNormDiff(resumed.weights, straight.weights), 1e-3) << name;
+  }
+}
 
 TEST(DataParallel, AZeroOneCheckpointResumesWithoutZeroOne) {
   const std::string dir = FreshDir("zero1_resume");

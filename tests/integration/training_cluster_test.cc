@@ -33,7 +33,7 @@ std::string RankBinary() { return BinaryPath("worker/loom-rank"); }
 // Three stages: core (120 steps of 512 tokens, a mix change at 16Ki, checkpoints every 5 steps)
 // `more`, continued pre-training from core's final checkpoint, and `avg`, the mean of core's last
 // three checkpoints, `chat`, SFT from that average, and `measure`, an eval stage of the SFT model.
-std::string WritePlan(const Cluster& cluster, int dp, const std::string& name = "real") {
+std::string WritePlan(const Cluster& cluster, int dp, const std::string& name = "real", int tp = 1) {
   const std::string path = cluster.dir() + "/" + name + ".yaml";
   std::ofstream(path) << "name: " << name << R"(
 seed: 3
@@ -41,7 +41,7 @@ model: {layers: 4, d_model: 128, heads: 4, kv_heads: 2, ffn_size: 256, vocab_siz
 data: {dir: )" << PreparedData()
                       << R"(}
 defaults:
-  parallel: {dp: )" << dp
+  parallel: {dp: )" << dp << ", tp: " << tp
                       << R"(, micro_batch_size: 2}
   optimizer: {lr: 3e-3}
   lr_schedule: {type: cosine, warmup_tokens: 4Ki}
@@ -90,6 +90,18 @@ std::map<int64_t, std::string> RankLosses(const std::string& rank_log) {
   for (std::string line; std::getline(in, line);) {
     std::smatch m;
     if (std::regex_search(line, m, line_re)) out[std::stoll(m[1])] = m[2];
+  }
+  return out;
+}
+
+// "<step> <set>" -> held-out loss, from the "eval step N SET loss X" lines of a rank.log.
+std::map<std::string, double> RankEvalLosses(const std::string& rank_log) {
+  std::map<std::string, double> out;
+  std::ifstream in(rank_log);
+  const std::regex line_re(R"(^eval step (\d+) (\S+) loss (\S+))");
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (std::regex_search(line, m, line_re)) out[std::string(m[1]) + " " + std::string(m[2])] = std::stod(m[3]);
   }
   return out;
 }
@@ -190,7 +202,7 @@ TEST(TrainingCluster, KilledWorkerResumesAndReproducesTheUninterruptedLossesBitw
   for (const auto& [step, loss] : after) EXPECT_EQ(loss, uninterrupted.at(step)) << "step " << step;
 }
 
-TEST(TrainingCluster, DataParallelStageMeetsThroughTheCoordinatorAndMatchesOneRank) {
+TEST(TrainingCluster, DataAndTensorParallelStagesMeetThroughTheCoordinatorAndMatchOneRank) {
   Cluster cluster({.rank_binary = RankBinary()});
   cluster.StartCoordinator();
   cluster.StartWorker("w1", 1);
@@ -214,6 +226,28 @@ TEST(TrainingCluster, DataParallelStageMeetsThroughTheCoordinatorAndMatchesOneRa
     EXPECT_NEAR(y, x, (step <= 20 ? 1e-4 : 1e-2) * std::abs(x)) << "step " << step;
   }
   EXPECT_TRUE(b.jobs(1).final_checkpoint().final());
+
+  // Tensor parallel: tp=2 (heads, MLP and vocabulary split) on a worker with two slots (the
+  // scheduler keeps a tensor-parallel group on one machine), the same training; its later stages
+  // (continued pre-training, SFT, eval) load the gathered checkpoints.
+  cluster.StartWorker("w3", 2);
+  const std::string tp = cluster.Submit(WritePlan(cluster, 1, "tp", 2));
+  PlanStatus c = cluster.WaitForPlan(tp, Ended, std::chrono::seconds(120));
+  ASSERT_EQ(c.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  ASSERT_EQ(c.jobs(0).rank_workers_size(), 2);
+  EXPECT_EQ(c.jobs(0).rank_workers(0), "w3");
+  const auto tp2 = RankLosses(RankLog(cluster, c.jobs(0).rank_workers(1), tp, "core", 1, 1));
+  ASSERT_EQ(tp2.size(), 120u);
+  for (const auto& [step, loss] : dp1) {
+    const double x = std::stod(loss), y = std::stod(tp2.at(step));
+    EXPECT_NEAR(y, x, (step <= 20 ? 1e-4 : 1e-2) * std::abs(x)) << "tp=2, step " << step;
+  }
+  // Held-out evaluation reads the model gathered from the two shards.
+  const auto eval1 = RankEvalLosses(RankLog(cluster, a.jobs(0).rank_workers(0), one, "core", 1));
+  const auto eval_tp = RankEvalLosses(RankLog(cluster, c.jobs(0).rank_workers(0), tp, "core", 1));
+  ASSERT_EQ(eval1.size(), 4u);  // math and code at steps 60 and 120
+  ASSERT_EQ(eval_tp.size(), eval1.size());
+  for (const auto& [key, loss] : eval1) EXPECT_NEAR(eval_tp.at(key), loss, 1e-2 * loss) << key;
 }
 
 // Post-training through the control plane: pre-training on math, SFT on math chats, then an

@@ -16,6 +16,7 @@
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/preference_source.h"
 #include "worker/engine/schedules.h"
+#include "worker/engine/tensor_parallel.h"
 
 namespace loom::engine {
 
@@ -70,7 +71,15 @@ absl::Status Trainer::Init() {
   }
   absl::StatusOr<TransformerConfig> config = TransformerConfig::FromProto(effective_model_);
   if (!config.ok()) return config.status();
-  model_ = std::make_unique<Transformer>(*config);
+  whole_config_ = *config;
+  if (tp_size() > 1) {
+    LOOM_RETURN_IF_ERROR(CheckTensorParallelSupport());
+    LOOM_ASSIGN_OR_RETURN(TransformerConfig shard, TensorParallelConfig(whole_config_, tp_size()));
+    model_ = std::make_unique<Transformer>(shard, options_.tensor_parallel);
+    whole_layout_ = std::make_unique<ParameterLayout>(whole_config_);
+  } else {
+    model_ = std::make_unique<Transformer>(whole_config_);
+  }
   const OptimizerSettings settings = OptimizerSettings::FromProto(stage.optimizer());
   OptimizerShard shard;
   if (zero1()) {
@@ -79,28 +88,7 @@ absl::Status Trainer::Init() {
   }
   optimizer_ = std::make_unique<Optimizer>(model_->layout(), settings, shard);
   rng_ = Random(stage.seed());
-
-  if (!options_.resume_from.empty()) {
-    absl::StatusOr<loom::v1::CheckpointManifest> manifest = LoadWeights(options_.resume_from, model_.get());
-    if (!manifest.ok()) return manifest.status();
-    // Checkpoints hold the whole state whatever the layout; a ZeRO-1 rank keeps its shard of it.
-    Optimizer whole(model_->layout(), settings);
-    if (absl::Status s = LoadOptimizerState(options_.resume_from, *manifest, zero1() ? &whole : optimizer_.get());
-        !s.ok())
-      return s;
-    if (zero1()) optimizer_->CopyShardFrom(whole);
-    if (absl::Status s = data_->RestoreState(manifest->data_state()); !s.ok()) return s;
-    if (!rng_.RestoreState(manifest->rng_state())) {
-      return absl::DataLossError(
-          absl::StrCat("checkpoint ", options_.resume_from, " has a malformed RNG state"));
-    }
-    tokens_ = manifest->tokens();
-  } else if (!options_.init_from.empty()) {
-    if (auto manifest = LoadWeights(options_.init_from, model_.get()); !manifest.ok())
-      return manifest.status();
-  } else {
-    model_->InitWeights(rng_.NextU64());
-  }
+  LOOM_RETURN_IF_ERROR(LoadOrInitState(settings));
   if (!options_.teacher_from.empty()) {
     absl::StatusOr<loom::v1::CheckpointManifest> manifest =
         ReadCheckpointManifest(options_.teacher_from, false);
@@ -117,6 +105,66 @@ absl::Status Trainer::Init() {
       return loaded.status();
   }
   return absl::OkStatus();
+}
+
+absl::Status Trainer::CheckTensorParallelSupport() const {
+  std::string what;
+  if (options_.preference) what = "a dpo stage (its loss reads whole-vocabulary log-probabilities)";
+  if (options_.reward_model) what = "a reward_model stage (its loss reads whole-vocabulary logits)";
+  if (options_.policy_gradient) what = "an rl stage (its loss reads whole-vocabulary log-probabilities)";
+  if (!options_.teacher_from.empty()) what = "a distill stage (the teacher's logits are whole-vocabulary)";
+  if (zero1()) what = "parallel.zero1 (the optimizer shards the whole buffer)";
+  if (what.empty()) return absl::OkStatus();
+  return absl::UnimplementedError(absl::StrCat("stage '", options_.stage.name(), "': ", what,
+                                               " does not run with parallel.tp > 1 yet; use tp: 1 for it"));
+}
+
+absl::Status Trainer::LoadOrInitState(const OptimizerSettings& settings) {
+  // Checkpoints hold the whole model and optimizer state whatever the layout: under tensor
+  // parallelism they load into a whole model first and each rank keeps its shard.
+  std::unique_ptr<Transformer> whole_model;
+  if (tp_size() > 1) whole_model = std::make_unique<Transformer>(whole_config_);
+  Transformer* target = whole_model ? whole_model.get() : model_.get();
+  if (!options_.resume_from.empty()) {
+    absl::StatusOr<loom::v1::CheckpointManifest> manifest = LoadWeights(options_.resume_from, target);
+    if (!manifest.ok()) return manifest.status();
+    const bool sharded = zero1() || whole_model;
+    Optimizer whole(target->layout(), settings);
+    LOOM_RETURN_IF_ERROR(LoadOptimizerState(options_.resume_from, *manifest, sharded ? &whole : optimizer_.get()));
+    if (zero1()) optimizer_->CopyShardFrom(whole);
+    if (whole_model) {
+      ShardTensors(whole.layout(), whole.first_moment().data(), model_->layout(), tp_rank(), tp_size(),
+                   optimizer_->first_moment().data());
+      if (whole.has_second_moment()) {
+        ShardTensors(whole.layout(), whole.second_moment().data(), model_->layout(), tp_rank(), tp_size(),
+                     optimizer_->second_moment().data());
+      }
+      optimizer_->set_step(whole.step());
+    }
+    LOOM_RETURN_IF_ERROR(data_->RestoreState(manifest->data_state()));
+    if (!rng_.RestoreState(manifest->rng_state())) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint ", options_.resume_from, " has a malformed RNG state"));
+    }
+    tokens_ = manifest->tokens();
+  } else if (!options_.init_from.empty()) {
+    if (auto manifest = LoadWeights(options_.init_from, target); !manifest.ok()) return manifest.status();
+  } else {
+    target->InitWeights(rng_.NextU64());
+  }
+  if (whole_model) {
+    ShardTensors(whole_model->layout(), whole_model->params(), model_->layout(), tp_rank(), tp_size(),
+                 model_->params());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<float>> Trainer::WholeWeights() {
+  if (tp_size() == 1) return std::vector<float>(model_->params(), model_->params() + model_->num_params());
+  std::vector<float> whole(whole_layout_->total(), 0.0f);
+  LOOM_RETURN_IF_ERROR(
+      GatherTensors(*options_.tensor_parallel, *whole_layout_, model_->layout(), model_->params(), whole.data()));
+  return whole;
 }
 
 bool Trainer::Done() const {
@@ -230,10 +278,17 @@ absl::StatusOr<StepReport> Trainer::Step() {
       model_->Backward(logits);
       continue;
     }
-    float* logits = model_->Forward(mb);
-    loss_sum += kernels::cpu::CrossEntropy(logits, mb.targets.data(), mb.tokens(), vocab, grad_scale, logits)
-                    .loss_sum;
-    model_->Backward(logits);
+    LOOM_ASSIGN_OR_RETURN(float* logits, model_->RunForward(mb));
+    if (tp_size() > 1) {
+      LOOM_ASSIGN_OR_RETURN(double rows_loss, VocabParallelCrossEntropy(*options_.tensor_parallel, logits,
+                                                                        mb.targets.data(), mb.tokens(), vocab,
+                                                                        model_->vocab_begin(), grad_scale, logits));
+      loss_sum += rows_loss;
+    } else {
+      loss_sum += kernels::cpu::CrossEntropy(logits, mb.targets.data(), mb.tokens(), vocab, grad_scale, logits)
+                      .loss_sum;
+    }
+    LOOM_RETURN_IF_ERROR(model_->RunBackward(logits));
   }
   if (options_.data_parallel) {
     LOOM_RETURN_IF_ERROR(ReduceGradients());
@@ -286,6 +341,9 @@ absl::StatusOr<StepReport> Trainer::ApplyOptimizer(int64_t batch_tokens, int seq
     norm = std::sqrt(squares);
     optimizer_->StepShard(model_->params(), model_->grads(), static_cast<float>(lr), norm);
     LOOM_RETURN_IF_ERROR(GatherShards(model_->params() + begin, model_->params()));
+  } else if (tp_size() > 1) {
+    LOOM_ASSIGN_OR_RETURN(norm, TensorParallelGradNorm(*options_.tensor_parallel, model_->layout(), model_->grads()));
+    optimizer_->StepShard(model_->params(), model_->grads(), static_cast<float>(lr), norm);
   } else {
     norm = optimizer_->Step(model_->params(), model_->grads(), static_cast<float>(lr));
   }
@@ -395,26 +453,34 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
     return absl::FailedPreconditionError("no checkpoint directory was given");
   const std::string dir =
       (std::filesystem::path(options_.checkpoint_dir) / CheckpointDirName(step())).string();
-  // ZeRO-1: every rank takes part in gathering the optimizer state rank 0 writes.
+  // ZeRO-1 and tensor parallelism: every rank takes part in gathering the state rank 0 writes.
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Optimizer> gathered, WholeOptimizer());
-  if (dp_rank() != 0) {
-    // Rank 0 writes the one copy of the (replicated) weights; the barrier returns once it is durable.
-    LOOM_RETURN_IF_ERROR(options_.data_parallel->Barrier());
-    return dir;
+  std::unique_ptr<Transformer> whole_model;
+  if (tp_size() > 1) {
+    LOOM_ASSIGN_OR_RETURN(std::vector<float> weights, WholeWeights());
+    whole_model = std::make_unique<Transformer>(whole_config_);
+    std::copy(weights.begin(), weights.end(), whole_model->params());
   }
-  loom::v1::CheckpointManifest manifest;
-  manifest.set_plan_id(options_.plan_id);
-  manifest.set_stage(options_.stage.name());
-  manifest.set_step(step());
-  manifest.set_tokens(tokens_);
-  *manifest.mutable_model() = effective_model_;
-  manifest.set_dp(dp_size());
-  manifest.set_tp(1);
-  manifest.set_pp(1);
-  manifest.set_data_state(data_->SaveState());
-  manifest.set_rng_state(rng_.SaveState());
-  manifest.set_final(final);
-  LOOM_RETURN_IF_ERROR(engine::SaveCheckpoint(dir, *model_, gathered ? gathered.get() : optimizer_.get(), manifest));
+  if (writer()) {
+    loom::v1::CheckpointManifest manifest;
+    manifest.set_plan_id(options_.plan_id);
+    manifest.set_stage(options_.stage.name());
+    manifest.set_step(step());
+    manifest.set_tokens(tokens_);
+    *manifest.mutable_model() = effective_model_;
+    manifest.set_dp(dp_size());
+    manifest.set_tp(tp_size());
+    manifest.set_pp(1);
+    manifest.set_data_state(data_->SaveState());
+    manifest.set_rng_state(rng_.SaveState());
+    manifest.set_final(final);
+    LOOM_RETURN_IF_ERROR(engine::SaveCheckpoint(dir, whole_model ? *whole_model : *model_,
+                                                gathered ? gathered.get() : optimizer_.get(), manifest));
+  }
+  // The writer holds one copy of the (replicated or gathered) state; every rank returns once it
+  // is durable. Tensor group first, then data group: each data-parallel peer of the writer's
+  // group passes only after that group has seen the writer.
+  if (options_.tensor_parallel) LOOM_RETURN_IF_ERROR(options_.tensor_parallel->Barrier());
   if (options_.data_parallel) LOOM_RETURN_IF_ERROR(options_.data_parallel->Barrier());
   return dir;
 }
@@ -430,6 +496,18 @@ absl::Status Trainer::GatherShards(const float* shard, float* whole) {
 }
 
 absl::StatusOr<std::unique_ptr<Optimizer>> Trainer::WholeOptimizer() {
+  if (tp_size() > 1) {
+    auto whole = std::make_unique<Optimizer>(*whole_layout_, optimizer_->settings());
+    Communicator& group = *options_.tensor_parallel;
+    LOOM_RETURN_IF_ERROR(GatherTensors(group, *whole_layout_, model_->layout(), optimizer_->first_moment().data(),
+                                       whole->first_moment().data()));
+    if (whole->has_second_moment()) {
+      LOOM_RETURN_IF_ERROR(GatherTensors(group, *whole_layout_, model_->layout(),
+                                         optimizer_->second_moment().data(), whole->second_moment().data()));
+    }
+    whole->set_step(optimizer_->step());
+    return whole;
+  }
   if (!zero1()) return std::unique_ptr<Optimizer>();
   auto whole = std::make_unique<Optimizer>(model_->layout(), optimizer_->settings());
   LOOM_RETURN_IF_ERROR(GatherShards(optimizer_->first_moment().data(), whole->first_moment().data()));
@@ -462,7 +540,7 @@ absl::Status Trainer::Run(const std::function<void(const StepReport&)>& on_step,
       absl::StatusOr<std::string> dir = SaveCheckpoint(last);
       if (!dir.ok()) return dir.status();
       if (on_checkpoint) on_checkpoint(*dir);
-      if (dp_rank() == 0) PruneCheckpoints();
+      if (writer()) PruneCheckpoints();
     }
   }
   return absl::OkStatus();

@@ -47,6 +47,10 @@ struct TrainerOptions {
   // every global batch, gradients are summed across the group before the optimizer, and only
   // rank 0 writes checkpoints (every rank holds the same weights).
   Communicator* data_parallel = nullptr;
+  // The tensor-parallel group (not owned; tensor_parallel.h); null or size 1: none. Its ranks
+  // share one data-parallel rank's batches and each holds a shard of the model; checkpoints hold
+  // the whole model (gathered at save, sliced at load). Pretraining-style and SFT losses only.
+  Communicator* tensor_parallel = nullptr;
   // Distillation (a `distill` stage): the teacher's checkpoint, run forward beside the student
   // on every micro-batch; the loss is then the distillation loss of kernels/cpu/distill.h.
   std::string teacher_from;
@@ -109,7 +113,11 @@ class Trainer {
   absl::Status Run(const std::function<void(const StepReport&)>& on_step,
                    const std::function<void(const std::string&)>& on_checkpoint);
 
+  // This rank's model: under tensor parallelism, its shard.
   Transformer& model() { return *model_; }
+  // The whole model's weights in the layout of ParameterLayout(whole config): under tensor
+  // parallelism gathered from the group (a collective every rank of it must call).
+  absl::StatusOr<std::vector<float>> WholeWeights();
   int64_t step() const { return optimizer_->step(); }
   int64_t tokens() const { return tokens_; }
   // The model config as trained (the stage's RoPE applied), as written into checkpoints.
@@ -131,8 +139,14 @@ class Trainer {
   int64_t ShardChunk() const { return (model_->num_params() + dp_size() - 1) / dp_size(); }
   // ZeRO-1: every rank's `shard` (its chunk of a parameter-sized buffer) gathered into `whole`.
   absl::Status GatherShards(const float* shard, float* whole);
-  // The whole optimizer state (ZeRO-1: gathered from every rank; a collective), for checkpoints.
+  // The whole optimizer state (ZeRO-1 or tensor parallel: gathered from every rank; a collective),
+  // for checkpoints; null when this rank's optimizer is the whole one.
   absl::StatusOr<std::unique_ptr<Optimizer>> WholeOptimizer();
+  // Loads or initialises the weights (and on resume the optimizer state), keeping this rank's
+  // shard of them under ZeRO-1 or tensor parallelism.
+  absl::Status LoadOrInitState(const OptimizerSettings& settings);
+  // Fails for what tensor parallelism does not cover yet (losses over whole-vocabulary logits).
+  absl::Status CheckTensorParallelSupport() const;
   // The data source's measures of this step's batch, averaged over the data-parallel ranks.
   absl::Status AddBatchMetrics(StepReport* report);
   // One micro-batch of (chosen, rejected) row pairs: forward, DPO loss, backward. Adds to
@@ -147,11 +161,17 @@ class Trainer {
   void PruneCheckpoints();
   int dp_rank() const { return options_.data_parallel ? options_.data_parallel->rank() : 0; }
   int dp_size() const { return options_.data_parallel ? options_.data_parallel->size() : 1; }
+  int tp_rank() const { return tp_size() > 1 ? options_.tensor_parallel->rank() : 0; }
+  int tp_size() const { return options_.tensor_parallel ? options_.tensor_parallel->size() : 1; }
+  // The rank that writes checkpoints: the first of its data- and tensor-parallel groups.
+  bool writer() const { return dp_rank() == 0 && tp_rank() == 0; }
 
   TrainerOptions options_;
   BatchSource* data_;
   loom::v1::ModelConfig effective_model_;
   std::unique_ptr<Transformer> model_;
+  TransformerConfig whole_config_;                 // the model's architecture, unsharded
+  std::unique_ptr<ParameterLayout> whole_layout_;  // its layout (tensor parallel only)
   std::unique_ptr<Transformer> teacher_;  // distillation only
   std::unique_ptr<Optimizer> optimizer_;
   std::vector<float> zero1_padded_, zero1_chunk_;  // ZeRO-1's [dp * chunk] and [chunk] buffers

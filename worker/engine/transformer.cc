@@ -1,7 +1,11 @@
 #include "worker/engine/transformer.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 
+#include "common/status_macros.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/matmul.h"
@@ -16,6 +20,33 @@ namespace k = loom::kernels::cpu;
 
 Transformer::Transformer(TransformerConfig config)
     : config_(std::move(config)), layout_(config_), params_(layout_.total()), grads_(layout_.total()) {}
+
+Transformer::Transformer(TransformerConfig shard_config, Communicator* tensor_parallel)
+    : config_(std::move(shard_config)),
+      tp_(tensor_parallel != nullptr && tensor_parallel->size() > 1 ? tensor_parallel : nullptr),
+      layout_(config_),
+      params_(layout_.total()),
+      grads_(layout_.total()) {}
+
+absl::Status Transformer::SumOverGroup(float* data, int64_t count) {
+  return tp_ ? tp_->AllReduceSum(data, count) : absl::OkStatus();
+}
+
+float* Transformer::Forward(const data::TokenBatch& batch) {
+  absl::StatusOr<float*> logits = RunForward(batch);
+  if (!logits.ok()) {  // only a tensor-parallel model runs collectives; it must call RunForward
+    std::fprintf(stderr, "Transformer::Forward: %s\n", std::string(logits.status().message()).c_str());
+    std::abort();
+  }
+  return *logits;
+}
+
+void Transformer::Backward(const float* dlogits) {
+  if (absl::Status s = RunBackward(dlogits); !s.ok()) {
+    std::fprintf(stderr, "Transformer::Backward: %s\n", std::string(s.message()).c_str());
+    std::abort();
+  }
+}
 
 void Transformer::InitWeights(uint64_t seed) {
   Random rng(seed);
@@ -90,7 +121,7 @@ void Transformer::Plan(int batch, int seq_len) {
   planned_seq_ = seq_len;
 }
 
-float* Transformer::Forward(const data::TokenBatch& batch) {
+absl::StatusOr<float*> Transformer::RunForward(const data::TokenBatch& batch) {
   const int B = batch.batch_size, T = batch.seq_len;
   Plan(B, T);
   const int64_t n = int64_t{B} * T, d = config_.d_model, f = config_.ffn, V = config_.vocab;
@@ -109,7 +140,22 @@ float* Transformer::Forward(const data::TokenBatch& batch) {
 
   float* A = acts_.data();
   const float* P = params_.data();
-  k::EmbeddingForward(inputs_.data(), P + layout_.embedding(), A + layer_acts_[0].x, n, d);
+  if (tp_) {
+    // Vocabulary-parallel embedding: this rank's rows, zeros for ids it does not hold, summed.
+    const int64_t begin = vocab_begin(), end = begin + V;
+    float* x0 = A + layer_acts_[0].x;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t id = inputs_[i];
+      if (id >= begin && id < end) {
+        std::copy_n(P + layout_.embedding() + (id - begin) * d, d, x0 + i * d);
+      } else {
+        std::fill_n(x0 + i * d, d, 0.0f);
+      }
+    }
+    LOOM_RETURN_IF_ERROR(SumOverGroup(x0, n * d));
+  } else {
+    k::EmbeddingForward(inputs_.data(), P + layout_.embedding(), A + layer_acts_[0].x, n, d);
+  }
   for (int l = 0; l < config_.layers; ++l) {
     const LayerActs& a = layer_acts_[l];
     const LayerOffsets& w = layout_.layer(l);
@@ -125,6 +171,7 @@ float* Transformer::Forward(const data::TokenBatch& batch) {
     k::AttentionForward(shape, A + a.q, A + a.k, A + a.v, has_segments_ ? segments_.data() : nullptr,
                         A + a.attn, A + a.lse);
     k::LinearForward(A + a.attn, P + w.o, A + a.x_mid, n, q_dim, d);
+    LOOM_RETURN_IF_ERROR(SumOverGroup(A + a.x_mid, n * d));
     k::ParallelFor(n * d, 1 << 15, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) A[a.x_mid + i] += A[a.x + i];
     });
@@ -133,6 +180,7 @@ float* Transformer::Forward(const data::TokenBatch& batch) {
     k::LinearForward(A + a.h2, P + w.up, A + a.up, n, d, f);
     k::SwiGluForward(A + a.gate, A + a.up, A + a.act, n * f);
     k::LinearForward(A + a.act, P + w.down, x_out, n, f, d);
+    LOOM_RETURN_IF_ERROR(SumOverGroup(x_out, n * d));
     k::ParallelFor(n * d, 1 << 15, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) x_out[i] += A[a.x_mid + i];
     });
@@ -143,7 +191,7 @@ float* Transformer::Forward(const data::TokenBatch& batch) {
   return A + logits_;
 }
 
-void Transformer::Backward(const float* dlogits) {
+absl::Status Transformer::RunBackward(const float* dlogits) {
   const int B = planned_batch_, T = planned_seq_;
   const int64_t n = int64_t{B} * T, d = config_.d_model, f = config_.ffn, V = config_.vocab;
   const int64_t q_dim = int64_t{config_.heads} * config_.head_dim;
@@ -157,6 +205,7 @@ void Transformer::Backward(const float* dlogits) {
   // Head and final norm: d_x holds d(loss)/d(residual stream) from here down.
   k::LinearBackward(dlogits, A + h_final_, P + layout_.lm_head(), S + d_h_, G + layout_.lm_head(), n, d, V,
                     false);
+  LOOM_RETURN_IF_ERROR(SumOverGroup(S + d_h_, n * d));
   k::RmsNormBackward(S + d_h_, A + x_final_, P + layout_.final_norm(), A + rstd_final_, S + d_x_,
                      G + layout_.final_norm(), n, d, false);
   for (int l = config_.layers - 1; l >= 0; --l) {
@@ -167,6 +216,7 @@ void Transformer::Backward(const float* dlogits) {
     k::SwiGluBackward(S + d_act_, A + a.gate, A + a.up, S + d_gate_, S + d_up_, n * f);
     k::LinearBackward(S + d_gate_, A + a.h2, P + w.gate, S + d_h_, G + w.gate, n, d, f, false);
     k::LinearBackward(S + d_up_, A + a.h2, P + w.up, S + d_h_, G + w.up, n, d, f, true);
+    LOOM_RETURN_IF_ERROR(SumOverGroup(S + d_h_, n * d));
     k::RmsNormBackward(S + d_h_, A + a.x_mid, P + w.post_norm, A + a.rstd2, S + d_x_, G + w.post_norm, n, d,
                        true);
     // Attention: x_mid = x + o_proj(attn).
@@ -180,10 +230,25 @@ void Transformer::Backward(const float* dlogits) {
     k::LinearBackward(S + d_q_, A + a.h1, P + w.q, S + d_h_, G + w.q, n, d, q_dim, false);
     k::LinearBackward(S + d_k_, A + a.h1, P + w.k, S + d_h_, G + w.k, n, d, kv_dim, true);
     k::LinearBackward(S + d_v_, A + a.h1, P + w.v, S + d_h_, G + w.v, n, d, kv_dim, true);
+    LOOM_RETURN_IF_ERROR(SumOverGroup(S + d_h_, n * d));
     k::RmsNormBackward(S + d_h_, A + a.x, P + w.input_norm, A + a.rstd1, S + d_x_, G + w.input_norm, n, d,
                        true);
   }
-  k::EmbeddingBackward(inputs_.data(), S + d_x_, G + layout_.embedding(), n, d);
+  if (tp_) {
+    // This rank's vocabulary rows only, in token order (deterministic).
+    const int64_t begin = vocab_begin(), end = begin + V;
+    float* table = G + layout_.embedding();
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t id = inputs_[i];
+      if (id < begin || id >= end) continue;
+      float* row = table + (id - begin) * d;
+      const float* g = S + d_x_ + i * d;
+      for (int64_t j = 0; j < d; ++j) row[j] += g[j];
+    }
+  } else {
+    k::EmbeddingBackward(inputs_.data(), S + d_x_, G + layout_.embedding(), n, d);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace loom::engine

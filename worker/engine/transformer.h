@@ -9,13 +9,20 @@
 // Activations for a (batch, seq_len) shape are planned once into one buffer and reused until the
 // shape changes. The loss is not part of the model: Forward returns logits, the caller turns
 // them into d(loss)/d(logits) (in place), and Backward takes it from there.
+//
+// Tensor parallelism (tensor_parallel.h): built with a tensor-parallel group and the rank's shard
+// config (TensorParallelConfig), the model holds its heads, its MLP slice and its vocabulary rows;
+// the forward all-reduces the embedding and the attention and MLP outputs, the backward the
+// gradients entering each column-parallel block, and the logits are this rank's vocabulary columns.
 #pragma once
 
 #include <cstdint>
 
+#include "absl/status/statusor.h"
 #include "data/batch.h"
 #include "kernels/cpu/rope.h"
 #include "worker/engine/buffer.h"
+#include "worker/engine/communicator.h"
 #include "worker/engine/parameters.h"
 #include "worker/engine/transformer_config.h"
 
@@ -24,6 +31,9 @@ namespace loom::engine {
 class Transformer {
  public:
   explicit Transformer(TransformerConfig config);
+  // One tensor-parallel rank: `shard_config` is TensorParallelConfig(whole, group->size()); the
+  // group (not owned) must outlive the model.
+  Transformer(TransformerConfig shard_config, Communicator* tensor_parallel);
 
   const TransformerConfig& config() const { return config_; }
   const ParameterLayout& layout() const { return layout_; }
@@ -38,11 +48,19 @@ class Transformer {
 
   // Runs the forward pass over `batch` and keeps what Backward needs. Returns the logits
   // [batch_size * seq_len, vocab], owned by the model and valid until the next Forward.
-  float* Forward(const data::TokenBatch& batch);
-
+  // Tensor parallel: vocab is this rank's share, and the call fails if a collective does.
+  absl::StatusOr<float*> RunForward(const data::TokenBatch& batch);
   // Backpropagates dlogits (which may be the logits buffer returned by Forward, overwritten in
   // place by the loss) through the last Forward, adding the gradients into grads().
+  absl::Status RunBackward(const float* dlogits);
+
+  // The same for a model without a tensor-parallel group, which cannot fail.
+  float* Forward(const data::TokenBatch& batch);
   void Backward(const float* dlogits);
+
+  Communicator* tensor_parallel() const { return tp_; }
+  // First vocabulary id of this rank's logits columns (0 without tensor parallelism).
+  int64_t vocab_begin() const { return tp_ ? int64_t{tp_->rank()} * config_.vocab : 0; }
 
   // Bytes of the activation plan for the current shape.
   int64_t activation_bytes() const { return acts_.size() * 4 + scratch_.size() * 4; }
@@ -50,8 +68,12 @@ class Transformer {
  private:
   void Plan(int batch, int seq_len);
   const kernels::cpu::RopeTable& Rope(int max_position);
+  // Tensor parallel: sums `data` over the group (partial outputs of row-parallel blocks forward,
+  // gradients entering column-parallel blocks backward); nothing without a group.
+  absl::Status SumOverGroup(float* data, int64_t count);
 
   TransformerConfig config_;
+  Communicator* tp_ = nullptr;
   ParameterLayout layout_;
   FloatBuffer params_, grads_;
 

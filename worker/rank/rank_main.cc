@@ -59,8 +59,19 @@ absl::StatusOr<std::string> Input(const loom::v1::Assignment& a, const std::stri
   return it->second;
 }
 
-// average and merge stages: no training, one weights-only checkpoint, reported as final.
+// A rank with nothing to do in a one-rank stage run under a wider layout: the empty report tells
+// the coordinator this rank ran.
+absl::Status ReportIdle(const loom::v1::Assignment& a, loom::RankReporter& reporter) {
+  loom::v1::WorkerMessage m;
+  *m.mutable_progress()->mutable_rank() = a.rank();
+  m.mutable_progress()->set_time_ms(NowMs());
+  return reporter.Send(m);
+}
+
+// average and merge stages: no training, one weights-only checkpoint (written by rank 0 alone,
+// whatever the layout), reported as final.
 absl::Status RunMerge(const loom::v1::Assignment& a, loom::RankReporter& reporter) {
+  if (a.rank().rank() != 0) return ReportIdle(a, reporter);
   const loom::v1::Stage& stage = a.stage();
   std::vector<std::string> paths;
   std::string base;
@@ -133,13 +144,7 @@ absl::Status EvaluateMath(const loom::v1::Stage& stage, const std::string& data_
 // rank 0; the stage writes no checkpoint (it produces measurements only).
 absl::Status RunEval(const loom::v1::Assignment& a, const std::string& data_dir,
                      const loom::data::Tokenizer& tokenizer, loom::RankReporter& reporter) {
-  if (a.rank().rank() != 0) {
-    // Nothing to measure twice; the empty report tells the coordinator this rank ran.
-    loom::v1::WorkerMessage m;
-    *m.mutable_progress()->mutable_rank() = a.rank();
-    m.mutable_progress()->set_time_ms(NowMs());
-    return reporter.Send(m);
-  }
+  if (a.rank().rank() != 0) return ReportIdle(a, reporter);  // nothing to measure twice
   const loom::v1::EvalConfig& eval = a.stage().eval();
   LOOM_ASSIGN_OR_RETURN(std::string from, Input(a, "from"));
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::Transformer> loaded, loom::engine::LoadModel(from));
@@ -291,10 +296,14 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
                                                  loom::EnumName(a.stage().kind()),
                                                  " is not implemented by this worker yet"));
   }
-  if (layout.tp() > 1 || layout.pp() > 1) {
-    return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(),
-                                                 "': tensor/pipeline parallelism (tp ", layout.tp(), ", pp ",
-                                                 layout.pp(), ") is not implemented yet; use dp only"));
+  if (layout.pp() > 1) {
+    return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(), "': pipeline parallelism (pp ",
+                                                 layout.pp(), ") is not implemented yet; use dp and tp"));
+  }
+  if (layout.tp() > 1 && !IsPretrainingKind(a.stage().kind()) && !sft && !eval_only) {
+    return absl::UnimplementedError(absl::StrCat(
+        "stage '", a.stage().name(), "': kind ", loom::EnumName(a.stage().kind()),
+        " does not run with tensor parallelism yet (tp ", layout.tp(), "); set parallel.tp: 1 for it"));
   }
 
   // Data: the stage's mix over the prepared shards, checked against the plan's tokenizer.
@@ -317,20 +326,29 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   // The data-parallel group meets through the coordinator's rendezvous store (before the data:
   // a dpo stage's ranks split the reference's work through it).
   std::unique_ptr<loom::engine::KeyValueStore> store;
-  std::unique_ptr<loom::engine::Communicator> dp_group;
-  if (layout.dp() > 1) {
-    LOOM_ASSIGN_OR_RETURN(store,
-                          loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix()));
+  // Ranks are ordered (dp_rank, tp_rank) with tp innermost (Megatron's order): the tensor-parallel
+  // group "tp<dp_rank>" is consecutive ranks, the data-parallel group "dp<tp_rank>" strides by tp.
+  std::unique_ptr<loom::engine::Communicator> dp_group, tp_group;
+  auto join = [&](const std::string& prefix, int rank, int size,
+                  std::unique_ptr<loom::engine::Communicator>* group) -> absl::Status {
+    if (size <= 1) return absl::OkStatus();
+    if (!store) {
+      LOOM_ASSIGN_OR_RETURN(store, loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix()));
+    }
     loom::engine::GlooOptions options;
-    options.rank = layout.dp_rank();
-    options.size = layout.dp();
-    options.prefix = "dp";
+    options.rank = rank;
+    options.size = size;
+    options.prefix = prefix;
     // Rank 0 alone writes checkpoints and runs held-out evaluation while its peers wait in the
     // next collective: the timeout must cover those, not just a step. A peer that dies still
     // fails the group at once (its connections close).
     options.timeout = absl::Minutes(10);
-    LOOM_ASSIGN_OR_RETURN(dp_group, loom::engine::NewGlooCommunicator(store.get(), options));
-  }
+    LOOM_ASSIGN_OR_RETURN(*group, loom::engine::NewGlooCommunicator(store.get(), options));
+    return absl::OkStatus();
+  };
+  LOOM_RETURN_IF_ERROR(join(absl::StrCat("tp", layout.dp_rank()), layout.tp_rank(), layout.tp(), &tp_group));
+  LOOM_RETURN_IF_ERROR(join(layout.tp() > 1 ? absl::StrCat("dp", layout.tp_rank()) : std::string("dp"),
+                            layout.dp_rank(), layout.dp(), &dp_group));
 
   std::unique_ptr<loom::engine::BatchSource> data;
   loom::engine::RlBatchSource* rl_source = nullptr;  // rl: `data`, which samples from the policy
@@ -471,6 +489,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   options.resume_from = a.resume_from();
   if (auto it = a.inputs().find("from"); it != a.inputs().end()) options.init_from = it->second;
   options.data_parallel = dp_group.get();
+  options.tensor_parallel = tp_group.get();
   options.schedule_tokens = schedule_tokens;
   options.policy_gradient = rl;
   if (reward_model) {
@@ -490,6 +509,22 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
                         loom::engine::Trainer::Create(options, data.get()));
   if (rl_source) rl_source->SetModels(&trainer->model(), rl_reference.get());
   if (online_source) online_source->SetModels(&trainer->model(), rl_reference.get());
+
+  // What evaluations read: under tensor parallelism a whole copy of the model, gathered from the
+  // tensor group (a collective: each of data-parallel rank 0's tensor ranks evaluates it, with the
+  // same numbers).
+  std::unique_ptr<loom::engine::Transformer> whole_model;
+  auto eval_model = [&]() -> absl::StatusOr<loom::engine::Transformer*> {
+    if (layout.tp() <= 1) return &trainer->model();
+    LOOM_ASSIGN_OR_RETURN(std::vector<float> weights, trainer->WholeWeights());
+    if (!whole_model) {
+      LOOM_ASSIGN_OR_RETURN(loom::engine::TransformerConfig config,
+                            loom::engine::TransformerConfig::FromProto(trainer->effective_model()));
+      whole_model = std::make_unique<loom::engine::Transformer>(config);
+    }
+    std::copy(weights.begin(), weights.end(), whole_model->params());
+    return whole_model.get();
+  };
 
   // Held-out evaluation (rank 0 reports it): every eval.every_steps steps and at the end.
   std::unique_ptr<loom::engine::Evaluator> evaluator;
@@ -521,9 +556,10 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     const int first = a.stage().seq_len_schedule(0).seq_len();
     lengths = {first != long_len ? first : std::max(16, long_len / 4), long_len};
   }
-  auto eval_lengths = [&](const std::string& suffix, loom::v1::Progress* p) -> absl::Status {
+  auto eval_lengths = [&](loom::engine::Transformer& model, const std::string& suffix,
+                          loom::v1::Progress* p) -> absl::Status {
     for (int len : lengths) {
-      LOOM_ASSIGN_OR_RETURN(auto losses, evaluator->Evaluate(trainer->model(), len, 1));
+      LOOM_ASSIGN_OR_RETURN(auto losses, evaluator->Evaluate(model, len, 1));
       for (const auto& [set, loss] : losses) {
         const std::string key = absl::StrCat(set, "@", len, suffix);
         (*p->mutable_eval_loss())[key] = loss;
@@ -560,7 +596,10 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     p.set_tokens(trainer->tokens());
     p.set_time_ms(NowMs());
     if (!heldout_pairs.empty()) eval_preferences("/before", &p);
-    if (math_before) LOOM_RETURN_IF_ERROR(EvaluateMath(a.stage(), data_dir, trainer->model(), *tokenizer, &p, "/before"));
+    if (math_before) {
+      LOOM_ASSIGN_OR_RETURN(loom::engine::Transformer * model, eval_model());
+      LOOM_RETURN_IF_ERROR(EvaluateMath(a.stage(), data_dir, *model, *tokenizer, &p, "/before"));
+    }
     report(m);
   }
   if (!lengths.empty()) {
@@ -570,7 +609,8 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     p.set_step(trainer->step());
     p.set_tokens(trainer->tokens());
     p.set_time_ms(NowMs());
-    LOOM_RETURN_IF_ERROR(eval_lengths("/before", &p));
+    LOOM_ASSIGN_OR_RETURN(loom::engine::Transformer * model, eval_model());
+    LOOM_RETURN_IF_ERROR(eval_lengths(*model, "/before", &p));
     report(m);
   }
   absl::Time checkpoint_start = absl::Now();
@@ -595,8 +635,14 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
         for (const auto& [name, value] : r.metrics) (*p.mutable_train_metrics())[name] = value;
         const bool evaluates = evaluator || (eval.math_accuracy() && layout.dp_rank() == 0) || !heldout_pairs.empty();
         if (evaluates && ((every > 0 && r.step % every == 0) || trainer->Done())) {
+          absl::StatusOr<loom::engine::Transformer*> model = eval_model();
+          if (!model.ok()) {
+            if (eval_status.ok()) eval_status = model.status();
+            report(m);
+            return;
+          }
           absl::StatusOr<std::map<std::string, double>> losses =
-              evaluator ? evaluator->Evaluate(trainer->model(), r.seq_len, a.stage().parallel().micro_batch_size())
+              evaluator ? evaluator->Evaluate(**model, r.seq_len, a.stage().parallel().micro_batch_size())
                         : std::map<std::string, double>{};
           if (!losses.ok()) {
             if (eval_status.ok()) eval_status = losses.status();
@@ -607,10 +653,10 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
             }
           }
           if (!lengths.empty() && trainer->Done()) {
-            if (absl::Status s = eval_lengths("", &p); !s.ok() && eval_status.ok()) eval_status = s;
+            if (absl::Status s = eval_lengths(**model, "", &p); !s.ok() && eval_status.ok()) eval_status = s;
           }
           if (eval.math_accuracy()) {
-            absl::Status s = EvaluateMath(a.stage(), data_dir, trainer->model(), *tokenizer, &p);
+            absl::Status s = EvaluateMath(a.stage(), data_dir, **model, *tokenizer, &p);
             if (!s.ok() && eval_status.ok()) eval_status = s;
           }
           if (!heldout_pairs.empty()) eval_preferences("", &p);

@@ -145,6 +145,12 @@ const BrokenPlan kBroken[] = {
     {"tp does not divide kv_heads",
      [](TrainingPlan& p) { p.mutable_stages(0)->mutable_parallel()->set_tp(4); }, "stages[0].parallel.tp",
      "4 does not divide kv_heads (2)"},
+    {"tp does not divide vocab_size",
+     [](TrainingPlan& p) {
+       p.mutable_model()->set_vocab_size(8191);
+       p.mutable_stages(0)->mutable_parallel()->set_tp(2);
+     },
+     "stages[0].parallel.tp", "2 does not divide vocab_size (8191)"},
     {"pp more than layers", [](TrainingPlan& p) { p.mutable_stages(0)->mutable_parallel()->set_pp(5); },
      "stages[0].parallel.pp", "5 is more than the model's layers (4)"},
     {"dp zero", [](TrainingPlan& p) { p.mutable_stages(0)->mutable_parallel()->set_dp(0); },

@@ -10,39 +10,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "tests/unit/data/data_test_util.h"
+#include "tests/unit/engine/gloo_ranks.h"
 
 namespace loom::engine {
 namespace {
 
-// Runs `body(comm)` on `size` ranks at once and returns each rank's status.
-std::vector<absl::Status> OnRanks(int size, const std::function<absl::Status(Communicator&)>& body,
-                                  absl::Duration timeout = absl::Seconds(20)) {
-  data::testing::TempDir dir;
-  std::vector<absl::Status> results(size);
-  std::vector<std::thread> threads;
-  for (int rank = 0; rank < size; ++rank) {
-    threads.emplace_back([&, rank] {
-      std::unique_ptr<KeyValueStore> store = NewDirectoryKeyValueStore(dir.path());
-      GlooOptions o;
-      o.rank = rank;
-      o.size = size;
-      o.prefix = "test";
-      o.timeout = timeout;
-      auto comm = NewGlooCommunicator(store.get(), o);
-      results[rank] = comm.ok() ? body(**comm) : comm.status();
-    });
-  }
-  for (std::thread& t : threads) t.join();
-  return results;
-}
+using testing::OnGlooRanks;
 
 // Rank r's input, element i: distinct small integers, so sums are exact in float.
 float Input(int rank, int64_t i) { return static_cast<float>(rank * 1000 + i % 997); }
 
 void ExpectReduceScatter(int size, int64_t count) {
   std::vector<std::vector<float>> outs(size);
-  const auto results = OnRanks(size, [&](Communicator& c) {
+  const auto results = OnGlooRanks(size, [&](Communicator& c) {
     std::vector<float> in(size * count);
     for (int64_t i = 0; i < size * count; ++i) in[i] = Input(c.rank(), i);
     outs[c.rank()].assign(count, -1.0f);
@@ -69,7 +49,7 @@ TEST(GlooCommunicator, ReduceScatterThenAllGatherIsAnAllReduce) {
   constexpr int kSize = 3;
   constexpr int64_t kCount = 100;
   std::vector<std::vector<float>> gathered(kSize), reduced(kSize);
-  const auto results = OnRanks(kSize, [&](Communicator& c) {
+  const auto results = OnGlooRanks(kSize, [&](Communicator& c) {
     std::vector<float> in(kSize * kCount), mine(kCount);
     for (int64_t i = 0; i < kSize * kCount; ++i) in[i] = Input(c.rank(), i) * 0.37f;
     reduced[c.rank()] = in;
@@ -90,7 +70,7 @@ TEST(GlooCommunicator, SendAndRecvPassDataAlongAPipeline) {
   constexpr int kSize = 3, kMicroBatches = 4;
   constexpr int64_t kCount = 4096;
   std::vector<float> last(kMicroBatches, -1);
-  const auto results = OnRanks(kSize, [&](Communicator& c) {
+  const auto results = OnGlooRanks(kSize, [&](Communicator& c) {
     std::vector<float> activations(kCount);
     for (uint32_t m = 0; m < kMicroBatches; ++m) {
       if (c.rank() == 0) {
@@ -112,7 +92,7 @@ TEST(GlooCommunicator, SendAndRecvPassDataAlongAPipeline) {
 }
 
 TEST(GlooCommunicator, ARecvWithoutASenderFailsAtTheTimeoutAndBadPeersAreRefused) {
-  const auto results = OnRanks(
+  const auto results = OnGlooRanks(
       2,
       [&](Communicator& c) -> absl::Status {
         float x = 0;

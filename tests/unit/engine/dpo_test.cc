@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -15,6 +14,7 @@
 #include "engine_test_util.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/data/data_test_util.h"
+#include "tests/unit/engine/gloo_ranks.h"
 #include "common/files.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/communicator.h"
@@ -234,36 +234,16 @@ TEST(Dpo, RanksSplittingTheReferenceComputeWhatOneProcessComputes) {
   Fixture& f = Shared();
   const std::string single = f.dir / "reference_single.bin";
   f.Source(single);
-  data::testing::TempDir store_dir;
-  std::vector<absl::Status> results(2);
-  std::vector<std::thread> ranks;
-  for (int rank = 0; rank < 2; ++rank) {
-    ranks.emplace_back([&, rank] {
-      std::unique_ptr<KeyValueStore> store = NewDirectoryKeyValueStore(store_dir.path());
-      GlooOptions o;
-      o.rank = rank;
-      o.size = 2;
-      o.prefix = "dp";
-      auto group = NewGlooCommunicator(store.get(), o);
-      if (!group.ok()) {
-        results[rank] = group.status();
-        return;
-      }
-      PreferenceSourceOptions po;
-      po.path = f.dir / "train.jsonl";
-      po.seed = 9;
-      auto source = PreferenceBatchSource::Open(po, *f.tokenizer);
-      Transformer model(*TransformerConfig::FromProto(f.Options().model));
-      if (auto loaded = LoadWeights(f.reference, &model); !loaded.ok()) {
-        results[rank] = loaded.status();
-        return;
-      }
-      results[rank] = (*source)->ComputeReference(model, f.reference, kSeqLen,
-                                                  f.dir / ("reference_rank" + std::to_string(rank) + ".bin"),
-                                                  group->get());
-    });
-  }
-  for (std::thread& t : ranks) t.join();
+  const std::vector<absl::Status> results = testing::OnGlooRanks(2, [&](Communicator& group) -> absl::Status {
+    PreferenceSourceOptions po;
+    po.path = f.dir / "train.jsonl";
+    po.seed = 9;
+    auto source = PreferenceBatchSource::Open(po, *f.tokenizer);
+    Transformer model(*TransformerConfig::FromProto(f.Options().model));
+    if (auto loaded = LoadWeights(f.reference, &model); !loaded.ok()) return loaded.status();
+    return (*source)->ComputeReference(model, f.reference, kSeqLen,
+                                       f.dir / ("reference_rank" + std::to_string(group.rank()) + ".bin"), &group);
+  });
   for (const absl::Status& s : results) ASSERT_TRUE(s.ok()) << s;
   const auto expected = ReadFile(single);
   ASSERT_TRUE(expected.ok());
