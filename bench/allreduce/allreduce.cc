@@ -61,6 +61,10 @@ class TimedCommunicator : public loom::engine::Communicator {
   }
   absl::Status Send(const float* d, int64_t n, int peer, uint32_t tag) override { return inner_->Send(d, n, peer, tag); }
   absl::Status Recv(float* d, int64_t n, int peer, uint32_t tag) override { return inner_->Recv(d, n, peer, tag); }
+  absl::Status SendRecv(const float* s, int64_t sn, int sp, uint32_t st, float* r, int64_t rn, int rp,
+                        uint32_t rt) override {
+    return inner_->SendRecv(s, sn, sp, st, r, rn, rp, rt);
+  }
   absl::Status Barrier() override { return inner_->Barrier(); }
   void Abort() override { inner_->Abort(); }
   double seconds = 0;

@@ -64,7 +64,7 @@ double RunLoom(const Config& c, int threads, int repeats) {
     best = std::min(best, Now() - t0);
     if (static_cast<int>(out[0].size()) != c.new_tokens) std::fprintf(stderr, "short generation\n");
   }
-  return double{c.batch} * c.new_tokens / best;
+  return static_cast<double>(c.batch) * c.new_tokens / best;
 }
 
 absl::StatusOr<double> RunTorch(const Config& c, int threads, int repeats, const std::string& script) {

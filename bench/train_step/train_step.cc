@@ -110,7 +110,7 @@ stages:
   const double seconds = Now() - t0;
   auto config = loom::engine::TransformerConfig::FromProto(options.model);
   Result r;
-  r.tokens_per_second = double{c.steps} * c.batch * c.seq / seconds;
+  r.tokens_per_second = static_cast<double>(c.steps) * c.batch * c.seq / seconds;
   r.flops_per_token = config->TrainingFlopsPerToken(c.seq);
   r.params = (*trainer)->model().num_params();
   return r;

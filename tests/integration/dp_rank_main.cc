@@ -1,9 +1,10 @@
 // Test fixture: one rank of a small byte-level training run, for the Gloo data- and
 // tensor-parallel equivalence tests. Writes its per-step losses and the final whole weights to --out.
-// Of --size ranks, --tp consecutive ones form a tensor-parallel group (Megatron's order: rank =
-// dp_rank · tp + tp_rank) and the rest is data parallel.
+// Of --size ranks, --tp consecutive ones form a tensor-parallel group and --pp of those strides a
+// pipeline (Megatron's order: rank = (dp_rank · pp + pp_rank) · tp + tp_rank); the rest is data
+// parallel.
 //
-//   dp_rank_main --rank R --size N --store DIR --out FILE [--tp T] [--steps 20] [--fail-at-step K]
+//   dp_rank_main --rank R --size N --store DIR --out FILE [--tp T] [--pp P] [--steps 20] [--fail-at-step K]
 //                [--zero1] [--checkpoint-dir DIR --checkpoint-at K] [--resume CHECKPOINT]
 #include <cstdio>
 #include <cstdlib>
@@ -19,14 +20,15 @@
 #include "worker/engine/trainer.h"
 
 int main(int argc, char** argv) {
-  int rank = 0, size = 1, tp = 1, steps = 20, fail_at_step = 0, checkpoint_at = 0;
+  int rank = 0, size = 1, tp = 1, pp = 1, steps = 20, fail_at_step = 0, checkpoint_at = 0;
   bool zero1 = false;
   std::string store_dir, out, checkpoint_dir, resume;
   absl::Duration timeout = absl::Seconds(20);
   loom::CommandLine cl("dp_rank_main", "One data-parallel rank of a small training run (test fixture).");
   cl.AddFlag("rank", &rank, "rank in the group");
   cl.AddFlag("size", &size, "ranks in all (1: no communicator)");
-  cl.AddFlag("tp", &tp, "tensor-parallel ranks per data-parallel rank (must divide --size)");
+  cl.AddFlag("tp", &tp, "tensor-parallel ranks per pipeline stage");
+  cl.AddFlag("pp", &pp, "pipeline stages per data-parallel rank (tp x pp must divide --size)");
   cl.AddFlag("store", &store_dir, "rendezvous directory (fresh per run)");
   cl.AddFlag("out", &out, "file for losses and weights");
   cl.AddFlag("steps", &steps, "optimizer steps");
@@ -64,11 +66,11 @@ stages:
   loom::engine::TokenStreamSource data(std::vector<int32_t>(text.begin(), text.end()));
 
   std::unique_ptr<loom::engine::KeyValueStore> store = loom::engine::NewDirectoryKeyValueStore(store_dir);
-  if (tp < 1 || size % tp != 0) {
-    std::fprintf(stderr, "--tp %d does not divide --size %d\n", tp, size);
+  if (tp < 1 || pp < 1 || size % (tp * pp) != 0) {
+    std::fprintf(stderr, "--tp %d x --pp %d does not divide --size %d\n", tp, pp, size);
     return 2;
   }
-  const int dp = size / tp, dp_rank = rank / tp, tp_rank = rank % tp;
+  const int dp = size / (tp * pp), dp_rank = rank / (tp * pp), pp_rank = rank / tp % pp, tp_rank = rank % tp;
   // Joins the group under `prefix` as member `index` of `count` (none when count is 1).
   auto connect = [&](const std::string& prefix, int index, int count,
                      std::unique_ptr<loom::engine::Communicator>* group) {
@@ -86,9 +88,10 @@ stages:
     *group = std::move(*c);
     return true;
   };
-  std::unique_ptr<loom::engine::Communicator> comm, tp_group;
-  if (!connect(absl::StrFormat("test/tp%d", dp_rank), tp_rank, tp, &tp_group)) return 1;
-  if (!connect(absl::StrFormat("test/dp%d", tp_rank), dp_rank, dp, &comm)) return 1;
+  std::unique_ptr<loom::engine::Communicator> comm, tp_group, pp_group;
+  if (!connect(absl::StrFormat("test/tp%d_%d", dp_rank, pp_rank), tp_rank, tp, &tp_group)) return 1;
+  if (!connect(absl::StrFormat("test/pp%d_%d", dp_rank, tp_rank), pp_rank, pp, &pp_group)) return 1;
+  if (!connect(absl::StrFormat("test/dp%d_%d", pp_rank, tp_rank), dp_rank, dp, &comm)) return 1;
   loom::engine::TrainerOptions options;
   options.model = parsed.plan.model();
   options.stage = loom::ResolveStage(parsed.plan, 0);
@@ -96,6 +99,7 @@ stages:
   options.max_steps = steps;
   options.data_parallel = comm.get();
   options.tensor_parallel = tp_group.get();
+  options.pipeline_parallel = pp_group.get();
   options.stage.mutable_parallel()->set_zero1(zero1);
   options.checkpoint_dir = checkpoint_dir;
   options.resume_from = resume;

@@ -106,14 +106,22 @@ TEST(TensorParallel, TwoByTwoWithDataParallelReproducesTheSingleProcessRun) {
   ExpectMatchesSingleProcess("dp2_tp2", 4, "--tp 2");
 }
 
-TEST(TensorParallel, ADpTwoTpTwoCheckpointResumesInOneProcessAndUnderTpTwo) {
+TEST(PipelineParallel, TwoStagesOfFourMicroBatchesReproduceTheSingleProcessRun) {
+  ExpectMatchesSingleProcess("pp2", 2, "--pp 2");
+}
+TEST(PipelineParallel, TwoByTwoWithDataParallelReproducesTheSingleProcessRun) {
+  ExpectMatchesSingleProcess("dp2_pp2", 4, "--pp 2");
+}
+
+TEST(TensorParallel, ADpTwoTpTwoCheckpointResumesInOneProcessUnderTpTwoAndUnderPpTwo) {
   const std::string dir = FreshDir("dp2_tp2_save");
   ASSERT_EQ(RunGroup(dir, 4, "--tp 2 --checkpoint-dir " + dir + "/ckpt --checkpoint-at 10"), std::vector<int>(4, 0))
       << "see " << dir << "/rank*.log";
   const RunOutput straight = ReadOutput(dir + "/rank0.out");
   ASSERT_EQ(straight.losses.size(), 20u);
   for (const auto& [name, size, flags] : {std::tuple<std::string, int, std::string>{"single", 1, ""},
-                                          {"tp2", 2, "--tp 2"}}) {
+                                          {"tp2", 2, "--tp 2"},
+                                          {"pp2", 2, "--pp 2"}}) {
     const std::string resumed_dir = FreshDir("dp2_tp2_resumed_" + name);
     ASSERT_EQ(RunGroup(resumed_dir, size, flags + " --resume " + dir + "/ckpt/step-000010"),
               std::vector<int>(size, 0))

@@ -10,6 +10,7 @@
 #include <map>
 #include <regex>
 #include <sstream>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
@@ -33,7 +34,7 @@ std::string RankBinary() { return BinaryPath("worker/loom-rank"); }
 // Three stages: core (120 steps of 512 tokens, a mix change at 16Ki, checkpoints every 5 steps)
 // `more`, continued pre-training from core's final checkpoint, and `avg`, the mean of core's last
 // three checkpoints, `chat`, SFT from that average, and `measure`, an eval stage of the SFT model.
-std::string WritePlan(const Cluster& cluster, int dp, const std::string& name = "real", int tp = 1) {
+std::string WritePlan(const Cluster& cluster, int dp, const std::string& name = "real", int tp = 1, int pp = 1) {
   const std::string path = cluster.dir() + "/" + name + ".yaml";
   std::ofstream(path) << "name: " << name << R"(
 seed: 3
@@ -41,7 +42,7 @@ model: {layers: 4, d_model: 128, heads: 4, kv_heads: 2, ffn_size: 256, vocab_siz
 data: {dir: )" << PreparedData()
                       << R"(}
 defaults:
-  parallel: {dp: )" << dp << ", tp: " << tp
+  parallel: {dp: )" << dp << ", tp: " << tp << ", pp: " << pp
                       << R"(, micro_batch_size: 2}
   optimizer: {lr: 3e-3}
   lr_schedule: {type: cosine, warmup_tokens: 4Ki}
@@ -202,7 +203,7 @@ TEST(TrainingCluster, KilledWorkerResumesAndReproducesTheUninterruptedLossesBitw
   for (const auto& [step, loss] : after) EXPECT_EQ(loss, uninterrupted.at(step)) << "step " << step;
 }
 
-TEST(TrainingCluster, DataAndTensorParallelStagesMeetThroughTheCoordinatorAndMatchOneRank) {
+TEST(TrainingCluster, DataTensorAndPipelineParallelStagesMeetThroughTheCoordinatorAndMatchOneRank) {
   Cluster cluster({.rank_binary = RankBinary()});
   cluster.StartCoordinator();
   cluster.StartWorker("w1", 1);
@@ -228,26 +229,31 @@ TEST(TrainingCluster, DataAndTensorParallelStagesMeetThroughTheCoordinatorAndMat
   EXPECT_TRUE(b.jobs(1).final_checkpoint().final());
 
   // Tensor parallel: tp=2 (heads, MLP and vocabulary split) on a worker with two slots (the
-  // scheduler keeps a tensor-parallel group on one machine), the same training; its later stages
-  // (continued pre-training, SFT, eval) load the gathered checkpoints.
+  // scheduler keeps a tensor-parallel group on one machine); pipeline parallel: two stages of two
+  // layers, 1F1B over the micro-batches. The same training as one rank: tensor parallelism sums in
+  // another order (1e-4 over the first 20 steps), the stages in the same one (1e-9). Later stages
+  // (continued pre-training, SFT, eval) load the gathered checkpoints, and held-out evaluation
+  // reads the gathered model.
   cluster.StartWorker("w3", 2);
-  const std::string tp = cluster.Submit(WritePlan(cluster, 1, "tp", 2));
-  PlanStatus c = cluster.WaitForPlan(tp, Ended, std::chrono::seconds(120));
-  ASSERT_EQ(c.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
-  ASSERT_EQ(c.jobs(0).rank_workers_size(), 2);
-  EXPECT_EQ(c.jobs(0).rank_workers(0), "w3");
-  const auto tp2 = RankLosses(RankLog(cluster, c.jobs(0).rank_workers(1), tp, "core", 1, 1));
-  ASSERT_EQ(tp2.size(), 120u);
-  for (const auto& [step, loss] : dp1) {
-    const double x = std::stod(loss), y = std::stod(tp2.at(step));
-    EXPECT_NEAR(y, x, (step <= 20 ? 1e-4 : 1e-2) * std::abs(x)) << "tp=2, step " << step;
-  }
-  // Held-out evaluation reads the model gathered from the two shards.
   const auto eval1 = RankEvalLosses(RankLog(cluster, a.jobs(0).rank_workers(0), one, "core", 1));
-  const auto eval_tp = RankEvalLosses(RankLog(cluster, c.jobs(0).rank_workers(0), tp, "core", 1));
   ASSERT_EQ(eval1.size(), 4u);  // math and code at steps 60 and 120
-  ASSERT_EQ(eval_tp.size(), eval1.size());
-  for (const auto& [key, loss] : eval1) EXPECT_NEAR(eval_tp.at(key), loss, 1e-2 * loss) << key;
+  for (const auto& [name, tp, pp, early] :
+       {std::tuple<std::string, int, int, double>{"tp", 2, 1, 1e-4}, {"pp", 1, 2, 1e-9}}) {
+    const std::string id = cluster.Submit(WritePlan(cluster, 1, name, tp, pp));
+    PlanStatus c = cluster.WaitForPlan(id, Ended, std::chrono::seconds(120));
+    ASSERT_EQ(c.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+    ASSERT_EQ(c.jobs(0).rank_workers_size(), 2);
+    if (tp > 1) EXPECT_EQ(c.jobs(0).rank_workers(0), "w3");
+    const auto losses = RankLosses(RankLog(cluster, c.jobs(0).rank_workers(1), id, "core", 1, 1));
+    ASSERT_EQ(losses.size(), 120u);
+    for (const auto& [step, loss] : dp1) {
+      const double x = std::stod(loss), y = std::stod(losses.at(step));
+      EXPECT_NEAR(y, x, (step <= 20 ? early : 1e-2) * std::abs(x)) << name << ", step " << step;
+    }
+    const auto eval = RankEvalLosses(RankLog(cluster, c.jobs(0).rank_workers(0), id, "core", 1));
+    ASSERT_EQ(eval.size(), eval1.size()) << name;
+    for (const auto& [key, loss] : eval1) EXPECT_NEAR(eval.at(key), loss, 1e-2 * loss) << name << " " << key;
+  }
 }
 
 // Post-training through the control plane: pre-training on math, SFT on math chats, then an

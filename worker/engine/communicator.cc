@@ -28,6 +28,9 @@ class SingleProcessCommunicator : public Communicator {
   }
   absl::Status Send(const float*, int64_t, int peer, uint32_t) override { return NoPeer("send", peer); }
   absl::Status Recv(float*, int64_t, int peer, uint32_t) override { return NoPeer("recv", peer); }
+  absl::Status SendRecv(const float*, int64_t, int send_peer, uint32_t, float*, int64_t, int, uint32_t) override {
+    return NoPeer("send", send_peer);
+  }
   absl::Status Barrier() override { return Check("barrier"); }
   void Abort() override { aborted_ = true; }
 

@@ -40,6 +40,11 @@ class Communicator {
   // data has moved (or the group's timeout passes). Tags are the caller's: e.g. the micro-batch.
   virtual absl::Status Send(const float* data, int64_t count, int peer, uint32_t tag) = 0;
   virtual absl::Status Recv(float* data, int64_t count, int peer, uint32_t tag) = 0;
+  // A Send and a Recv posted together and then both awaited: two neighbours that exchange in
+  // opposite directions at once (a pipeline's steady state: activations forward, gradients back)
+  // would deadlock doing a blocking Send each first.
+  virtual absl::Status SendRecv(const float* send, int64_t send_count, int send_peer, uint32_t send_tag,
+                                float* recv, int64_t recv_count, int recv_peer, uint32_t recv_tag) = 0;
   virtual absl::Status Barrier() = 0;
 
   // Makes every later call fail with ABORTED (pending ones fail at their timeout).

@@ -130,6 +130,20 @@ class GlooCommunicator : public Communicator {
     });
   }
 
+  absl::Status SendRecv(const float* send, int64_t send_count, int send_peer, uint32_t send_tag, float* recv,
+                        int64_t recv_count, int recv_peer, uint32_t recv_tag) override {
+    if (absl::Status s = CheckPeer("send", send_peer); !s.ok()) return s;
+    if (absl::Status s = CheckPeer("recv", recv_peer); !s.ok()) return s;
+    return Run("send-recv", [&] {
+      auto out = context_->createUnboundBuffer(const_cast<float*>(send), send_count * sizeof(float));
+      auto in = context_->createUnboundBuffer(recv, recv_count * sizeof(float));
+      in->recv(recv_peer, PointToPointSlot(recv_tag));
+      out->send(send_peer, PointToPointSlot(send_tag));
+      Wait(in->waitRecv(Timeout()), "receive");
+      Wait(out->waitSend(Timeout()), "send");
+    });
+  }
+
   absl::Status Barrier() override {
     return Run("barrier", [&] {
       gloo::BarrierOptions opts(context_);

@@ -16,9 +16,12 @@ int64_t ParameterLayout::Add(std::string name, std::vector<int64_t> shape, bool 
 
 ParameterLayout::ParameterLayout(const TransformerConfig& c) {
   const int64_t d = c.d_model, q = int64_t{c.heads} * c.head_dim, kv = int64_t{c.kv_heads} * c.head_dim;
-  embedding_ = Add("model.embed_tokens.weight", {c.vocab, d}, false);
+  // A pipeline's last stage holds a copy of a tied embedding as its head.
+  if (c.has_embedding || (c.has_head && c.tied_embeddings)) {
+    embedding_ = Add("model.embed_tokens.weight", {c.vocab, d}, false);
+  }
   for (int l = 0; l < c.layers; ++l) {
-    const std::string p = absl::StrCat("model.layers.", l, ".");
+    const std::string p = absl::StrCat("model.layers.", c.first_layer + l, ".");
     LayerOffsets o;
     o.input_norm = Add(p + "input_layernorm.weight", {d}, false);
     o.q = Add(p + "self_attn.q_proj.weight", {q, d}, true);
@@ -31,8 +34,10 @@ ParameterLayout::ParameterLayout(const TransformerConfig& c) {
     o.down = Add(p + "mlp.down_proj.weight", {d, c.ffn}, true);
     layers_.push_back(o);
   }
-  final_norm_ = Add("model.norm.weight", {d}, false);
-  lm_head_ = c.tied_embeddings ? embedding_ : Add("lm_head.weight", {c.vocab, d}, true);
+  if (c.has_head) {
+    final_norm_ = Add("model.norm.weight", {d}, false);
+    lm_head_ = c.tied_embeddings ? embedding_ : Add("lm_head.weight", {c.vocab, d}, true);
+  }
 }
 
 const ParamTensor* ParameterLayout::Find(const std::string& name) const {

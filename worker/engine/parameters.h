@@ -33,6 +33,7 @@ class ParameterLayout {
   // nullptr when there is no tensor of that name.
   const ParamTensor* Find(const std::string& name) const;
 
+  // Offsets; -1 for what a pipeline stage does not hold.
   int64_t embedding() const { return embedding_; }
   int64_t final_norm() const { return final_norm_; }
   // The output head: its own tensor, or the embedding when tied.
@@ -44,7 +45,7 @@ class ParameterLayout {
 
   std::vector<ParamTensor> tensors_;
   std::vector<LayerOffsets> layers_;
-  int64_t total_ = 0, embedding_ = 0, final_norm_ = 0, lm_head_ = 0;
+  int64_t total_ = 0, embedding_ = -1, final_norm_ = -1, lm_head_ = -1;
 };
 
 }  // namespace loom::engine

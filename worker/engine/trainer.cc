@@ -14,6 +14,7 @@
 #include "kernels/cpu/log_probs.h"
 #include "kernels/cpu/optimizer.h"
 #include "worker/engine/checkpoint.h"
+#include "worker/engine/pipeline_parallel.h"
 #include "worker/engine/preference_source.h"
 #include "worker/engine/schedules.h"
 #include "worker/engine/tensor_parallel.h"
@@ -72,11 +73,16 @@ absl::Status Trainer::Init() {
   absl::StatusOr<TransformerConfig> config = TransformerConfig::FromProto(effective_model_);
   if (!config.ok()) return config.status();
   whole_config_ = *config;
+  if (model_parallel()) {
+    LOOM_RETURN_IF_ERROR(CheckModelParallelSupport());
+    whole_layout_ = std::make_unique<ParameterLayout>(whole_config_);
+  }
   if (tp_size() > 1) {
-    LOOM_RETURN_IF_ERROR(CheckTensorParallelSupport());
     LOOM_ASSIGN_OR_RETURN(TransformerConfig shard, TensorParallelConfig(whole_config_, tp_size()));
     model_ = std::make_unique<Transformer>(shard, options_.tensor_parallel);
-    whole_layout_ = std::make_unique<ParameterLayout>(whole_config_);
+  } else if (pp_size() > 1) {
+    LOOM_ASSIGN_OR_RETURN(TransformerConfig stage_config, PipelineStageConfig(whole_config_, pp_size(), pp_rank()));
+    model_ = std::make_unique<Transformer>(stage_config);
   } else {
     model_ = std::make_unique<Transformer>(whole_config_);
   }
@@ -107,23 +113,30 @@ absl::Status Trainer::Init() {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::CheckTensorParallelSupport() const {
+absl::Status Trainer::CheckModelParallelSupport() const {
+  const std::string layout = absl::StrCat("parallel.tp ", tp_size(), ", parallel.pp ", pp_size());
   std::string what;
+  if (tp_size() > 1 && pp_size() > 1) what = "tensor and pipeline parallelism together";
   if (options_.preference) what = "a dpo stage (its loss reads whole-vocabulary log-probabilities)";
   if (options_.reward_model) what = "a reward_model stage (its loss reads whole-vocabulary logits)";
   if (options_.policy_gradient) what = "an rl stage (its loss reads whole-vocabulary log-probabilities)";
-  if (!options_.teacher_from.empty()) what = "a distill stage (the teacher's logits are whole-vocabulary)";
+  if (!options_.teacher_from.empty()) what = "a distill stage (the teacher runs whole beside the student)";
   if (zero1()) what = "parallel.zero1 (the optimizer shards the whole buffer)";
   if (what.empty()) return absl::OkStatus();
-  return absl::UnimplementedError(absl::StrCat("stage '", options_.stage.name(), "': ", what,
-                                               " does not run with parallel.tp > 1 yet; use tp: 1 for it"));
+  return absl::UnimplementedError(absl::StrCat("stage '", options_.stage.name(), "': ", what, " does not run with ",
+                                               layout, " yet; use tp: 1 and pp: 1 for it"));
+}
+
+absl::Status Trainer::GatherWhole(const float* local, float* whole) {
+  if (tp_size() > 1) return GatherTensors(*options_.tensor_parallel, *whole_layout_, model_->layout(), local, whole);
+  return GatherStages(*options_.pipeline_parallel, whole_config_, local, whole);
 }
 
 absl::Status Trainer::LoadOrInitState(const OptimizerSettings& settings) {
   // Checkpoints hold the whole model and optimizer state whatever the layout: under tensor
   // parallelism they load into a whole model first and each rank keeps its shard.
   std::unique_ptr<Transformer> whole_model;
-  if (tp_size() > 1) whole_model = std::make_unique<Transformer>(whole_config_);
+  if (model_parallel()) whole_model = std::make_unique<Transformer>(whole_config_);
   Transformer* target = whole_model ? whole_model.get() : model_.get();
   if (!options_.resume_from.empty()) {
     absl::StatusOr<loom::v1::CheckpointManifest> manifest = LoadWeights(options_.resume_from, target);
@@ -160,10 +173,9 @@ absl::Status Trainer::LoadOrInitState(const OptimizerSettings& settings) {
 }
 
 absl::StatusOr<std::vector<float>> Trainer::WholeWeights() {
-  if (tp_size() == 1) return std::vector<float>(model_->params(), model_->params() + model_->num_params());
+  if (!model_parallel()) return std::vector<float>(model_->params(), model_->params() + model_->num_params());
   std::vector<float> whole(whole_layout_->total(), 0.0f);
-  LOOM_RETURN_IF_ERROR(
-      GatherTensors(*options_.tensor_parallel, *whole_layout_, model_->layout(), model_->params(), whole.data()));
+  LOOM_RETURN_IF_ERROR(GatherWhole(model_->params(), whole.data()));
   return whole;
 }
 
@@ -266,7 +278,20 @@ absl::StatusOr<StepReport> Trainer::Step() {
   double loss_sum = 0;
   const int vocab = model_->config().vocab;
   const int micro_batches = batch_.batch_size / micro;
-  for (int m = 0; m < micro_batches; ++m) {
+  if (pp_size() > 1) {
+    std::vector<data::TokenBatch> mbs;
+    for (int m = 0; m < micro_batches; ++m) mbs.push_back(SliceBatch(batch_, m * micro, micro));
+    LOOM_ASSIGN_OR_RETURN(
+        loss_sum, RunOneForwardOneBackward(*options_.pipeline_parallel, *model_, mbs,
+                                           [&](const data::TokenBatch& mb, float* logits) -> absl::StatusOr<double> {
+                                             return kernels::cpu::CrossEntropy(logits, mb.targets.data(), mb.tokens(),
+                                                                               vocab, grad_scale, logits)
+                                                 .loss_sum;
+                                           }));
+    // The last stage has the loss; every stage reports it.
+    LOOM_RETURN_IF_ERROR(options_.pipeline_parallel->AllReduceSum(&loss_sum, 1));
+  }
+  for (int m = 0; m < micro_batches && pp_size() == 1; ++m) {
     const data::TokenBatch mb = SliceBatch(batch_, m * micro, micro);
     if (teacher_) {
       // The teacher's logits live in its own activation buffer until its next Forward.
@@ -343,6 +368,10 @@ absl::StatusOr<StepReport> Trainer::ApplyOptimizer(int64_t batch_tokens, int seq
     LOOM_RETURN_IF_ERROR(GatherShards(model_->params() + begin, model_->params()));
   } else if (tp_size() > 1) {
     LOOM_ASSIGN_OR_RETURN(norm, TensorParallelGradNorm(*options_.tensor_parallel, model_->layout(), model_->grads()));
+    optimizer_->StepShard(model_->params(), model_->grads(), static_cast<float>(lr), norm);
+  } else if (pp_size() > 1) {
+    LOOM_RETURN_IF_ERROR(SumTiedEmbeddingGrads(*options_.pipeline_parallel, *model_));
+    LOOM_ASSIGN_OR_RETURN(norm, PipelineGradNorm(*options_.pipeline_parallel, *model_));
     optimizer_->StepShard(model_->params(), model_->grads(), static_cast<float>(lr), norm);
   } else {
     norm = optimizer_->Step(model_->params(), model_->grads(), static_cast<float>(lr));
@@ -456,7 +485,7 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
   // ZeRO-1 and tensor parallelism: every rank takes part in gathering the state rank 0 writes.
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Optimizer> gathered, WholeOptimizer());
   std::unique_ptr<Transformer> whole_model;
-  if (tp_size() > 1) {
+  if (model_parallel()) {
     LOOM_ASSIGN_OR_RETURN(std::vector<float> weights, WholeWeights());
     whole_model = std::make_unique<Transformer>(whole_config_);
     std::copy(weights.begin(), weights.end(), whole_model->params());
@@ -470,7 +499,7 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
     *manifest.mutable_model() = effective_model_;
     manifest.set_dp(dp_size());
     manifest.set_tp(tp_size());
-    manifest.set_pp(1);
+    manifest.set_pp(pp_size());
     manifest.set_data_state(data_->SaveState());
     manifest.set_rng_state(rng_.SaveState());
     manifest.set_final(final);
@@ -478,9 +507,10 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
                                                 gathered ? gathered.get() : optimizer_.get(), manifest));
   }
   // The writer holds one copy of the (replicated or gathered) state; every rank returns once it
-  // is durable. Tensor group first, then data group: each data-parallel peer of the writer's
-  // group passes only after that group has seen the writer.
+  // is durable. Model-parallel groups first, then the data group: each data-parallel peer of the
+  // writer's group passes only after that group has seen the writer.
   if (options_.tensor_parallel) LOOM_RETURN_IF_ERROR(options_.tensor_parallel->Barrier());
+  if (options_.pipeline_parallel) LOOM_RETURN_IF_ERROR(options_.pipeline_parallel->Barrier());
   if (options_.data_parallel) LOOM_RETURN_IF_ERROR(options_.data_parallel->Barrier());
   return dir;
 }
@@ -496,14 +526,11 @@ absl::Status Trainer::GatherShards(const float* shard, float* whole) {
 }
 
 absl::StatusOr<std::unique_ptr<Optimizer>> Trainer::WholeOptimizer() {
-  if (tp_size() > 1) {
+  if (model_parallel()) {
     auto whole = std::make_unique<Optimizer>(*whole_layout_, optimizer_->settings());
-    Communicator& group = *options_.tensor_parallel;
-    LOOM_RETURN_IF_ERROR(GatherTensors(group, *whole_layout_, model_->layout(), optimizer_->first_moment().data(),
-                                       whole->first_moment().data()));
+    LOOM_RETURN_IF_ERROR(GatherWhole(optimizer_->first_moment().data(), whole->first_moment().data()));
     if (whole->has_second_moment()) {
-      LOOM_RETURN_IF_ERROR(GatherTensors(group, *whole_layout_, model_->layout(),
-                                         optimizer_->second_moment().data(), whole->second_moment().data()));
+      LOOM_RETURN_IF_ERROR(GatherWhole(optimizer_->second_moment().data(), whole->second_moment().data()));
     }
     whole->set_step(optimizer_->step());
     return whole;

@@ -51,6 +51,10 @@ struct TrainerOptions {
   // share one data-parallel rank's batches and each holds a shard of the model; checkpoints hold
   // the whole model (gathered at save, sliced at load). Pretraining-style and SFT losses only.
   Communicator* tensor_parallel = nullptr;
+  // The pipeline-parallel group (not owned; pipeline_parallel.h; rank = stage); null or size 1:
+  // none. Its ranks share one data-parallel rank's batches, each runs its stage's layers under the
+  // 1F1B schedule; checkpoints hold the whole model. Not together with tensor parallelism yet.
+  Communicator* pipeline_parallel = nullptr;
   // Distillation (a `distill` stage): the teacher's checkpoint, run forward beside the student
   // on every micro-batch; the loss is then the distillation loss of kernels/cpu/distill.h.
   std::string teacher_from;
@@ -113,10 +117,10 @@ class Trainer {
   absl::Status Run(const std::function<void(const StepReport&)>& on_step,
                    const std::function<void(const std::string&)>& on_checkpoint);
 
-  // This rank's model: under tensor parallelism, its shard.
+  // This rank's model: under tensor parallelism its shard, under pipeline parallelism its stage.
   Transformer& model() { return *model_; }
-  // The whole model's weights in the layout of ParameterLayout(whole config): under tensor
-  // parallelism gathered from the group (a collective every rank of it must call).
+  // The whole model's weights in the layout of ParameterLayout(whole config): under tensor or
+  // pipeline parallelism gathered from the group (a collective every rank of it must call).
   absl::StatusOr<std::vector<float>> WholeWeights();
   int64_t step() const { return optimizer_->step(); }
   int64_t tokens() const { return tokens_; }
@@ -145,8 +149,11 @@ class Trainer {
   // Loads or initialises the weights (and on resume the optimizer state), keeping this rank's
   // shard of them under ZeRO-1 or tensor parallelism.
   absl::Status LoadOrInitState(const OptimizerSettings& settings);
-  // Fails for what tensor parallelism does not cover yet (losses over whole-vocabulary logits).
-  absl::Status CheckTensorParallelSupport() const;
+  // Fails for what tensor and pipeline parallelism do not cover yet.
+  absl::Status CheckModelParallelSupport() const;
+  // Under tensor or pipeline parallelism: every rank's `local` buffer (laid out like its
+  // parameters) gathered into `whole` (laid out like the whole model's). A collective.
+  absl::Status GatherWhole(const float* local, float* whole);
   // The data source's measures of this step's batch, averaged over the data-parallel ranks.
   absl::Status AddBatchMetrics(StepReport* report);
   // One micro-batch of (chosen, rejected) row pairs: forward, DPO loss, backward. Adds to
@@ -163,15 +170,19 @@ class Trainer {
   int dp_size() const { return options_.data_parallel ? options_.data_parallel->size() : 1; }
   int tp_rank() const { return tp_size() > 1 ? options_.tensor_parallel->rank() : 0; }
   int tp_size() const { return options_.tensor_parallel ? options_.tensor_parallel->size() : 1; }
-  // The rank that writes checkpoints: the first of its data- and tensor-parallel groups.
-  bool writer() const { return dp_rank() == 0 && tp_rank() == 0; }
+  int pp_rank() const { return pp_size() > 1 ? options_.pipeline_parallel->rank() : 0; }
+  int pp_size() const { return options_.pipeline_parallel ? options_.pipeline_parallel->size() : 1; }
+  // This rank holds a part of the model (tensor or pipeline parallel).
+  bool model_parallel() const { return tp_size() > 1 || pp_size() > 1; }
+  // The rank that writes checkpoints: the first of its data-, tensor- and pipeline-parallel groups.
+  bool writer() const { return dp_rank() == 0 && tp_rank() == 0 && pp_rank() == 0; }
 
   TrainerOptions options_;
   BatchSource* data_;
   loom::v1::ModelConfig effective_model_;
   std::unique_ptr<Transformer> model_;
   TransformerConfig whole_config_;                 // the model's architecture, unsharded
-  std::unique_ptr<ParameterLayout> whole_layout_;  // its layout (tensor parallel only)
+  std::unique_ptr<ParameterLayout> whole_layout_;  // its layout (tensor or pipeline parallel only)
   std::unique_ptr<Transformer> teacher_;  // distillation only
   std::unique_ptr<Optimizer> optimizer_;
   std::vector<float> zero1_padded_, zero1_chunk_;  // ZeRO-1's [dp * chunk] and [chunk] buffers

@@ -103,7 +103,7 @@ void Transformer::Plan(int batch, int seq_len) {
   x_final_ = take(n * d);
   h_final_ = take(n * d);
   rstd_final_ = take(n);
-  logits_ = take(n * config_.vocab);
+  logits_ = take(config_.has_head ? n * config_.vocab : 0);
   acts_.Resize(offset);
 
   offset = 0;
@@ -121,7 +121,7 @@ void Transformer::Plan(int batch, int seq_len) {
   planned_seq_ = seq_len;
 }
 
-absl::StatusOr<float*> Transformer::RunForward(const data::TokenBatch& batch) {
+absl::StatusOr<float*> Transformer::RunForward(const data::TokenBatch& batch, const float* input_hidden) {
   const int B = batch.batch_size, T = batch.seq_len;
   Plan(B, T);
   const int64_t n = int64_t{B} * T, d = config_.d_model, f = config_.ffn, V = config_.vocab;
@@ -140,7 +140,13 @@ absl::StatusOr<float*> Transformer::RunForward(const data::TokenBatch& batch) {
 
   float* A = acts_.data();
   const float* P = params_.data();
-  if (tp_) {
+  if (!config_.has_embedding) {
+    if (input_hidden == nullptr) {
+      return absl::FailedPreconditionError("a pipeline stage without the embedding runs on the previous stage's "
+                                           "hidden states, and none were given");
+    }
+    std::copy_n(input_hidden, n * d, A + layer_acts_[0].x);
+  } else if (tp_) {
     // Vocabulary-parallel embedding: this rank's rows, zeros for ids it does not hold, summed.
     const int64_t begin = vocab_begin(), end = begin + V;
     float* x0 = A + layer_acts_[0].x;
@@ -185,6 +191,7 @@ absl::StatusOr<float*> Transformer::RunForward(const data::TokenBatch& batch) {
       for (int64_t i = i0; i < i1; ++i) x_out[i] += A[a.x_mid + i];
     });
   }
+  if (!config_.has_head) return A + x_final_;
   k::RmsNormForward(A + x_final_, P + layout_.final_norm(), A + h_final_, A + rstd_final_, n, d,
                     config_.norm_eps);
   k::LinearForward(A + h_final_, P + layout_.lm_head(), A + logits_, n, d, V);
@@ -203,11 +210,15 @@ absl::Status Transformer::RunBackward(const float* dlogits) {
   const k::RopeTable& rope = rope_;
 
   // Head and final norm: d_x holds d(loss)/d(residual stream) from here down.
-  k::LinearBackward(dlogits, A + h_final_, P + layout_.lm_head(), S + d_h_, G + layout_.lm_head(), n, d, V,
-                    false);
-  LOOM_RETURN_IF_ERROR(SumOverGroup(S + d_h_, n * d));
-  k::RmsNormBackward(S + d_h_, A + x_final_, P + layout_.final_norm(), A + rstd_final_, S + d_x_,
-                     G + layout_.final_norm(), n, d, false);
+  if (config_.has_head) {
+    k::LinearBackward(dlogits, A + h_final_, P + layout_.lm_head(), S + d_h_, G + layout_.lm_head(), n, d, V,
+                      false);
+    LOOM_RETURN_IF_ERROR(SumOverGroup(S + d_h_, n * d));
+    k::RmsNormBackward(S + d_h_, A + x_final_, P + layout_.final_norm(), A + rstd_final_, S + d_x_,
+                       G + layout_.final_norm(), n, d, false);
+  } else {
+    std::copy_n(dlogits, n * d, S + d_x_);  // d(loss)/d(this stage's output), from the next stage
+  }
   for (int l = config_.layers - 1; l >= 0; --l) {
     const LayerActs& a = layer_acts_[l];
     const LayerOffsets& w = layout_.layer(l);
@@ -234,7 +245,9 @@ absl::Status Transformer::RunBackward(const float* dlogits) {
     k::RmsNormBackward(S + d_h_, A + a.x, P + w.input_norm, A + a.rstd1, S + d_x_, G + w.input_norm, n, d,
                        true);
   }
-  if (tp_) {
+  if (!config_.has_embedding) {
+    // d_x is d(loss)/d(the received hidden states): input_grad() hands it to the previous stage.
+  } else if (tp_) {
     // This rank's vocabulary rows only, in token order (deterministic).
     const int64_t begin = vocab_begin(), end = begin + V;
     float* table = G + layout_.embedding();

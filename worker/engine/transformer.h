@@ -40,6 +40,7 @@ class Transformer {
   float* params() { return params_.data(); }
   const float* params() const { return params_.data(); }
   float* grads() { return grads_.data(); }
+  const float* grads() const { return grads_.data(); }
   int64_t num_params() const { return layout_.total(); }
 
   // Normal(0, init_std) for matrices and the embedding, ones for norms; deterministic in seed.
@@ -49,10 +50,16 @@ class Transformer {
   // Runs the forward pass over `batch` and keeps what Backward needs. Returns the logits
   // [batch_size * seq_len, vocab], owned by the model and valid until the next Forward.
   // Tensor parallel: vocab is this rank's share, and the call fails if a collective does.
-  absl::StatusOr<float*> RunForward(const data::TokenBatch& batch);
+  // A pipeline stage (config().has_embedding false) starts from `input_hidden` [tokens, d_model],
+  // the previous stage's output; one without the head returns its hidden states [tokens, d_model].
+  absl::StatusOr<float*> RunForward(const data::TokenBatch& batch, const float* input_hidden = nullptr);
   // Backpropagates dlogits (which may be the logits buffer returned by Forward, overwritten in
-  // place by the loss) through the last Forward, adding the gradients into grads().
+  // place by the loss) through the last Forward, adding the gradients into grads(). A stage
+  // without the head takes d(loss)/d(its output) instead.
   absl::Status RunBackward(const float* dlogits);
+  // After RunBackward: d(loss)/d(the forward's first hidden states) [tokens, d_model], what a
+  // pipeline stage without the embedding sends back to the previous stage.
+  const float* input_grad() const { return scratch_.data() + d_x_; }
 
   // The same for a model without a tensor-parallel group, which cannot fail.
   float* Forward(const data::TokenBatch& batch);

@@ -27,6 +27,12 @@ struct TransformerConfig {
   bool tied_embeddings = false;
   float init_std = 0.02f;
   int max_seq_len = 0;  // 0 = no limit
+  // Pipeline parallelism (pipeline_parallel.h): these `layers` are layers [first_layer,
+  // first_layer + layers) of a deeper model; without the embedding the model starts from the
+  // previous stage's hidden states, without the head it ends with its own.
+  int first_layer = 0;
+  bool has_embedding = true;
+  bool has_head = true;
 
   // Resolves a validated ModelConfig; `stage_rope` (context extension) overrides theta/scaling.
   static absl::StatusOr<TransformerConfig> FromProto(const loom::v1::ModelConfig& model,

@@ -296,14 +296,11 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
                                                  loom::EnumName(a.stage().kind()),
                                                  " is not implemented by this worker yet"));
   }
-  if (layout.pp() > 1) {
-    return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(), "': pipeline parallelism (pp ",
-                                                 layout.pp(), ") is not implemented yet; use dp and tp"));
-  }
-  if (layout.tp() > 1 && !IsPretrainingKind(a.stage().kind()) && !sft && !eval_only) {
-    return absl::UnimplementedError(absl::StrCat(
-        "stage '", a.stage().name(), "': kind ", loom::EnumName(a.stage().kind()),
-        " does not run with tensor parallelism yet (tp ", layout.tp(), "); set parallel.tp: 1 for it"));
+  if ((layout.tp() > 1 || layout.pp() > 1) && !IsPretrainingKind(a.stage().kind()) && !sft && !eval_only) {
+    return absl::UnimplementedError(absl::StrCat("stage '", a.stage().name(), "': kind ",
+                                                 loom::EnumName(a.stage().kind()),
+                                                 " does not run with tensor or pipeline parallelism yet (tp ",
+                                                 layout.tp(), ", pp ", layout.pp(), "); set tp: 1 and pp: 1 for it"));
   }
 
   // Data: the stage's mix over the prepared shards, checked against the plan's tokenizer.
@@ -326,9 +323,9 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   // The data-parallel group meets through the coordinator's rendezvous store (before the data:
   // a dpo stage's ranks split the reference's work through it).
   std::unique_ptr<loom::engine::KeyValueStore> store;
-  // Ranks are ordered (dp_rank, tp_rank) with tp innermost (Megatron's order): the tensor-parallel
-  // group "tp<dp_rank>" is consecutive ranks, the data-parallel group "dp<tp_rank>" strides by tp.
-  std::unique_ptr<loom::engine::Communicator> dp_group, tp_group;
+  // Ranks are ordered (dp_rank, pp_rank, tp_rank), tp innermost (Megatron's order): a tensor-
+  // parallel group is consecutive ranks, a pipeline strides by tp, a data-parallel group by tp·pp.
+  std::unique_ptr<loom::engine::Communicator> dp_group, tp_group, pp_group;
   auto join = [&](const std::string& prefix, int rank, int size,
                   std::unique_ptr<loom::engine::Communicator>* group) -> absl::Status {
     if (size <= 1) return absl::OkStatus();
@@ -346,8 +343,13 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     LOOM_ASSIGN_OR_RETURN(*group, loom::engine::NewGlooCommunicator(store.get(), options));
     return absl::OkStatus();
   };
-  LOOM_RETURN_IF_ERROR(join(absl::StrCat("tp", layout.dp_rank()), layout.tp_rank(), layout.tp(), &tp_group));
-  LOOM_RETURN_IF_ERROR(join(layout.tp() > 1 ? absl::StrCat("dp", layout.tp_rank()) : std::string("dp"),
+  LOOM_RETURN_IF_ERROR(join(absl::StrCat("tp", layout.dp_rank(), "_", layout.pp_rank()), layout.tp_rank(),
+                            layout.tp(), &tp_group));
+  LOOM_RETURN_IF_ERROR(join(absl::StrCat("pp", layout.dp_rank(), "_", layout.tp_rank()), layout.pp_rank(),
+                            layout.pp(), &pp_group));
+  LOOM_RETURN_IF_ERROR(join(layout.tp() > 1 || layout.pp() > 1
+                                ? absl::StrCat("dp", layout.pp_rank(), "_", layout.tp_rank())
+                                : std::string("dp"),
                             layout.dp_rank(), layout.dp(), &dp_group));
 
   std::unique_ptr<loom::engine::BatchSource> data;
@@ -490,6 +492,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   if (auto it = a.inputs().find("from"); it != a.inputs().end()) options.init_from = it->second;
   options.data_parallel = dp_group.get();
   options.tensor_parallel = tp_group.get();
+  options.pipeline_parallel = pp_group.get();
   options.schedule_tokens = schedule_tokens;
   options.policy_gradient = rl;
   if (reward_model) {
@@ -510,12 +513,12 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   if (rl_source) rl_source->SetModels(&trainer->model(), rl_reference.get());
   if (online_source) online_source->SetModels(&trainer->model(), rl_reference.get());
 
-  // What evaluations read: under tensor parallelism a whole copy of the model, gathered from the
-  // tensor group (a collective: each of data-parallel rank 0's tensor ranks evaluates it, with the
-  // same numbers).
+  // What evaluations read: under tensor or pipeline parallelism a whole copy of the model,
+  // gathered from the group (a collective: each of data-parallel rank 0's tensor ranks or stages
+  // evaluates it, with the same numbers).
   std::unique_ptr<loom::engine::Transformer> whole_model;
   auto eval_model = [&]() -> absl::StatusOr<loom::engine::Transformer*> {
-    if (layout.tp() <= 1) return &trainer->model();
+    if (layout.tp() <= 1 && layout.pp() <= 1) return &trainer->model();
     LOOM_ASSIGN_OR_RETURN(std::vector<float> weights, trainer->WholeWeights());
     if (!whole_model) {
       LOOM_ASSIGN_OR_RETURN(loom::engine::TransformerConfig config,

@@ -1,6 +1,8 @@
 // Small plans for engine tests, read through the same parser and resolver the coordinator uses.
 #pragma once
 
+#include <cmath>
+#include <cstdint>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -10,6 +12,17 @@
 #include "common/plan_validation.h"
 
 namespace loom::testing {
+
+// |a − b| / |b| over n floats (norms of the difference and of b): how far a parallel run's
+// weights or gradients are from the single-process ones.
+inline double RelativeDifference(const float* a, const float* b, int64_t n) {
+  double diff = 0, norm = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    diff += (double{a[i]} - b[i]) * (double{a[i]} - b[i]);
+    norm += double{b[i]} * b[i];
+  }
+  return std::sqrt(diff / norm);
+}
 
 // A byte-level model (vocab 256) and one pretrain stage; `stage_yaml` is spliced into the stage.
 inline loom::v1::TrainingPlan TinyPlan(const std::string& stage_yaml, const std::string& model_yaml = "") {

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "kernels/cpu/cross_entropy.h"
+#include "tests/unit/engine/engine_test_util.h"
 #include "tests/unit/engine/gloo_ranks.h"
 #include "worker/engine/optimizer.h"
 #include "worker/engine/random.h"
@@ -44,14 +45,6 @@ data::TokenBatch Batch(int batch, int seq_len, int vocab) {
   return b;
 }
 
-double RelativeDiff(const float* a, const float* b, int64_t n) {
-  double diff = 0, norm = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    diff += (double{a[i]} - b[i]) * (double{a[i]} - b[i]);
-    norm += double{b[i]} * b[i];
-  }
-  return std::sqrt(diff / norm);
-}
 
 TEST(TensorParallel, SplitsFollowMegatron) {
   EXPECT_EQ(SplitOf("model.layers.3.self_attn.q_proj.weight"), TensorSplit::kRows);
@@ -149,10 +142,10 @@ void ExpectShardsComputeTheWholeModel(bool tied) {
   for (int r = 0; r < 2; ++r) {
     EXPECT_NEAR(losses[r], loss, 1e-5 * loss) << "rank " << r;
     EXPECT_NEAR(norms[r], norm, 1e-5 * norm) << "rank " << r;
-    EXPECT_LT(RelativeDiff(grads[r].data(), whole.grads(), whole.num_params()), 1e-5) << "rank " << r;
+    EXPECT_LT(loom::testing::RelativeDifference(grads[r].data(), whole.grads(), whole.num_params()), 1e-5) << "rank " << r;
     // Every tensor's gradient, not just the total: the norms and layers must all be right.
     for (const ParamTensor& t : whole.layout().tensors()) {
-      EXPECT_LT(RelativeDiff(grads[r].data() + t.offset, whole.grads() + t.offset, t.size), 1e-4) << t.name;
+      EXPECT_LT(loom::testing::RelativeDifference(grads[r].data() + t.offset, whole.grads() + t.offset, t.size), 1e-4) << t.name;
     }
   }
 }
