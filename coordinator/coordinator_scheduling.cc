@@ -153,7 +153,11 @@ loom::v1::Assignment Coordinator::MakeAssignment(const PlanRecord& plan, int ind
   *a.mutable_data() = plan.plan().data();
   if (a.data().dir().empty()) a.mutable_data()->set_dir(options_.prepared_data);
   a.set_seed(a.stage().has_seed() ? a.stage().seed() : StageSeed(PlanSeed(plan.plan()), a.stage().name()));
-  const int dp = a.stage().parallel().dp(), tp = a.stage().parallel().tp(), pp = a.stage().parallel().pp();
+  const int tp = a.stage().parallel().tp(), pp = a.stage().parallel().pp();
+  // The attempt's placement decides dp: fewer ranks than the stage asks for when elastic.
+  const int placed = plan.runtime(index).ranks_size();
+  const int dp = placed > 0 ? placed / std::max(1, tp * pp) : a.stage().parallel().dp();
+  a.mutable_stage()->mutable_parallel()->set_dp(dp);
   loom::v1::ParallelLayout* layout = a.mutable_layout();
   layout->set_world_size(dp * tp * pp);
   layout->set_dp(dp);
@@ -225,6 +229,8 @@ void Coordinator::ScheduleLocked() {
     }
     free.push_back(std::move(f));
   }
+  int live_slots = 0;
+  for (const FreeWorker& f : free) live_slots += f.total_slots;
   std::vector<JobRequest> requests;
   for (const Candidate& c : candidates) {
     const loom::v1::Stage stage = ResolveStage(c.plan->plan(), c.index);
@@ -233,6 +239,10 @@ void Coordinator::ScheduleLocked() {
     r.dp = std::max(1, stage.parallel().dp());
     r.tp = std::max(1, stage.parallel().tp());
     r.pp = std::max(1, stage.parallel().pp());
+    // Elastic: after a failed attempt (a node lost, say), or when the live workers can no longer
+    // hold the full layout, the job may run on fewer data-parallel ranks.
+    r.elastic = stage.parallel().elastic() &&
+                (c.plan->status().jobs(c.index).attempt() > 0 || r.world_size() > live_slots);
     requests.push_back(r);
   }
   const std::vector<ScheduleDecision> decisions = Schedule(requests, std::move(free));
@@ -280,8 +290,10 @@ void Coordinator::ScheduleLocked() {
       job->add_rank_workers(d.ranks[r].worker_id);
       used.insert(d.ranks[r].worker_id);
     }
+    const int full_dp = std::max(1, ResolveStage(plan.plan(), i).parallel().dp());
     const std::string reason = absl::StrCat(
         "attempt ", job->attempt(), ": ", d.ranks.size(), " ranks on ", absl::StrJoin(used, ", "),
+        d.dp < full_dp ? absl::StrCat(" (elastic: dp ", d.dp, " of ", full_dp, ", the same global batch)") : "",
         job->resumed_from().empty() ? "" : absl::StrCat(", resuming from ", job->resumed_from()));
     SetJobState(plan, i, loom::v1::JOB_STATE_SCHEDULED, reason);
     Persist(plan);

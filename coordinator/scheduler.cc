@@ -45,22 +45,33 @@ std::vector<ScheduleDecision> Schedule(const std::vector<JobRequest>& jobs, std:
   for (const JobRequest& job : jobs) {
     ScheduleDecision d;
     d.job_id = job.job_id;
+    // The full layout first; an elastic job then tries each smaller divisor of its dp.
+    std::vector<int> dps = {job.dp};
+    for (int dp = job.dp - 1; job.elastic && dp >= 1; --dp) {
+      if (job.dp % dp == 0) dps.push_back(dp);
+    }
+    bool fits_cluster = false;
+    for (int dp : dps) {
+      JobRequest shrunk = job;
+      shrunk.dp = dp;
+      if (shrunk.world_size() > total_slots || shrunk.tp > largest_worker) continue;
+      fits_cluster = true;
+      if (!blocked_by.empty()) break;
+      if (Place(shrunk, &workers, &d.ranks)) {
+        d.placed = true;
+        d.dp = dp;
+        break;
+      }
+    }
     const int need = job.world_size();
-    if (need > total_slots || job.tp > largest_worker) {
+    if (d.placed) {
+    } else if (!fits_cluster) {
       d.reason = job.tp > largest_worker
                      ? absl::StrCat("needs a worker with ", job.tp,
                                     " slots for a tensor-parallel group; the largest has ", largest_worker)
                      : absl::StrCat("needs ", need, " slots; the live workers have ", total_slots);
-      decisions.push_back(std::move(d));
-      continue;
-    }
-    if (!blocked_by.empty()) {
+    } else if (!blocked_by.empty()) {
       d.reason = absl::StrCat("queued behind ", blocked_by);
-      decisions.push_back(std::move(d));
-      continue;
-    }
-    if (Place(job, &workers, &d.ranks)) {
-      d.placed = true;
     } else {
       int free = 0, largest_free = 0;
       for (const FreeWorker& w : workers) {

@@ -29,6 +29,11 @@ struct JobRequest {
   int dp = 1;
   int tp = 1;
   int pp = 1;
+  // May run with fewer data-parallel ranks (a divisor of dp, the largest that fits) when the full
+  // layout does not fit now: the stage's `elastic` after a failed attempt or once the live workers
+  // are too few for the full layout. The global batch stays
+  // (each rank accumulates more micro-batches), so the training is the same.
+  bool elastic = false;
   int world_size() const { return dp * tp * pp; }
 };
 
@@ -40,8 +45,10 @@ struct RankSlot {
 struct ScheduleDecision {
   std::string job_id;
   bool placed = false;
-  // When placed: one slot per rank, indexed by rank.
+  // When placed: one slot per rank, indexed by rank, and the data-parallel size placed (less than
+  // the request's only for an elastic job).
   std::vector<RankSlot> ranks;
+  int dp = 0;
   // When not placed: why, for JobStatus.reason.
   std::string reason;
 };

@@ -119,6 +119,7 @@ TEST(TensorParallel, ADpTwoTpTwoCheckpointResumesInOneProcessUnderTpTwoAndUnderP
       << "see " << dir << "/rank*.log";
   const RunOutput straight = ReadOutput(dir + "/rank0.out");
   ASSERT_EQ(straight.losses.size(), 20u);
+  std::vector<double> first_losses;
   for (const auto& [name, size, flags] : {std::tuple<std::string, int, std::string>{"single", 1, ""},
                                           {"tp2", 2, "--tp 2"},
                                           {"pp2", 2, "--pp 2"}}) {
@@ -133,7 +134,11 @@ TEST(TensorParallel, ADpTwoTpTwoCheckpointResumesInOneProcessUnderTpTwoAndUnderP
           << name << " step " << 11 + i;
     }
     EXPECT_LT(RelativeNormDiff(resumed.weights, straight.weights), 1e-3) << name;
+    first_losses.push_back(resumed.losses[0]);
   }
+  // The loaded weights are the saved ones exactly: one process and two pipeline stages (the same
+  // arithmetic) compute the same logits, so the first loss after loading is the same double.
+  EXPECT_EQ(first_losses[2], first_losses[0]) << "pp=2 vs one process, step 11";
 }
 
 TEST(DataParallel, AZeroOneCheckpointResumesWithoutZeroOne) {

@@ -34,7 +34,8 @@ std::string RankBinary() { return BinaryPath("worker/loom-rank"); }
 // Three stages: core (120 steps of 512 tokens, a mix change at 16Ki, checkpoints every 5 steps)
 // `more`, continued pre-training from core's final checkpoint, and `avg`, the mean of core's last
 // three checkpoints, `chat`, SFT from that average, and `measure`, an eval stage of the SFT model.
-std::string WritePlan(const Cluster& cluster, int dp, const std::string& name = "real", int tp = 1, int pp = 1) {
+std::string WritePlan(const Cluster& cluster, int dp, const std::string& name = "real", int tp = 1, int pp = 1,
+                      bool elastic = false) {
   const std::string path = cluster.dir() + "/" + name + ".yaml";
   std::ofstream(path) << "name: " << name << R"(
 seed: 3
@@ -42,7 +43,7 @@ model: {layers: 4, d_model: 128, heads: 4, kv_heads: 2, ffn_size: 256, vocab_siz
 data: {dir: )" << PreparedData()
                       << R"(}
 defaults:
-  parallel: {dp: )" << dp << ", tp: " << tp << ", pp: " << pp
+  parallel: {dp: )" << dp << ", tp: " << tp << ", pp: " << pp << ", elastic: " << (elastic ? "true" : "false")
                       << R"(, micro_batch_size: 2}
   optimizer: {lr: 3e-3}
   lr_schedule: {type: cosine, warmup_tokens: 4Ki}
@@ -254,6 +255,50 @@ TEST(TrainingCluster, DataTensorAndPipelineParallelStagesMeetThroughTheCoordinat
     ASSERT_EQ(eval.size(), eval1.size()) << name;
     for (const auto& [key, loss] : eval1) EXPECT_NEAR(eval.at(key), loss, 1e-2 * loss) << name << " " << key;
   }
+}
+
+// Elastic data parallelism: a dp=2 job whose second worker dies comes back on the one that is
+// left with dp=1, from the last checkpoint, with the same global batch (two micro-batches per
+// step instead of one), and continues the same training.
+TEST(TrainingCluster, AnElasticJobThatLosesAWorkerContinuesOnFewerRanksWithTheSameGlobalBatch) {
+  Cluster cluster({.rank_binary = RankBinary()});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 1);
+  cluster.StartWorker("w2", 1);
+  const std::string id = cluster.Submit(WritePlan(cluster, 2, "elastic", 1, 1, /*elastic=*/true));
+  const PlanStatus running = cluster.WaitForPlan(id, [](const PlanStatus& s) {
+    return s.jobs(0).state() == loom::v1::JOB_STATE_RUNNING && s.jobs(0).last_checkpoint().step() >= 10;
+  });
+  ASSERT_EQ(running.jobs(0).rank_workers_size(), 2);
+  ASSERT_LT(running.jobs(0).last_checkpoint().step(), 110) << "the stage ran too fast to be interrupted";
+  const std::string first_rank0 = running.jobs(0).rank_workers(0);
+  const std::string victim = running.jobs(0).rank_workers(1);
+  cluster.KillWorker(victim);
+  const PlanStatus done = cluster.WaitForPlan(id, Ended, std::chrono::seconds(120));
+  ASSERT_EQ(done.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  const auto& core = done.jobs(0);
+  EXPECT_EQ(core.attempt(), 2);
+  ASSERT_EQ(core.rank_workers_size(), 1);
+  const std::string survivor = core.rank_workers(0);
+  EXPECT_NE(survivor, victim);
+  EXPECT_NE(cluster.Logs().find("elastic: dp 1 of 2, the same global batch"), std::string::npos) << cluster.Logs();
+  EXPECT_EQ(core.progress().tokens(), 60 * 1024);
+  // Steps run by both attempts (the second restarts at its checkpoint) agree: the same batches,
+  // summed by one rank instead of two. Every step of the second attempt has the global batch.
+  const auto before = RankLosses(RankLog(cluster, first_rank0, id, "core", 1));
+  const auto after = RankLosses(RankLog(cluster, survivor, id, "core", 2));
+  ASSERT_FALSE(after.empty());
+  EXPECT_EQ(after.rbegin()->first, 120);
+  int compared = 0;
+  for (const auto& [step, loss] : after) {
+    if (!before.contains(step)) continue;
+    EXPECT_NEAR(std::stod(loss), std::stod(before.at(step)), 1e-4 * std::stod(loss)) << "step " << step;
+    ++compared;
+  }
+  EXPECT_GT(compared, 0) << "no step ran in both attempts";
+  const std::string log = ReadAll(RankLog(cluster, survivor, id, "core", 2));
+  EXPECT_EQ(log.find(" batch 256 "), std::string::npos) << "a step ran with half the global batch";
+  EXPECT_NE(log.find(" batch 512 "), std::string::npos) << log.substr(0, 2000);
 }
 
 // Post-training through the control plane: pre-training on math, SFT on math chats, then an

@@ -40,6 +40,35 @@ TEST(Scheduler, TensorParallelGroupsStayOnOneWorker) {
   EXPECT_EQ(never[0].reason, "needs a worker with 8 slots for a tensor-parallel group; the largest has 2");
 }
 
+TEST(Scheduler, AnElasticJobComesBackOnTheLargestDivisorOfItsDpThatFits) {
+  // Four ranks asked, two workers of two slots, one of them lost: dp 2 on the survivor.
+  const auto lost = Schedule({{"e", 4, 1, 1, /*elastic=*/true}}, {W("w1", {0, 1}, 2)});
+  ASSERT_TRUE(lost[0].placed) << lost[0].reason;
+  EXPECT_EQ(lost[0].dp, 2);
+  EXPECT_EQ(lost[0].ranks.size(), 2u);
+  // Slots busy rather than gone: the same.
+  const auto busy = Schedule({{"e", 4, 1, 1, true}}, {W("w1", {0, 1}, 2), W("w2", {}, 2)});
+  ASSERT_TRUE(busy[0].placed);
+  EXPECT_EQ(busy[0].dp, 2);
+  // Not elastic: it waits for its four.
+  const auto fixed = Schedule({{"f", 4, 1, 1}}, {W("w1", {0, 1}, 2), W("w2", {}, 2)});
+  EXPECT_FALSE(fixed[0].placed);
+  EXPECT_EQ(fixed[0].reason, "waiting for 4 free slots (2 free)");
+  // The full layout when it fits.
+  const auto full = Schedule({{"e", 4, 1, 1, true}}, {W("w1", {0, 1}, 2), W("w2", {0, 1}, 2)});
+  EXPECT_EQ(full[0].dp, 4);
+  // Divisors only (the global batch must still split evenly): dp 3 on two slots runs as dp 1.
+  const auto three = Schedule({{"e", 3, 1, 1, true}}, {W("w1", {0, 1}, 2)});
+  ASSERT_TRUE(three[0].placed);
+  EXPECT_EQ(three[0].dp, 1);
+  // Tensor-parallel groups still stay whole: dp 2 x tp 2 on one two-slot worker is dp 1.
+  const auto tp = Schedule({{"e", 2, 2, 1, true}}, {W("w1", {0, 1}, 2), W("w2", {0}, 2)});
+  ASSERT_TRUE(tp[0].placed);
+  EXPECT_EQ(tp[0].dp, 1);
+  EXPECT_EQ(tp[0].ranks[0].worker_id, "w1");
+  EXPECT_EQ(tp[0].ranks[1].worker_id, "w1");
+}
+
 TEST(Scheduler, FifoOrderBlocksLaterJobsButNotBehindImpossibleOnes) {
   // The caller orders by priority then submission; the first job that does not fit now blocks
   // the ones behind it, even if they would fit (no backfill, so large jobs are not starved).
