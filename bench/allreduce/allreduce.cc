@@ -80,28 +80,32 @@ class TimedCommunicator : public loom::engine::Communicator {
   loom::engine::Communicator* inner_;
 };
 
+// `shared_memory`: float all-reduces through the same-host shared-memory path (the default), or
+// Gloo's TCP transport only.
 absl::StatusOr<std::unique_ptr<loom::engine::Communicator>> Join(
-    const std::string& store_dir, int rank, int size, std::unique_ptr<loom::engine::KeyValueStore>* store) {
+    const std::string& store_dir, int rank, int size, std::unique_ptr<loom::engine::KeyValueStore>* store,
+    bool shared_memory = true) {
   *store = loom::engine::NewDirectoryKeyValueStore(store_dir);
   loom::engine::GlooOptions o;
   o.rank = rank;
   o.size = size;
   o.prefix = "bench";
   o.timeout = absl::Seconds(120);
+  o.shared_memory = shared_memory;
   return loom::engine::NewGlooCommunicator(store->get(), o);
 }
 
 // Rank body of part 1: prints "bytes seconds" lines (rank 0).
-int AllReduceRank(const std::string& store_dir, int rank, int size) {
+int AllReduceRank(const std::string& store_dir, int rank, int size, bool shared_memory) {
   std::unique_ptr<loom::engine::KeyValueStore> store;
-  auto comm = Join(store_dir, rank, size, &store);
+  auto comm = Join(store_dir, rank, size, &store, shared_memory);
   if (!comm.ok()) {
     std::fprintf(stderr, "%s\n", std::string(comm.status().message()).c_str());
     return 1;
   }
   for (int64_t bytes = 1024; bytes <= (int64_t{256} << 20); bytes *= 4) {
     std::vector<float> data(bytes / 4, 1.0f);
-    const int reps = bytes < (1 << 20) ? 50 : bytes < (16 << 20) ? 10 : 3;
+    const int reps = bytes < (1 << 20) ? 50 : bytes < (16 << 20) ? 10 : 5;
     (void)(*comm)->AllReduceSum(data.data(), data.size());  // warm-up
     (void)(*comm)->Barrier();
     double best = 1e30;
@@ -215,6 +219,7 @@ double MemcpySeconds(int64_t bytes) {
 int main(int argc, char** argv) {
   std::string mode, store;
   int rank = 0, size = 2, threads = 1, steps = 5;
+  std::string transport = "shm";
   loom::CommandLine cl(
       "bench_allreduce",
       "Gloo all-reduce bus bandwidth vs memcpy on loopback, and DP=2 scaling of the demo model.");
@@ -223,28 +228,34 @@ int main(int argc, char** argv) {
   cl.AddFlag("size", &size, "internal");
   cl.AddFlag("store", &store, "internal");
   cl.AddFlag("threads", &threads, "internal");
+  cl.AddFlag("transport", &transport, "internal: shm (same-host shared memory) or tcp (Gloo only)");
   cl.AddFlag("steps", &steps, "training steps timed in part 2");
   int exit_code = 0;
   if (!loom::ParseOrExit(cl, std::vector<std::string>(argv + 1, argv + argc), &exit_code)) return exit_code;
-  if (mode == "allreduce") return AllReduceRank(store, rank, size);
+  if (mode == "allreduce") return AllReduceRank(store, rank, size, transport != "tcp");
   if (mode == "train") return TrainRank(store, rank, size, threads, steps);
 
-  std::printf("Gloo all-reduce, 2 ranks on loopback (bus bandwidth = bytes / time for n = 2)\n");
-  std::printf("%10s %12s %12s %12s %7s\n", "bytes", "time", "bus GB/s", "memcpy GB/s", "ratio");
-  const std::string lines = RunRanks("allreduce", 2, {});
-  long long bytes;
-  double seconds;
-  for (const char* p = lines.c_str(); std::sscanf(p, "%lld %lf", &bytes, &seconds) == 2;) {
-    const double bus = bytes / seconds / 1e9;  // 2 (n-1)/n = 1 for n = 2
-    const double mem = bytes / MemcpySeconds(bytes) / 1e9;
-    std::printf("%10lld %10.1fus %12.2f %12.2f %7.2f\n", bytes, seconds * 1e6, bus, mem, bus / mem);
-    p = std::strchr(p, '\n');
-    if (p == nullptr) break;
-    ++p;
+  for (const char* kind : {"tcp", "shm"}) {
+    std::printf("%s, 2 ranks on this host (bus bandwidth = bytes / time for n = 2)\n",
+                std::string(kind) == "tcp" ? "Gloo all-reduce over TCP loopback"
+                                           : "Gloo communicator's float all-reduce, same-host shared memory");
+    std::printf("%10s %12s %12s %12s %7s\n", "bytes", "time", "bus GB/s", "memcpy GB/s", "ratio");
+    const std::string lines = RunRanks("allreduce", 2, {"--transport", kind});
+    long long bytes;
+    double seconds;
+    for (const char* p = lines.c_str(); std::sscanf(p, "%lld %lf", &bytes, &seconds) == 2;) {
+      const double bus = bytes / seconds / 1e9;  // 2 (n-1)/n = 1 for n = 2
+      const double mem = bytes / MemcpySeconds(bytes) / 1e9;
+      std::printf("%10lld %10.1fus %12.2f %12.2f %7.2f\n", bytes, seconds * 1e6, bus, mem, bus / mem);
+      p = std::strchr(p, '\n');
+      if (p == nullptr) break;
+      ++p;
+    }
+    std::printf("\n");
+    std::fflush(stdout);
   }
-  std::fflush(stdout);
 
-  std::printf("\ndemo model (4 layers, d_model 256, 4096 tokens/step), same 2 cores:\n");
+  std::printf("demo model (4 layers, d_model 256, 4096 tokens/step), same 2 cores, shared memory:\n");
   const std::string one = RunRanks("train", 1, {"--threads", "2", "--steps", std::to_string(steps)});
   const std::string two = RunRanks("train", 2, {"--threads", "1", "--steps", std::to_string(steps)});
   double tps1 = 0, tps2 = 0, ar1 = 0, ar2 = 0, step1 = 0, step2 = 0;

@@ -265,13 +265,20 @@ TEST(TrainingCluster, AnElasticJobThatLosesAWorkerContinuesOnFewerRanksWithTheSa
   cluster.StartCoordinator();
   cluster.StartWorker("w1", 1);
   cluster.StartWorker("w2", 1);
-  const std::string id = cluster.Submit(WritePlan(cluster, 2, "elastic", 1, 1, /*elastic=*/true));
+  const std::string plan = WritePlan(cluster, 2, "elastic", 1, 1, /*elastic=*/true);
+  // Uninterrupted, for reference.
+  const std::string straight_id = cluster.Submit(plan);
+  const PlanStatus straight = cluster.WaitForPlan(straight_id, Ended, std::chrono::seconds(120));
+  ASSERT_EQ(straight.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  const auto reference = RankLosses(RankLog(cluster, straight.jobs(0).rank_workers(0), straight_id, "core", 1));
+  ASSERT_EQ(reference.size(), 120u);
+
+  const std::string id = cluster.Submit(plan);
   const PlanStatus running = cluster.WaitForPlan(id, [](const PlanStatus& s) {
     return s.jobs(0).state() == loom::v1::JOB_STATE_RUNNING && s.jobs(0).last_checkpoint().step() >= 10;
   });
   ASSERT_EQ(running.jobs(0).rank_workers_size(), 2);
   ASSERT_LT(running.jobs(0).last_checkpoint().step(), 110) << "the stage ran too fast to be interrupted";
-  const std::string first_rank0 = running.jobs(0).rank_workers(0);
   const std::string victim = running.jobs(0).rank_workers(1);
   cluster.KillWorker(victim);
   const PlanStatus done = cluster.WaitForPlan(id, Ended, std::chrono::seconds(120));
@@ -283,19 +290,16 @@ TEST(TrainingCluster, AnElasticJobThatLosesAWorkerContinuesOnFewerRanksWithTheSa
   EXPECT_NE(survivor, victim);
   EXPECT_NE(cluster.Logs().find("elastic: dp 1 of 2, the same global batch"), std::string::npos) << cluster.Logs();
   EXPECT_EQ(core.progress().tokens(), 60 * 1024);
-  // Steps run by both attempts (the second restarts at its checkpoint) agree: the same batches,
-  // summed by one rank instead of two. Every step of the second attempt has the global batch.
-  const auto before = RankLosses(RankLog(cluster, first_rank0, id, "core", 1));
+  // From the checkpoint on, one rank sums what two did: the same training (1e-4 over the first
+  // ten steps, as dp=2 against one process; 1e-2 after), at the global batch of 512 tokens.
   const auto after = RankLosses(RankLog(cluster, survivor, id, "core", 2));
   ASSERT_FALSE(after.empty());
   EXPECT_EQ(after.rbegin()->first, 120);
-  int compared = 0;
+  const int64_t resumed_at = after.begin()->first;
   for (const auto& [step, loss] : after) {
-    if (!before.contains(step)) continue;
-    EXPECT_NEAR(std::stod(loss), std::stod(before.at(step)), 1e-4 * std::stod(loss)) << "step " << step;
-    ++compared;
+    const double x = std::stod(reference.at(step)), y = std::stod(loss);
+    EXPECT_NEAR(y, x, (step < resumed_at + 10 ? 1e-4 : 1e-2) * x) << "step " << step;
   }
-  EXPECT_GT(compared, 0) << "no step ran in both attempts";
   const std::string log = ReadAll(RankLog(cluster, survivor, id, "core", 2));
   EXPECT_EQ(log.find(" batch 256 "), std::string::npos) << "a step ran with half the global batch";
   EXPECT_NE(log.find(" batch 512 "), std::string::npos) << log.substr(0, 2000);

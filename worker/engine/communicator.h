@@ -63,6 +63,9 @@ struct GlooOptions {
   std::string host = "127.0.0.1";
   // Longest any one collective (and the rendezvous) may take.
   absl::Duration timeout = absl::Seconds(30);
+  // Float all-reduces through shared memory when every rank of the group runs on this host
+  // (shared_memory_reduce.h); off: always TCP.
+  bool shared_memory = true;
 };
 
 // Connects the full mesh of `options.size` ranks through `store` (which must outlive the call).

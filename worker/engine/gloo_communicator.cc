@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "worker/engine/communicator.h"
+#include "worker/engine/shared_memory_reduce.h"
 
 namespace loom::engine {
 namespace {
@@ -59,7 +60,20 @@ class GlooCommunicator : public Communicator {
   int rank() const override { return context_->rank; }
   int size() const override { return context_->size; }
 
-  absl::Status AllReduceSum(float* data, int64_t count) override { return AllReduce(data, count); }
+  absl::Status AllReduceSum(float* data, int64_t count) override {
+    if (!shm_) return AllReduce(data, count);
+    if (aborted_) return absl::AbortedError(absl::StrCat(name_, ": all-reduce after abort"));
+    if (broken_) return absl::FailedPreconditionError(absl::StrCat(name_, ": all-reduce on a broken group"));
+    absl::Status s = shm_->Sum(data, count, aborted_);
+    if (!s.ok()) {
+      broken_ = true;
+      return absl::Status(s.code(), absl::StrCat(name_, ": all-reduce failed (rank ", rank(), " of ", size(),
+                                                 "): ", s.message()));
+    }
+    return s;
+  }
+  void UseSharedMemory(std::unique_ptr<SharedMemoryReduce> shm) { shm_ = std::move(shm); }
+  bool uses_shared_memory() const { return shm_ != nullptr; }
   absl::Status AllReduceSum(double* data, int64_t count) override { return AllReduce(data, count); }
 
   absl::Status Broadcast(float* data, int64_t count, int root) override {
@@ -206,6 +220,7 @@ class GlooCommunicator : public Communicator {
   std::vector<float> work_, incoming_;  // reduce-scatter's partial sums and the chunk arriving
   std::atomic<bool> aborted_{false};
   bool broken_ = false;
+  std::unique_ptr<SharedMemoryReduce> shm_;  // float all-reduces when the group shares this host
 };
 
 }  // namespace
@@ -224,7 +239,14 @@ absl::StatusOr<std::unique_ptr<Communicator>> NewGlooCommunicator(KeyValueStore*
     GlooStoreAdapter adapter(store, options.timeout);
     gloo::rendezvous::PrefixStore prefixed(options.prefix, adapter);
     context->connectFullMesh(prefixed, device);
-    return std::make_unique<GlooCommunicator>(std::move(context), absl::StrCat("group ", options.prefix));
+    auto communicator = std::make_unique<GlooCommunicator>(std::move(context), absl::StrCat("group ", options.prefix));
+    if (options.shared_memory && options.size > 1) {
+      absl::StatusOr<std::unique_ptr<SharedMemoryReduce>> shm =
+          SharedMemoryReduce::Join(store, options.prefix, options.rank, options.size, options.timeout);
+      if (!shm.ok()) return shm.status();
+      communicator->UseSharedMemory(std::move(*shm));
+    }
+    return std::unique_ptr<Communicator>(std::move(communicator));
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("gloo: rank ", options.rank, " of ", options.size,
                                                " could not join group '", options.prefix, "': ", e.what()));

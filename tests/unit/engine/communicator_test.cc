@@ -2,6 +2,7 @@
 // threads of this process, each with its own Gloo context, meeting through a directory store.
 #include "worker/engine/communicator.h"
 
+#include <atomic>
 #include <functional>
 #include <thread>
 #include <vector>
@@ -10,6 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "worker/engine/shared_memory_reduce.h"
+#include "tests/unit/data/data_test_util.h"
 #include "tests/unit/engine/gloo_ranks.h"
 
 namespace loom::engine {
@@ -122,6 +125,77 @@ TEST(SingleProcessCommunicator, ReduceScatterCopiesAndPointToPointHasNoPeer) {
   ASSERT_TRUE(c->ReduceScatterSum(in.data(), 3, out.data()).ok());
   EXPECT_EQ(out, in);
   EXPECT_EQ(c->Send(in.data(), 3, 1, 0).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Float all-reduce, over TCP and through shared memory (the ranks share this host): exact sums of
+// small integers on every rank, for a buffer of several pieces with an uneven last one, split
+// three ways (parts of unequal size).
+TEST(Communicator, AllReduceSumsExactlyOverTcpAndThroughSharedMemory) {
+  const int64_t count = 3 * SharedMemoryReduce::kSlotFloats + 5;
+  for (bool shared_memory : {false, true}) {
+    std::vector<std::vector<float>> outs(3);
+    const auto results = OnGlooRanks(
+        3,
+        [&](Communicator& c) -> absl::Status {
+          std::vector<float>& v = outs[c.rank()];
+          v.resize(count);
+          for (int64_t i = 0; i < count; ++i) v[i] = Input(c.rank(), i);
+          // Twice: the second call reuses the slots the first left.
+          if (absl::Status s = c.AllReduceSum(v.data(), count); !s.ok()) return s;
+          for (float& x : v) x = -x;
+          return c.AllReduceSum(v.data(), count);
+        },
+        absl::Seconds(20), shared_memory);
+    for (int r = 0; r < 3; ++r) {
+      ASSERT_TRUE(results[r].ok()) << results[r];
+      for (int64_t i = 0; i < count; ++i) {
+        const float sum = Input(0, i) + Input(1, i) + Input(2, i);
+        ASSERT_EQ(outs[r][i], -3 * sum) << "rank " << r << " element " << i << " shared memory " << shared_memory;
+      }
+    }
+  }
+}
+
+// The shared-memory path itself: ranks of one host get a segment (not the TCP fallback), sum
+// exactly, and a peer that never arrives fails the call at the timeout instead of hanging.
+TEST(SharedMemoryReduce, RanksOnThisHostShareASegmentAndAMissingPeerTimesOut) {
+  data::testing::TempDir dir;
+  std::unique_ptr<KeyValueStore> store = NewDirectoryKeyValueStore(dir.path());
+  std::vector<std::unique_ptr<SharedMemoryReduce>> ranks(2);
+  std::vector<absl::Status> joined(2);
+  {
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r) {
+      threads.emplace_back([&, r] {
+        auto j = SharedMemoryReduce::Join(store.get(), "shm", r, 2, absl::Seconds(1));
+        joined[r] = j.status();
+        if (j.ok()) ranks[r] = std::move(*j);
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(joined[r].ok()) << joined[r];
+    ASSERT_NE(ranks[r], nullptr) << "ranks of one process must share a segment";
+  }
+  std::atomic<bool> aborted{false};
+  std::vector<std::vector<float>> data = {std::vector<float>(1000, 1.5f), std::vector<float>(1000, 2.0f)};
+  {
+    std::vector<std::thread> threads;
+    std::vector<absl::Status> summed(2);
+    for (int r = 0; r < 2; ++r) {
+      threads.emplace_back([&, r] { summed[r] = ranks[r]->Sum(data[r].data(), 1000, aborted); });
+    }
+    for (auto& t : threads) t.join();
+    for (int r = 0; r < 2; ++r) {
+      ASSERT_TRUE(summed[r].ok()) << summed[r];
+      EXPECT_EQ(data[r][999], 3.5f);
+    }
+  }
+  const absl::Time start = absl::Now();
+  const absl::Status alone = ranks[0]->Sum(data[0].data(), 1000, aborted);  // rank 1 never comes
+  EXPECT_EQ(alone.code(), absl::StatusCode::kDeadlineExceeded) << alone;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
 }
 
 }  // namespace

@@ -17,7 +17,8 @@ namespace loom::engine::testing {
 // Runs `body(group)` on `size` ranks at once and returns each rank's status (a failed rendezvous
 // is that rank's status).
 inline std::vector<absl::Status> OnGlooRanks(int size, const std::function<absl::Status(Communicator&)>& body,
-                                             absl::Duration timeout = absl::Seconds(20)) {
+                                             absl::Duration timeout = absl::Seconds(20),
+                                             bool shared_memory = true) {
   data::testing::TempDir dir;
   std::vector<absl::Status> results(size);
   std::vector<std::thread> threads;
@@ -29,6 +30,7 @@ inline std::vector<absl::Status> OnGlooRanks(int size, const std::function<absl:
       o.size = size;
       o.prefix = "test";
       o.timeout = timeout;
+      o.shared_memory = shared_memory;
       auto group = NewGlooCommunicator(store.get(), o);
       results[rank] = group.ok() ? body(**group) : group.status();
     });
