@@ -4,7 +4,8 @@
 // pipeline (Megatron's order: rank = (dp_rank · pp + pp_rank) · tp + tp_rank); the rest is data
 // parallel.
 //
-//   dp_rank_main --rank R --size N --store DIR --out FILE [--tp T] [--pp P] [--steps 20] [--fail-at-step K]
+//   dp_rank_main --rank R --size N --store DIR --out FILE [--tp T] [--pp P] [--bucket-floats F]
+//                [--steps 20] [--fail-at-step K]
 //                [--zero1] [--checkpoint-dir DIR --checkpoint-at K] [--resume CHECKPOINT]
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +21,7 @@
 #include "worker/engine/trainer.h"
 
 int main(int argc, char** argv) {
+  int64_t bucket_floats = int64_t{1} << 20;
   int rank = 0, size = 1, tp = 1, pp = 1, steps = 20, fail_at_step = 0, checkpoint_at = 0;
   bool zero1 = false;
   std::string store_dir, out, checkpoint_dir, resume;
@@ -34,6 +36,7 @@ int main(int argc, char** argv) {
   cl.AddFlag("steps", &steps, "optimizer steps");
   cl.AddFlag("fail-at-step", &fail_at_step, "exit(3) before this step (to test a lost peer)");
   cl.AddFlag("timeout", &timeout, "collective timeout");
+  cl.AddFlag("bucket-floats", &bucket_floats, "data parallel: all-reduce buckets overlapped with the backward (0: none)");
   cl.AddFlag("zero1", &zero1, "shard the optimizer state across the ranks (ZeRO-1)");
   cl.AddFlag("checkpoint-dir", &checkpoint_dir, "where --checkpoint-at writes");
   cl.AddFlag("checkpoint-at", &checkpoint_at, "write a checkpoint after this step");
@@ -100,6 +103,7 @@ stages:
   options.data_parallel = comm.get();
   options.tensor_parallel = tp_group.get();
   options.pipeline_parallel = pp_group.get();
+  options.bucket_floats = bucket_floats;
   options.stage.mutable_parallel()->set_zero1(zero1);
   options.checkpoint_dir = checkpoint_dir;
   options.resume_from = resume;

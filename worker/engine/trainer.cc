@@ -95,6 +95,9 @@ absl::Status Trainer::Init() {
   optimizer_ = std::make_unique<Optimizer>(model_->layout(), settings, shard);
   rng_ = Random(stage.seed());
   LOOM_RETURN_IF_ERROR(LoadOrInitState(settings));
+  if (dp_size() > 1 && !zero1() && !model_parallel() && options_.bucket_floats > 0) {
+    overlap_ = std::make_unique<OverlappedAllReduce>(options_.data_parallel, options_.bucket_floats);
+  }
   if (!options_.teacher_from.empty()) {
     absl::StatusOr<loom::v1::CheckpointManifest> manifest =
         ReadCheckpointManifest(options_.teacher_from, false);
@@ -293,6 +296,11 @@ absl::StatusOr<StepReport> Trainer::Step() {
   }
   for (int m = 0; m < micro_batches && pp_size() == 1; ++m) {
     const data::TokenBatch mb = SliceBatch(batch_, m * micro, micro);
+    // The last micro-batch's backward completes each layer's gradients: send them as it goes.
+    if (overlap_ && m + 1 == micro_batches) {
+      overlap_->Start(model_->grads());
+      model_->set_on_grads_ready([this](int64_t begin, int64_t end) { overlap_->Ready(begin, end); });
+    }
     if (teacher_) {
       // The teacher's logits live in its own activation buffer until its next Forward.
       const float* teacher_logits = teacher_->Forward(mb);
@@ -315,11 +323,19 @@ absl::StatusOr<StepReport> Trainer::Step() {
     }
     LOOM_RETURN_IF_ERROR(model_->RunBackward(logits));
   }
-  if (options_.data_parallel) {
+  double communication_wait = 0;
+  if (overlap_) {
+    model_->set_on_grads_ready(nullptr);
+    LOOM_RETURN_IF_ERROR(overlap_->Finish());
+    communication_wait = overlap_->exposed_seconds();
+  } else if (options_.data_parallel) {
+    const auto reduce_start = std::chrono::steady_clock::now();
     LOOM_RETURN_IF_ERROR(ReduceGradients());
-    if (absl::Status s = options_.data_parallel->AllReduceSum(&loss_sum, 1); !s.ok()) return s;
+    communication_wait = std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_start).count();
   }
+  if (options_.data_parallel) LOOM_RETURN_IF_ERROR(options_.data_parallel->AllReduceSum(&loss_sum, 1));
   LOOM_ASSIGN_OR_RETURN(StepReport r, ApplyOptimizer(batch_tokens, seq_len, micro_batches, start));
+  r.communication_wait_seconds = communication_wait;
   r.loss = loss_sum / targets;
   return r;
 }

@@ -21,6 +21,7 @@
 #include "worker/engine/batch_source.h"
 #include "worker/engine/communicator.h"
 #include "worker/engine/optimizer.h"
+#include "worker/engine/overlapped_all_reduce.h"
 #include "worker/engine/random.h"
 #include "worker/engine/transformer.h"
 
@@ -47,6 +48,10 @@ struct TrainerOptions {
   // every global batch, gradients are summed across the group before the optimizer, and only
   // rank 0 writes checkpoints (every rank holds the same weights).
   Communicator* data_parallel = nullptr;
+  // Data parallelism without ZeRO-1 or model parallelism: the gradients of the step's last
+  // micro-batch are all-reduced in buckets of this many floats while its backward pass goes on
+  // (overlapped_all_reduce.h); 0: one all-reduce after the backward.
+  int64_t bucket_floats = int64_t{1} << 20;
   // The tensor-parallel group (not owned; tensor_parallel.h); null or size 1: none. Its ranks
   // share one data-parallel rank's batches and each holds a shard of the model; checkpoints hold
   // the whole model (gathered at save, sliced at load). Pretraining-style and SFT losses only.
@@ -86,6 +91,9 @@ struct StepReport {
   int micro_batches = 0;
   double seconds = 0;
   double tokens_per_second = 0;
+  // Of `seconds`, the time spent waiting for the gradients' data-parallel communication (what the
+  // backward pass did not hide); 0 without data parallelism.
+  double communication_wait_seconds = 0;
   // Measures beyond the loss (dpo: "dpo/accuracy", "dpo/margin", "dpo/chosen_reward",
   // "dpo/rejected_reward", means over the step's pairs).
   std::map<std::string, double> metrics;
@@ -186,6 +194,7 @@ class Trainer {
   std::unique_ptr<Transformer> teacher_;  // distillation only
   std::unique_ptr<Optimizer> optimizer_;
   std::vector<float> zero1_padded_, zero1_chunk_;  // ZeRO-1's [dp * chunk] and [chunk] buffers
+  std::unique_ptr<OverlappedAllReduce> overlap_;   // bucketed all-reduce beside the backward
   Random rng_;
   int64_t tokens_ = 0;
   data::TokenBatch batch_;

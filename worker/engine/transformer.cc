@@ -219,6 +219,9 @@ absl::Status Transformer::RunBackward(const float* dlogits) {
   } else {
     std::copy_n(dlogits, n * d, S + d_x_);  // d(loss)/d(this stage's output), from the next stage
   }
+  // Ranges of the layout: embedding | layer 0 | ... | layer L-1 | final norm, head.
+  const int64_t layers_end = config_.has_head ? layout_.final_norm() : layout_.total();
+  if (on_grads_ready_ && config_.has_head && !config_.tied_embeddings) on_grads_ready_(layers_end, layout_.total());
   for (int l = config_.layers - 1; l >= 0; --l) {
     const LayerActs& a = layer_acts_[l];
     const LayerOffsets& w = layout_.layer(l);
@@ -244,6 +247,9 @@ absl::Status Transformer::RunBackward(const float* dlogits) {
     LOOM_RETURN_IF_ERROR(SumOverGroup(S + d_h_, n * d));
     k::RmsNormBackward(S + d_h_, A + a.x, P + w.input_norm, A + a.rstd1, S + d_x_, G + w.input_norm, n, d,
                        true);
+    if (on_grads_ready_) {
+      on_grads_ready_(w.input_norm, l + 1 < config_.layers ? layout_.layer(l + 1).input_norm : layers_end);
+    }
   }
   if (!config_.has_embedding) {
     // d_x is d(loss)/d(the received hidden states): input_grad() hands it to the previous stage.
@@ -260,6 +266,11 @@ absl::Status Transformer::RunBackward(const float* dlogits) {
     }
   } else {
     k::EmbeddingBackward(inputs_.data(), S + d_x_, G + layout_.embedding(), n, d);
+  }
+  if (on_grads_ready_) {
+    // The embedding (a tied one also holds the head's gradient), and a tied model's final norm.
+    if (layout_.embedding() >= 0) on_grads_ready_(0, layout_.layer(0).input_norm);
+    if (config_.has_head && config_.tied_embeddings) on_grads_ready_(layers_end, layout_.total());
   }
   return absl::OkStatus();
 }

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/statusor.h"
 #include "data/batch.h"
@@ -65,6 +66,12 @@ class Transformer {
   float* Forward(const data::TokenBatch& batch);
   void Backward(const float* dlogits);
 
+  // Called during RunBackward with each range [begin, end) of grads() whose gradients are complete
+  // for this backward: the final norm and head first, then each layer as its backward finishes,
+  // the embedding last. Data parallelism sends them while the backward goes on
+  // (overlapped_all_reduce.h). Empty: no calls.
+  void set_on_grads_ready(std::function<void(int64_t begin, int64_t end)> fn) { on_grads_ready_ = std::move(fn); }
+
   Communicator* tensor_parallel() const { return tp_; }
   // First vocabulary id of this rank's logits columns (0 without tensor parallelism).
   int64_t vocab_begin() const { return tp_ ? int64_t{tp_->rank()} * config_.vocab : 0; }
@@ -100,6 +107,7 @@ class Transformer {
   std::vector<int32_t> inputs_, positions_, segments_;
   bool has_segments_ = false;
   kernels::cpu::RopeTable rope_;
+  std::function<void(int64_t, int64_t)> on_grads_ready_;
 };
 
 }  // namespace loom::engine

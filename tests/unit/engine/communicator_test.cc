@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "worker/engine/overlapped_all_reduce.h"
 #include "worker/engine/shared_memory_reduce.h"
 #include "tests/unit/data/data_test_util.h"
 #include "tests/unit/engine/gloo_ranks.h"
@@ -196,6 +197,34 @@ TEST(SharedMemoryReduce, RanksOnThisHostShareASegmentAndAMissingPeerTimesOut) {
   const absl::Status alone = ranks[0]->Sum(data[0].data(), 1000, aborted);  // rank 1 never comes
   EXPECT_EQ(alone.code(), absl::StatusCode::kDeadlineExceeded) << alone;
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+// Bucketed all-reduce beside a backward pass: the ranges reported (downwards, adjacent ones packed
+// into buckets, a gap closing a bucket) are summed over the ranks; what was never reported is not.
+TEST(OverlappedAllReduce, SumsTheReportedRangesInBucketsAndNothingElse) {
+  const int64_t n = 10000;
+  std::vector<std::vector<float>> grads(2);
+  const auto results = OnGlooRanks(2, [&](Communicator& c) -> absl::Status {
+    std::vector<float>& g = grads[c.rank()];
+    g.assign(n, static_cast<float>(c.rank() + 1));
+    OverlappedAllReduce overlap(&c, /*bucket_floats=*/3000);
+    for (int step = 0; step < 2; ++step) {  // the thread and its buckets are reused across steps
+      overlap.Start(g.data());
+      overlap.Ready(8000, 10000);
+      overlap.Ready(6000, 8000);  // packed: 4000 >= 3000, sent
+      overlap.Ready(100, 6000);
+      overlap.Ready(0, 50);  // not adjacent: [100, 6000) is sent, [0, 50) waits for Finish
+      if (absl::Status s = overlap.Finish(); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  });
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(results[r].ok()) << results[r];
+    EXPECT_EQ(grads[r][0], 6.0f);       // 1 + 2 = 3 after the first step, 3 + 3 after the second
+    EXPECT_EQ(grads[r][75], r + 1.0f);  // never reported
+    EXPECT_EQ(grads[r][9999], 6.0f);
+    EXPECT_EQ(grads[r][5000], 6.0f);
+  }
 }
 
 }  // namespace
