@@ -5,7 +5,7 @@
 // parallel.
 //
 //   dp_rank_main --rank R --size N --store DIR --out FILE [--tp T] [--pp P] [--bucket-floats F]
-//                [--steps 20] [--fail-at-step K]
+//                [--tied] [--steps 20] [--fail-at-step K]
 //                [--zero1] [--checkpoint-dir DIR --checkpoint-at K] [--resume CHECKPOINT]
 #include <cstdio>
 #include <cstdlib>
@@ -23,7 +23,7 @@
 int main(int argc, char** argv) {
   int64_t bucket_floats = int64_t{1} << 20;
   int rank = 0, size = 1, tp = 1, pp = 1, steps = 20, fail_at_step = 0, checkpoint_at = 0;
-  bool zero1 = false;
+  bool zero1 = false, tied = false;
   std::string store_dir, out, checkpoint_dir, resume;
   absl::Duration timeout = absl::Seconds(20);
   loom::CommandLine cl("dp_rank_main", "One data-parallel rank of a small training run (test fixture).");
@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   cl.AddFlag("fail-at-step", &fail_at_step, "exit(3) before this step (to test a lost peer)");
   cl.AddFlag("timeout", &timeout, "collective timeout");
   cl.AddFlag("bucket-floats", &bucket_floats, "data parallel: all-reduce buckets overlapped with the backward (0: none)");
+  cl.AddFlag("tied", &tied, "tie the embedding and the output head");
   cl.AddFlag("zero1", &zero1, "shard the optimizer state across the ranks (ZeRO-1)");
   cl.AddFlag("checkpoint-dir", &checkpoint_dir, "where --checkpoint-at writes");
   cl.AddFlag("checkpoint-at", &checkpoint_at, "write a checkpoint after this step");
@@ -97,6 +98,7 @@ stages:
   if (!connect(absl::StrFormat("test/dp%d_%d", pp_rank, tp_rank), dp_rank, dp, &comm)) return 1;
   loom::engine::TrainerOptions options;
   options.model = parsed.plan.model();
+  options.model.set_tied_embeddings(tied);
   options.stage = loom::ResolveStage(parsed.plan, 0);
   options.plan_id = "dp-1";
   options.max_steps = steps;

@@ -71,10 +71,12 @@ double RelativeNormDiff(const std::vector<float>& a, const std::vector<float>& b
   return std::sqrt(diff / norm);
 }
 
-// Runs `size` ranks with `flags` and compares every rank's losses and whole weights with one process's.
-void ExpectMatchesSingleProcess(const std::string& name, int size, const std::string& flags = "") {
+// Runs `size` ranks with `flags` and compares every rank's losses and whole weights with one
+// process's (run with `single_flags`).
+void ExpectMatchesSingleProcess(const std::string& name, int size, const std::string& flags = "",
+                                const std::string& single_flags = "") {
   const std::string single = FreshDir("single_for_" + name);
-  ASSERT_EQ(RunGroup(single, 1), std::vector<int>{0});
+  ASSERT_EQ(RunGroup(single, 1, single_flags), std::vector<int>{0});
   const RunOutput reference = ReadOutput(single + "/rank0.out");
   ASSERT_EQ(reference.losses.size(), 20u);
 
@@ -117,6 +119,18 @@ TEST(PipelineParallel, TwoStagesOfFourMicroBatchesReproduceTheSingleProcessRun) 
 }
 TEST(PipelineParallel, TwoByTwoWithDataParallelReproducesTheSingleProcessRun) {
   ExpectMatchesSingleProcess("dp2_pp2", 4, "--pp 2");
+}
+
+// All three at once: each pipeline stage split across a tensor group, and data parallel on top.
+TEST(ThreeDimensionalParallel, TpTwoByPpTwoReproducesTheSingleProcessRun) {
+  ExpectMatchesSingleProcess("tp2_pp2", 4, "--tp 2 --pp 2");
+}
+TEST(ThreeDimensionalParallel, DpTwoByTpTwoByPpTwoReproducesTheSingleProcessRun) {
+  ExpectMatchesSingleProcess("dp2_tp2_pp2", 8, "--tp 2 --pp 2");
+}
+// A tied embedding: the first stage's and the last stage's copies, each split by vocabulary.
+TEST(ThreeDimensionalParallel, TiedEmbeddingsUnderTpTwoByPpTwoReproduceTheSingleProcessRun) {
+  ExpectMatchesSingleProcess("tied_tp2_pp2", 4, "--tp 2 --pp 2 --tied", "--tied");
 }
 
 TEST(TensorParallel, ADpTwoTpTwoCheckpointResumesInOneProcessUnderTpTwoAndUnderPpTwo) {

@@ -71,14 +71,18 @@ absl::Status SumTiedEmbeddingGrads(Communicator& group, Transformer& stage) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<double> PipelineGradNorm(Communicator& group, const Transformer& stage) {
+absl::StatusOr<double> PipelineGradNorm(Communicator& group, const Transformer& stage, Communicator* tensor) {
   // The head's copy of a tied embedding is the first stage's, counted there.
   const bool skip_embedding = !stage.config().has_embedding;
-  double squares = 0;
+  const bool split_by_tensor = tensor != nullptr && tensor->size() > 1;
+  double split = 0, replicated = 0;
   for (const ParamTensor& t : stage.layout().tensors()) {
     if (skip_embedding && t.offset == stage.layout().embedding()) continue;
-    squares += kernels::cpu::SumSquares(stage.grads() + t.offset, t.size);
+    const double squares = kernels::cpu::SumSquares(stage.grads() + t.offset, t.size);
+    (split_by_tensor && SplitOf(t.name) != TensorSplit::kReplicated ? split : replicated) += squares;
   }
+  if (split_by_tensor) LOOM_RETURN_IF_ERROR(tensor->AllReduceSum(&split, 1));
+  double squares = split + replicated;
   LOOM_RETURN_IF_ERROR(group.AllReduceSum(&squares, 1));
   return std::sqrt(squares);
 }

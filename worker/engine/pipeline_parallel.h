@@ -29,7 +29,8 @@ absl::StatusOr<TransformerConfig> PipelineStageConfig(const TransformerConfig& w
 
 // Every stage's tensors gathered through `group` (the pipeline, rank = stage) into `whole`,
 // laid out by ParameterLayout(whole_config). `stage` is this rank's buffer (weights, gradients
-// or optimizer moments, laid out like its parameters). A collective.
+// or optimizer moments, laid out like its stage's parameters: under tensor parallelism, gathered
+// over the tensor group first). A collective.
 absl::Status GatherStages(Communicator& group, const TransformerConfig& whole_config, const float* stage,
                           float* whole);
 
@@ -38,8 +39,10 @@ absl::Status GatherStages(Communicator& group, const TransformerConfig& whole_co
 absl::Status SumTiedEmbeddingGrads(Communicator& group, Transformer& stage);
 
 // sqrt(Σ g²) over the whole model from the stages (the head's copy of a tied embedding counted
-// once). A collective.
-absl::StatusOr<double> PipelineGradNorm(Communicator& group, const Transformer& stage);
+// once). With a tensor-parallel group inside each stage (`tensor` not null), split tensors' squares
+// are summed over it first and replicated ones counted once. A collective.
+absl::StatusOr<double> PipelineGradNorm(Communicator& group, const Transformer& stage,
+                                        Communicator* tensor = nullptr);
 
 // The last stage's loss over one micro-batch's logits: returns its sum and writes
 // d(loss)/d(logits) over the logits in place.

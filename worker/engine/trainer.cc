@@ -77,12 +77,12 @@ absl::Status Trainer::Init() {
     LOOM_RETURN_IF_ERROR(CheckModelParallelSupport());
     whole_layout_ = std::make_unique<ParameterLayout>(whole_config_);
   }
-  if (tp_size() > 1) {
-    LOOM_ASSIGN_OR_RETURN(TransformerConfig shard, TensorParallelConfig(whole_config_, tp_size()));
+  if (model_parallel()) {
+    // A pipeline stage's layers (all of them without pipeline parallelism), split across the
+    // tensor group (not at all without tensor parallelism).
+    LOOM_ASSIGN_OR_RETURN(stage_config_, PipelineStageConfig(whole_config_, pp_size(), pp_rank()));
+    LOOM_ASSIGN_OR_RETURN(TransformerConfig shard, TensorParallelConfig(stage_config_, tp_size()));
     model_ = std::make_unique<Transformer>(shard, options_.tensor_parallel);
-  } else if (pp_size() > 1) {
-    LOOM_ASSIGN_OR_RETURN(TransformerConfig stage_config, PipelineStageConfig(whole_config_, pp_size(), pp_rank()));
-    model_ = std::make_unique<Transformer>(stage_config);
   } else {
     model_ = std::make_unique<Transformer>(whole_config_);
   }
@@ -119,7 +119,6 @@ absl::Status Trainer::Init() {
 absl::Status Trainer::CheckModelParallelSupport() const {
   const std::string layout = absl::StrCat("parallel.tp ", tp_size(), ", parallel.pp ", pp_size());
   std::string what;
-  if (tp_size() > 1 && pp_size() > 1) what = "tensor and pipeline parallelism together";
   if (options_.preference) what = "a dpo stage (its loss reads whole-vocabulary log-probabilities)";
   if (options_.reward_model) what = "a reward_model stage (its loss reads whole-vocabulary logits)";
   if (options_.policy_gradient) what = "an rl stage (its loss reads whole-vocabulary log-probabilities)";
@@ -131,7 +130,15 @@ absl::Status Trainer::CheckModelParallelSupport() const {
 }
 
 absl::Status Trainer::GatherWhole(const float* local, float* whole) {
-  if (tp_size() > 1) return GatherTensors(*options_.tensor_parallel, *whole_layout_, model_->layout(), local, whole);
+  if (pp_size() == 1) return GatherTensors(*options_.tensor_parallel, *whole_layout_, model_->layout(), local, whole);
+  std::vector<float> stage;
+  if (tp_size() > 1) {  // this stage's tensors from the tensor group, then the stages
+    const ParameterLayout stage_layout(stage_config_);
+    stage.assign(stage_layout.total(), 0.0f);
+    LOOM_RETURN_IF_ERROR(
+        GatherTensors(*options_.tensor_parallel, stage_layout, model_->layout(), local, stage.data()));
+    local = stage.data();
+  }
   return GatherStages(*options_.pipeline_parallel, whole_config_, local, whole);
 }
 
@@ -284,13 +291,14 @@ absl::StatusOr<StepReport> Trainer::Step() {
   if (pp_size() > 1) {
     std::vector<data::TokenBatch> mbs;
     for (int m = 0; m < micro_batches; ++m) mbs.push_back(SliceBatch(batch_, m * micro, micro));
-    LOOM_ASSIGN_OR_RETURN(
-        loss_sum, RunOneForwardOneBackward(*options_.pipeline_parallel, *model_, mbs,
-                                           [&](const data::TokenBatch& mb, float* logits) -> absl::StatusOr<double> {
-                                             return kernels::cpu::CrossEntropy(logits, mb.targets.data(), mb.tokens(),
-                                                                               vocab, grad_scale, logits)
-                                                 .loss_sum;
-                                           }));
+    auto loss = [&](const data::TokenBatch& mb, float* logits) -> absl::StatusOr<double> {
+      if (tp_size() > 1) {
+        return VocabParallelCrossEntropy(*options_.tensor_parallel, logits, mb.targets.data(), mb.tokens(), vocab,
+                                         model_->vocab_begin(), grad_scale, logits);
+      }
+      return kernels::cpu::CrossEntropy(logits, mb.targets.data(), mb.tokens(), vocab, grad_scale, logits).loss_sum;
+    };
+    LOOM_ASSIGN_OR_RETURN(loss_sum, RunOneForwardOneBackward(*options_.pipeline_parallel, *model_, mbs, loss));
     // The last stage has the loss; every stage reports it.
     LOOM_RETURN_IF_ERROR(options_.pipeline_parallel->AllReduceSum(&loss_sum, 1));
   }
@@ -382,12 +390,12 @@ absl::StatusOr<StepReport> Trainer::ApplyOptimizer(int64_t batch_tokens, int seq
     norm = std::sqrt(squares);
     optimizer_->StepShard(model_->params(), model_->grads(), static_cast<float>(lr), norm);
     LOOM_RETURN_IF_ERROR(GatherShards(model_->params() + begin, model_->params()));
-  } else if (tp_size() > 1) {
-    LOOM_ASSIGN_OR_RETURN(norm, TensorParallelGradNorm(*options_.tensor_parallel, model_->layout(), model_->grads()));
-    optimizer_->StepShard(model_->params(), model_->grads(), static_cast<float>(lr), norm);
   } else if (pp_size() > 1) {
     LOOM_RETURN_IF_ERROR(SumTiedEmbeddingGrads(*options_.pipeline_parallel, *model_));
-    LOOM_ASSIGN_OR_RETURN(norm, PipelineGradNorm(*options_.pipeline_parallel, *model_));
+    LOOM_ASSIGN_OR_RETURN(norm, PipelineGradNorm(*options_.pipeline_parallel, *model_, options_.tensor_parallel));
+    optimizer_->StepShard(model_->params(), model_->grads(), static_cast<float>(lr), norm);
+  } else if (tp_size() > 1) {
+    LOOM_ASSIGN_OR_RETURN(norm, TensorParallelGradNorm(*options_.tensor_parallel, model_->layout(), model_->grads()));
     optimizer_->StepShard(model_->params(), model_->grads(), static_cast<float>(lr), norm);
   } else {
     norm = optimizer_->Step(model_->params(), model_->grads(), static_cast<float>(lr));

@@ -58,7 +58,8 @@ struct TrainerOptions {
   Communicator* tensor_parallel = nullptr;
   // The pipeline-parallel group (not owned; pipeline_parallel.h; rank = stage); null or size 1:
   // none. Its ranks share one data-parallel rank's batches, each runs its stage's layers under the
-  // 1F1B schedule; checkpoints hold the whole model. Not together with tensor parallelism yet.
+  // 1F1B schedule; checkpoints hold the whole model. With tensor parallelism too, each stage is
+  // split across its tensor group (rank = (dp_rank · pp + pp_rank) · tp + tp_rank).
   Communicator* pipeline_parallel = nullptr;
   // Distillation (a `distill` stage): the teacher's checkpoint, run forward beside the student
   // on every micro-batch; the loss is then the distillation loss of kernels/cpu/distill.h.
@@ -190,6 +191,7 @@ class Trainer {
   loom::v1::ModelConfig effective_model_;
   std::unique_ptr<Transformer> model_;
   TransformerConfig whole_config_;                 // the model's architecture, unsharded
+  TransformerConfig stage_config_;                 // this pipeline stage's, before the tensor split
   std::unique_ptr<ParameterLayout> whole_layout_;  // its layout (tensor or pipeline parallel only)
   std::unique_ptr<Transformer> teacher_;  // distillation only
   std::unique_ptr<Optimizer> optimizer_;
