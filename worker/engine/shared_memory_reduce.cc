@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -119,9 +120,15 @@ absl::Status SharedMemoryReduce::Arrive(uint64_t value, const std::atomic<bool>&
   const absl::Time deadline = absl::Now() + timeout_;
   for (int r = 0; r < size_; ++r) {
     for (int64_t spins = 0; counter(r).load(std::memory_order_acquire) < value; ++spins) {
-      if (spins < 1000) continue;
-      std::this_thread::yield();
-      if (spins % 4096 != 0) continue;
+      if (spins < 1000) continue;  // the peer is about to arrive
+      if (spins < 5000) {
+        std::this_thread::yield();
+        continue;
+      }
+      // A peer still computing (the all-reduce runs beside the backward pass): sleep, so this
+      // thread does not take the cores the computation needs.
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+      if (spins % 256 != 0) continue;
       if (aborted) return absl::AbortedError("shared-memory all-reduce aborted");
       const int32_t peer = pid(r);
       if (peer > 0 && kill(peer, 0) != 0 && errno == ESRCH) {
