@@ -229,8 +229,14 @@ void Coordinator::ScheduleLocked() {
     }
     free.push_back(std::move(f));
   }
-  int live_slots = 0;
+  // Slots of live workers, and of workers this coordinator has seen and lost (still listed, with
+  // no link): an elastic job shrinks only for capacity that went away, not while the cluster is
+  // still coming up.
+  int live_slots = 0, lost_slots = 0;
   for (const FreeWorker& f : free) live_slots += f.total_slots;
+  for (const auto& [id, w] : workers_) {
+    if (w.link == nullptr) lost_slots += w.status.slots();
+  }
   std::vector<JobRequest> requests;
   for (const Candidate& c : candidates) {
     const loom::v1::Stage stage = ResolveStage(c.plan->plan(), c.index);
@@ -239,10 +245,11 @@ void Coordinator::ScheduleLocked() {
     r.dp = std::max(1, stage.parallel().dp());
     r.tp = std::max(1, stage.parallel().tp());
     r.pp = std::max(1, stage.parallel().pp());
-    // Elastic: after a failed attempt (a node lost, say), or when the live workers can no longer
-    // hold the full layout, the job may run on fewer data-parallel ranks.
+    // Elastic: after a failed attempt (a node lost, say), or when lost workers leave the live ones
+    // too few for the full layout, the job may run on fewer data-parallel ranks.
     r.elastic = stage.parallel().elastic() &&
-                (c.plan->status().jobs(c.index).attempt() > 0 || r.world_size() > live_slots);
+                (c.plan->status().jobs(c.index).attempt() > 0 ||
+                 (r.world_size() > live_slots && r.world_size() <= live_slots + lost_slots));
     requests.push_back(r);
   }
   const std::vector<ScheduleDecision> decisions = Schedule(requests, std::move(free));

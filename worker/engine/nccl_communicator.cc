@@ -29,7 +29,8 @@ class NcclCommunicator : public Communicator {
   ~NcclCommunicator() override {
     cudaSetDevice(device_);
     if (scratch_ != nullptr) cudaFree(scratch_);
-    if (broken_ || aborted_) {
+    if (comm_aborted_) {
+    } else if (broken_ || aborted_) {
       ncclCommAbort(comm_);
     } else {
       ncclCommDestroy(comm_);
@@ -94,8 +95,11 @@ class NcclCommunicator : public Communicator {
   // Waits for the call just issued: its stream drains, or NCCL reports an error, or the timeout or
   // an abort ends the communicator.
   absl::Status Run(const char* what, ncclResult_t issued) {
+    // A failed communicator is aborted at once: its kernels stop using the caller's buffers.
     auto fail = [&](absl::StatusCode code, const std::string& why) {
       broken_ = true;
+      if (!comm_aborted_) ncclCommAbort(comm_);
+      comm_aborted_ = true;
       return absl::Status(code, absl::StrCat(name_, ": ", what, " failed (rank ", rank_, " of ", size_, "): ", why));
     };
     if (aborted_) return absl::AbortedError(absl::StrCat(name_, ": ", what, " after abort"));
@@ -103,12 +107,16 @@ class NcclCommunicator : public Communicator {
     if (!Launched(issued)) return fail(absl::StatusCode::kUnavailable, ncclGetErrorString(issued));
     const absl::Time deadline = absl::Now() + timeout_;
     while (true) {
-      const cudaError_t e = cudaStreamQuery(stream_);
-      if (e == cudaSuccess) return absl::OkStatus();
-      if (e != cudaErrorNotReady) return fail(absl::StatusCode::kInternal, cudaGetErrorString(e));
+      // Non-blocking: until NCCL stops answering ncclInProgress the call may not be on the stream
+      // yet, and an empty stream would look finished.
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async);
       if (!Launched(async)) return fail(absl::StatusCode::kUnavailable, ncclGetErrorString(async));
+      if (async == ncclSuccess) {
+        const cudaError_t e = cudaStreamQuery(stream_);
+        if (e == cudaSuccess) return absl::OkStatus();
+        if (e != cudaErrorNotReady) return fail(absl::StatusCode::kInternal, cudaGetErrorString(e));
+      }
       if (aborted_) return fail(absl::StatusCode::kAborted, "aborted");
       if (absl::Now() > deadline) {
         return fail(absl::StatusCode::kDeadlineExceeded, absl::StrCat("timed out after ", absl::FormatDuration(timeout_)));
@@ -125,6 +133,7 @@ class NcclCommunicator : public Communicator {
   float* scratch_ = nullptr;  // the barrier's one float
   std::atomic<bool> aborted_{false};
   bool broken_ = false;
+  bool comm_aborted_ = false;  // ncclCommAbort has run
 };
 
 }  // namespace

@@ -82,6 +82,17 @@ absl::StatusOr<std::unique_ptr<SharedMemoryReduce>> SharedMemoryReduce::Join(Key
     base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
   }
+  // Whatever happens from here (a peer that never answers included), rank 0 removes the name and
+  // a mapping not handed to a SharedMemoryReduce is unmapped: nothing is left in /dev/shm.
+  struct Cleanup {
+    std::string name;
+    void* base;
+    size_t bytes;
+    ~Cleanup() {
+      if (!name.empty()) shm_unlink(name.c_str());
+      if (base != MAP_FAILED) munmap(base, bytes);
+    }
+  } cleanup{rank == 0 ? name : std::string(), base, bytes};
   // Everyone says whether it mapped; rank 0 then removes the name.
   LOOM_RETURN_IF_ERROR(store->Set(absl::StrCat(prefix, "/shm/mapped/", rank), base != MAP_FAILED ? "1" : "0"));
   bool all_mapped = !name.empty();
@@ -90,13 +101,10 @@ absl::StatusOr<std::unique_ptr<SharedMemoryReduce>> SharedMemoryReduce::Join(Key
     if (!mapped.ok()) return mapped.status();
     all_mapped = all_mapped && *mapped == "1";
   }
-  if (rank == 0 && !name.empty()) shm_unlink(name.c_str());
-  if (!all_mapped) {
-    if (base != MAP_FAILED) munmap(base, bytes);
-    return std::unique_ptr<SharedMemoryReduce>();
-  }
+  if (!all_mapped) return std::unique_ptr<SharedMemoryReduce>();
+  cleanup.base = MAP_FAILED;  // the SharedMemoryReduce unmaps it
   std::unique_ptr<SharedMemoryReduce> reduce(new SharedMemoryReduce(rank, size, timeout, base, bytes));
-  reduce->pid(rank) = getpid();
+  reduce->pid(rank).store(getpid(), std::memory_order_relaxed);
   return reduce;
 }
 
@@ -108,8 +116,8 @@ SharedMemoryReduce::~SharedMemoryReduce() { munmap(base_, bytes_); }
 std::atomic<uint64_t>& SharedMemoryReduce::counter(int rank) const {
   return *reinterpret_cast<std::atomic<uint64_t>*>(static_cast<char*>(base_) + kLine * rank);
 }
-int32_t& SharedMemoryReduce::pid(int rank) const {
-  return *reinterpret_cast<int32_t*>(static_cast<char*>(base_) + kLine * (size_ + rank));
+std::atomic<int32_t>& SharedMemoryReduce::pid(int rank) const {
+  return *reinterpret_cast<std::atomic<int32_t>*>(static_cast<char*>(base_) + kLine * (size_ + rank));
 }
 float* SharedMemoryReduce::slot(int set, int rank) const {
   return reinterpret_cast<float*>(static_cast<char*>(base_) + 2 * kLine * size_) + kSlotFloats * (set * size_ + rank);
@@ -130,7 +138,7 @@ absl::Status SharedMemoryReduce::Arrive(uint64_t value, const std::atomic<bool>&
       std::this_thread::sleep_for(std::chrono::microseconds(20));
       if (spins % 256 != 0) continue;
       if (aborted) return absl::AbortedError("shared-memory all-reduce aborted");
-      const int32_t peer = pid(r);
+      const int32_t peer = pid(r).load(std::memory_order_relaxed);
       if (peer > 0 && kill(peer, 0) != 0 && errno == ESRCH) {
         return absl::UnavailableError(absl::StrCat("shared-memory all-reduce: rank ", r, " (pid ", peer,
                                                    ") exited"));

@@ -45,7 +45,7 @@ class SharedMemoryReduce {
   // Publishes this rank's arrival at `value` and waits until every rank has reached it.
   absl::Status Arrive(uint64_t value, const std::atomic<bool>& aborted);
   std::atomic<uint64_t>& counter(int rank) const;
-  int32_t& pid(int rank) const;
+  std::atomic<int32_t>& pid(int rank) const;
   float* slot(int set, int rank) const;
 
   int rank_, size_;

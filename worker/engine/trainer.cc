@@ -510,9 +510,12 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Optimizer> gathered, WholeOptimizer());
   std::unique_ptr<Transformer> whole_model;
   if (model_parallel()) {
+    // Every rank joins the gather; only the writer keeps a whole model to write.
     LOOM_ASSIGN_OR_RETURN(std::vector<float> weights, WholeWeights());
-    whole_model = std::make_unique<Transformer>(whole_config_);
-    std::copy(weights.begin(), weights.end(), whole_model->params());
+    if (writer()) {
+      whole_model = std::make_unique<Transformer>(whole_config_);
+      std::copy(weights.begin(), weights.end(), whole_model->params());
+    }
   }
   if (writer()) {
     loom::v1::CheckpointManifest manifest;

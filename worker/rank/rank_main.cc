@@ -514,12 +514,13 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   if (online_source) online_source->SetModels(&trainer->model(), rl_reference.get());
 
   // What evaluations read: under tensor or pipeline parallelism a whole copy of the model,
-  // gathered from the group (a collective: each of data-parallel rank 0's tensor ranks or stages
-  // evaluates it, with the same numbers).
+  // gathered from the group (a collective every tensor rank and stage of data-parallel rank 0
+  // joins), evaluated by the first of them alone: null on the others, which skip the evaluation.
   std::unique_ptr<loom::engine::Transformer> whole_model;
   auto eval_model = [&]() -> absl::StatusOr<loom::engine::Transformer*> {
     if (layout.tp() <= 1 && layout.pp() <= 1) return &trainer->model();
     LOOM_ASSIGN_OR_RETURN(std::vector<float> weights, trainer->WholeWeights());
+    if (layout.tp_rank() != 0 || layout.pp_rank() != 0) return nullptr;
     if (!whole_model) {
       LOOM_ASSIGN_OR_RETURN(loom::engine::TransformerConfig config,
                             loom::engine::TransformerConfig::FromProto(trainer->effective_model()));
@@ -601,7 +602,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     if (!heldout_pairs.empty()) eval_preferences("/before", &p);
     if (math_before) {
       LOOM_ASSIGN_OR_RETURN(loom::engine::Transformer * model, eval_model());
-      LOOM_RETURN_IF_ERROR(EvaluateMath(a.stage(), data_dir, *model, *tokenizer, &p, "/before"));
+      if (model != nullptr) LOOM_RETURN_IF_ERROR(EvaluateMath(a.stage(), data_dir, *model, *tokenizer, &p, "/before"));
     }
     report(m);
   }
@@ -613,8 +614,10 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     p.set_tokens(trainer->tokens());
     p.set_time_ms(NowMs());
     LOOM_ASSIGN_OR_RETURN(loom::engine::Transformer * model, eval_model());
-    LOOM_RETURN_IF_ERROR(eval_lengths(*model, "/before", &p));
-    report(m);
+    if (model != nullptr) {
+      LOOM_RETURN_IF_ERROR(eval_lengths(*model, "/before", &p));
+      report(m);
+    }
   }
   absl::Time checkpoint_start = absl::Now();
   absl::Status status = trainer->Run(
@@ -637,11 +640,11 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
         const int every = eval.has_every_steps() ? eval.every_steps() : 0;
         for (const auto& [name, value] : r.metrics) (*p.mutable_train_metrics())[name] = value;
         const bool evaluates = evaluator || (eval.math_accuracy() && layout.dp_rank() == 0) || !heldout_pairs.empty();
-        if (evaluates && ((every > 0 && r.step % every == 0) || trainer->Done())) {
+        // (A lambda: it ends early without skipping the step's report and log line below.)
+        if (evaluates && ((every > 0 && r.step % every == 0) || trainer->Done())) [&] {
           absl::StatusOr<loom::engine::Transformer*> model = eval_model();
-          if (!model.ok()) {
-            if (eval_status.ok()) eval_status = model.status();
-            report(m);
+          if (!model.ok() || *model == nullptr) {  // failed, or another rank of the group evaluates
+            if (!model.ok() && eval_status.ok()) eval_status = model.status();
             return;
           }
           absl::StatusOr<std::map<std::string, double>> losses =
@@ -663,7 +666,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
             if (!s.ok() && eval_status.ok()) eval_status = s;
           }
           if (!heldout_pairs.empty()) eval_preferences("", &p);
-        }
+        }();
         report(m);
         // The rank's log (rank.log) keeps every step, exactly, for people and tests.
         std::printf("step %lld tokens %lld loss %.17g lr %.6g grad_norm %.6g seq %d batch %lld tok/s %.0f\n",
