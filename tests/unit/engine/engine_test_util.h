@@ -10,8 +10,26 @@
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
 #include "common/plan_validation.h"
+#include "worker/engine/transformer_config.h"
 
 namespace loom::testing {
+
+// A small model for the parallelism tests: 4 heads (2 KV heads) of 8, d_model 32, ffn 48, vocab 64,
+// no sliding window; init_std 0.2, large enough that every logit matters.
+inline engine::TransformerConfig SmallTransformerConfig(int layers, bool tied) {
+  engine::TransformerConfig c;
+  c.layers = layers;
+  c.d_model = 32;
+  c.heads = 4;
+  c.kv_heads = 2;
+  c.head_dim = 8;
+  c.ffn = 48;
+  c.vocab = 64;
+  c.local_layer.assign(layers, false);
+  c.tied_embeddings = tied;
+  c.init_std = 0.2f;
+  return c;
+}
 
 // |a − b| / |b| over n floats (norms of the difference and of b): how far a parallel run's
 // weights or gradients are from the single-process ones.

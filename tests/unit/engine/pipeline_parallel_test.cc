@@ -19,19 +19,11 @@
 namespace loom::engine {
 namespace {
 
+// Three layers, the middle one with a sliding window (each stage keeps its layers' windows).
 TransformerConfig ThreeLayers(bool tied) {
-  TransformerConfig c;
-  c.layers = 3;
-  c.d_model = 32;
-  c.heads = 4;
-  c.kv_heads = 2;
-  c.head_dim = 8;
-  c.ffn = 48;
-  c.vocab = 64;
+  TransformerConfig c = loom::testing::SmallTransformerConfig(3, tied);
   c.local_layer = {false, true, false};
   c.sliding_window = 4;
-  c.tied_embeddings = tied;
-  c.init_std = 0.2f;
   return c;
 }
 

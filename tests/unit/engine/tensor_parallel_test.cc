@@ -18,20 +18,7 @@
 namespace loom::engine {
 namespace {
 
-TransformerConfig SmallConfig(bool tied) {
-  TransformerConfig c;
-  c.layers = 2;
-  c.d_model = 32;
-  c.heads = 4;
-  c.kv_heads = 2;
-  c.head_dim = 8;
-  c.ffn = 48;
-  c.vocab = 64;
-  c.local_layer.assign(c.layers, false);
-  c.tied_embeddings = tied;
-  c.init_std = 0.2f;  // large enough that every logit matters
-  return c;
-}
+TransformerConfig SmallConfig(bool tied) { return loom::testing::SmallTransformerConfig(2, tied); }
 
 data::TokenBatch Batch(int batch, int seq_len, int vocab) {
   data::TokenBatch b;
