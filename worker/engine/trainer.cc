@@ -76,8 +76,6 @@ absl::Status Trainer::Init() {
   if (model_parallel()) {
     LOOM_RETURN_IF_ERROR(CheckModelParallelSupport());
     whole_layout_ = std::make_unique<ParameterLayout>(whole_config_);
-  }
-  if (model_parallel()) {
     // A pipeline stage's layers (all of them without pipeline parallelism), split across the
     // tensor group (not at all without tensor parallelism).
     LOOM_ASSIGN_OR_RETURN(stage_config_, PipelineStageConfig(whole_config_, pp_size(), pp_rank()));
@@ -288,48 +286,44 @@ absl::StatusOr<StepReport> Trainer::Step() {
   double loss_sum = 0;
   const int vocab = model_->config().vocab;
   const int micro_batches = batch_.batch_size / micro;
+  // Cross-entropy over a micro-batch's logits (this rank's vocabulary columns under tensor
+  // parallelism), d(loss)/d(logits) written over them.
+  auto cross_entropy = [&](const data::TokenBatch& mb, float* logits) -> absl::StatusOr<double> {
+    if (tp_size() > 1) {
+      return VocabParallelCrossEntropy(*options_.tensor_parallel, logits, mb.targets.data(), mb.tokens(), vocab,
+                                       model_->vocab_begin(), grad_scale, logits);
+    }
+    return kernels::cpu::CrossEntropy(logits, mb.targets.data(), mb.tokens(), vocab, grad_scale, logits).loss_sum;
+  };
   if (pp_size() > 1) {
     std::vector<data::TokenBatch> mbs;
     for (int m = 0; m < micro_batches; ++m) mbs.push_back(SliceBatch(batch_, m * micro, micro));
-    auto loss = [&](const data::TokenBatch& mb, float* logits) -> absl::StatusOr<double> {
-      if (tp_size() > 1) {
-        return VocabParallelCrossEntropy(*options_.tensor_parallel, logits, mb.targets.data(), mb.tokens(), vocab,
-                                         model_->vocab_begin(), grad_scale, logits);
-      }
-      return kernels::cpu::CrossEntropy(logits, mb.targets.data(), mb.tokens(), vocab, grad_scale, logits).loss_sum;
-    };
-    LOOM_ASSIGN_OR_RETURN(loss_sum, RunOneForwardOneBackward(*options_.pipeline_parallel, *model_, mbs, loss));
+    LOOM_ASSIGN_OR_RETURN(loss_sum, RunOneForwardOneBackward(*options_.pipeline_parallel, *model_, mbs, cross_entropy));
     // The last stage has the loss; every stage reports it.
     LOOM_RETURN_IF_ERROR(options_.pipeline_parallel->AllReduceSum(&loss_sum, 1));
-  }
-  for (int m = 0; m < micro_batches && pp_size() == 1; ++m) {
-    const data::TokenBatch mb = SliceBatch(batch_, m * micro, micro);
-    // The last micro-batch's backward completes each layer's gradients: send them as it goes.
-    if (overlap_ && m + 1 == micro_batches) {
-      overlap_->Start(model_->grads());
-      model_->set_on_grads_ready([this](int64_t begin, int64_t end) { overlap_->Ready(begin, end); });
-    }
-    if (teacher_) {
-      // The teacher's logits live in its own activation buffer until its next Forward.
-      const float* teacher_logits = teacher_->Forward(mb);
-      float* logits = model_->Forward(mb);
-      loss_sum += kernels::cpu::DistillCrossEntropy(logits, teacher_logits, mb.targets.data(), mb.tokens(),
-                                                    vocab, options_.distill, grad_scale, logits)
-                      .loss_sum;
-      model_->Backward(logits);
-      continue;
-    }
-    LOOM_ASSIGN_OR_RETURN(float* logits, model_->RunForward(mb));
-    if (tp_size() > 1) {
-      LOOM_ASSIGN_OR_RETURN(double rows_loss, VocabParallelCrossEntropy(*options_.tensor_parallel, logits,
-                                                                        mb.targets.data(), mb.tokens(), vocab,
-                                                                        model_->vocab_begin(), grad_scale, logits));
+  } else {
+    for (int m = 0; m < micro_batches; ++m) {
+      const data::TokenBatch mb = SliceBatch(batch_, m * micro, micro);
+      // The last micro-batch's backward completes each layer's gradients: send them as it goes.
+      if (overlap_ && m + 1 == micro_batches) {
+        overlap_->Start(model_->grads());
+        model_->set_on_grads_ready([this](int64_t begin, int64_t end) { overlap_->Ready(begin, end); });
+      }
+      if (teacher_) {
+        // The teacher's logits live in its own activation buffer until its next Forward.
+        const float* teacher_logits = teacher_->Forward(mb);
+        float* logits = model_->Forward(mb);
+        loss_sum += kernels::cpu::DistillCrossEntropy(logits, teacher_logits, mb.targets.data(), mb.tokens(),
+                                                      vocab, options_.distill, grad_scale, logits)
+                        .loss_sum;
+        model_->Backward(logits);
+        continue;
+      }
+      LOOM_ASSIGN_OR_RETURN(float* logits, model_->RunForward(mb));
+      LOOM_ASSIGN_OR_RETURN(double rows_loss, cross_entropy(mb, logits));
       loss_sum += rows_loss;
-    } else {
-      loss_sum += kernels::cpu::CrossEntropy(logits, mb.targets.data(), mb.tokens(), vocab, grad_scale, logits)
-                      .loss_sum;
+      LOOM_RETURN_IF_ERROR(model_->RunBackward(logits));
     }
-    LOOM_RETURN_IF_ERROR(model_->RunBackward(logits));
   }
   double communication_wait = 0;
   if (overlap_) {
