@@ -15,19 +15,15 @@
 #include "common/command_line.h"
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
-#include "common/strings.h"
-#include "data/chat.h"
+#include "common/stage_inputs.h"
 #include "data/tokenizer.h"
-#include "data/verifier.h"
 #include "kernels/cpu/parallel.h"
 #include "nlohmann/json.hpp"
-#include "worker/engine/checkpoint.h"
-#include "worker/engine/evaluator.h"
-#include "worker/engine/generator.h"
-#include "worker/engine/math_eval.h"
-#include "worker/engine/hf_format.h"
-#include "worker/engine/sampler_source.h"
-#include "worker/engine/trainer.h"
+#include "worker/engine/model/checkpoint.h"
+#include "worker/engine/model/generator.h"
+#include "worker/engine/model/hf_format.h"
+#include "worker/engine/sources/batch_source.h"
+#include "worker/engine/stages/stage_runner.h"
 
 namespace loom::cli {
 namespace {
@@ -37,6 +33,42 @@ int Fail(const absl::Status& status, const char* command) {
   return 1;
 }
 
+// Prints a runner's reports as a person running one stage here wants them.
+class ConsoleReporter : public engine::StageReporter {
+ public:
+  // `json`: the measures are printed at the end as JSON, the log lines go to stderr.
+  explicit ConsoleReporter(bool json = false) : json_(json) {}
+
+  absl::Status Progress(const engine::ProgressReport& r) override {
+    if (r.step_done) {
+      std::printf("step %5lld  tokens %9lld  loss %.4f  lr %.3g  grad_norm %.3f  seq %d  batch %lld  %.0f tok/s\n",
+                  static_cast<long long>(r.step), static_cast<long long>(r.tokens), r.loss, r.learning_rate,
+                  r.grad_norm, r.seq_len, static_cast<long long>(r.global_batch_tokens), r.tokens_per_second);
+      std::fflush(stdout);
+    }
+    for (const auto& [set, loss] : r.eval_loss) eval_loss_[set] = loss;
+    for (const auto& [name, value] : r.eval_metrics) eval_metrics_[name] = value;
+    return absl::OkStatus();
+  }
+  absl::Status Checkpoint(const engine::CheckpointWritten& c) override {
+    std::printf("checkpoint %s\n", c.path.c_str());
+    std::fflush(stdout);
+    return absl::OkStatus();
+  }
+  void Log(const std::string& line) override {
+    std::fprintf(json_ ? stderr : stdout, "%s\n", line.c_str());
+    std::fflush(json_ ? stderr : stdout);
+  }
+  // {"eval_loss": {...}, "eval_metrics": {...}}, as `loom status --json` shows them.
+  std::string MeasuresJson() const {
+    return nlohmann::json{{"eval_loss", eval_loss_}, {"eval_metrics", eval_metrics_}}.dump(2);
+  }
+
+ private:
+  bool json_;
+  std::map<std::string, double> eval_loss_, eval_metrics_;
+};
+
 }  // namespace
 
 int RunTrainLocal(const Args& args) {
@@ -44,14 +76,15 @@ int RunTrainLocal(const Args& args) {
   int64_t steps = 0;
   int threads = 1;
   CommandLine cl("loom train-local",
-                 "Trains one stage of a plan in this process on a local text or token file, printing "
-                 "the loss of every step; checkpoints go to --out and a run resumes with --resume.");
+                 "Trains one stage of a plan in this process, with the runner a worker uses for its kind, "
+                 "on prepared data or a local text or token file, printing the loss of every step; "
+                 "checkpoints go to --out and a run resumes with --resume.");
   cl.AddPositional("PLAN", &plan_path, "plan file (.yaml, .json or .textproto)");
   cl.AddFlag("stage", &stage_name, "stage to train (default: the first)");
-  cl.AddFlag("text", &text_path, "train on this file's bytes (byte-level models: vocab_size 256)");
-  cl.AddFlag("tokens", &tokens_path, "train on this file of little-endian uint32 token ids");
+  cl.AddFlag("text", &text_path, "train on this file's bytes (byte-level models: vocab_size 256; pre-training kinds)");
+  cl.AddFlag("tokens", &tokens_path, "train on this file of little-endian uint32 token ids (pre-training kinds)");
   cl.AddFlag("data", &data_dir,
-             "train on prepared data (`loom data prepare` output) with the stage's data_mix");
+             "train on prepared data (`loom data prepare` output): the stage's data mix, chats or pairs");
   cl.AddFlag("steps", &steps, "stop after this many optimizer steps (0: the stage's token budget)");
   cl.AddFlag("out", &out_dir, "directory for checkpoints (step-NNNNNN/); empty: none");
   cl.AddFlag("resume", &resume, "checkpoint directory to resume from (weights, optimizer, data, RNG)");
@@ -72,72 +105,42 @@ int RunTrainLocal(const Args& args) {
 
   absl::StatusOr<loom::v1::TrainingPlan> plan = LoadPlan(plan_path);
   if (!plan.ok()) return Fail(plan.status(), "train-local");
-  int index = stage_name.empty() ? 0 : -1;
-  std::vector<std::string> names;
-  for (int i = 0; i < plan->stages_size(); ++i) {
-    names.push_back(plan->stages(i).name());
-    if (plan->stages(i).name() == stage_name) index = i;
-  }
+  const int index = stage_name.empty() ? (plan->stages_size() > 0 ? 0 : -1) : FindStage(*plan, stage_name);
   if (index < 0) {
+    std::vector<std::string> names;
+    for (const loom::v1::Stage& s : plan->stages()) names.push_back(s.name());
     std::fprintf(stderr, "loom train-local: the plan has no stage '%s' (stages: %s)\n", stage_name.c_str(),
                  absl::StrJoin(names, ", ").c_str());
     return 2;
   }
 
-  std::unique_ptr<engine::BatchSource> data;
-  int64_t data_tokens = 0;
-  const loom::v1::Stage stage = ResolveStage(*plan, index);
-  if (!data_dir.empty()) {
-    const std::string tokenizer_path =
-        plan->data().tokenizer().empty() ? data_dir + "/tokenizer.model" : plan->data().tokenizer();
-    auto tokenizer = data::Tokenizer::Load(tokenizer_path);
-    if (!tokenizer.ok()) return Fail(tokenizer.status(), "train-local");
-    if ((*tokenizer)->vocab_size() > plan->model().vocab_size()) {
-      std::fprintf(stderr, "loom train-local: model.vocab_size %d is smaller than the tokenizer's %d (%s)\n",
-                   plan->model().vocab_size(), (*tokenizer)->vocab_size(), tokenizer_path.c_str());
-      return 2;
-    }
-    auto source = engine::SamplerBatchSource::Open(stage, data_dir, (*tokenizer)->hash(),
-                                                   (*tokenizer)->vocab_size(), stage.seed());
+  engine::StageRun run;
+  run.plan_id = plan->name();
+  run.stage = ResolveStage(*plan, index);
+  run.model = ResolveModel(*plan, run.stage.model());
+  run.data = plan->data();
+  run.data.set_dir(data_dir);
+  run.inputs.set_from(from);
+  run.open_store = [] {
+    return absl::StatusOr<std::unique_ptr<engine::KeyValueStore>>(
+        absl::FailedPreconditionError("train-local runs one process: no rendezvous store"));
+  };
+  run.resume_from = resume;
+  run.checkpoint_dir = out_dir;
+  run.max_steps = steps;
+  run.threads = threads;
+  std::unique_ptr<engine::TokenStreamSource> tokens;
+  if (!text_path.empty() || !tokens_path.empty()) {
+    auto source = !text_path.empty() ? engine::TokenStreamSource::FromTextFile(text_path)
+                                     : engine::TokenStreamSource::FromTokenFile(tokens_path, run.model.vocab_size());
     if (!source.ok()) return Fail(source.status(), "train-local");
-    data = std::move(*source);
-  } else if (!text_path.empty()) {
-    auto source = engine::TokenStreamSource::FromTextFile(text_path);
-    if (!source.ok()) return Fail(source.status(), "train-local");
-    data_tokens = (*source)->size();
-    data = std::move(*source);
-  } else {
-    auto source = engine::TokenStreamSource::FromTokenFile(tokens_path, plan->model().vocab_size());
-    if (!source.ok()) return Fail(source.status(), "train-local");
-    data_tokens = (*source)->size();
-    data = std::move(*source);
+    tokens = std::move(*source);
+    std::printf("data: %lld tokens from %s\n", static_cast<long long>(tokens->size()),
+                (!text_path.empty() ? text_path : tokens_path).c_str());
+    run.token_source = tokens.get();
   }
-
-  kernels::cpu::SetNumThreads(threads);
-  engine::TrainerOptions options;
-  options.model = plan->model();
-  options.stage = stage;
-  options.plan_id = plan->name();
-  options.checkpoint_dir = out_dir;
-  options.resume_from = resume;
-  options.init_from = from;
-  options.max_steps = steps;
-  auto trainer = engine::Trainer::Create(options, data.get());
-  if (!trainer.ok()) return Fail(trainer.status(), "train-local");
-  std::printf("stage %s: %lld parameters, from step %lld%s\n", options.stage.name().c_str(),
-              static_cast<long long>((*trainer)->model().num_params()),
-              static_cast<long long>((*trainer)->step()),
-              data_tokens > 0 ? absl::StrCat(", ", data_tokens, " tokens of data").c_str() : "");
-  absl::Status status = (*trainer)->Run(
-      [](const engine::StepReport& r) {
-        std::printf(
-            "step %5lld  tokens %9lld  loss %.4f  lr %.3g  grad_norm %.3f  seq %d  batch %lld  %.0f tok/s\n",
-            static_cast<long long>(r.step), static_cast<long long>(r.tokens), r.loss, r.learning_rate,
-            r.grad_norm, r.seq_len, static_cast<long long>(r.global_batch_tokens), r.tokens_per_second);
-        std::fflush(stdout);
-      },
-      [](const std::string& path) { std::printf("checkpoint %s\n", path.c_str()); });
-  if (!status.ok()) return Fail(status, "train-local");
+  ConsoleReporter reporter;
+  if (absl::Status s = engine::RunStage(run, reporter); !s.ok()) return Fail(s, "train-local");
   return 0;
 }
 
@@ -258,18 +261,14 @@ int RunImportHf(const Args& args) {
   return 0;
 }
 
-}  // namespace loom::cli
-
-namespace loom::cli {
-
 int RunEval(const Args& args) {
   std::string checkpoint, data_dir, sets, math_source = "sft_math", tokenizer_path;
   bool math = false, json = false;
   int problems = 64, seq_len = 256, threads = 1, max_new_tokens = 64;
   int64_t max_tokens = 64 * 1024;
   CommandLine cl("loom eval",
-                 "Measures a checkpoint on prepared data in this process, as an `eval` stage does: held-out "
-                 "loss per source and math accuracy (greedy answers checked by the math verifier).");
+                 "Measures a checkpoint on prepared data in this process, with the runner of an `eval` stage: "
+                 "held-out loss per source and math accuracy (greedy answers checked by the math verifier).");
   cl.AddPositional("CHECKPOINT", &checkpoint, "Loom checkpoint directory");
   cl.AddFlag("data", &data_dir, "prepared data directory (`loom data prepare` output)");
   cl.AddFlag("set", &sets, "held-out sources to measure the loss on, comma-separated (e.g. math,code)");
@@ -294,61 +293,25 @@ int RunEval(const Args& args) {
     std::fprintf(stderr, "loom eval: nothing to measure: give --set SOURCES and/or --math\n");
     return 2;
   }
-  if (tokenizer_path.empty()) tokenizer_path = data_dir + "/tokenizer.model";
-  auto tokenizer = data::Tokenizer::Load(tokenizer_path);
-  if (!tokenizer.ok()) return Fail(tokenizer.status(), "eval");
-  kernels::cpu::SetNumThreads(threads);
-  auto loaded = engine::LoadModel(checkpoint);
-  if (!loaded.ok()) return Fail(loaded.status(), "eval");
-  engine::Transformer& model = **loaded;
-  if ((*tokenizer)->vocab_size() > model.config().vocab) {
-    std::fprintf(stderr, "loom eval: the tokenizer has %d pieces, more than the model's vocab_size %d\n",
-                 (*tokenizer)->vocab_size(), model.config().vocab);
-    return 2;
-  }
-
-  std::map<std::string, double> losses, metrics;
-  if (!set_list.empty()) {
-    engine::EvalOptions eo;
-    eo.data_dir = data_dir;
-    eo.sets = set_list;
-    eo.max_tokens = max_tokens;
-    eo.tokenizer_hash = (*tokenizer)->hash();
-    eo.vocab_size = (*tokenizer)->vocab_size();
-    auto evaluator = engine::Evaluator::Open(eo);
-    if (!evaluator.ok()) return Fail(evaluator.status(), "eval");
-    auto measured = (*evaluator)->Evaluate(model, seq_len, 1);
-    if (!measured.ok()) return Fail(measured.status(), "eval");
-    losses = *measured;
-  }
-  engine::MathEvalResult result;
-  if (math) {
-    auto conversations = data::ReadConversations(data_dir + "/" + math_source + "/heldout.jsonl");
-    if (!conversations.ok()) return Fail(conversations.status(), "eval");
-    engine::MathEvalOptions mo;
-    mo.max_problems = problems;
-    mo.max_new_tokens = max_new_tokens;
-    auto r = engine::EvaluateMathAccuracy(model, **tokenizer, *conversations, mo);
-    if (!r.ok()) return Fail(r.status(), "eval");
-    result = *r;
-    metrics[math_source + "/accuracy"] = result.accuracy();
-    metrics[math_source + "/no_answer"] = result.problems ? double(result.no_answer) / result.problems : 0.0;
-    metrics[math_source + "/problems"] = result.problems;
-  }
-  if (json) {
-    nlohmann::json out = {{"eval_loss", losses}, {"eval_metrics", metrics}};
-    std::printf("%s\n", out.dump(2).c_str());
-    return 0;
-  }
-  for (const auto& [set, loss] : losses) std::printf("%-12s held-out loss %.4f\n", set.c_str(), loss);
-  if (math) {
-    std::printf("%-12s accuracy %.1f%% (%d of %d correct, %d without an answer)\n", math_source.c_str(),
-                100 * result.accuracy(), result.correct, result.problems, result.no_answer);
-    for (const auto& s : result.samples) {
-      std::printf("  Q: %s\n  A: %s  [%s; reference: %s]\n", s.prompt.c_str(), s.answer.c_str(), s.verdict.c_str(),
-                  std::string(data::ExtractFinalNumber(s.reference).value_or("?")).c_str());
-    }
-  }
+  engine::StageRun run;
+  run.stage.set_name("eval");
+  run.stage.set_kind(loom::v1::STAGE_KIND_EVAL);
+  loom::v1::EvalConfig& eval = *run.stage.mutable_eval();
+  for (const std::string& set : set_list) eval.add_sets(set);
+  eval.set_max_tokens(max_tokens);
+  eval.set_seq_len(seq_len);
+  eval.set_math_accuracy(math);
+  eval.set_math_problems(problems);
+  eval.set_math_source(math_source);
+  eval.set_math_max_new_tokens(max_new_tokens);
+  ApplyStageDefaults(&run.stage);
+  run.data.set_dir(data_dir);
+  run.data.set_tokenizer(tokenizer_path);
+  run.inputs.set_from(checkpoint);
+  run.threads = threads;
+  ConsoleReporter reporter(json);
+  if (absl::Status s = engine::RunStage(run, reporter); !s.ok()) return Fail(s, "eval");
+  if (json) std::printf("%s\n", reporter.MeasuresJson().c_str());
   return 0;
 }
 

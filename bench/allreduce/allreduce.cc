@@ -29,8 +29,8 @@
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
 #include "kernels/cpu/parallel.h"
-#include "worker/engine/communicator.h"
-#include "worker/engine/trainer.h"
+#include "worker/engine/parallel/communicator.h"
+#include "worker/engine/training/trainer.h"
 
 extern char** environ;
 
@@ -158,7 +158,7 @@ int TrainRank(const std::string& store_dir, int rank, int size, int threads, int
   o.model = parsed.plan.model();
   o.stage = loom::ResolveStage(parsed.plan, 0);
   o.plan_id = "bench";
-  o.data_parallel = timed.get();
+  o.parallel.data = timed.get();
   o.bucket_floats = bucket_floats;
   auto trainer = loom::engine::Trainer::Create(o, &data);
   if (!trainer.ok()) return 1;

@@ -17,8 +17,8 @@
 #include "absl/strings/str_format.h"
 #include "common/command_line.h"
 #include "kernels/cpu/parallel.h"
-#include "worker/engine/generator.h"
-#include "worker/engine/transformer.h"
+#include "worker/engine/model/generator.h"
+#include "worker/engine/model/transformer.h"
 
 namespace {
 

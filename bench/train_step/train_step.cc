@@ -22,7 +22,7 @@
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
 #include "kernels/cpu/parallel.h"
-#include "worker/engine/trainer.h"
+#include "worker/engine/training/trainer.h"
 
 namespace {
 

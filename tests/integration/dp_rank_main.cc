@@ -17,8 +17,8 @@
 #include "common/command_line.h"
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
-#include "worker/engine/communicator.h"
-#include "worker/engine/trainer.h"
+#include "worker/engine/parallel/communicator.h"
+#include "worker/engine/training/trainer.h"
 
 int main(int argc, char** argv) {
   int64_t bucket_floats = int64_t{1} << 20;
@@ -102,9 +102,7 @@ stages:
   options.stage = loom::ResolveStage(parsed.plan, 0);
   options.plan_id = "dp-1";
   options.max_steps = steps;
-  options.data_parallel = comm.get();
-  options.tensor_parallel = tp_group.get();
-  options.pipeline_parallel = pp_group.get();
+  options.parallel = {comm.get(), tp_group.get(), pp_group.get()};
   options.bucket_floats = bucket_floats;
   options.stage.mutable_parallel()->set_zero1(zero1);
   options.checkpoint_dir = checkpoint_dir;

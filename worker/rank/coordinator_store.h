@@ -7,7 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "worker/engine/key_value_store.h"
+#include "worker/engine/parallel/key_value_store.h"
 
 namespace loom::worker {
 

@@ -1,7 +1,7 @@
 // The NCCL backend: on a machine without a GPU it refuses with CUDA's reason; with one device a
 // group of one runs every collective for real (the smoke test of issue 6); with two or more, two
 // ranks (threads, one device each) meet through the store and sum.
-#include "worker/engine/nccl_communicator.h"
+#include "worker/engine/parallel/nccl_communicator.h"
 
 #include <cuda_runtime_api.h>
 

@@ -1,6 +1,6 @@
 // The Gloo backend's reduce-scatter and point-to-point calls, on real TCP over loopback: ranks are
 // threads of this process, each with its own Gloo context, meeting through a directory store.
-#include "worker/engine/communicator.h"
+#include "worker/engine/parallel/communicator.h"
 
 #include <atomic>
 #include <functional>
@@ -11,8 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "worker/engine/overlapped_all_reduce.h"
-#include "worker/engine/shared_memory_reduce.h"
+#include "worker/engine/parallel/overlapped_all_reduce.h"
+#include "worker/engine/parallel/shared_memory_reduce.h"
 #include "tests/unit/data/data_test_util.h"
 #include "tests/unit/engine/gloo_ranks.h"
 

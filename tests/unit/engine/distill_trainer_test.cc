@@ -11,8 +11,9 @@
 #include "common/checkpoint_io.h"
 #include "engine_test_util.h"
 #include "kernels/cpu/cross_entropy.h"
-#include "worker/engine/random.h"
-#include "worker/engine/trainer.h"
+#include "worker/engine/model/random.h"
+#include "worker/engine/training/trainer.h"
+#include "worker/engine/training/distillation_objective.h"
 
 namespace loom::engine {
 namespace {
@@ -37,6 +38,14 @@ constexpr char kStage[] = R"(    tokens: 100K
     data_mix: [{at_tokens: 0, weights: {text: 1}}]
     checkpoint: {every_steps: 0}
 )";
+
+// The distillation objective against the teacher at `checkpoint`.
+std::shared_ptr<Objective> TeacherObjective(const std::string& checkpoint,
+                                            const kernels::cpu::DistillOptions& options = {}) {
+  auto objective = DistillationObjective::Load(checkpoint, options);
+  EXPECT_TRUE(objective.ok()) << objective.status();
+  return objective.ok() ? std::shared_ptr<Objective>(std::move(*objective)) : nullptr;
+}
 
 // Trains the teacher once and returns its checkpoint.
 const std::string& Teacher() {
@@ -65,7 +74,7 @@ TEST(Distill, StudentEqualToTeacherHasTheTeacherEntropyAndNoGradient) {
   o.model = plan.model();
   o.stage = ResolveStage(plan, 0);
   o.init_from = Teacher();
-  o.teacher_from = Teacher();
+  o.objective = TeacherObjective(Teacher());
   auto trainer = Trainer::Create(o, &data);
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   auto step = (*trainer)->Step();
@@ -88,9 +97,10 @@ TEST(Distill, AFreshSmallerStudentLearnsFromTheTeacher) {
   o.model.set_heads(2);
   o.model.set_kv_heads(1);
   o.stage = ResolveStage(plan, 0);
-  o.teacher_from = Teacher();
-  o.distill.mode = kernels::cpu::DistillOptions::Mode::kSoftCrossEntropy;
-  o.distill.top_k = 8;
+  kernels::cpu::DistillOptions distill;
+  distill.mode = kernels::cpu::DistillOptions::Mode::kSoftCrossEntropy;
+  distill.top_k = 8;
+  o.objective = TeacherObjective(Teacher(), distill);
   auto trainer = Trainer::Create(o, &data);
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   double first = 0, last = 0;
@@ -199,7 +209,7 @@ TEST(Distill, StudentBeatsTheSameStudentTrainedOnLabelsAlone) {
     o.model.set_ffn_size(64);
     o.stage = ResolveStage(plan, 0);
     o.max_steps = kStudentSteps;
-    if (with_teacher) o.teacher_from = teacher_dir + "/" + CheckpointDirName(kTeacherSteps);
+    if (with_teacher) o.objective = TeacherObjective(teacher_dir + "/" + CheckpointDirName(kTeacherSteps));
     auto trainer = Trainer::Create(o, &data);
     EXPECT_TRUE(trainer.ok()) << trainer.status();
     if (!trainer.ok()) return 0;
@@ -223,7 +233,7 @@ TEST(Distill, TeacherWithAnotherVocabularyIsRefused) {
   o.model = plan.model();
   o.model.set_vocab_size(300);
   o.stage = ResolveStage(plan, 0);
-  o.teacher_from = Teacher();
+  o.objective = TeacherObjective(Teacher());
   auto trainer = Trainer::Create(o, &data);
   ASSERT_FALSE(trainer.ok());
   EXPECT_NE(trainer.status().message().find("tokenizer"), std::string::npos) << trainer.status();

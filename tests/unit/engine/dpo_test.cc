@@ -16,10 +16,13 @@
 #include "tests/unit/data/data_test_util.h"
 #include "tests/unit/engine/gloo_ranks.h"
 #include "common/files.h"
-#include "worker/engine/checkpoint.h"
-#include "worker/engine/communicator.h"
-#include "worker/engine/preference_source.h"
-#include "worker/engine/trainer.h"
+#include "worker/engine/model/checkpoint.h"
+#include "worker/engine/parallel/communicator.h"
+#include "worker/engine/sources/preference_source.h"
+#include "worker/engine/training/trainer.h"
+#include "worker/engine/evaluation/preference_accuracy.h"
+#include "worker/engine/training/preference_objective.h"
+#include "worker/engine/training/reward_model_objective.h"
 
 namespace loom::engine {
 namespace {
@@ -104,8 +107,9 @@ struct Fixture {
                                       const std::string& resume = "") {
     TrainerOptions o = Options();
     o.init_from = reference;
-    o.preference = true;
-    o.dpo.beta = 0.1;
+    kernels::cpu::DpoOptions dpo;
+    dpo.beta = 0.1;
+    o.objective = std::make_shared<PreferenceObjective>(dpo);
     o.checkpoint_dir = checkpoints;
     o.resume_from = resume;
     auto trainer = Trainer::Create(o, source);
@@ -205,13 +209,13 @@ TEST(RewardModel, TrainingRanksTheChosenAnswersHigher) {
   ASSERT_TRUE(pairs.ok());
   TrainerOptions o = f.Options();
   o.init_from = f.reference;
-  o.reward_model = true;
-  o.reward_token = *data::EndOfTurnToken(data::ChatTemplate::kChatML, *f.tokenizer);
+  const int32_t reward_token = *data::EndOfTurnToken(data::ChatTemplate::kChatML, *f.tokenizer);
+  o.objective = std::make_shared<RewardModelObjective>(reward_token, 0.0);
   auto trainer = Trainer::Create(o, source->get());
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   const int32_t pad = f.tokenizer->pad_id() >= 0 ? f.tokenizer->pad_id() : f.tokenizer->eos_id();
   const PreferenceAccuracy before =
-      EvaluateRewardAccuracy((*trainer)->model(), *pairs, kSeqLen, pad, o.reward_token);
+      EvaluateRewardAccuracy((*trainer)->model(), *pairs, kSeqLen, pad, reward_token);
   double first = 0, last = 0;
   for (int i = 0; i < 40; ++i) {
     auto r = (*trainer)->Step();
@@ -220,7 +224,7 @@ TEST(RewardModel, TrainingRanksTheChosenAnswersHigher) {
     last = r->loss;
     ASSERT_TRUE(r->metrics.contains("rm/accuracy"));
   }
-  const PreferenceAccuracy after = EvaluateRewardAccuracy((*trainer)->model(), *pairs, kSeqLen, pad, o.reward_token);
+  const PreferenceAccuracy after = EvaluateRewardAccuracy((*trainer)->model(), *pairs, kSeqLen, pad, reward_token);
   std::printf("reward model: loss %.4f -> %.4f, train-pair accuracy %.3f -> %.3f\n", first, last, before.accuracy,
               after.accuracy);
   EXPECT_LT(last, first);
@@ -258,7 +262,7 @@ TEST(Dpo, AnOddMicroBatchIsRefused) {
   TrainerOptions o = f.Options();
   o.stage.mutable_parallel()->set_micro_batch_size(1);
   o.init_from = f.reference;
-  o.preference = true;
+  o.objective = std::make_shared<PreferenceObjective>(kernels::cpu::DpoOptions{});
   auto trainer = Trainer::Create(o, source.get());
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   auto r = (*trainer)->Step();

@@ -10,7 +10,7 @@
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
 #include "common/plan_validation.h"
-#include "worker/engine/transformer_config.h"
+#include "worker/engine/model/transformer_config.h"
 
 namespace loom::testing {
 

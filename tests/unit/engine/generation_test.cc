@@ -1,13 +1,13 @@
 // The KV-cache decoder computes what the full forward pass computes, and sampling is
 // deterministic in its seed and respects greedy / top-k.
-#include "worker/engine/generator.h"
+#include "worker/engine/model/generator.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include <gtest/gtest.h>
 
-#include "worker/engine/transformer.h"
+#include "worker/engine/model/transformer.h"
 
 namespace loom::engine {
 namespace {

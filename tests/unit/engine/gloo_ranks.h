@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "tests/unit/data/data_test_util.h"
-#include "worker/engine/communicator.h"
+#include "worker/engine/parallel/communicator.h"
 
 namespace loom::engine::testing {
 

@@ -9,8 +9,8 @@
 
 #include "common/safetensors.h"
 #include "kernels/cpu/cross_entropy.h"
-#include "worker/engine/optimizer.h"
-#include "worker/engine/transformer.h"
+#include "worker/engine/model/optimizer.h"
+#include "worker/engine/model/transformer.h"
 
 namespace loom::engine {
 namespace {

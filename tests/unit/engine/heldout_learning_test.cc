@@ -22,13 +22,17 @@
 #include "engine_test_util.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/data/data_test_util.h"
-#include "worker/engine/chat_source.h"
-#include "worker/engine/checkpoint.h"
-#include "worker/engine/math_eval.h"
-#include "worker/engine/preference_source.h"
-#include "worker/engine/rejection_sampling.h"
-#include "worker/engine/rl_source.h"
-#include "worker/engine/trainer.h"
+#include "worker/engine/sources/chat_source.h"
+#include "worker/engine/model/checkpoint.h"
+#include "worker/engine/evaluation/math_eval.h"
+#include "worker/engine/sources/preference_source.h"
+#include "worker/engine/stages/rejection_sampling.h"
+#include "worker/engine/sources/rl_source.h"
+#include "worker/engine/training/trainer.h"
+#include "worker/engine/evaluation/preference_accuracy.h"
+#include "worker/engine/training/policy_gradient_objective.h"
+#include "worker/engine/training/preference_objective.h"
+#include "worker/engine/training/reward_model_objective.h"
 
 namespace loom::engine {
 namespace {
@@ -249,7 +253,7 @@ TEST(HeldOutLearning, RlRaisesHeldOutAccuracy) {
   o.stage.mutable_optimizer()->set_weight_decay(0);
   o.stage.mutable_batch_ramp(0)->set_global_batch_tokens(int64_t{kSeqLen} * so.samples_per_prompt * 16);
   o.init_from = t.base;
-  o.policy_gradient = true;
+  o.objective = std::make_shared<PolicyGradientObjective>();
   auto trainer = Trainer::Create(o, source->get());
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   (*source)->SetModels(&(*trainer)->model(), reference->get());
@@ -277,19 +281,19 @@ TEST(HeldOutLearning, ARewardModelRanksHeldOutPairsAboveChance) {
   TrainerOptions o = t.Options(3e-4);
   o.stage.mutable_batch_ramp(0)->set_global_batch_tokens(int64_t{kSeqLen} * 32);
   o.init_from = t.base;
-  o.reward_model = true;
-  o.reward_token = *data::EndOfTurnToken(data::ChatTemplate::kChatML, *t.tokenizer);
+  const int32_t reward_token = *data::EndOfTurnToken(data::ChatTemplate::kChatML, *t.tokenizer);
+  o.objective = std::make_shared<RewardModelObjective>(reward_token, 0.0);
   auto trainer = Trainer::Create(o, source->get());
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   const PreferenceAccuracy before =
-      EvaluateRewardAccuracy((*trainer)->model(), t.heldout_pairs, kSeqLen, t.pad, o.reward_token);
+      EvaluateRewardAccuracy((*trainer)->model(), t.heldout_pairs, kSeqLen, t.pad, reward_token);
   const int rm_steps = 150;
   for (int i = 0; i < rm_steps; ++i) {
     auto r = (*trainer)->Step();
     ASSERT_TRUE(r.ok());
   }
   const PreferenceAccuracy after =
-      EvaluateRewardAccuracy((*trainer)->model(), t.heldout_pairs, kSeqLen, t.pad, o.reward_token);
+      EvaluateRewardAccuracy((*trainer)->model(), t.heldout_pairs, kSeqLen, t.pad, reward_token);
   std::printf("reward model: held-out pair accuracy %.3f -> %.3f (%lld pairs)\n", before.accuracy, after.accuracy,
               static_cast<long long>(after.pairs));
   EXPECT_GT(after.accuracy, kRewardModelAccuracy);
@@ -325,8 +329,9 @@ TEST(HeldOutLearning, DpoRaisesHeldOutPreferenceAccuracy) {
   o.stage.mutable_optimizer()->set_weight_decay(0);
   o.stage.mutable_batch_ramp(0)->set_global_batch_tokens(int64_t{kSeqLen} * 32);
   o.init_from = dpo_from;
-  o.preference = true;
-  o.dpo.beta = 0.1;
+  kernels::cpu::DpoOptions dpo;
+  dpo.beta = 0.1;
+  o.objective = std::make_shared<PreferenceObjective>(dpo);
   auto trainer = Trainer::Create(o, source->get());
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   const int dpo_steps = 100;

@@ -1,6 +1,6 @@
 // Hugging Face export and import: a round trip is bitwise, config.json describes the model, and
 // damaged files are refused with errors that name them.
-#include "worker/engine/hf_format.h"
+#include "worker/engine/model/hf_format.h"
 
 #include <cstring>
 #include <filesystem>
@@ -11,8 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
-#include "worker/engine/checkpoint.h"
-#include "worker/engine/transformer.h"
+#include "worker/engine/model/checkpoint.h"
+#include "worker/engine/model/transformer.h"
 
 namespace loom::engine {
 namespace {

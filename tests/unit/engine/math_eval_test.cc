@@ -3,7 +3,7 @@
 // an `eval` stage uses (an untrained model answers none), and rejection sampling
 // (worker/engine/rejection_sampling.h): kept samples verify, best-of-N >= pass@1, and the dataset
 // does not depend on how the prompts were split across ranks.
-#include "worker/engine/math_eval.h"
+#include "worker/engine/evaluation/math_eval.h"
 
 #include <algorithm>
 #include <cmath>
@@ -16,12 +16,15 @@
 #include "data/math_gen.h"
 #include "data/verifier.h"
 #include "engine_test_util.h"
-#include "worker/engine/checkpoint.h"
-#include "worker/engine/rejection_sampling.h"
-#include "worker/engine/online_preference_source.h"
-#include "worker/engine/rl_source.h"
+#include "worker/engine/model/checkpoint.h"
+#include "worker/engine/stages/rejection_sampling.h"
+#include "worker/engine/sources/online_preference_source.h"
+#include "worker/engine/sources/rl_source.h"
 #include "tests/unit/data/data_test_util.h"
-#include "worker/engine/trainer.h"
+#include "worker/engine/training/trainer.h"
+#include "worker/engine/evaluation/preference_accuracy.h"
+#include "worker/engine/training/policy_gradient_objective.h"
+#include "worker/engine/training/preference_objective.h"
 
 namespace loom::engine {
 namespace {
@@ -284,7 +287,7 @@ RlRun StartRl(float temperature, int prompts_per_step, int samples, bool half = 
   o.stage.mutable_batch_ramp(0)->set_global_batch_tokens(int64_t{kSeqLen} * so.samples_per_prompt * prompts_per_step);
   o.stage.mutable_optimizer()->set_lr(3e-4);
   o.init_from = from;
-  o.policy_gradient = true;
+  o.objective = std::make_shared<PolicyGradientObjective>();
   run.trainer = std::move(*Trainer::Create(o, run.source.get()));
   run.source->SetModels(&run.trainer->model(), run.reference.get());
   return run;
@@ -353,7 +356,7 @@ OnlineRun StartOnlineDpo(float temperature, double lr) {
   o.stage.mutable_batch_ramp(0)->set_global_batch_tokens(int64_t{kSeqLen} * 2 * kProblems);
   o.stage.mutable_optimizer()->set_lr(lr);
   o.init_from = m.half;
-  o.preference = true;
+  o.objective = std::make_shared<PreferenceObjective>(kernels::cpu::DpoOptions{});
   run.trainer = std::move(*Trainer::Create(o, run.source.get()));
   run.source->SetModels(&run.trainer->model(), run.reference.get());
   return run;

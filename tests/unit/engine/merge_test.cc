@@ -1,6 +1,6 @@
 // Averaging and merging: known answers for every method (RECIPES.md formulas), and whole
 // checkpoints merged tensor by tensor with architecture checks.
-#include "worker/engine/merge.h"
+#include "worker/engine/model/merge.h"
 
 #include <cmath>
 #include <cstring>
@@ -9,8 +9,8 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-#include "worker/engine/checkpoint.h"
-#include "worker/engine/transformer.h"
+#include "worker/engine/model/checkpoint.h"
+#include "worker/engine/model/transformer.h"
 
 namespace loom::engine {
 namespace {

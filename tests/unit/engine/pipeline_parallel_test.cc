@@ -1,7 +1,7 @@
 // Pipeline parallelism's pieces against the whole model: stage configs cut the layers evenly, and
 // 2 or 3 Gloo stages (threads on loopback) running 1F1B over four micro-batches give the whole
 // model's loss, gradients (a tied embedding's two copies summed) and gradient norm.
-#include "worker/engine/pipeline_parallel.h"
+#include "worker/engine/parallel/pipeline_parallel.h"
 
 #include <cmath>
 #include <vector>
@@ -12,9 +12,9 @@
 #include "kernels/cpu/cross_entropy.h"
 #include "tests/unit/engine/engine_test_util.h"
 #include "tests/unit/engine/gloo_ranks.h"
-#include "worker/engine/optimizer.h"
-#include "worker/engine/random.h"
-#include "worker/engine/tensor_parallel.h"
+#include "worker/engine/model/optimizer.h"
+#include "worker/engine/model/random.h"
+#include "worker/engine/parallel/tensor_parallel.h"
 
 namespace loom::engine {
 namespace {

@@ -1,4 +1,4 @@
-#include "worker/engine/schedules.h"
+#include "worker/engine/training/schedules.h"
 
 #include <gtest/gtest.h>
 

@@ -8,7 +8,7 @@
 #include "data/chat.h"
 #include "kernels/cpu/cross_entropy.h"
 #include "tests/unit/data/data_test_util.h"
-#include "worker/engine/transformer.h"
+#include "worker/engine/model/transformer.h"
 
 namespace loom::engine {
 namespace {

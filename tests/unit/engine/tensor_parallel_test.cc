@@ -1,7 +1,7 @@
 // Tensor parallelism's pieces against the whole model: the split of every tensor round-trips;
 // two Gloo ranks (threads on loopback) holding shards compute the whole model's logits, loss,
 // gradients and gradient norm; a split the model does not allow names its field.
-#include "worker/engine/tensor_parallel.h"
+#include "worker/engine/parallel/tensor_parallel.h"
 
 #include <cmath>
 #include <vector>
@@ -11,9 +11,9 @@
 #include "kernels/cpu/cross_entropy.h"
 #include "tests/unit/engine/engine_test_util.h"
 #include "tests/unit/engine/gloo_ranks.h"
-#include "worker/engine/optimizer.h"
-#include "worker/engine/random.h"
-#include "worker/engine/transformer.h"
+#include "worker/engine/model/optimizer.h"
+#include "worker/engine/model/random.h"
+#include "worker/engine/model/transformer.h"
 
 namespace loom::engine {
 namespace {

@@ -1,6 +1,6 @@
 // The single-process trainer: it learns, it is deterministic, and a resumed run equals an
 // uninterrupted one bit for bit.
-#include "worker/engine/trainer.h"
+#include "worker/engine/training/trainer.h"
 
 #include <cmath>
 #include <cstring>
@@ -11,7 +11,7 @@
 
 #include "common/checkpoint_io.h"
 #include "engine_test_util.h"
-#include "worker/engine/checkpoint.h"
+#include "worker/engine/model/checkpoint.h"
 
 namespace loom::engine {
 namespace {
