@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint_io.h"
 #include "common/command_line.h"
@@ -48,15 +50,41 @@ bool IsPretrainingKind(StageKind kind) {
          kind == loom::v1::STAGE_KIND_CONTEXT_EXTENSION || kind == loom::v1::STAGE_KIND_ANNEAL;
 }
 
-// The checkpoint path the coordinator resolved for one of the stage's inputs ("from", "teacher",
-// "checkpoints[0]", "last_k[2]", "base", ...; coordinator/README.md).
+// The checkpoint path the coordinator resolved for one of the stage's inputs, by the key the
+// input maps used to have ("from", "teacher", "reference", "reward_model", "dataset", "base",
+// "checkpoints[i]" and "last_k[i]" (both Assignment.inputs.checkpoints), "inputs[i]"
+// (merge_inputs)). Interim: common/stage_inputs.h CheckInputsResolved is the check to use.
 absl::StatusOr<std::string> Input(const loom::v1::Assignment& a, const std::string& key) {
-  auto it = a.inputs().find(key);
-  if (it == a.inputs().end() || it->second.empty()) {
+  const loom::v1::StageInputs& in = a.inputs();
+  int i = -1;
+  auto indexed = [&](const char* prefix) {  // "<prefix>i]" with i >= 0 into `i`
+    const size_t n = std::string(prefix).size();
+    return absl::StartsWith(key, prefix) && key.size() > n && key.back() == ']' &&
+           absl::SimpleAtoi(key.substr(n, key.size() - n - 1), &i) && i >= 0;
+  };
+  std::string path;
+  if (key == "from") {
+    path = in.from();
+  } else if (key == "teacher") {
+    path = in.teacher();
+  } else if (key == "reference") {
+    path = in.reference();
+  } else if (key == "reward_model") {
+    path = in.reward_model();
+  } else if (key == "dataset") {
+    path = in.dataset();
+  } else if (key == "base") {
+    path = in.merge_base();
+  } else if ((indexed("checkpoints[") || indexed("last_k[")) && i < in.checkpoints_size()) {
+    path = in.checkpoints(i);
+  } else if (indexed("inputs[") && i < in.merge_inputs_size()) {
+    path = in.merge_inputs(i);
+  }
+  if (path.empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("stage '", a.stage().name(), "': input ", key, " was not resolved to a checkpoint"));
   }
-  return it->second;
+  return path;
 }
 
 // A rank with nothing to do in a one-rank stage run under a wider layout: the empty report tells
@@ -489,7 +517,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   options.plan_id = a.plan_id();
   options.checkpoint_dir = a.checkpoint_dir();
   options.resume_from = a.resume_from();
-  if (auto it = a.inputs().find("from"); it != a.inputs().end()) options.init_from = it->second;
+  options.init_from = a.inputs().from();
   options.data_parallel = dp_group.get();
   options.tensor_parallel = tp_group.get();
   options.pipeline_parallel = pp_group.get();
