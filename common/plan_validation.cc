@@ -748,6 +748,10 @@ void Validator::CheckEval(const Stage& s, const std::string& p, StageKind kind) 
   if (e.math_problems() <= 0) {
     Error(p + ".eval.math_problems", absl::StrCat(e.math_problems(), " must be positive"));
   }
+  if (e.math_max_new_tokens() < 1 || e.math_max_new_tokens() > 4096) {
+    Error(p + ".eval.math_max_new_tokens", absl::StrCat(e.math_max_new_tokens(), " is not in [1, 4096]"),
+          "the tokens an answer may take, e.g. 64");
+  }
   if (e.math_accuracy()) CheckSourceName(p + ".eval.math_source", e.math_source());
   if (e.seq_len() < 2) Error(p + ".eval.seq_len", absl::StrCat(e.seq_len(), " must be at least 2"));
   if (kind == loom::v1::STAGE_KIND_EVAL && e.sets_size() == 0 && !e.math_accuracy()) {

@@ -362,6 +362,13 @@ const BrokenPlan kBroken[] = {
        ev->mutable_eval()->set_math_problems(0);
      },
      "stages[4].eval.math_problems", "0 must be positive"},
+    {"eval stage whose answers may take no token",
+     [](TrainingPlan& p) {
+       Stage* ev = AddStage(p, "ev", loom::v1::STAGE_KIND_EVAL, "dpo");
+       ev->mutable_eval()->set_math_accuracy(true);
+       ev->mutable_eval()->set_math_max_new_tokens(0);
+     },
+     "stages[4].eval.math_max_new_tokens", "0 is not in [1, 4096]"},
     {"eval at a one-token length",
      [](TrainingPlan& p) {
        Stage* ev = AddStage(p, "ev", loom::v1::STAGE_KIND_EVAL, "dpo");
