@@ -16,6 +16,7 @@
 #include "common/plan_io.h"
 #include "common/plan_validation.h"
 #include "common/proto_names.h"
+#include "common/stage_inputs.h"
 
 namespace loom::cli {
 namespace {
@@ -60,13 +61,10 @@ int RunSubmit(const Args& args) {
     return ReportPlanError(plan.status());
   }
   if (!until.empty()) {
-    int last = -1;
-    std::vector<std::string> names;
-    for (int i = 0; i < plan->stages_size(); ++i) {
-      names.push_back(plan->stages(i).name());
-      if (plan->stages(i).name() == until) last = i;
-    }
+    const int last = FindStage(*plan, until);
     if (last < 0) {
+      std::vector<std::string> names;
+      for (const loom::v1::Stage& s : plan->stages()) names.push_back(s.name());
       std::fprintf(stderr, "loom submit: --until: the plan has no stage '%s' (stages: %s)\n", until.c_str(),
                    absl::StrJoin(names, ", ").c_str());
       return 2;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "common/checkpoint_io.h"
+#include "common/checkpoint_ref.h"
 #include "common/command_line.h"
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
@@ -120,7 +121,13 @@ int RunTrainLocal(const Args& args) {
   run.model = ResolveModel(*plan, run.stage.model());
   run.data = plan->data();
   run.data.set_dir(data_dir);
-  run.inputs.set_from(from);
+  // The stage's inputs that the plan names by path; stage names need a coordinator (--from
+  // stands in for `from`).
+  for (const StageInputRef& ref : StageInputRefs(run.stage)) {
+    absl::StatusOr<CheckpointRef> parsed = ParseCheckpointRef(ref.text);
+    if (parsed.ok() && parsed->kind == CheckpointRef::Kind::kPath) SetInput(ref, parsed->path, &run.inputs);
+  }
+  if (!from.empty()) run.inputs.set_from(from);
   run.open_store = [] {
     return absl::StatusOr<std::unique_ptr<engine::KeyValueStore>>(
         absl::FailedPreconditionError("train-local runs one process: no rendezvous store"));

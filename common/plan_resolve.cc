@@ -114,6 +114,7 @@ void ApplyStageDefaults(loom::v1::Stage* s) {
   if (!ev->has_max_tokens()) ev->set_max_tokens(64 * 1024);
   if (!ev->has_math_accuracy()) ev->set_math_accuracy(false);
   if (!ev->has_math_problems()) ev->set_math_problems(64);
+  if (!ev->has_math_max_new_tokens()) ev->set_math_max_new_tokens(64);
   if (ev->math_source().empty()) ev->set_math_source("sft_math");
   if (!ev->has_seq_len()) ev->set_seq_len(256);
 

@@ -15,6 +15,7 @@
 #include "common/plan_resolve.h"
 #include "common/plan_validator.h"
 #include "common/proto_names.h"
+#include "common/stage_inputs.h"
 
 namespace loom::internal {
 namespace {
@@ -30,26 +31,23 @@ constexpr char kNameHint[] =
     "use lower-case letters, digits, '_', '.' and '-', starting with a letter or digit, at most "
     "64 characters";
 
+}  // namespace
+
 std::string KindName(StageKind kind) { return EnumName(kind); }
 
-// "an average stage", "a pretrain stage", "an sft stage" (said as letters).
 std::string AKind(StageKind kind) {
   const std::string name = KindName(kind);
   const bool vowel_sound =
       std::string_view("aeiou").find(name[0]) != std::string_view::npos || name == "sft" || name == "rl";
   return absl::StrCat(vowel_sound ? "an " : "a ", name);
 }
-}  // namespace
 
 std::vector<PlanError> Validator::Run() {
   CheckSizes(plan_, "");
   if (!errors_.empty()) return errors_;  // too large: do not look further
   sources_ = KnownSources(plan_);
   CheckPlanFields();
-  for (int i = 0; i < plan_.stages_size(); ++i) {
-    resolved_.push_back(ResolveStage(plan_, i));
-    stage_index_.emplace(plan_.stages(i).name(), i);
-  }
+  for (int i = 0; i < plan_.stages_size(); ++i) resolved_.push_back(ResolveStage(plan_, i));
   for (int i = 0; i < plan_.stages_size(); ++i) CheckStage(i);
   return errors_;
 }
@@ -242,7 +240,7 @@ void Validator::CheckStage(int i) {
     Error(p + ".name", "is missing", "every stage needs a unique name, e.g. core");
   } else if (!IsValidName(raw.name())) {
     Error(p + ".name", absl::StrCat("'", raw.name(), "' is not a valid name"), kNameHint);
-  } else if (int first = stage_index_.at(raw.name()); first != i) {
+  } else if (const int first = FindStage(plan_, raw.name()); first != i) {
     Error(p + ".name", absl::StrCat("'", raw.name(), "' is already the name of stages[", first, "]"),
           "stage names must be unique");
   }
@@ -266,10 +264,12 @@ void Validator::CheckStage(int i) {
   const ModelConfig model = ResolveModel(plan_, s.model());
 
   CheckIrrelevantFields(raw, p, kind);
-  CheckFrom(i, s, raw, p);
+  CheckFrom(s, raw, p);
+  CheckInputRefs(i, s, p, model_ok ? &model : nullptr);
 
   if (IsTraining(kind) || kind == loom::v1::STAGE_KIND_REJECTION_SAMPLING) {
     CheckParallel(s.parallel(), p + ".parallel", model_ok ? &model : nullptr);
+    CheckKindLayout(s, p, kind);
   }
   if (IsTraining(kind)) {
     CheckTokens(s, p, kind);
@@ -277,9 +277,7 @@ void Validator::CheckStage(int i) {
     CheckSchedules(s, p, model_ok ? &model : nullptr);
   }
   if (TrainsOnTokenStream(kind)) CheckMix(s, p);
-  if (TrainsOnDataset(kind) || kind == loom::v1::STAGE_KIND_REJECTION_SAMPLING) {
-    CheckDataset(i, s, p);
-  }
+  if (TrainsOnDataset(kind) || kind == loom::v1::STAGE_KIND_REJECTION_SAMPLING) CheckDataset(s, p);
   CheckCheckpointPolicy(s, p);
   CheckEval(s, p, kind);
   if (s.has_rope()) {
@@ -292,19 +290,19 @@ void Validator::CheckStage(int i) {
 
   switch (kind) {
     case loom::v1::STAGE_KIND_DISTILL:
-      CheckDistill(i, s, p, model_ok ? &model : nullptr);
+      CheckDistill(s, p, model_ok ? &model : nullptr);
       break;
     case loom::v1::STAGE_KIND_DPO:
-      CheckDpo(i, s, p);
+      CheckDpo(s, p);
       break;
     case loom::v1::STAGE_KIND_AVERAGE:
       CheckAverage(i, s, p);
       break;
     case loom::v1::STAGE_KIND_MERGE:
-      CheckMerge(i, s, p);
+      CheckMerge(s, p);
       break;
     case loom::v1::STAGE_KIND_REJECTION_SAMPLING:
-      CheckRejectionSampling(i, s, p);
+      CheckRejectionSampling(s, p);
       break;
     case loom::v1::STAGE_KIND_REWARD_MODEL:
       if (!std::isfinite(s.reward_model().margin()) || s.reward_model().margin() < 0) {
@@ -312,7 +310,7 @@ void Validator::CheckStage(int i) {
       }
       break;
     case loom::v1::STAGE_KIND_RL:
-      CheckRl(i, s, p);
+      CheckRl(s, p);
       break;
     default:
       break;
@@ -365,10 +363,10 @@ int Validator::CheckRef(int i, const std::string& path, const std::string& text,
     return -1;
   }
   if (ref->kind == CheckpointRef::Kind::kPath) return -1;
-  auto it = stage_index_.find(ref->stage);
-  if (it == stage_index_.end()) {
+  const int j = FindStage(plan_, ref->stage);
+  if (j < 0) {
     std::vector<std::string> earlier;
-    for (int j = 0; j < i; ++j) earlier.push_back(plan_.stages(j).name());
+    for (int k = 0; k < i; ++k) earlier.push_back(plan_.stages(k).name());
     std::string hint = DidYouMean(ref->stage, earlier);
     if (hint.empty()) {
       hint = earlier.empty() ? "this is the first stage; use a checkpoint path (containing '/')"
@@ -377,7 +375,6 @@ int Validator::CheckRef(int i, const std::string& path, const std::string& text,
     Error(path, absl::StrCat("'", ref->stage, "' is not a stage of this plan"), hint);
     return -1;
   }
-  const int j = it->second;
   if (j >= i) {
     Error(path,
           j == i ? std::string("a stage cannot start from itself")
@@ -422,7 +419,7 @@ void Validator::CheckSameModel(int j, const Stage& s, const std::string& path) {
         "a stage can only load checkpoints of the model it trains");
 }
 
-void Validator::CheckFrom(int i, const Stage& s, const Stage& raw, const std::string& p) {
+void Validator::CheckFrom(const Stage& s, const Stage& raw, const std::string& p) {
   const StageKind kind = s.kind();
   const bool needs_from =
       kind == loom::v1::STAGE_KIND_CONTINUED_PRETRAIN || kind == loom::v1::STAGE_KIND_CONTEXT_EXTENSION ||
@@ -433,16 +430,44 @@ void Validator::CheckFrom(int i, const Stage& s, const Stage& raw, const std::st
     Error(p + ".from", "is not read by merge stages", "list the models in merge.inputs");
     return;
   }
-  if (s.from().empty()) {
-    if (needs_from) {
-      Error(p + ".from", "is missing",
-            absl::StrCat(AKind(kind),
-                         " stage starts from a trained model: name an earlier stage or a checkpoint path"));
-    }
-    return;
+  if (s.from().empty() && needs_from) {
+    Error(p + ".from", "is missing",
+          absl::StrCat(AKind(kind),
+                       " stage starts from a trained model: name an earlier stage or a checkpoint path"));
   }
-  const int j = CheckRef(i, p + ".from", s.from(), Need::kModel);
-  CheckSameModel(j, s, p + ".from");
+}
+
+// Every checkpoint and dataset the stage reads (common/stage_inputs.h): an earlier stage that
+// produces what the field needs, or a path. Models loaded beside or into the stage's own must be
+// of its architecture; a teacher may be another model, of the same vocabulary.
+void Validator::CheckInputRefs(int i, const Stage& s, const std::string& p, const ModelConfig* model) {
+  for (const StageInputRef& ref : StageInputRefs(s)) {
+    const std::string path = FieldPath(p, ref.field);
+    switch (ref.slot) {
+      case InputSlot::kDataset:
+        // With a source as well, CheckDataset reports the pair.
+        if (s.dataset().source().empty()) CheckDatasetRef(i, s, path, ref.text);
+        break;
+      case InputSlot::kRewardModel:
+        CheckRef(i, path, ref.text, Need::kRewardModel);
+        break;
+      case InputSlot::kTeacher: {
+        const int j = CheckRef(i, path, ref.text, Need::kModel);
+        if (j < 0 || model == nullptr) break;
+        const ModelConfig teacher = ResolveModel(plan_, resolved_[j].model());
+        if (teacher.vocab_size() > 0 && teacher.vocab_size() != model->vocab_size()) {
+          Error(path,
+                absl::StrCat("the teacher's vocab_size (", teacher.vocab_size(),
+                             ") differs from the student's (", model->vocab_size(), ")"),
+                "distillation compares distributions over one tokenizer's vocabulary");
+        }
+        break;
+      }
+      default:  // from, references, average and merge inputs
+        CheckSameModel(CheckRef(i, path, ref.text, Need::kModel), s, path);
+        break;
+    }
+  }
 }
 
 void Validator::CheckParallel(const loom::v1::ParallelConfig& par, const std::string& path,
@@ -658,7 +683,7 @@ void Validator::CheckMix(const Stage& s, const std::string& p) {
   }
 }
 
-void Validator::CheckDataset(int i, const Stage& s, const std::string& p) {
+void Validator::CheckDataset(const Stage& s, const std::string& p) {
   const auto& d = s.dataset();
   const std::string dp = p + ".dataset";
   // Online DPO and RL read their prompts from the dataset too.
@@ -670,26 +695,37 @@ void Validator::CheckDataset(int i, const Stage& s, const std::string& p) {
   if (d.epochs() < 1 || d.epochs() > 1000) {
     Error(dp + ".epochs", absl::StrCat(d.epochs(), " is not in [1, 1000]"), "passes over the dataset");
   }
-  if (!d.source().empty()) {
-    CheckSourceName(dp + ".source", d.source());
-    return;
-  }
-  auto it = stage_index_.find(d.from_stage());
-  if (it == stage_index_.end() || it->second >= i) {
+  if (!d.source().empty()) CheckSourceName(dp + ".source", d.source());
+  // from_stage: CheckInputRefs.
+}
+
+// dataset.from_stage: an earlier rejection_sampling stage, read by a kind that reads its chats.
+void Validator::CheckDatasetRef(int i, const Stage& s, const std::string& path, const std::string& name) {
+  const int j = FindStage(plan_, name);
+  if (j < 0 || j >= i) {
     std::vector<std::string> producers;
-    for (int j = 0; j < i; ++j) {
-      if (resolved_[j].kind() == loom::v1::STAGE_KIND_REJECTION_SAMPLING)
-        producers.push_back(plan_.stages(j).name());
+    for (int k = 0; k < i; ++k) {
+      if (resolved_[k].kind() == loom::v1::STAGE_KIND_REJECTION_SAMPLING)
+        producers.push_back(plan_.stages(k).name());
     }
-    Error(dp + ".from_stage", absl::StrCat("'", d.from_stage(), "' is not an earlier stage of this plan"),
+    Error(path, absl::StrCat("'", name, "' is not an earlier stage of this plan"),
           producers.empty()
               ? std::string("datasets come from earlier rejection_sampling stages")
               : absl::StrCat("earlier rejection_sampling stages: ", absl::StrJoin(producers, ", ")));
-  } else if (resolved_[it->second].kind() != loom::v1::STAGE_KIND_REJECTION_SAMPLING) {
-    Error(dp + ".from_stage",
-          absl::StrCat("'", d.from_stage(), "' is ", AKind(resolved_[it->second].kind()),
-                       " stage, which produces no dataset"),
+  } else if (resolved_[j].kind() != loom::v1::STAGE_KIND_REJECTION_SAMPLING) {
+    Error(path,
+          absl::StrCat("'", name, "' is ", AKind(resolved_[j].kind()), " stage, which produces no dataset"),
           "datasets come from rejection_sampling stages");
+  } else if (s.kind() != loom::v1::STAGE_KIND_SFT) {
+    // The chats a rejection_sampling stage keeps are SFT data: the other kinds read pairs or
+    // prompts from a prepared source.
+    const bool pairs = s.kind() == loom::v1::STAGE_KIND_REWARD_MODEL ||
+                       (s.kind() == loom::v1::STAGE_KIND_DPO && !s.dpo().online());
+    Error(path,
+          absl::StrCat(AKind(s.kind()), " stage reads ", pairs ? "preference pairs" : "its prompts",
+                       " from a prepared source, not from a rejection_sampling stage's dataset"),
+          absl::StrCat("name the source instead: dataset: {source: ", pairs ? "prefs_math" : "sft_math",
+                       "}; only sft stages read datasets of earlier stages"));
   }
 }
 
@@ -711,6 +747,10 @@ void Validator::CheckEval(const Stage& s, const std::string& p, StageKind kind) 
   for (int k = 0; k < e.sets_size(); ++k) CheckSourceName(IndexPath(p + ".eval.sets", k), e.sets(k));
   if (e.math_problems() <= 0) {
     Error(p + ".eval.math_problems", absl::StrCat(e.math_problems(), " must be positive"));
+  }
+  if (e.math_max_new_tokens() < 1 || e.math_max_new_tokens() > 4096) {
+    Error(p + ".eval.math_max_new_tokens", absl::StrCat(e.math_max_new_tokens(), " is not in [1, 4096]"),
+          "the tokens an answer may take, e.g. 64");
   }
   if (e.math_accuracy()) CheckSourceName(p + ".eval.math_source", e.math_source());
   if (e.seq_len() < 2) Error(p + ".eval.seq_len", absl::StrCat(e.seq_len(), " must be at least 2"));

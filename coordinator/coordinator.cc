@@ -12,6 +12,7 @@
 #include "common/plan_resolve.h"
 #include "common/plan_validation.h"
 #include "common/proto_names.h"
+#include "common/stage_inputs.h"
 #include "coordinator/job_state.h"
 #include "coordinator/scheduler.h"
 
@@ -32,6 +33,28 @@ std::string Upper(JobState s) {
 }
 
 std::string AttemptKey(const std::string& job_id, int attempt) { return absl::StrCat(job_id, "#", attempt); }
+
+// Fills record.resolved: every stage of the plan resolved once (its defaults, model, teacher's
+// model and seed), for scheduling and assignments to read.
+void ResolveStages(PlanRecord* record) {
+  const loom::v1::TrainingPlan& plan = record->plan();
+  record->clear_resolved();
+  for (int i = 0; i < plan.stages_size(); ++i) {
+    loom::v1::ResolvedStage* r = record->add_resolved();
+    *r->mutable_stage() = ResolveStage(plan, i);
+    *r->mutable_model() = ResolveModel(plan, r->stage().model());
+    r->set_seed(r->stage().seed());
+    if (r->stage().kind() == loom::v1::STAGE_KIND_DISTILL) {
+      absl::StatusOr<CheckpointRef> teacher = ParseCheckpointRef(r->stage().distill().teacher());
+      if (teacher.ok() && teacher->kind == CheckpointRef::Kind::kStage) {
+        // Validation made the teacher an earlier stage, resolved above.
+        if (const int j = FindStage(plan, teacher->stage); j >= 0 && j < i) {
+          *r->mutable_teacher_model() = record->resolved(j).model();
+        }
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -64,6 +87,8 @@ absl::Status Coordinator::LoadLocked() {
   for (PlanRecord& record : contents->plans) {
     const std::string id = record.status().plan_id();
     PlanRecord& plan = plans_[id] = std::move(record);
+    // Written before plans kept their resolved stages: resolve them once, now.
+    if (plan.resolved_size() != plan.plan().stages_size()) ResolveStages(&plan);
     for (int i = 0; i < plan.status().jobs_size(); ++i) {
       const JobStatus& job = plan.status().jobs(i);
       if (HasAttemptPlaced(job.state()) && plan.runtime(i).ranks_size() > 0) {
@@ -97,8 +122,7 @@ absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan
   PlanRecord record;
   *record.mutable_plan() = plan;
   record.set_source(source);
-  std::vector<loom::v1::Stage> stages;
-  for (int i = 0; i < plan.stages_size(); ++i) stages.push_back(ResolveStage(plan, i));
+  ResolveStages(&record);
 
   absl::MutexLock lock(&mu_);
   const int64_t now = clock_();
@@ -111,7 +135,8 @@ absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan
   status->set_state(loom::v1::PLAN_STATE_ACTIVE);
   status->set_submitted_ms(now);
   status->set_priority(plan.priority());
-  for (const loom::v1::Stage& stage : stages) {
+  for (const loom::v1::ResolvedStage& resolved : record.resolved()) {
+    const loom::v1::Stage& stage = resolved.stage();
     JobStatus* job = status->add_jobs();
     job->set_job_id(absl::StrCat(plan_id, "/", stage.name()));
     job->set_stage(stage.name());
@@ -132,9 +157,9 @@ absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan
   if (absl::Status s = store_->Write(write); !s.ok()) return s;
   plan_seq_ = seq;
   PlanRecord& stored = plans_[plan_id] = std::move(record);
-  Log(LogLevel::kInfo, kLog, "plan ", plan_id, " submitted (", stages.size(), " stages, priority ",
+  Log(LogLevel::kInfo, kLog, "plan ", plan_id, " submitted (", stored.resolved_size(), " stages, priority ",
       plan.priority(), source.empty() ? "" : ", from ", source, ")");
-  Announce(stored, absl::StrCat("submitted with ", stages.size(), " stages"));
+  Announce(stored, absl::StrCat("submitted with ", stored.resolved_size(), " stages"));
   dirty_schedule_ = true;
   return plan_id;
 }
@@ -593,7 +618,7 @@ void Coordinator::SetJobState(PlanRecord& plan, int index, JobState to, const st
 
 // Stages that end in a committed checkpoint; an eval stage's results are its reports alone.
 bool Coordinator::WritesCheckpoint(const PlanRecord& plan, int index) {
-  return plan.plan().stages(index).kind() != loom::v1::STAGE_KIND_EVAL;
+  return plan.resolved(index).stage().kind() != loom::v1::STAGE_KIND_EVAL;
 }
 
 void Coordinator::MaybeSucceed(PlanRecord& plan, int index) {

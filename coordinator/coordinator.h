@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/stage_inputs.h"
 #include "coordinator/rendezvous.h"
 #include "coordinator/store.h"
 #include "loom/v1/coordinator.pb.h"
@@ -140,20 +141,22 @@ class Coordinator {
   void SettlePlan(loom::v1::PlanRecord& plan) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static bool WritesCheckpoint(const loom::v1::PlanRecord& plan, int index);
   void MaybeSucceed(loom::v1::PlanRecord& plan, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Dependencies of a job: (input name, stage index, step or -1) for stage refs.
+  // One input of a job (a reference of its resolved stage, common/stage_inputs.h): the stage it
+  // names and which checkpoint of it, or a path.
   struct Dependency {
-    std::string input;
-    int stage = -1;
-    int64_t step = -1;
-    std::string path;  // a path reference
+    StageInputRef ref;
+    int stage = -1;     // index of the stage named; -1 for a path
+    int64_t step = -1;  // that stage's checkpoint at this step; -1 for its final one (or dataset)
+    std::string path;   // a path reference
   };
-  std::vector<Dependency> Dependencies(const loom::v1::PlanRecord& plan, int index) const;
+  // The inputs of the job at `index`, from plan.resolved(index); references to no stage of the
+  // plan are left out (validation refused them).
+  static std::vector<Dependency> Dependencies(const loom::v1::PlanRecord& plan, int index);
   // Inputs of a job whose dependencies succeeded; an error when a referenced step is missing.
-  absl::StatusOr<std::map<std::string, std::string>> ResolveInputs(const loom::v1::PlanRecord& plan,
-                                                                   int index)
+  absl::StatusOr<loom::v1::StageInputs> ResolveInputs(const loom::v1::PlanRecord& plan, int index)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   loom::v1::Assignment MakeAssignment(const loom::v1::PlanRecord& plan, int index, int rank, int device,
-                                      const std::map<std::string, std::string>& inputs) const;
+                                      const loom::v1::StageInputs& inputs) const;
 
   void Persist(loom::v1::PlanRecord& plan, const loom::v1::CheckpointInfo* checkpoint = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -7,7 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "common/checkpoint_ref.h"
 #include "common/logging.h"
-#include "common/plan_resolve.h"
+#include "common/stage_inputs.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/job_state.h"
 #include "coordinator/scheduler.h"
@@ -25,79 +25,39 @@ std::string AttemptKey(const std::string& job_id, int attempt) { return absl::St
 
 }  // namespace
 
-std::vector<Coordinator::Dependency> Coordinator::Dependencies(const PlanRecord& plan, int index) const {
-  const loom::v1::Stage stage = ResolveStage(plan.plan(), index);
-  std::vector<std::pair<std::string, std::string>> refs;  // (input name, reference)
-  auto add = [&](const std::string& name, const std::string& ref) {
-    if (!ref.empty()) refs.emplace_back(name, ref);
-  };
-  add("from", stage.from());
-  using K = loom::v1::StageKind;
-  switch (stage.kind()) {
-    case K::STAGE_KIND_DISTILL:
-      add("teacher", stage.distill().teacher());
-      break;
-    case K::STAGE_KIND_DPO:
-      add("reference", stage.dpo().reference());
-      add("reward_model", stage.dpo().scorer().reward_model());
-      break;
-    case K::STAGE_KIND_RL:
-      add("reference", stage.rl().reference());
-      add("reward_model", stage.rl().scorer().reward_model());
-      break;
-    case K::STAGE_KIND_REJECTION_SAMPLING:
-      add("reward_model", stage.rejection_sampling().scorer().reward_model());
-      break;
-    case K::STAGE_KIND_AVERAGE:
-      for (int i = 0; i < stage.average().checkpoints_size(); ++i) {
-        add(absl::StrCat("checkpoints[", i, "]"), stage.average().checkpoints(i));
-      }
-      break;
-    case K::STAGE_KIND_MERGE:
-      for (int i = 0; i < stage.merge().inputs_size(); ++i)
-        add(absl::StrCat("inputs[", i, "]"), stage.merge().inputs(i));
-      add("base", stage.merge().base());
-      break;
-    default:
-      break;
-  }
+std::vector<Coordinator::Dependency> Coordinator::Dependencies(const PlanRecord& plan, int index) {
   std::vector<Dependency> deps;
-  if (!stage.dataset().from_stage().empty()) {
-    for (int j = 0; j < plan.plan().stages_size(); ++j) {
-      if (plan.plan().stages(j).name() == stage.dataset().from_stage())
-        deps.push_back({"dataset", j, -1, ""});
-    }
-  }
-  for (const auto& [name, text] : refs) {
-    absl::StatusOr<CheckpointRef> ref = ParseCheckpointRef(text);
-    if (!ref.ok()) continue;  // validation already refused it
+  for (StageInputRef& ref : StageInputRefs(plan.resolved(index).stage())) {
     Dependency d;
-    d.input = name;
-    if (ref->kind == CheckpointRef::Kind::kPath) {
-      d.path = ref->path;
+    if (ref.slot == InputSlot::kDataset) {
+      d.stage = FindStage(plan.plan(), ref.text);  // a stage name: its dataset is its final "checkpoint"
     } else {
-      for (int j = 0; j < plan.plan().stages_size(); ++j) {
-        if (plan.plan().stages(j).name() == ref->stage) d.stage = j;
+      absl::StatusOr<CheckpointRef> parsed = ParseCheckpointRef(ref.text);
+      if (!parsed.ok()) continue;  // validation already refused it
+      if (parsed->kind == CheckpointRef::Kind::kPath) {
+        d.path = parsed->path;
+      } else {
+        d.stage = FindStage(plan.plan(), parsed->stage);
+        d.step = parsed->step;
       }
-      d.step = ref->step;
-      if (d.stage < 0) continue;
     }
-    deps.push_back(d);
+    if (d.stage < 0 && d.path.empty()) continue;  // names no stage of the plan: validation refused it
+    d.ref = std::move(ref);
+    deps.push_back(std::move(d));
   }
   return deps;
 }
 
-absl::StatusOr<std::map<std::string, std::string>> Coordinator::ResolveInputs(const PlanRecord& plan,
-                                                                              int index) {
-  std::map<std::string, std::string> inputs;
+absl::StatusOr<loom::v1::StageInputs> Coordinator::ResolveInputs(const PlanRecord& plan, int index) {
+  loom::v1::StageInputs inputs;
   for (const Dependency& d : Dependencies(plan, index)) {
     if (d.stage < 0) {
-      inputs[d.input] = d.path;
+      SetInput(d.ref, d.path, &inputs);
       continue;
     }
     const JobStatus& dep = plan.status().jobs(d.stage);
     if (d.step < 0) {
-      inputs[d.input] = dep.final_checkpoint().path();
+      SetInput(d.ref, dep.final_checkpoint().path(), &inputs);
       continue;
     }
     std::string path;
@@ -106,15 +66,14 @@ absl::StatusOr<std::map<std::string, std::string>> Coordinator::ResolveInputs(co
     }
     if (path.empty()) {
       return absl::NotFoundError(
-          absl::StrCat(d.input, ": stage '", dep.stage(), "' committed no checkpoint at step ", d.step));
+          absl::StrCat(d.ref.field, ": stage '", dep.stage(), "' committed no checkpoint at step ", d.step));
     }
-    inputs[d.input] = path;
+    SetInput(d.ref, path, &inputs);
   }
-  // average {last_k: K}: the last K committed checkpoints of the `from` stage, oldest first, as
-  // "last_k[0]" .. "last_k[K-1]".
-  const loom::v1::Stage& stage = plan.plan().stages(index);
+  // average {last_k: K}: the last K committed checkpoints of the `from` stage, oldest first.
+  const loom::v1::Stage& stage = plan.resolved(index).stage();
   if (stage.kind() == loom::v1::STAGE_KIND_AVERAGE && stage.average().has_last_k()) {
-    const std::string from = plan.plan().stages(index).from();
+    const std::string& from = stage.from();
     std::vector<const loom::v1::CheckpointInfo*> found;
     for (const auto& c : checkpoints_[plan.status().plan_id()]) {
       if (c.stage() == from) found.push_back(&c);
@@ -125,34 +84,26 @@ absl::StatusOr<std::map<std::string, std::string>> Coordinator::ResolveInputs(co
       return absl::NotFoundError(absl::StrCat("average.last_k: stage '", from, "' committed ", found.size(),
                                               " checkpoints, fewer than ", k));
     }
-    for (int i = 0; i < k; ++i) inputs[absl::StrCat("last_k[", i, "]")] = found[found.size() - k + i]->path();
+    for (int i = 0; i < k; ++i) inputs.add_checkpoints(found[found.size() - k + i]->path());
   }
   return inputs;
 }
 
 loom::v1::Assignment Coordinator::MakeAssignment(const PlanRecord& plan, int index, int rank, int device,
-                                                 const std::map<std::string, std::string>& inputs) const {
+                                                 const loom::v1::StageInputs& inputs) const {
   const JobStatus& job = plan.status().jobs(index);
+  const loom::v1::ResolvedStage& resolved = plan.resolved(index);
   loom::v1::Assignment a;
   a.mutable_rank()->set_job_id(job.job_id());
   a.mutable_rank()->set_attempt(job.attempt());
   a.mutable_rank()->set_rank(rank);
   a.set_plan_id(plan.status().plan_id());
-  *a.mutable_stage() = ResolveStage(plan.plan(), index);
-  *a.mutable_model() = ResolveModel(plan.plan(), a.stage().model());
-  if (a.stage().kind() == loom::v1::STAGE_KIND_DISTILL) {
-    absl::StatusOr<CheckpointRef> ref = ParseCheckpointRef(a.stage().distill().teacher());
-    if (ref.ok() && ref->kind == CheckpointRef::Kind::kStage) {
-      for (int j = 0; j < plan.plan().stages_size(); ++j) {
-        if (plan.plan().stages(j).name() == ref->stage) {
-          *a.mutable_teacher_model() = ResolveModel(plan.plan(), ResolveStage(plan.plan(), j).model());
-        }
-      }
-    }
-  }
+  *a.mutable_stage() = resolved.stage();
+  *a.mutable_model() = resolved.model();
+  if (resolved.has_teacher_model()) *a.mutable_teacher_model() = resolved.teacher_model();
   *a.mutable_data() = plan.plan().data();
   if (a.data().dir().empty()) a.mutable_data()->set_dir(options_.prepared_data);
-  a.set_seed(a.stage().has_seed() ? a.stage().seed() : StageSeed(PlanSeed(plan.plan()), a.stage().name()));
+  a.set_seed(resolved.seed());
   const int tp = a.stage().parallel().tp(), pp = a.stage().parallel().pp();
   // The attempt's placement decides dp: fewer ranks than the stage asks for when elastic.
   const int placed = plan.runtime(index).ranks_size();
@@ -170,7 +121,7 @@ loom::v1::Assignment Coordinator::MakeAssignment(const PlanRecord& plan, int ind
   a.set_resume_from(job.last_checkpoint().path());
   a.set_checkpoint_dir(
       absl::StrCat(options_.checkpoint_root, "/", plan.status().plan_id(), "/", job.stage()));
-  for (const auto& [k, v] : inputs) (*a.mutable_inputs())[k] = v;
+  *a.mutable_inputs() = inputs;
   a.set_device_index(device);
   return a;
 }
@@ -197,11 +148,11 @@ void Coordinator::ScheduleLocked() {
       if (job->state() != loom::v1::JOB_STATE_PENDING && job->state() != loom::v1::JOB_STATE_RECOVERING)
         continue;
       ++pending;
-      std::vector<std::string> waiting;
+      std::vector<std::string> waiting;  // each stage once, in the order the stage names them
       for (const Dependency& d : Dependencies(*plan, i)) {
-        if (d.stage >= 0 && plan->status().jobs(d.stage).state() != loom::v1::JOB_STATE_SUCCEEDED) {
-          waiting.push_back(plan->status().jobs(d.stage).stage());
-        }
+        if (d.stage < 0 || plan->status().jobs(d.stage).state() == loom::v1::JOB_STATE_SUCCEEDED) continue;
+        const std::string& name = plan->status().jobs(d.stage).stage();
+        if (std::find(waiting.begin(), waiting.end(), name) == waiting.end()) waiting.push_back(name);
       }
       if (!waiting.empty()) {
         const std::string reason =
@@ -239,7 +190,7 @@ void Coordinator::ScheduleLocked() {
   }
   std::vector<JobRequest> requests;
   for (const Candidate& c : candidates) {
-    const loom::v1::Stage stage = ResolveStage(c.plan->plan(), c.index);
+    const loom::v1::Stage& stage = c.plan->resolved(c.index).stage();
     JobRequest r;
     r.job_id = c.plan->status().jobs(c.index).job_id();
     r.dp = std::max(1, stage.parallel().dp());
@@ -267,7 +218,7 @@ void Coordinator::ScheduleLocked() {
       }
       continue;
     }
-    absl::StatusOr<std::map<std::string, std::string>> inputs = ResolveInputs(plan, i);
+    absl::StatusOr<loom::v1::StageInputs> inputs = ResolveInputs(plan, i);
     if (!inputs.ok()) {
       plan.mutable_runtime(i)->set_last_error(std::string(inputs.status().message()));
       SetJobState(plan, i, loom::v1::JOB_STATE_FAILED, std::string(inputs.status().message()));
@@ -277,8 +228,7 @@ void Coordinator::ScheduleLocked() {
       continue;
     }
     job->set_attempt(job->attempt() + 1);
-    job->clear_inputs();
-    for (const auto& [key, value] : *inputs) (*job->mutable_inputs())[key] = value;
+    *job->mutable_inputs() = *inputs;
     job->set_resumed_from(job->last_checkpoint().path());
     job->clear_rank_workers();
     job->clear_progress();
@@ -297,7 +247,7 @@ void Coordinator::ScheduleLocked() {
       job->add_rank_workers(d.ranks[r].worker_id);
       used.insert(d.ranks[r].worker_id);
     }
-    const int full_dp = std::max(1, ResolveStage(plan.plan(), i).parallel().dp());
+    const int full_dp = std::max(1, plan.resolved(i).stage().parallel().dp());
     const std::string reason = absl::StrCat(
         "attempt ", job->attempt(), ": ", d.ranks.size(), " ranks on ", absl::StrJoin(used, ", "),
         d.dp < full_dp ? absl::StrCat(" (elastic: dp ", d.dp, " of ", full_dp, ", the same global batch)") : "",

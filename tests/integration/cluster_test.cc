@@ -74,8 +74,8 @@ TEST(Cluster, TwoStagePlanSucceedsAndHandsOverTheFinalCheckpoint) {
   EXPECT_EQ(core.progress().step(), 20);
   EXPECT_EQ(core.progress().tokens(), 5120);
   // Stage 2 started from stage 1's final checkpoint, and its assignment said so.
-  ASSERT_TRUE(more.inputs().contains("from"));
-  EXPECT_EQ(more.inputs().at("from"), core.final_checkpoint().path());
+  ASSERT_FALSE(more.inputs().from().empty());
+  EXPECT_EQ(more.inputs().from(), core.final_checkpoint().path());
   EXPECT_TRUE(ReadCheckpointManifest(core.final_checkpoint().path()).ok());
   std::string assignment_path;
   for (const std::string w : {"w1", "w2"}) {
@@ -84,7 +84,7 @@ TEST(Cluster, TwoStagePlanSucceedsAndHandsOverTheFinalCheckpoint) {
   }
   absl::StatusOr<loom::v1::Assignment> a = ReadAssignment(assignment_path);
   ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_EQ(a->inputs().at("from"), core.final_checkpoint().path());
+  EXPECT_EQ(a->inputs().from(), core.final_checkpoint().path());
   EXPECT_EQ(a->layout().world_size(), 2);
   EXPECT_EQ(a->checkpoint_dir(), cluster.checkpoint_root() + "/twostage-1/more");
   EXPECT_EQ(a->rendezvous_prefix(), "twostage-1/more#1/");

@@ -6,7 +6,7 @@
 // would), appends "step loss time_ms" to losses.txt beside the assignment, and every
 // stage.checkpoint.every_steps writes a real checkpoint directory (common/checkpoint_io.h; rank 0
 // writes, every rank reports its shard). It resumes from assignment.resume_from (the step read
-// from its manifest), verifies the manifest of inputs["from"] when set, and ends with a final
+// from its manifest), verifies the manifest of inputs.from when set, and ends with a final
 // checkpoint. Fault injection: LOOM_FAKE_CRASH_AT_STEP=N exits 3 at step N on rank
 // LOOM_FAKE_CRASH_RANK (default 0) in attempt LOOM_FAKE_CRASH_ATTEMPT (default 1; 0 = every).
 #include <chrono>
@@ -74,8 +74,8 @@ int main(int argc, char** argv) {
   const int64_t crash_attempt = EnvInt("LOOM_FAKE_CRASH_ATTEMPT", 1);
   const int64_t crash_rank = EnvInt("LOOM_FAKE_CRASH_RANK", 0);
 
-  if (auto it = a->inputs().find("from"); it != a->inputs().end()) {
-    absl::StatusOr<loom::v1::CheckpointManifest> m = loom::ReadCheckpointManifest(it->second);
+  if (!a->inputs().from().empty()) {
+    absl::StatusOr<loom::v1::CheckpointManifest> m = loom::ReadCheckpointManifest(a->inputs().from());
     if (!m.ok()) return Fail(absl::StrCat("input 'from': ", m.status().message()));
   }
   int64_t step = 0;

@@ -130,15 +130,16 @@ TEST(TrainingCluster, KilledWorkerResumesAndReproducesTheUninterruptedLossesBitw
   const auto& more = done.jobs(1);
   EXPECT_TRUE(core.final_checkpoint().final());
   EXPECT_EQ(core.final_checkpoint().step(), 120);
-  EXPECT_EQ(more.inputs().at("from"), core.final_checkpoint().path()) << more.DebugString();
+  EXPECT_EQ(more.inputs().from(), core.final_checkpoint().path()) << more.DebugString();
   // The average of core's last three checkpoints (steps 110, 115, 120) is a committed checkpoint.
   const auto& avg = done.jobs(2);
-  EXPECT_EQ(avg.inputs().at("last_k[2]"), core.final_checkpoint().path()) << avg.DebugString();
-  EXPECT_NE(avg.inputs().at("last_k[0]").find("step-000110"), std::string::npos) << avg.DebugString();
+  ASSERT_GE(avg.inputs().checkpoints_size(), 3) << avg.DebugString();
+  EXPECT_EQ(avg.inputs().checkpoints(2), core.final_checkpoint().path()) << avg.DebugString();
+  EXPECT_NE(avg.inputs().checkpoints(0).find("step-000110"), std::string::npos) << avg.DebugString();
   ASSERT_TRUE(ReadCheckpointManifest(avg.final_checkpoint().path()).ok()) << avg.DebugString();
   // SFT on the averaged model: chat data through the template, assistant-only loss.
   const auto& chat = done.jobs(3);
-  EXPECT_EQ(chat.inputs().at("from"), avg.final_checkpoint().path());
+  EXPECT_EQ(chat.inputs().from(), avg.final_checkpoint().path());
   EXPECT_EQ(chat.progress().tokens(), 4096) << chat.DebugString();
   EXPECT_GT(chat.progress().loss(), 0.0);
   // The eval stage measured the SFT model without writing a checkpoint; `loom eval` on the same
@@ -372,7 +373,7 @@ stages:
   ASSERT_EQ(done.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
   const auto& chat = done.jobs(1);
   const auto& prefs = done.jobs(2);
-  EXPECT_EQ(prefs.inputs().at("reference"), chat.final_checkpoint().path()) << prefs.DebugString();
+  EXPECT_EQ(prefs.inputs().reference(), chat.final_checkpoint().path()) << prefs.DebugString();
   const std::string log = ReadAll(RankLog(cluster, prefs.rank_workers(0), plan_id, "prefs", 1));
   EXPECT_NE(log.find("pairs computed"), std::string::npos) << log;
   EXPECT_NE(log.find("(0 pairs longer than seq_len 128 are cut)"), std::string::npos) << log;
@@ -417,7 +418,7 @@ stages:
 
   // Rejection sampling scored by that reward model keeps each prompt's best-scoring sample.
   const auto& best = done.jobs(4);
-  EXPECT_EQ(best.inputs().at("reward_model"), rm.final_checkpoint().path()) << best.DebugString();
+  EXPECT_EQ(best.inputs().reward_model(), rm.final_checkpoint().path()) << best.DebugString();
   EXPECT_EQ(best.eval_metrics().at("rs/prompts"), 8) << best.DebugString();
   EXPECT_EQ(best.eval_metrics().at("rs/kept"), 8) << best.DebugString();
 }
@@ -525,14 +526,14 @@ stages:
   }
   EXPECT_EQ(documents, lines);
   const auto& rft = done.jobs(3);
-  EXPECT_EQ(rft.inputs().at("dataset"), dataset) << rft.DebugString();
+  EXPECT_EQ(rft.inputs().dataset(), dataset) << rft.DebugString();
   EXPECT_GT(rft.progress().step(), 0) << rft.DebugString();
 
   // The rl stage sampled from its own policy on both ranks, scored by the verifier, and reported
   // the mean reward, KL and math accuracy before and after.
   const auto& rloo = done.jobs(4);
   EXPECT_EQ(rloo.progress().step(), 8) << rloo.DebugString();
-  EXPECT_EQ(rloo.inputs().at("reference"), done.jobs(1).final_checkpoint().path()) << rloo.DebugString();
+  EXPECT_EQ(rloo.inputs().reference(), done.jobs(1).final_checkpoint().path()) << rloo.DebugString();
   for (const char* name : {"rl/reward", "rl/kl", "rl/advantage_abs", "rl/completion_tokens"}) {
     EXPECT_TRUE(rloo.progress().train_metrics().contains(name)) << name << "\n" << rloo.DebugString();
   }

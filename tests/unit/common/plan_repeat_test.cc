@@ -15,6 +15,7 @@ namespace {
 constexpr char kRounds[] = R"(name: rounds
 model: {layers: 2, d_model: 64, heads: 4, kv_heads: 2, ffn_size: 128, vocab_size: 512}
 defaults:
+  parallel: {micro_batch_size: 2}  # even: the reward_model and dpo stages' pairs share micro-batches
   optimizer: {lr: 1e-3}
   batch_ramp: [{at_tokens: 0, global_batch_tokens: 1Ki}]
   seq_len_schedule: [{at_tokens: 0, seq_len: 128}]

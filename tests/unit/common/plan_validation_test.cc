@@ -32,6 +32,31 @@ Stage* AddStage(TrainingPlan& p, const char* name, loom::v1::StageKind kind, con
   return s;
 }
 
+// Stages of the kinds that run only with tp 1 and pp 1, appended to the base plan as stages[4].
+Stage* AddRewardModel(TrainingPlan& p) {
+  Stage* rm = AddStage(p, "rm", loom::v1::STAGE_KIND_REWARD_MODEL, "sft");
+  rm->mutable_dataset()->set_source("prefs_math");
+  return rm;
+}
+Stage* AddRl(TrainingPlan& p) {
+  Stage* rl = AddStage(p, "rl", loom::v1::STAGE_KIND_RL, "sft");
+  rl->mutable_dataset()->set_source("sft_math");
+  rl->mutable_rl()->mutable_scorer()->set_verifier(loom::v1::Scorer::VERIFIER_MATH);
+  return rl;
+}
+Stage* AddDistill(TrainingPlan& p) {
+  Stage* kd = AddStage(p, "kd", loom::v1::STAGE_KIND_DISTILL);
+  kd->set_tokens(1000000);
+  kd->mutable_distill()->set_teacher("core");
+  return kd;
+}
+Stage* AddRejectionSampling(TrainingPlan& p) {
+  Stage* rs = AddStage(p, "rs", loom::v1::STAGE_KIND_REJECTION_SAMPLING, "sft");
+  rs->mutable_dataset()->set_source("sft_math");
+  rs->mutable_rejection_sampling()->mutable_scorer()->set_verifier(loom::v1::Scorer::VERIFIER_MATH);
+  return rs;
+}
+
 const BrokenPlan kBroken[] = {
     {"missing plan name", [](TrainingPlan& p) { p.clear_name(); }, "name", "is missing"},
     {"invalid plan name", [](TrainingPlan& p) { p.set_name("Llama 3"); }, "name", "not a valid name"},
@@ -337,6 +362,13 @@ const BrokenPlan kBroken[] = {
        ev->mutable_eval()->set_math_problems(0);
      },
      "stages[4].eval.math_problems", "0 must be positive"},
+    {"eval stage whose answers may take no token",
+     [](TrainingPlan& p) {
+       Stage* ev = AddStage(p, "ev", loom::v1::STAGE_KIND_EVAL, "dpo");
+       ev->mutable_eval()->set_math_accuracy(true);
+       ev->mutable_eval()->set_math_max_new_tokens(0);
+     },
+     "stages[4].eval.math_max_new_tokens", "0 is not in [1, 4096]"},
     {"eval at a one-token length",
      [](TrainingPlan& p) {
        Stage* ev = AddStage(p, "ev", loom::v1::STAGE_KIND_EVAL, "dpo");
@@ -344,6 +376,89 @@ const BrokenPlan kBroken[] = {
        ev->mutable_eval()->set_seq_len(1);
      },
      "stages[4].eval.seq_len", "1 must be at least 2"},
+    // Which kinds run under which layouts: refused here rather than when the stage starts.
+    {"dpo under tensor parallelism",
+     [](TrainingPlan& p) { p.mutable_stages(2)->mutable_parallel()->set_tp(2); }, "stages[2].parallel.tp",
+     "2: a dpo stage does not run with tensor parallelism"},
+    {"dpo under pipeline parallelism",
+     [](TrainingPlan& p) { p.mutable_stages(2)->mutable_parallel()->set_pp(2); }, "stages[2].parallel.pp",
+     "2: a dpo stage does not run with pipeline parallelism"},
+    {"reward_model under tensor parallelism",
+     [](TrainingPlan& p) { AddRewardModel(p)->mutable_parallel()->set_tp(2); }, "stages[4].parallel.tp",
+     "2: a reward_model stage does not run with tensor parallelism (its loss reads whole-vocabulary logits)"},
+    {"reward_model under pipeline parallelism",
+     [](TrainingPlan& p) { AddRewardModel(p)->mutable_parallel()->set_pp(2); }, "stages[4].parallel.pp",
+     "2: a reward_model stage does not run with pipeline parallelism"},
+    {"rl under tensor parallelism", [](TrainingPlan& p) { AddRl(p)->mutable_parallel()->set_tp(2); },
+     "stages[4].parallel.tp", "2: an rl stage does not run with tensor parallelism"},
+    {"rl under pipeline parallelism", [](TrainingPlan& p) { AddRl(p)->mutable_parallel()->set_pp(4); },
+     "stages[4].parallel.pp", "4: an rl stage does not run with pipeline parallelism"},
+    {"distill under tensor parallelism",
+     [](TrainingPlan& p) { AddDistill(p)->mutable_parallel()->set_tp(2); }, "stages[4].parallel.tp",
+     "2: a distill stage does not run with tensor parallelism (the teacher runs whole beside the student)"},
+    {"distill under pipeline parallelism",
+     [](TrainingPlan& p) { AddDistill(p)->mutable_parallel()->set_pp(2); }, "stages[4].parallel.pp",
+     "2: a distill stage does not run with pipeline parallelism"},
+    {"rejection_sampling under tensor parallelism",
+     [](TrainingPlan& p) { AddRejectionSampling(p)->mutable_parallel()->set_tp(2); }, "stages[4].parallel.tp",
+     "2: a rejection_sampling stage does not run with tensor parallelism"},
+    {"zero1 with tensor parallelism",
+     [](TrainingPlan& p) {
+       p.mutable_stages(0)->mutable_parallel()->set_zero1(true);
+       p.mutable_stages(0)->mutable_parallel()->set_tp(2);
+     },
+     "stages[0].parallel.zero1", "does not run with tp 2 and pp 1"},
+    {"zero1 with pipeline parallelism",
+     [](TrainingPlan& p) {
+       p.mutable_defaults()->mutable_parallel()->set_zero1(true);
+       p.mutable_stages(1)->mutable_parallel()->set_pp(2);
+     },
+     "stages[1].parallel.zero1", "does not run with tp 1 and pp 2"},
+    {"dpo with an odd micro-batch",
+     [](TrainingPlan& p) { p.mutable_stages(2)->mutable_parallel()->set_micro_batch_size(1); },
+     "stages[2].parallel.micro_batch_size", "1 is odd: a dpo stage needs an even micro_batch_size"},
+    {"reward_model with an odd micro-batch",
+     [](TrainingPlan& p) { AddRewardModel(p)->mutable_parallel()->set_micro_batch_size(1); },
+     "stages[4].parallel.micro_batch_size", "1 is odd: a reward_model stage needs an even micro_batch_size"},
+    {"offline dpo with two sequence lengths",
+     [](TrainingPlan& p) {
+       for (auto [at, len] : {std::pair<int64_t, int>{0, 256}, {1000000, 128}}) {
+         auto* e = p.mutable_stages(2)->add_seq_len_schedule();
+         e->set_at_tokens(at);
+         e->set_seq_len(len);
+       }
+     },
+     "stages[2].seq_len_schedule", "has 2 entries; an offline dpo stage trains at one seq_len"},
+    {"reward_model with two sequence lengths",
+     [](TrainingPlan& p) {
+       Stage* rm = AddRewardModel(p);
+       for (auto [at, len] : {std::pair<int64_t, int>{0, 256}, {1000000, 128}}) {
+         auto* e = rm->add_seq_len_schedule();
+         e->set_at_tokens(at);
+         e->set_seq_len(len);
+       }
+     },
+     "stages[4].seq_len_schedule", "has 2 entries; a reward_model stage trains at one seq_len"},
+    {"dpo pairs from a rejection_sampling dataset",
+     [](TrainingPlan& p) {
+       AddRejectionSampling(p);
+       Stage* d = AddStage(p, "dpo2", loom::v1::STAGE_KIND_DPO, "sft");
+       d->mutable_dataset()->set_from_stage("rs");
+     },
+     "stages[5].dataset.from_stage", "a dpo stage reads preference pairs from a prepared source"},
+    {"rl prompts from a rejection_sampling dataset",
+     [](TrainingPlan& p) {
+       AddRejectionSampling(p);
+       Stage* rl = AddRl(p);
+       rl->mutable_dataset()->clear_source();
+       rl->mutable_dataset()->set_from_stage("rs");
+     },
+     "stages[5].dataset.from_stage", "an rl stage reads its prompts from a prepared source"},
+    {"rl batch not whole prompts on every rank",
+     [](TrainingPlan& p) { AddRl(p)->mutable_rl()->set_samples_per_prompt(3); },
+     "stages[4].batch_ramp[0].global_batch_tokens",
+     "16384 is 64 sequences of 256 tokens (seq_len from seq_len_schedule[0]), not a multiple of "
+     "rl.samples_per_prompt x dp = 3 x 2 = 6"},
     {"max_attempts zero", [](TrainingPlan& p) { p.set_max_attempts(0); }, "max_attempts",
      "0 is not in [1, 100]"},
     {"too many stages",
@@ -431,6 +546,33 @@ TEST(PlanValidation, BatchMustDivideAtEverySeqLenBoundary) {
   ASSERT_NE(error, nullptr);
   EXPECT_NE(error->message.find("= 8192 (seq_len from seq_len_schedule[1])"), std::string::npos)
       << error->message;
+}
+
+// A dpo stage at tp 2 used to be accepted and then fail on the worker when it started; now the
+// plan is refused at submit, at the field to change.
+TEST(PlanValidation, ADpoStageUnderTensorParallelismIsRefusedBeforeItReachesAWorker) {
+  TrainingPlan plan = BasePlan();
+  plan.mutable_stages(2)->mutable_parallel()->set_tp(2);
+  const std::vector<PlanError> errors = ValidatePlan(plan);
+  ASSERT_EQ(errors.size(), 1u) << FormatPlanErrors(errors);
+  EXPECT_EQ(errors[0].path, "stages[2].parallel.tp");
+  EXPECT_EQ(errors[0].message,
+            "2: a dpo stage does not run with tensor parallelism (its loss reads whole-vocabulary "
+            "log-probabilities)");
+  EXPECT_EQ(errors[0].hint, "use tp: 1 and pp: 1 for it");
+}
+
+TEST(PlanValidation, PretrainingAndSftStagesStillRunUnderTensorAndPipelineParallelism) {
+  TrainingPlan plan = BasePlan();
+  for (int i : {0, 1}) {
+    plan.mutable_stages(i)->mutable_parallel()->set_tp(2);
+    plan.mutable_stages(i)->mutable_parallel()->set_pp(2);
+  }
+  EXPECT_TRUE(ValidatePlan(plan).empty()) << FormatPlanErrors(ValidatePlan(plan));
+  // An sft stage may read a rejection_sampling stage's dataset.
+  AddRejectionSampling(plan);
+  AddStage(plan, "sft2", loom::v1::STAGE_KIND_SFT, "core")->mutable_dataset()->set_from_stage("rs");
+  EXPECT_TRUE(ValidatePlan(plan).empty()) << FormatPlanErrors(ValidatePlan(plan));
 }
 
 TEST(PlanValidation, DefaultsAreInheritedAndOverridable) {

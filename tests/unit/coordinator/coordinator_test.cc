@@ -2,11 +2,15 @@
 #include "coordinator/coordinator.h"
 
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
 
 #include <gtest/gtest.h>
 
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
+#include "google/protobuf/util/message_differencer.h"
 
 namespace loom::coordinator {
 namespace {
@@ -91,6 +95,24 @@ class CoordinatorTest : public ::testing::Test {
     m.mutable_rank_exit()->set_error(error);
     coordinator_->HandleWorkerMessage(w, conn, m);
   }
+  // Every rank of attempt `a` trains, commits a checkpoint at each of `steps` (the last one final)
+  // and exits 0.
+  void Finish(const std::string& w, int64_t conn, const std::vector<Assignment>& a,
+              const std::vector<int64_t>& steps) {
+    for (const auto& rank : a) Progress(w, conn, rank, 1);
+    for (size_t k = 0; k < steps.size(); ++k) {
+      for (const auto& rank : a) Checkpoint(w, conn, rank, steps[k], k + 1 == steps.size());
+    }
+    for (const auto& rank : a) Exit(w, conn, rank, 0);
+  }
+  // Rank 0's assignment of each job, by stage.
+  static std::map<std::string, Assignment> ByStage(const std::vector<Assignment>& a) {
+    std::map<std::string, Assignment> out;
+    for (const Assignment& x : a) {
+      if (x.rank().rank() == 0) out[x.stage().name()] = x;
+    }
+    return out;
+  }
   JobStatus Job(const std::string& plan_id, int index) {
     return coordinator_->GetPlan(plan_id)->status().jobs(index);
   }
@@ -138,7 +160,7 @@ TEST_F(CoordinatorTest, RunsStagesInOrderAndHandsOverTheFinalCheckpoint) {
   std::vector<Assignment> b = link.TakeAssignments();
   ASSERT_EQ(b.size(), 2u);
   EXPECT_EQ(b[0].stage().name(), "more");
-  EXPECT_EQ(b[0].inputs().at("from"), "/ckpt/twostage-1/core/step-20");
+  EXPECT_EQ(b[0].inputs().from(), "/ckpt/twostage-1/core/step-20");
   EXPECT_EQ(coordinator_->ListCheckpoints(id, "")->checkpoints_size(), 2);
 }
 
@@ -190,7 +212,7 @@ TEST_F(CoordinatorTest, EvalStageSucceedsWithoutACheckpointAndKeepsItsResults) {
   std::vector<Assignment> a = link.TakeAssignments();
   ASSERT_EQ(a.size(), 2u);
   EXPECT_EQ(a[0].stage().kind(), STAGE_KIND_EVAL);
-  EXPECT_EQ(a[0].inputs().at("from"), "/ckpt/twostage-1/more/step-10");
+  EXPECT_EQ(a[0].inputs().from(), "/ckpt/twostage-1/more/step-10");
   WorkerMessage m;
   *m.mutable_progress()->mutable_rank() = a[0].rank();
   (*m.mutable_progress()->mutable_eval_loss())["english"] = 2.5;
@@ -330,6 +352,154 @@ TEST_F(CoordinatorTest, RestartReadoptsRanksThatWorkersReportOrReschedulesAfterT
   EXPECT_EQ(Job(id, 1).attempt(), 2);
   EXPECT_NE(Job(id, 1).transitions().rbegin()[1].reason().find("not reported running"), std::string::npos);
   EXPECT_EQ(other.TakeAssignments().size(), 2u);
+}
+
+// Each stage is resolved once, at submit, and kept in the plan record: its defaults applied, its
+// model, its seed.
+TEST_F(CoordinatorTest, StagesAreResolvedOnceAtSubmitAndKeptInThePlanRecord) {
+  ASSERT_TRUE(coordinator_->SubmitPlan(plan_, "plan.yaml").ok());
+  coordinator_.reset();
+  absl::StatusOr<StoreContents> contents = store_->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->plans.size(), 1u);
+  const PlanRecord& record = contents->plans[0];
+  ASSERT_EQ(record.resolved_size(), 2);
+  const ResolvedStage& more = record.resolved(1);
+  EXPECT_EQ(more.stage().name(), "more");
+  EXPECT_EQ(more.stage().optimizer().lr(), 1e-3);     // from defaults
+  EXPECT_EQ(more.stage().optimizer().beta2(), 0.95);  // built in
+  EXPECT_EQ(more.model().layers(), 2);
+  EXPECT_EQ(more.model().rope_theta(), 10000);  // built in
+  EXPECT_EQ(more.seed(), StageSeed(7, "more"));
+  EXPECT_FALSE(more.has_teacher_model());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(more.stage(), ResolveStage(plan_, 1)));
+}
+
+// A record written before plans kept their resolved stages gets them at load, and its jobs run as
+// they would have.
+TEST_F(CoordinatorTest, ARecordStoredWithoutResolvedStagesIsResolvedAtLoad) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
+  coordinator_.reset();
+  PlanRecord record = store_->Load()->plans[0];
+  record.clear_resolved();
+  StoreWrite write;
+  write.plans.push_back(&record);
+  ASSERT_TRUE(store_->Write(write).ok());
+  Open();
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].stage().name(), "core");
+  EXPECT_EQ(a[0].stage().optimizer().lr(), 1e-3);
+  EXPECT_EQ(a[0].model().rope_theta(), 10000);
+  EXPECT_EQ(a[0].seed(), StageSeed(7, "core"));
+  Finish("w1", conn, a, {20});
+  ASSERT_EQ(Job(id, 0).state(), JOB_STATE_SUCCEEDED) << Job(id, 0).DebugString();
+  coordinator_->Tick();
+  a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].inputs().from(), "/ckpt/twostage-1/core/step-20");
+}
+
+// Inputs arrive as typed fields: an average's checkpoints in order (listed, or the last K of
+// `from`), a merge's inputs and base, a distillation teacher with its model; the job's status
+// shows what its attempt reads.
+TEST_F(CoordinatorTest, InputsOfAveragesMergesAndTeachersArriveTypedAndInOrder) {
+  const std::string extra = R"(
+  - {name: avg, kind: average, average: {checkpoints: [core@5, more]}}
+  - {name: last, kind: average, from: core, average: {last_k: 2}}
+  - {name: mix, kind: merge, merge: {method: ties, inputs: [more, ./outside/ckpt], base: core}}
+  - name: kd
+    kind: distill
+    tokens: 2560
+    distill: {teacher: more}
+    data_mix: [{at_tokens: 0, weights: {english: 1}}]
+)";
+  std::ifstream in(std::string(LOOM_SOURCE_DIR) + "/tests/integration/two_stage_plan.yaml");
+  std::stringstream text;
+  text << in.rdbuf() << extra;
+  ParsedPlan parsed = ParsePlanText(text.str(), PlanFormat::kYaml);
+  ASSERT_TRUE(parsed.errors.empty()) << FormatPlanErrors(parsed.errors);
+  const absl::StatusOr<std::string> id = coordinator_->SubmitPlan(parsed.plan, "plan.yaml");
+  ASSERT_TRUE(id.ok()) << id.status();
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 8);
+  coordinator_->Tick();
+  Finish("w1", conn, link.TakeAssignments(), {5, 10, 20});  // core
+  coordinator_->Tick();
+  std::vector<Assignment> started = link.TakeAssignments(), more;  // more, and last (it reads core only)
+  for (const Assignment& x : started) {
+    if (x.stage().name() == "more") more.push_back(x);
+  }
+  Finish("w1", conn, more, {10});
+  coordinator_->Tick();
+  for (const Assignment& x : link.TakeAssignments()) started.push_back(x);
+  std::map<std::string, Assignment> a = ByStage(started);
+  ASSERT_EQ(a.size(), 5u) << coordinator_->GetPlan(*id)->status().DebugString();
+
+  const StageInputs& avg = a["avg"].inputs();
+  ASSERT_EQ(avg.checkpoints_size(), 2) << avg.DebugString();
+  EXPECT_EQ(avg.checkpoints(0), "/ckpt/twostage-1/core/step-5");
+  EXPECT_EQ(avg.checkpoints(1), "/ckpt/twostage-1/more/step-10");
+  EXPECT_TRUE(avg.from().empty());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(Job(*id, 2).inputs(), avg))
+      << Job(*id, 2).DebugString();
+
+  const StageInputs& last = a["last"].inputs();
+  ASSERT_EQ(last.checkpoints_size(), 2) << last.DebugString();
+  EXPECT_EQ(last.checkpoints(0), "/ckpt/twostage-1/core/step-10");
+  EXPECT_EQ(last.checkpoints(1), "/ckpt/twostage-1/core/step-20");
+  EXPECT_EQ(last.from(), "/ckpt/twostage-1/core/step-20");
+  EXPECT_TRUE(CheckInputsResolved(a["last"].stage(), last).ok());
+
+  const StageInputs& mix = a["mix"].inputs();
+  ASSERT_EQ(mix.merge_inputs_size(), 2) << mix.DebugString();
+  EXPECT_EQ(mix.merge_inputs(0), "/ckpt/twostage-1/more/step-10");
+  EXPECT_EQ(mix.merge_inputs(1), "./outside/ckpt");
+  EXPECT_EQ(mix.merge_base(), "/ckpt/twostage-1/core/step-20");
+
+  EXPECT_EQ(a["kd"].inputs().teacher(), "/ckpt/twostage-1/more/step-10");
+  EXPECT_EQ(a["kd"].teacher_model().layers(), 2);
+  EXPECT_EQ(a["kd"].teacher_model().rope_theta(), 10000);
+  EXPECT_FALSE(a["avg"].has_teacher_model());
+}
+
+// A reference to a step the stage never committed fails the job when it would start, naming the
+// field that made it.
+TEST_F(CoordinatorTest, AStepNeverCommittedFailsTheJobNamingTheField) {
+  Stage* avg = plan_.add_stages();
+  avg->set_name("avg");
+  avg->set_kind(STAGE_KIND_AVERAGE);
+  avg->mutable_average()->add_checkpoints("more");
+  avg->mutable_average()->add_checkpoints("core@7");
+  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  Finish("w1", conn, link.TakeAssignments(), {5, 20});
+  coordinator_->Tick();
+  Finish("w1", conn, link.TakeAssignments(), {10});
+  coordinator_->Tick();
+  EXPECT_TRUE(link.TakeAssignments().empty());
+  const JobStatus job = Job(id, 2);
+  EXPECT_EQ(job.state(), JOB_STATE_FAILED);
+  EXPECT_EQ(job.reason(), "average.checkpoints[1]: stage 'core' committed no checkpoint at step 7");
+}
+
+// A job waiting for a stage it names twice (two checkpoints of it here; a dpo stage's `from` and
+// its default reference, in practice) names it once.
+TEST_F(CoordinatorTest, AStageNamedTwiceIsWaitedForOnce) {
+  Stage* avg = plan_.add_stages();
+  avg->set_name("avg");
+  avg->set_kind(STAGE_KIND_AVERAGE);
+  for (const char* c : {"more", "core", "more@5"}) avg->mutable_average()->add_checkpoints(c);
+  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
+  FakeLink link;
+  Register("w1", &link, 2);
+  coordinator_->Tick();
+  EXPECT_EQ(Job(id, 2).reason(), "waiting for stage more, core to finish");
 }
 
 TEST_F(CoordinatorTest, PriorityGoesFirstAndWaitingJobsSayWhy) {
