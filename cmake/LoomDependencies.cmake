@@ -1,5 +1,5 @@
 # Every third-party library Loom uses, found from Debian's packages (scripts/setup installs them).
-# The traps behind these lines are written up in ../shared/DEPS.md.
+# Every package comes from Debian (scripts/setup installs them).
 
 find_package(Threads REQUIRED)
 

@@ -1,4 +1,4 @@
-// Checkpoint directories (layout in ../shared/DESIGN.md): `<root>/<plan>/<stage>/step-<N>/` with
+// Checkpoint directories (docs/architecture.md): `<root>/<plan>/<stage>/step-<N>/` with
 // data files and a manifest.json (loom.v1.CheckpointManifest as JSON) that records the sha256 of
 // every file. Written under a temporary name, fsynced, renamed: a crash leaves the old state or
 // the whole new checkpoint, never part of one. A manifest whose files do not verify is refused.

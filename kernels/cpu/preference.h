@@ -1,4 +1,4 @@
-// Preference losses on sequence log-likelihoods (RECIPES.md "Exact formulas"), per pair, with
+// Preference losses on sequence log-likelihoods (the published DPO, IPO and Bradley–Terry formulas), per pair, with
 // their gradients:
 //
 //   Δ = [log πθ(y_w) − log πref(y_w)] − [log πθ(y_l) − log πref(y_l)]

@@ -1,4 +1,4 @@
-// Averaging and merging: known answers for every method (RECIPES.md formulas), and whole
+// Averaging and merging: known answers for every method (the published formulas), and whole
 // checkpoints merged tensor by tensor with architecture checks.
 #include "worker/engine/model/merge.h"
 

@@ -1,4 +1,4 @@
-// Checkpoint averaging and model merging, as in the recipes (RECIPES.md "Merges", "EMA"):
+// Checkpoint averaging and model merging, as in the recipes (Llama 3.1, Gemma 2, AFM):
 //
 //   linear / uniform / weighted   Σ wᵢθᵢ / Σ wᵢ
 //   EMA                           ema ← β·ema + (1−β)·θᵢ, in the given order, starting at θ₁
