@@ -37,7 +37,7 @@ int Fail(const absl::Status& status, const char* command) {
 // Prints a runner's reports as a person running one stage here wants them.
 class ConsoleReporter : public engine::StageReporter {
  public:
-  // `json`: the measures are printed at the end as JSON, the log lines go to stderr.
+  // `json`: only the measures are printed, at the end, as JSON (for scripts).
   explicit ConsoleReporter(bool json = false) : json_(json) {}
 
   absl::Status Progress(const engine::ProgressReport& r) override {
@@ -57,8 +57,9 @@ class ConsoleReporter : public engine::StageReporter {
     return absl::OkStatus();
   }
   void Log(const std::string& line) override {
-    std::fprintf(json_ ? stderr : stdout, "%s\n", line.c_str());
-    std::fflush(json_ ? stderr : stdout);
+    if (json_) return;
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
   }
   // {"eval_loss": {...}, "eval_metrics": {...}}, as `loom status --json` shows them.
   std::string MeasuresJson() const {

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <map>
 #include <vector>
 
@@ -169,12 +171,30 @@ TEST(RankProgress, RampMixAndEvalFollowThePlanExactly) {
 
 TEST(RankProgress, ContextExtensionReportsShortAndLongLengthsBeforeAndAfter) {
   const std::string dir = FreshDir("context");
-  const loom::v1::Assignment a = AssignmentFor(R"(name: ctx
+  // The checkpoint the stage starts from: one step at a negligible learning rate, so as good as
+  // freshly initialised.
+  const std::string init_plan = dir + "/init.yaml";
+  std::ofstream(init_plan) << R"(name: init
+model: {layers: 2, d_model: 64, heads: 4, kv_heads: 2, ffn_size: 128, vocab_size: 512}
+stages:
+  - name: init
+    kind: pretrain
+    tokens: 1Ki
+    optimizer: {lr: 1e-9}
+    batch_ramp: [{at_tokens: 0, global_batch_tokens: 1Ki}]
+    seq_len_schedule: [{at_tokens: 0, seq_len: 128}]
+    data_mix: [{at_tokens: 0, weights: {math: 1}}]
+)";
+  const std::string init_command = BinaryPath("cli/loom") + " train-local " + init_plan + " --data " +
+                                   PreparedData() + " --steps 1 --out " + dir + "/init > " + dir + "/init.log 2>&1";
+  ASSERT_EQ(std::system(init_command.c_str()), 0) << ReadAll(dir + "/init.log");
+  const std::string from = dir + "/init/step-000001";
+  loom::v1::Assignment a = AssignmentFor(R"(name: ctx
 model: {layers: 2, d_model: 64, heads: 4, kv_heads: 2, ffn_size: 128, vocab_size: 512}
 stages:
   - name: longer
     kind: context_extension
-    from: ./nowhere
+    from: )" + from + R"(
     tokens: 16Ki
     rope: {theta: 100000}
     optimizer: {lr: 3e-3}
@@ -185,7 +205,8 @@ stages:
     checkpoint: {every_steps: 0}
     eval: {sets: [math], max_tokens: 1Ki}
 )",
-                                               dir);
+                                         dir);
+  a.mutable_inputs()->set_from(from);  // as the coordinator resolves a path reference
   int exit_code = -1;
   const std::vector<loom::v1::WorkerMessage> messages = RunRank(a, dir, &exit_code);
   ASSERT_EQ(exit_code, 0);

@@ -245,7 +245,9 @@ TEST(TrainingCluster, DataTensorAndPipelineParallelStagesMeetThroughTheCoordinat
     PlanStatus c = cluster.WaitForPlan(id, Ended, std::chrono::seconds(120));
     ASSERT_EQ(c.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
     ASSERT_EQ(c.jobs(0).rank_workers_size(), 2);
-    if (tp > 1) EXPECT_EQ(c.jobs(0).rank_workers(0), "w3");
+    if (tp > 1) {
+      EXPECT_EQ(c.jobs(0).rank_workers(0), "w3");
+    }
     const auto losses = RankLosses(RankLog(cluster, c.jobs(0).rank_workers(1), id, "core", 1, 1));
     ASSERT_EQ(losses.size(), 120u);
     for (const auto& [step, loss] : dp1) {
