@@ -1,5 +1,7 @@
 // `loom up`: the embedded default. A coordinator and N local CPU workers as child processes in
-// the foreground; Ctrl-C or SIGTERM stops them all (workers first, so their ranks end cleanly).
+// the foreground, supervised: one that dies is restarted (with a log line and a backoff), so a job
+// that lost a worker resumes on it. Ctrl-C or SIGTERM stops them all (workers first, so their
+// ranks end cleanly).
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -67,14 +69,59 @@ void Stop(pid_t pid, std::chrono::milliseconds grace) {
   waitpid(pid, &status, 0);
 }
 
+using Clock = std::chrono::steady_clock;
+
+// A supervised child process: restarted with a growing backoff when it ends (0.5 s, doubling to
+// 30 s, back to 0.5 s once it has run a minute); five failures in a row within two seconds of
+// starting are a fault of the configuration, not of the moment, and end the supervision.
+struct Child {
+  std::string name;
+  std::vector<std::string> argv;
+  pid_t pid = -1;
+  Clock::time_point started, restart_at;
+  std::chrono::milliseconds backoff{500};
+  int quick_failures = 0;
+
+  bool Start() {
+    pid = Spawn(argv);
+    if (pid < 0) return false;
+    if (starts++ > 0) std::fprintf(stderr, "loom up: restarted %s (pid %d)\n", name.c_str(), static_cast<int>(pid));
+    started = Clock::now();
+    return true;
+  }
+
+  // It ended with `status`; false when it should not be restarted any more.
+  bool Ended(int status) {
+    const pid_t was = pid;
+    pid = -1;
+    const auto ran = Clock::now() - started;
+    const std::string how = WIFSIGNALED(status) ? absl::StrCat("was killed by signal ", WTERMSIG(status))
+                                                : absl::StrCat("exited with code ", WEXITSTATUS(status));
+    if (ran >= std::chrono::minutes(1)) backoff = std::chrono::milliseconds(500);
+    quick_failures = ran < std::chrono::seconds(2) && !WIFSIGNALED(status) ? quick_failures + 1 : 0;
+    if (quick_failures >= 5) {
+      std::fprintf(stderr, "loom up: %s %s within 2 s of starting, 5 times in a row; giving up (see its log)\n",
+                   name.c_str(), how.c_str());
+      return false;
+    }
+    std::fprintf(stderr, "loom up: %s (pid %d) %s after %.1f s; restarting it in %.1f s\n", name.c_str(),
+                 static_cast<int>(was), how.c_str(),
+                 std::chrono::duration<double>(ran).count(), backoff.count() / 1000.0);
+    restart_at = Clock::now() + backoff;
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(30000));
+    return true;
+  }
+  int starts = 0;
+};
+
 }  // namespace
 
 int RunUp(const Args& args) {
   int workers = 2, slots = 1, threads = 1;
   std::string data_dir, prepared, listen = "127.0.0.1:7070", metrics_listen = "127.0.0.1:9400", rank_binary;
   CommandLine cl("loom up",
-                 "Runs Loom on this machine in the foreground: a coordinator and N CPU workers. Ctrl-C stops "
-                 "them all.");
+                 "Runs Loom on this machine in the foreground: a coordinator and N CPU workers, restarted "
+                 "when they die (a job that lost a worker resumes on it). Ctrl-C stops them all.");
   cl.AddFlag("workers", &workers, "number of local worker daemons");
   cl.AddFlag("slots-per-worker", &slots, "ranks each worker runs at once (cpu:N)");
   cl.AddFlag("threads-per-rank", &threads, "CPU threads per rank");
@@ -108,68 +155,69 @@ int RunUp(const Args& args) {
 
   const std::string coordinator_bin = FindBinary("loom-coordinator", "coordinator");
   const std::string worker_bin = FindBinary("loom-worker", "worker/daemon");
-  const pid_t coordinator = Spawn({coordinator_bin, "--listen", listen, "--data-dir",
-                                   data_dir + "/coordinator", "--checkpoint-root", data_dir + "/checkpoints",
-                                   "--prepared-data", prepared, "--metrics-listen", metrics_listen});
-  if (coordinator < 0) return 1;
-  std::vector<pid_t> worker_pids;
+  std::vector<Child> children;
+  children.push_back({"the coordinator",
+                      {coordinator_bin, "--listen", listen, "--data-dir", data_dir + "/coordinator",
+                       "--checkpoint-root", data_dir + "/checkpoints", "--prepared-data", prepared,
+                       "--metrics-listen", metrics_listen}});
   for (int i = 0; i < workers; ++i) {
-    std::vector<std::string> argv = {worker_bin,
-                                     "--coordinator",
-                                     listen,
-                                     "--devices",
-                                     absl::StrCat("cpu:", slots),
-                                     "--threads-per-rank",
-                                     absl::StrCat(threads),
-                                     "--work-dir",
-                                     absl::StrCat(data_dir, "/worker-", i),
-                                     "--worker-id",
-                                     absl::StrCat("local-", i)};
+    Child worker{absl::StrCat("worker local-", i),
+                 {worker_bin, "--coordinator", listen, "--devices", absl::StrCat("cpu:", slots), "--threads-per-rank",
+                  absl::StrCat(threads), "--work-dir", absl::StrCat(data_dir, "/worker-", i), "--worker-id",
+                  absl::StrCat("local-", i)}};
     if (!rank_binary.empty()) {
-      argv.push_back("--rank-binary");
-      argv.push_back(rank_binary);
+      worker.argv.push_back("--rank-binary");
+      worker.argv.push_back(rank_binary);
     }
-    worker_pids.push_back(Spawn(argv));
+    children.push_back(std::move(worker));
+  }
+  for (Child& c : children) {
+    if (!c.Start()) {
+      for (Child& other : children) Stop(other.pid, std::chrono::seconds(5));
+      return 1;
+    }
   }
   std::printf(
       "loom up: coordinator on %s (metrics http://%s/metrics), %d workers; data in %s. Ctrl-C stops.\n",
       listen.c_str(), metrics_listen.c_str(), workers, data_dir.c_str());
   std::fflush(stdout);
 
+  // Supervise: a child that ends is restarted after a backoff, as a service manager would; one
+  // that keeps failing at start (a busy port, a bad flag) stops everything.
   int result = 0;
-  while (true) {
-    int signal = 0;
-    sigwait(&signals, &signal);
-    if (signal != SIGCHLD) break;
-    // A child ended on its own: the coordinator ending is fatal; a worker is reported.
-    int status;
-    pid_t pid;
-    bool coordinator_died = false;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-      if (pid == coordinator) {
-        coordinator_died = true;
-      } else {
-        for (pid_t& w : worker_pids) {
-          if (w == pid) {
-            std::fprintf(stderr, "loom up: a worker (pid %d) exited\n", pid);
-            w = -1;
-          }
+  while (result == 0) {
+    auto now = Clock::now();
+    auto next = now + std::chrono::hours(1);
+    for (const Child& c : children) {
+      if (c.pid < 0) next = std::min(next, c.restart_at);
+    }
+    const auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(std::max(next - now, Clock::duration(0)));
+    timespec timeout{static_cast<time_t>(wait.count() / 1000000000), static_cast<long>(wait.count() % 1000000000)};
+    siginfo_t info;
+    const int signal = sigtimedwait(&signals, &info, &timeout);
+    if (signal == SIGINT || signal == SIGTERM) break;
+    if (signal == SIGCHLD) {
+      int status;
+      pid_t pid;
+      while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (Child& c : children) {
+          if (c.pid == pid && !c.Ended(status)) result = 1;
         }
       }
     }
-    if (coordinator_died) {
-      std::fprintf(stderr, "loom up: the coordinator exited; stopping the workers\n");
-      result = 1;
-      for (pid_t w : worker_pids) Stop(w, std::chrono::seconds(5));
-      return result;
+    now = Clock::now();
+    for (Child& c : children) {
+      if (result == 0 && c.pid < 0 && now >= c.restart_at && !c.Start()) result = 1;
     }
   }
   std::printf("loom up: stopping\n");
-  for (pid_t w : worker_pids) {
-    if (w > 0) kill(w, SIGTERM);
+  std::fflush(stdout);
+  // Workers first, so their ranks end cleanly, then the coordinator.
+  for (size_t i = 1; i < children.size(); ++i) {
+    if (children[i].pid > 0) kill(children[i].pid, SIGTERM);
   }
-  for (pid_t w : worker_pids) Stop(w, std::chrono::seconds(5));
-  Stop(coordinator, std::chrono::seconds(5));
+  for (size_t i = 1; i < children.size(); ++i) Stop(children[i].pid, std::chrono::seconds(5));
+  Stop(children[0].pid, std::chrono::seconds(5));
   return result;
 }
 

@@ -15,7 +15,24 @@ namespace {
 absl::Status Errno(std::string_view what, const std::string& path) {
   const int err = errno;
   const std::string message = absl::StrCat(std::string(what), " ", path, ": ", std::strerror(err));
-  return err == ENOENT ? absl::NotFoundError(message) : absl::InternalError(message);
+  // The codes say whose fault it is (common/rank_exit.h): a missing or forbidden file is the
+  // plan's, a failing disk the node's.
+  switch (err) {
+    case ENOENT:
+    case ENOTDIR:
+      return absl::NotFoundError(message);
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(message);
+    case EIO:
+    case EROFS:
+      return absl::DataLossError(message);
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(message);
+    default:
+      return absl::InternalError(message);
+  }
 }
 
 class Fd {

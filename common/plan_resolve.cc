@@ -221,10 +221,6 @@ loom::v1::ModelConfig ResolveModel(const loom::v1::TrainingPlan& plan, const std
 
 uint64_t PlanSeed(const loom::v1::TrainingPlan& plan) { return plan.has_seed() ? plan.seed() : 1234; }
 
-int PlanMaxAttempts(const loom::v1::TrainingPlan& plan) {
-  return plan.has_max_attempts() ? plan.max_attempts() : 5;
-}
-
 bool TrainsOnTokenStream(StageKind kind) {
   switch (kind) {
     case loom::v1::STAGE_KIND_PRETRAIN:

@@ -40,7 +40,6 @@ void ApplyModelDefaults(loom::v1::ModelConfig* model);
 loom::v1::ModelConfig ResolveModel(const loom::v1::TrainingPlan& plan, const std::string& name);
 
 uint64_t PlanSeed(const loom::v1::TrainingPlan& plan);    // default 1234
-int PlanMaxAttempts(const loom::v1::TrainingPlan& plan);  // default 5
 
 // What a stage kind does, for validation, scheduling and display.
 bool TrainsOnTokenStream(loom::v1::StageKind kind);  // pretrain-like: tokens + data mix

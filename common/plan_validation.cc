@@ -134,6 +134,25 @@ void Validator::CheckPlanFields() {
   if (plan_.has_max_attempts() && (plan_.max_attempts() < 1 || plan_.max_attempts() > 100)) {
     Error("max_attempts", absl::StrCat(plan_.max_attempts(), " is not in [1, 100]"));
   }
+  const loom::v1::RetryPolicy& r = plan_.retry();
+  if (r.has_max_retries() && (r.max_retries() < 0 || r.max_retries() > 10000)) {
+    Error("retry.max_retries", absl::StrCat(r.max_retries(), " is not in [0, 10000]"),
+          "retries of cluster faults allowed within retry.window_seconds, e.g. 10");
+  }
+  if (r.has_window_seconds() && !(r.window_seconds() >= 1 && r.window_seconds() <= 365 * 86400.0)) {
+    Error("retry.window_seconds", absl::StrCat(r.window_seconds(), " is not in [1, 31536000]"),
+          "the window retries are counted in, e.g. 3600 (an hour)");
+  }
+  if (r.has_initial_backoff_seconds() && !(r.initial_backoff_seconds() >= 0 && r.initial_backoff_seconds() <= 86400)) {
+    Error("retry.initial_backoff_seconds", absl::StrCat(r.initial_backoff_seconds(), " is not in [0, 86400]"));
+  }
+  if (r.has_max_backoff_seconds() && !(r.max_backoff_seconds() >= 0 && r.max_backoff_seconds() <= 86400)) {
+    Error("retry.max_backoff_seconds", absl::StrCat(r.max_backoff_seconds(), " is not in [0, 86400]"));
+  } else if (r.has_max_backoff_seconds() && r.max_backoff_seconds() < r.initial_backoff_seconds()) {
+    Error("retry.max_backoff_seconds",
+          absl::StrCat(r.max_backoff_seconds(), " is less than retry.initial_backoff_seconds (",
+                       r.initial_backoff_seconds(), ")"));
+  }
   if (plan_.priority() < -1000 || plan_.priority() > 1000) {
     Error("priority", absl::StrCat(plan_.priority(), " is not in [-1000, 1000]"));
   }

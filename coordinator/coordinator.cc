@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/random/distributions.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/checkpoint_ref.h"
 #include "common/logging.h"
@@ -14,6 +16,7 @@
 #include "common/proto_names.h"
 #include "common/stage_inputs.h"
 #include "coordinator/job_state.h"
+#include "coordinator/plan_files.h"
 #include "coordinator/scheduler.h"
 
 namespace loom::coordinator {
@@ -33,6 +36,14 @@ std::string Upper(JobState s) {
 }
 
 std::string AttemptKey(const std::string& job_id, int attempt) { return absl::StrCat(job_id, "#", attempt); }
+
+// "rank 1 on w2 exited with code 66: <the rank's last error line>".
+std::string RankExitMessage(const loom::v1::RankExit& exit, const std::string& worker_id) {
+  const std::string what = exit.exit_code() < 0 ? absl::StrCat("was killed by signal ", -exit.exit_code())
+                                                : absl::StrCat("exited with code ", exit.exit_code());
+  return absl::StrCat("rank ", exit.rank().rank(), " on ", worker_id, " ", what, exit.error().empty() ? "" : ": ",
+                      exit.error());
+}
 
 // Fills record.resolved: every stage of the plan resolved once (its defaults, model, teacher's
 // model and seed), for scheduling and assignments to read.
@@ -123,6 +134,9 @@ absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan
   *record.mutable_plan() = plan;
   record.set_source(source);
   ResolveStages(&record);
+  // What the plan reads must be there now: a missing file fails every attempt alike.
+  errors = CheckPlanFiles(record, options_.prepared_data);
+  if (!errors.empty()) return PlanErrorsToStatus(errors, source.empty() ? "the plan" : source);
 
   absl::MutexLock lock(&mu_);
   const int64_t now = clock_();
@@ -453,18 +467,27 @@ void Coordinator::OnRankExit(Worker& w, const loom::v1::RankExit& exit) {
     }
   }
   RefreshWorkerStatus(w);
-  if (!IsCurrent(exit.rank())) return;
+  if (!IsCurrent(exit.rank())) {
+    MaybeFailForPlanFault(exit, w.status.worker_id());
+    return;
+  }
   int index = -1;
   PlanRecord* plan = FindJob(exit.rank().job_id(), &index);
   JobStatus* job = plan->mutable_status()->mutable_jobs(index);
   if (!HasAttemptPlaced(job->state())) return;
   adopted_[job->job_id()].insert(exit.rank().rank());
   if (exit.exit_code() != 0) {
-    std::string what = exit.exit_code() < 0 ? absl::StrCat("was killed by signal ", -exit.exit_code())
-                                            : absl::StrCat("exited with code ", exit.exit_code());
-    FailAttempt(*plan, index,
-                absl::StrCat("rank ", exit.rank().rank(), " on ", w.status.worker_id(), " ", what,
-                             exit.error().empty() ? "" : ": ", exit.error()));
+    loom::v1::JobRuntime* runtime = plan->mutable_runtime(index);
+    Failure failure = ClassifyRankExit(exit.exit_code(), RankExitMessage(exit, w.status.worker_id()));
+    // A crash that repeats the last failed attempt's error exactly is deterministic: the plan's.
+    if (failure.cause == "crash" && !exit.error().empty() && runtime->last_rank_error() == exit.error() &&
+        runtime->last_rank_exit_code() == exit.exit_code()) {
+      failure.failure_class = loom::v1::FAILURE_CLASS_PLAN;
+      failure.cause = "repeat";
+    }
+    runtime->set_last_rank_error(exit.error());
+    runtime->set_last_rank_exit_code(exit.exit_code());
+    FailAttempt(*plan, index, failure);
     return;
   }
   bool all_ok = true;
@@ -474,7 +497,7 @@ void Coordinator::OnRankExit(Worker& w, const loom::v1::RankExit& exit) {
   }
   Persist(*plan);
   if (all_ok && WritesCheckpoint(*plan, index) && job->final_checkpoint().attempt() != job->attempt()) {
-    FailAttempt(*plan, index, "every rank exited without a committed final checkpoint");
+    FailAttempt(*plan, index, ClusterFault("crash", "every rank exited without a committed final checkpoint"));
     return;
   }
   MaybeSucceed(*plan, index);
@@ -493,7 +516,7 @@ void Coordinator::WorkerLost(Worker& w, const std::string& why) {
       if (!HasAttemptPlaced(plan.status().jobs(i).state())) continue;
       bool affected = false;
       for (const auto& p : plan.runtime(i).ranks()) affected |= p.worker_id() == id && !p.exited_ok();
-      if (affected) FailAttempt(plan, i, absl::StrCat("worker ", id, " lost (", why, ")"));
+      if (affected) FailAttempt(plan, i, ClusterFault("worker_lost", absl::StrCat("worker ", id, " lost (", why, ")")));
     }
   }
   dirty_schedule_ = true;
@@ -534,10 +557,11 @@ void Coordinator::Tick() {
       }
       const std::string job_id = it->first;
       it = adopt_deadline_.erase(it);
-      FailAttempt(
-          *plan, index,
-          absl::StrCat("rank(s) ", absl::StrJoin(missing, ","), " not reported running by their workers"));
+      FailAttempt(*plan, index,
+                  ClusterFault("rank_lost", absl::StrCat("rank(s) ", absl::StrJoin(missing, ","),
+                                                         " not reported running by their workers")));
     }
+    if (next_retry_ms_ > 0 && now >= next_retry_ms_) dirty_schedule_ = true;
     if (dirty_schedule_) ScheduleLocked();
   }
   Flush();
@@ -587,26 +611,85 @@ void Coordinator::AbortRanks(PlanRecord& plan, int index, const std::string& rea
   rendezvous_.DropPrefix(absl::StrCat(AttemptKey(job.job_id(), job.attempt()), "/"));
 }
 
-void Coordinator::FailAttempt(PlanRecord& plan, int index, const std::string& reason) {
+void Coordinator::FailAttempt(PlanRecord& plan, int index, const Failure& failure) {
   JobStatus* job = plan.mutable_status()->mutable_jobs(index);
-  AbortRanks(plan, index, reason);
-  plan.mutable_runtime(index)->set_last_error(reason);
-  const int max_attempts = PlanMaxAttempts(plan.plan());
-  if (job->attempt() >= max_attempts) {
+  loom::v1::JobRuntime* runtime = plan.mutable_runtime(index);
+  AbortRanks(plan, index, failure.message);
+  runtime->set_last_error(failure.message);
+  const int64_t now = clock_();
+  loom::v1::AttemptFailure* last = job->mutable_last_failure();
+  last->set_attempt(job->attempt());
+  last->set_failure_class(failure.failure_class);
+  last->set_cause(failure.cause);
+  last->set_message(failure.message);
+  last->set_time_ms(now);
+  ++attempt_failures_[{failure.failure_class == loom::v1::FAILURE_CLASS_PLAN ? "plan" : "cluster", failure.cause}];
+
+  // "attempt 2 of 2" only when the cap is what ends the job.
+  const bool capped = plan.plan().has_max_attempts() && job->attempt() >= plan.plan().max_attempts();
+  const std::string what =
+      absl::StrCat("attempt ", job->attempt(), capped ? absl::StrCat(" of ", plan.plan().max_attempts()) : "",
+                   " failed (", Describe(failure), "): ", failure.message);
+  std::string not_retried;
+  RetryDecision retry;
+  if (failure.failure_class == loom::v1::FAILURE_CLASS_PLAN) {
+    not_retried = failure.cause == "repeat" ? "it failed the same way on a fresh attempt"
+                                            : "retrying does not heal a fault of the plan";
+  } else if (capped) {
+    not_retried = "";  // the cap says it all
+  } else {
+    std::vector<int64_t> times(runtime->retry_times_ms().begin(), runtime->retry_times_ms().end());
+    retry = DecideRetry(RetrySettings::FromPlan(plan.plan()), now, Jitter(), &times);
+    runtime->mutable_retry_times_ms()->Assign(times.begin(), times.end());
+    not_retried = retry.why_not;
+  }
+  if (!retry.retry) {
     SetJobState(plan, index, loom::v1::JOB_STATE_FAILED,
-                absl::StrCat("attempt ", job->attempt(), " of ", max_attempts, " failed: ", reason));
+                not_retried.empty() ? what : absl::StrCat(what, "; not retried: ", not_retried));
     SettlePlan(plan);
   } else {
+    runtime->set_retry_not_before_ms(retry.wait_ms > 0 ? now + retry.wait_ms : 0);
+    if (retry.wait_ms > 0) next_retry_ms_ = next_retry_ms_ > 0 ? std::min(next_retry_ms_, now + retry.wait_ms) : now + retry.wait_ms;
     const std::string from = job->last_checkpoint().path();
-    SetJobState(
-        plan, index, loom::v1::JOB_STATE_RECOVERING,
-        absl::StrCat("attempt ", job->attempt(), " failed: ", reason, "; attempt ", job->attempt() + 1,
-                     from.empty() ? " starts afresh" : absl::StrCat(" resumes from ", from)));
+    SetJobState(plan, index, loom::v1::JOB_STATE_RECOVERING,
+                absl::StrCat(what, "; attempt ", job->attempt() + 1,
+                             retry.wait_ms > 0 ? absl::StrFormat(" starts in %.1f s and", retry.wait_ms / 1000.0) : "",
+                             from.empty() ? " starts afresh" : absl::StrCat(" resumes from ", from)));
   }
   Log(LogLevel::kWarning, kLog, "job ", job->job_id(), ": ", job->reason());
   Persist(plan);
   Announce(plan, absl::StrCat(job->stage(), ": ", Upper(job->state()), " (", job->reason(), ")"));
   dirty_schedule_ = true;
+}
+
+void Coordinator::MaybeFailForPlanFault(const loom::v1::RankExit& exit, const std::string& worker_id) {
+  if (exit.exit_code() == 0) return;
+  const Failure failure = ClassifyRankExit(exit.exit_code(), RankExitMessage(exit, worker_id));
+  if (failure.failure_class != loom::v1::FAILURE_CLASS_PLAN) return;
+  int index = -1;
+  PlanRecord* plan = FindJob(exit.rank().job_id(), &index);
+  if (plan == nullptr) return;
+  JobStatus* job = plan->mutable_status()->mutable_jobs(index);
+  if (job->state() != loom::v1::JOB_STATE_RECOVERING || job->attempt() != exit.rank().attempt()) return;
+  loom::v1::AttemptFailure* last = job->mutable_last_failure();
+  last->set_failure_class(failure.failure_class);
+  last->set_cause(failure.cause);
+  last->set_message(failure.message);
+  ++attempt_failures_[{"plan", failure.cause}];
+  plan->mutable_runtime(index)->set_last_error(failure.message);
+  SetJobState(*plan, index, loom::v1::JOB_STATE_FAILED,
+              absl::StrCat("attempt ", job->attempt(), " failed (", Describe(failure), "): ", failure.message,
+                           "; not retried: retrying does not heal a fault of the plan"));
+  SettlePlan(*plan);
+  Log(LogLevel::kWarning, kLog, "job ", job->job_id(), ": ", job->reason());
+  Persist(*plan);
+  Announce(*plan, absl::StrCat(job->stage(), ": FAILED (", job->reason(), ")"));
+  dirty_schedule_ = true;
+}
+
+double Coordinator::Jitter() {
+  if (options_.jitter) return options_.jitter();
+  return absl::Uniform(bitgen_, 0.0, 1.0);
 }
 
 void Coordinator::SetJobState(PlanRecord& plan, int index, JobState to, const std::string& reason) {
@@ -744,6 +827,7 @@ MetricsSnapshot Coordinator::Metrics() {
   }
   m.pending_jobs = pending_jobs_;
   m.checkpoints_committed = checkpoints_committed_;
+  m.attempt_failures = attempt_failures_;
   return m;
 }
 

@@ -16,10 +16,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/stage_inputs.h"
+#include "coordinator/failures.h"
 #include "coordinator/rendezvous.h"
 #include "coordinator/store.h"
 #include "loom/v1/coordinator.pb.h"
@@ -37,6 +39,9 @@ struct CoordinatorOptions {
   // After a restart: how long running attempts wait for their workers to reconnect and report
   // their ranks before they are rescheduled.
   absl::Duration adopt_grace = absl::Seconds(10);
+  // Draws the jitter of retry backoffs, uniform in [0, 1); null: a random generator (tests pass
+  // their own to measure the waits).
+  std::function<double()> jitter;
 };
 
 // A worker's stream, as seen by the coordinator.
@@ -60,6 +65,8 @@ struct MetricsSnapshot {
   int pending_jobs = 0;
   int64_t checkpoints_committed = 0;
   std::map<loom::v1::PlanState, int> plans;
+  // Failed attempts since this coordinator started, by (class, cause): coordinator/failures.h.
+  std::map<std::pair<std::string, std::string>, int64_t> attempt_failures;
 };
 
 class Coordinator {
@@ -130,8 +137,13 @@ class Coordinator {
   // Job helpers (mu_ held). `plan` and `index` name the job.
   loom::v1::PlanRecord* FindJob(const std::string& job_id, int* index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsCurrent(const loom::v1::RankRef& rank) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Ends the current attempt after a failure: aborts its ranks, then RECOVERING or FAILED.
-  void FailAttempt(loom::v1::PlanRecord& plan, int index, const std::string& reason)
+  // Ends the current attempt after a failure: aborts its ranks; then FAILED for a plan fault, a
+  // spent retry budget or max_attempts, else RECOVERING (placed again after the backoff).
+  void FailAttempt(loom::v1::PlanRecord& plan, int index, const Failure& failure)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A rank of the attempt that just failed (not yet placed again) exits with a plan fault: the
+  // job fails now instead of retrying (a peer's exit may have been reported first).
+  void MaybeFailForPlanFault(const loom::v1::RankExit& exit, const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AbortRanks(loom::v1::PlanRecord& plan, int index, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -165,6 +177,8 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Announce(loom::v1::PlanRecord& plan, const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RefreshWorkerStatus(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A draw for a retry's jitter, in [0, 1).
+  double Jitter() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends what was queued; call without mu_.
   void Flush() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -192,6 +206,10 @@ class Coordinator {
   int64_t checkpoints_committed_ ABSL_GUARDED_BY(mu_) = 0;
   int pending_jobs_ ABSL_GUARDED_BY(mu_) = 0;
   bool dirty_schedule_ ABSL_GUARDED_BY(mu_) = true;
+  // The earliest time a job waiting out a retry backoff may be placed (0: none waits).
+  int64_t next_retry_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, int64_t> attempt_failures_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace loom::coordinator

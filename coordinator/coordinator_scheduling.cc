@@ -128,6 +128,8 @@ loom::v1::Assignment Coordinator::MakeAssignment(const PlanRecord& plan, int ind
 
 void Coordinator::ScheduleLocked() {
   dirty_schedule_ = false;
+  next_retry_ms_ = 0;
+  const int64_t now = clock_();
   struct Candidate {
     PlanRecord* plan;
     int index;
@@ -161,6 +163,11 @@ void Coordinator::ScheduleLocked() {
           job->set_reason(reason);
           Persist(*plan);
         }
+        continue;
+      }
+      // A retry waits out its backoff (the job's reason says until when).
+      if (const int64_t not_before = plan->runtime(i).retry_not_before_ms(); not_before > now) {
+        next_retry_ms_ = next_retry_ms_ > 0 ? std::min(next_retry_ms_, not_before) : not_before;
         continue;
       }
       candidates.push_back({plan, i});
@@ -204,7 +211,6 @@ void Coordinator::ScheduleLocked() {
     requests.push_back(r);
   }
   const std::vector<ScheduleDecision> decisions = Schedule(requests, std::move(free));
-  const int64_t now = clock_();
   for (size_t k = 0; k < decisions.size(); ++k) {
     PlanRecord& plan = *candidates[k].plan;
     const int i = candidates[k].index;
@@ -235,6 +241,7 @@ void Coordinator::ScheduleLocked() {
     loom::v1::JobRuntime* runtime = plan.mutable_runtime(i);
     runtime->clear_ranks();
     runtime->set_attempt_started_ms(now);
+    runtime->set_retry_not_before_ms(0);
     progressed_.erase(job->job_id());
     adopted_.erase(job->job_id());
     adopt_deadline_.erase(job->job_id());

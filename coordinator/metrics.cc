@@ -21,6 +21,11 @@ CoordinatorMetrics::CoordinatorMetrics()
                          .Help("Seconds since each connected worker's last heartbeat")
                          .Register(*registry_)),
       plans_(prometheus::BuildGauge().Name("loom_plans").Help("Plans by state").Register(*registry_)),
+      attempt_failures_(prometheus::BuildCounter()
+                            .Name("loom_attempt_failures_total")
+                            .Help("Failed job attempts by whose fault (class: cluster or plan) and cause "
+                                  "(worker_lost, rank_lost, signal, timeout, io, crash, input, config, repeat)")
+                            .Register(*registry_)),
       pending_jobs_(prometheus::BuildGauge()
                         .Name("loom_scheduler_pending_jobs")
                         .Help("Jobs waiting for dependencies or slots (PENDING or RECOVERING)")
@@ -73,6 +78,13 @@ void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
     prometheus::Gauge*& g = heartbeat_gauges_[worker];
     if (g == nullptr) g = &heartbeat_age_.Add({{"worker", worker}});
     g->Set(age);
+  }
+  for (const auto& [key, count] : s.attempt_failures) {
+    int64_t& seen = failures_seen_[key];
+    if (count > seen) {
+      attempt_failures_.Add({{"class", key.first}, {"cause", key.second}}).Increment(static_cast<double>(count - seen));
+      seen = count;
+    }
   }
   pending_jobs_.Set(s.pending_jobs);
   if (s.checkpoints_committed > checkpoints_seen_) {

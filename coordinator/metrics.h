@@ -27,11 +27,13 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Gauge>& workers_;
   prometheus::Family<prometheus::Gauge>& heartbeat_age_;
   prometheus::Family<prometheus::Gauge>& plans_;
+  prometheus::Family<prometheus::Counter>& attempt_failures_;
   prometheus::Gauge& pending_jobs_;
   prometheus::Counter& checkpoints_;
   std::map<std::string, int> attempts_seen_;
   std::map<std::string, prometheus::Gauge*> heartbeat_gauges_;
   int64_t checkpoints_seen_ = 0;
+  std::map<std::pair<std::string, std::string>, int64_t> failures_seen_;
 };
 
 }  // namespace loom::coordinator

@@ -300,6 +300,10 @@ TEST(Cluster, CancelAbortsRunningRanks) {
 
 TEST(Cluster, LoomUpRunsAPlanAndStopsEverythingOnSigterm) {
   Cluster cluster;  // only for its directory, port and client
+  // What the coordinator checks at submit for this plan (the fake rank reads none of it).
+  const std::string prepared = cluster.dir() + "/up/prepared";
+  for (const char* source : {"english", "code"}) std::filesystem::create_directories(prepared + "/" + source + "/train");
+  std::ofstream(prepared + "/tokenizer.model") << "stand-in";
   Process up({LoomBinary(), "up", "--workers", "2", "--data-dir", cluster.dir() + "/up", "--listen",
               cluster.address(), "--metrics-listen", "127.0.0.1:0", "--rank-binary", FakeRankBinary()},
              cluster.dir() + "/up.log");

@@ -3,7 +3,8 @@
 // the stage with the engine's runner for its kind (worker/engine/stages/) and maps the runner's
 // reports to the messages it writes to the pipe named by LOOM_REPORT_FD (worker/rank_protocol.h).
 // Its stdout and stderr are the rank's log. Exit code 0: the stage finished and its final
-// checkpoint is durable; anything else fails the attempt, with the last stderr line as reason.
+// checkpoint is durable; anything else fails the attempt, with the last stderr line as reason and
+// the exit code saying whose fault it was (common/rank_exit.h: the plan's are not retried).
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/command_line.h"
+#include "common/rank_exit.h"
 #include "common/status_macros.h"
 #include "common/stage_inputs.h"
 #include "loom/v1/coordinator.pb.h"
@@ -125,7 +127,7 @@ int main(int argc, char** argv) {
   if (absl::Status s = Run(*read, coordinator, threads); !s.ok()) {
     std::fprintf(stderr, "loom-rank %s/rank%d: %s\n", read->rank().job_id().c_str(), read->rank().rank(),
                  std::string(s.message()).c_str());
-    return 1;
+    return loom::RankExitCodeFor(s);
   }
   return 0;
 }

@@ -461,6 +461,16 @@ const BrokenPlan kBroken[] = {
      "rl.samples_per_prompt x dp = 3 x 2 = 6"},
     {"max_attempts zero", [](TrainingPlan& p) { p.set_max_attempts(0); }, "max_attempts",
      "0 is not in [1, 100]"},
+    {"negative retry budget", [](TrainingPlan& p) { p.mutable_retry()->set_max_retries(-1); },
+     "retry.max_retries", "-1 is not in [0, 10000]"},
+    {"retry window under a second", [](TrainingPlan& p) { p.mutable_retry()->set_window_seconds(0.5); },
+     "retry.window_seconds", "0.5 is not in [1, 31536000]"},
+    {"longest backoff below the first",
+     [](TrainingPlan& p) {
+       p.mutable_retry()->set_initial_backoff_seconds(10);
+       p.mutable_retry()->set_max_backoff_seconds(5);
+     },
+     "retry.max_backoff_seconds", "5 is less than retry.initial_backoff_seconds (10)"},
     {"too many stages",
      [](TrainingPlan& p) {
        for (int i = 0; i < kMaxStages; ++i) p.add_stages()->set_name("s" + std::to_string(i));

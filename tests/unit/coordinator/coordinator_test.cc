@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_format.h"
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -57,6 +58,8 @@ class CoordinatorTest : public ::testing::Test {
     store_ = std::move(*Store::Open(dir_));
     CoordinatorOptions o;
     o.checkpoint_root = "/ckpt";
+    o.prepared_data = prepared_data_;
+    o.jitter = [this] { return jitter_; };
     o.heartbeat_timeout = absl::Seconds(5);
     o.adopt_grace = absl::Seconds(10);
     coordinator_ = std::move(*Coordinator::Create(store_.get(), o, [this] { return now_; }));
@@ -118,6 +121,8 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::string prepared_data_;  // the coordinator's --prepared-data
+  double jitter_ = 1.0;        // every backoff its longest
   int64_t now_ = 1'000'000;
   TrainingPlan plan_;
   std::unique_ptr<Store> store_;
@@ -304,7 +309,8 @@ TEST_F(CoordinatorTest, FailedRanksAreRetriedThenTheJobAndItsDependentsFail) {
   const JobStatus core = Job(id, 0);
   EXPECT_EQ(core.state(), JOB_STATE_FAILED);
   EXPECT_EQ(core.reason(),
-            "attempt 2 of 2 failed: rank 1 on w1 exited with code 3: out of memory in attempt 2");
+            "attempt 2 of 2 failed (cluster fault: rank crashed): rank 1 on w1 exited with code 3: out of memory "
+            "in attempt 2");
   EXPECT_EQ(Job(id, 1).state(), JOB_STATE_FAILED);
   EXPECT_EQ(coordinator_->GetPlan(id)->status().state(), PLAN_STATE_FAILED);
 }
@@ -407,10 +413,14 @@ TEST_F(CoordinatorTest, ARecordStoredWithoutResolvedStagesIsResolvedAtLoad) {
 // `from`), a merge's inputs and base, a distillation teacher with its model; the job's status
 // shows what its attempt reads.
 TEST_F(CoordinatorTest, InputsOfAveragesMergesAndTeachersArriveTypedAndInOrder) {
+  // A checkpoint outside the plan, named by path (it must exist: the coordinator checks at submit).
+  const std::string outside = dir_ + "/outside/ckpt";
+  std::filesystem::create_directories(outside);
+  std::ofstream(outside + "/manifest.json") << "{}";
   const std::string extra = R"(
   - {name: avg, kind: average, average: {checkpoints: [core@5, more]}}
   - {name: last, kind: average, from: core, average: {last_k: 2}}
-  - {name: mix, kind: merge, merge: {method: ties, inputs: [more, ./outside/ckpt], base: core}}
+  - {name: mix, kind: merge, merge: {method: ties, inputs: [more, )" + outside + R"(], base: core}}
   - name: kd
     kind: distill
     tokens: 2560
@@ -457,7 +467,7 @@ TEST_F(CoordinatorTest, InputsOfAveragesMergesAndTeachersArriveTypedAndInOrder) 
   const StageInputs& mix = a["mix"].inputs();
   ASSERT_EQ(mix.merge_inputs_size(), 2) << mix.DebugString();
   EXPECT_EQ(mix.merge_inputs(0), "/ckpt/twostage-1/more/step-10");
-  EXPECT_EQ(mix.merge_inputs(1), "./outside/ckpt");
+  EXPECT_EQ(mix.merge_inputs(1), outside);
   EXPECT_EQ(mix.merge_base(), "/ckpt/twostage-1/core/step-20");
 
   EXPECT_EQ(a["kd"].inputs().teacher(), "/ckpt/twostage-1/more/step-10");
@@ -518,6 +528,173 @@ TEST_F(CoordinatorTest, PriorityGoesFirstAndWaitingJobsSayWhy) {
   EXPECT_EQ(Job(l, 0).state(), JOB_STATE_PENDING);
   EXPECT_EQ(Job(l, 0).reason(), "waiting for 2 free slots (0 free)");
   EXPECT_EQ(coordinator_->Metrics().pending_jobs, 3);
+}
+
+
+TEST_F(CoordinatorTest, APlanFaultFailsTheJobAtOnceWithItsClassInTheReason) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  Exit("w1", conn, a[0], 66, "cannot open /data/prepared/tokenizer.model: No such file or directory");
+  const JobStatus core = Job(id, 0);
+  EXPECT_EQ(core.state(), JOB_STATE_FAILED);
+  EXPECT_EQ(core.attempt(), 1);
+  EXPECT_EQ(core.reason(),
+            "attempt 1 failed (plan fault: input missing or unreadable): rank 0 on w1 exited with code 66: "
+            "cannot open /data/prepared/tokenizer.model: No such file or directory; not retried: retrying does "
+            "not heal a fault of the plan");
+  EXPECT_EQ(core.last_failure().failure_class(), FAILURE_CLASS_PLAN);
+  EXPECT_EQ(core.last_failure().cause(), "input");
+  EXPECT_EQ(coordinator_->GetPlan(id)->status().state(), PLAN_STATE_FAILED);
+  Exit("w1", conn, a[1], -15);
+  coordinator_->Tick();
+  EXPECT_TRUE(link.TakeAssignments().empty());  // no second attempt
+  const auto failures = coordinator_->Metrics().attempt_failures;
+  EXPECT_EQ(failures.at({"plan", "input"}), 1);
+}
+
+TEST_F(CoordinatorTest, APlanFaultReportedAfterAPeersTimeoutStillFailsTheJob) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  // Rank 0 loses its peer first (a cluster-looking exit), then rank 1 reports why it left.
+  Exit("w1", conn, a[0], 75, "all-reduce: connection closed by peer");
+  EXPECT_EQ(Job(id, 0).state(), JOB_STATE_RECOVERING);
+  Exit("w1", conn, a[1], 78, "model.vocab_size 256 is smaller than the tokenizer's 512");
+  const JobStatus core = Job(id, 0);
+  EXPECT_EQ(core.state(), JOB_STATE_FAILED) << core.DebugString();
+  EXPECT_EQ(core.last_failure().cause(), "config");
+  EXPECT_NE(core.reason().find("plan fault: configuration rejected"), std::string::npos) << core.reason();
+  coordinator_->Tick();
+  EXPECT_TRUE(link.TakeAssignments().empty());
+}
+
+TEST_F(CoordinatorTest, ACrashThatRepeatsIdenticallyIsThePlansFault) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    coordinator_->Tick();
+    std::vector<Assignment> a = link.TakeAssignments();
+    ASSERT_EQ(a.size(), 2u) << "attempt " << attempt;
+    Exit("w1", conn, a[1], 1, "std::out_of_range at step 3");
+    Exit("w1", conn, a[0], -15);
+    link.messages.clear();
+  }
+  const JobStatus core = Job(id, 0);
+  EXPECT_EQ(core.state(), JOB_STATE_FAILED);
+  EXPECT_EQ(core.attempt(), 2);
+  EXPECT_EQ(core.last_failure().failure_class(), FAILURE_CLASS_PLAN);
+  EXPECT_EQ(core.last_failure().cause(), "repeat");
+  EXPECT_NE(core.reason().find("it failed the same way on a fresh attempt"), std::string::npos) << core.reason();
+}
+
+// The waits between retries, measured on the injected clock: the first retry at once, then 1 s,
+// 2 s and 4 s (the jitter at its top), each attempt placed exactly when its wait is over.
+TEST_F(CoordinatorTest, ClusterFaultsAreRetriedWithAGrowingBackoff) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  std::vector<int64_t> waits;
+  for (int attempt = 1; attempt <= 4; ++attempt) {
+    ASSERT_EQ(a.size(), 2u) << "attempt " << attempt;
+    Exit("w1", conn, a[1], -9);  // killed: the cluster's fault
+    Exit("w1", conn, a[0], -15);
+    if (attempt > 1) {
+      EXPECT_NE(Job(id, 0).reason().find(absl::StrFormat("attempt %d starts in %.1f s", attempt + 1,
+                                                          static_cast<double>(1 << (attempt - 2)))),
+                std::string::npos)
+          << Job(id, 0).reason();
+    }
+    link.messages.clear();
+    const int64_t failed_at = now_;
+    while (true) {
+      coordinator_->Tick();
+      a = link.TakeAssignments();
+      if (!a.empty() || now_ - failed_at > 60'000) break;
+      now_ += 1;
+      if ((now_ - failed_at) % 1000 == 0) {  // w1 stays alive
+        WorkerMessage hb;
+        hb.mutable_heartbeat();
+        coordinator_->HandleWorkerMessage("w1", conn, hb);
+      }
+    }
+    waits.push_back(now_ - failed_at);
+  }
+  EXPECT_EQ(waits, (std::vector<int64_t>{0, 1000, 2000, 4000}));
+  EXPECT_EQ(Job(id, 0).attempt(), 5);
+  EXPECT_EQ(coordinator_->Metrics().attempt_failures.at({"cluster", "signal"}), 4);
+}
+
+// retry: {max_retries: 2, window_seconds: 60}: a third fault within a minute fails the job; faults
+// spread wider than the window never do.
+TEST_F(CoordinatorTest, TheRetryBudgetIsCountedPerWindow) {
+  plan_.mutable_retry()->set_max_retries(2);
+  plan_.mutable_retry()->set_window_seconds(60);
+  plan_.mutable_retry()->set_initial_backoff_seconds(0);
+  plan_.mutable_retry()->set_max_backoff_seconds(0);
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  auto run = [&](int64_t apart_ms) {
+    const std::string id = *coordinator_->SubmitPlan(plan_, "");
+    for (int fault = 1; fault <= 5; ++fault) {
+      coordinator_->Tick();
+      std::vector<Assignment> a = link.TakeAssignments();
+      if (a.size() != 2u) break;
+      Exit("w1", conn, a[1], -9);
+      Exit("w1", conn, a[0], -15);
+      link.messages.clear();
+      now_ += apart_ms;
+      WorkerMessage hb;
+      hb.mutable_heartbeat();
+      coordinator_->HandleWorkerMessage("w1", conn, hb);
+    }
+    return Job(id, 0);
+  };
+  const JobStatus dense = run(1000);
+  EXPECT_EQ(dense.state(), JOB_STATE_FAILED);
+  EXPECT_EQ(dense.attempt(), 3);
+  EXPECT_NE(dense.reason().find("not retried: 3 cluster faults within 1m, and the plan's retry.max_retries is 2"),
+            std::string::npos)
+      << dense.reason();
+  const JobStatus sparse = run(31'000);  // at most two faults in any minute
+  EXPECT_EQ(sparse.state(), JOB_STATE_RECOVERING) << sparse.reason();
+  EXPECT_EQ(sparse.attempt(), 5);
+}
+
+// What a plan reads is checked when it arrives: a missing tokenizer, a source without shards and a
+// checkpoint path that is not there are refused with their field paths, and nothing is stored.
+TEST_F(CoordinatorTest, MissingFilesAreRefusedAtSubmitWithTheirFieldPaths) {
+  prepared_data_ = dir_ + "/prepared";
+  std::filesystem::create_directories(prepared_data_ + "/english/train");
+  Open();
+  plan_.mutable_stages(1)->set_from(dir_ + "/no-such-checkpoint");
+  absl::StatusOr<std::string> refused = coordinator_->SubmitPlan(plan_, "plan.yaml");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string message(refused.status().message());
+  EXPECT_NE(message.find("data.tokenizer: is empty, and its default: " + prepared_data_ +
+                         "/tokenizer.model does not exist"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("stages[1].data_mix[0].weights.code: " + prepared_data_ + "/code/train does not exist"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("stages[1].from: names checkpoint " + dir_ + "/no-such-checkpoint"), std::string::npos)
+      << message;
+  EXPECT_TRUE(coordinator_->ListPlans(true).plans().empty());
+
+  std::ofstream(prepared_data_ + "/tokenizer.model") << "a stand-in: only its presence is checked here";
+  std::filesystem::create_directories(prepared_data_ + "/code/train");
+  plan_.mutable_stages(1)->set_from("core");
+  EXPECT_TRUE(coordinator_->SubmitPlan(plan_, "plan.yaml").ok());
 }
 
 }  // namespace

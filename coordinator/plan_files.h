@@ -1,0 +1,21 @@
+// What a plan reads from the shared filesystem, checked when the plan arrives: the prepared data
+// directory and its tokenizer, every source a stage's data mix, held-out sets, dataset and math
+// accuracy read, and every checkpoint the plan names by path. The coordinator sees the same
+// shared filesystem as the workers, so a file missing or unreadable here would fail every rank of
+// every attempt; refusing the plan at submit names the field instead, before anything runs.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/plan_error.h"
+#include "loom/v1/coordinator_store.pb.h"
+
+namespace loom::coordinator {
+
+// Every file problem of `record` (its plan and its resolved stages). `default_data_dir` is where
+// plans without data.dir read (the coordinator's --prepared-data). With neither, the data checks
+// are skipped: there is nothing to look at (checkpoint paths are still checked).
+std::vector<PlanError> CheckPlanFiles(const loom::v1::PlanRecord& record, const std::string& default_data_dir);
+
+}  // namespace loom::coordinator
