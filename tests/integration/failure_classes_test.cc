@@ -86,9 +86,14 @@ TEST(FailureClasses, APlanFaultOnARankFailsTheJobAtOnce) {
       << core.reason();
   const CommandResult json = cluster.Loom({"status", id, "--json"});
   EXPECT_NE(json.out.find("\"failure_class\": \"FAILURE_CLASS_PLAN\""), std::string::npos) << json.out;
-  EXPECT_EQ(MetricValue(HttpGet(cluster.coordinator_metrics(), "/metrics"), "loom_attempt_failures_total",
-                        "cause=\"config\",class=\"plan\""),
-            1);
+  // /metrics is refreshed every half second.
+  double failures = 0;
+  for (int i = 0; i < 50 && !(failures == 1); ++i) {
+    failures = MetricValue(HttpGet(cluster.coordinator_metrics(), "/metrics"), "loom_attempt_failures_total",
+                           "cause=\"config\",class=\"plan\"");
+    if (!(failures == 1)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(failures, 1);
 }
 
 // The pid of the process whose command line holds every one of `words`, or -1.

@@ -56,12 +56,9 @@ class DpoRunner : public StageRunner {
     options.epochs = stage.dataset().epochs();
     options.samples_per_prompt = dpo.samples_per_prompt();
     options.sampling = SamplingFromProto(dpo.sampling(), stage.seed());
-    std::unique_ptr<Transformer> reward_model;
-    RewardScorer scorer;
-    if (!dpo.scorer().reward_model().empty()) {
-      LOOM_ASSIGN_OR_RETURN(scorer, context.LoadRewardScorer(&reward_model));
-      options.reward_model = &scorer;
-    }
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<StageContext::RewardModel> reward_model,
+                          context.LoadRewardModel(dpo.scorer()));
+    if (reward_model) options.reward_model = &reward_model->scorer;
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<OnlinePreferenceSource> source,
                           OnlinePreferenceSource::Open(options, context.tokenizer()));
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Transformer> reference,

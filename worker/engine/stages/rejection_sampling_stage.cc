@@ -36,12 +36,9 @@ class RejectionSamplingRunner : public StageRunner {
     options.keep = rs.keep() == loom::v1::RejectionSamplingConfig::KEEP_ALL_CORRECT
                        ? RejectionSamplingOptions::Keep::kAllCorrect
                        : RejectionSamplingOptions::Keep::kBest;
-    std::unique_ptr<Transformer> reward_model;
-    RewardScorer scorer;
-    if (!rs.scorer().reward_model().empty()) {
-      LOOM_ASSIGN_OR_RETURN(scorer, context.LoadRewardScorer(&reward_model));
-      options.reward_model = &scorer;
-    }
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<StageContext::RewardModel> reward_model,
+                          context.LoadRewardModel(rs.scorer()));
+    if (reward_model) options.reward_model = &reward_model->scorer;
     const RankLayout& layout = run.layout;
     size_t first = 0, count = 0;
     PromptBlock(problems.size(), layout.dp_rank, std::max(1, layout.dp), &first, &count);

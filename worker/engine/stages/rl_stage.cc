@@ -23,12 +23,9 @@ class RlRunner : public StageRunner {
     options.samples_per_prompt = rl.samples_per_prompt();
     options.sampling = SamplingFromProto(rl.sampling(), stage.seed());
     options.kl_coef = rl.kl_coef();
-    std::unique_ptr<Transformer> reward_model;
-    RewardScorer scorer;
-    if (!rl.scorer().reward_model().empty()) {
-      LOOM_ASSIGN_OR_RETURN(scorer, context.LoadRewardScorer(&reward_model));
-      options.reward_model = &scorer;
-    }
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<StageContext::RewardModel> reward_model,
+                          context.LoadRewardModel(rl.scorer()));
+    if (reward_model) options.reward_model = &reward_model->scorer;
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<RlBatchSource> source, RlBatchSource::Open(options, context.tokenizer()));
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Transformer> reference,
                           context.LoadInput(run.inputs.reference(), "rl.reference"));

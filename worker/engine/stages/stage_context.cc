@@ -81,13 +81,16 @@ absl::StatusOr<std::unique_ptr<Transformer>> StageContext::LoadInput(const std::
   return LoadModel(path);
 }
 
-absl::StatusOr<RewardScorer> StageContext::LoadRewardScorer(std::unique_ptr<Transformer>* model) const {
-  LOOM_ASSIGN_OR_RETURN(*model, LoadInput(run_->inputs.reward_model(), "scorer.reward_model"));
-  RewardScorer scorer;
-  scorer.model = model->get();
-  LOOM_ASSIGN_OR_RETURN(scorer.reward_token, data::EndOfTurnToken(data::ChatTemplate::kChatML, *tokenizer_));
-  scorer.seq_len = (*model)->config().max_seq_len > 0 ? std::min(512, (*model)->config().max_seq_len) : 512;
-  return scorer;
+absl::StatusOr<std::unique_ptr<StageContext::RewardModel>> StageContext::LoadRewardModel(
+    const loom::v1::Scorer& scorer) const {
+  if (scorer.reward_model().empty()) return std::unique_ptr<RewardModel>();
+  auto loaded = std::make_unique<RewardModel>();
+  LOOM_ASSIGN_OR_RETURN(loaded->model, LoadInput(run_->inputs.reward_model(), "scorer.reward_model"));
+  const TransformerConfig& config = loaded->model->config();
+  loaded->scorer.model = loaded->model.get();
+  LOOM_ASSIGN_OR_RETURN(loaded->scorer.reward_token, data::EndOfTurnToken(data::ChatTemplate::kChatML, *tokenizer_));
+  loaded->scorer.seq_len = config.max_seq_len > 0 ? std::min(512, config.max_seq_len) : 512;
+  return loaded;
 }
 
 absl::Status StageContext::MeasureMath(const Transformer& model, int64_t step, const std::string& suffix,

@@ -46,9 +46,13 @@ class StageContext {
   // The model of a checkpoint input (inputs.reference, inputs.from, ...), which `field` of the
   // stage names (for the error when it was not resolved).
   absl::StatusOr<std::unique_ptr<Transformer>> LoadInput(const std::string& path, const std::string& field) const;
-  // The reward model named by a scorer (inputs.reward_model), loaded into `model`, as a scorer
-  // of completions: its end-of-turn logit, as reward_model stages train it.
-  absl::StatusOr<RewardScorer> LoadRewardScorer(std::unique_ptr<Transformer>* model) const;
+  // The reward model a stage's scorer names (inputs.reward_model), as a scorer of completions:
+  // its end-of-turn logit, as reward_model stages train it. Null when the verifier scores.
+  struct RewardModel {
+    std::unique_ptr<Transformer> model;
+    RewardScorer scorer;  // reads `model`
+  };
+  absl::StatusOr<std::unique_ptr<RewardModel>> LoadRewardModel(const loom::v1::Scorer& scorer) const;
   // Math accuracy of `model` on eval.math_source's held-out problems, into `report` as
   // eval_metrics "<source>/accuracy<suffix>" (and "/no_answer", "/problems"); the result and the
   // first answers go to the log.
