@@ -146,6 +146,13 @@ int RunTrainLocal(const Args& args) {
     std::printf("data: %lld tokens from %s\n", static_cast<long long>(tokens->size()),
                 (!text_path.empty() ? text_path : tokens_path).c_str());
     run.token_source = tokens.get();
+    // A file of tokens has no held-out split or problems: the stage's evaluations are skipped.
+    if (!run.stage.eval().sets().empty() || run.stage.eval().math_accuracy()) {
+      std::printf("eval: skipped (%s has no held-out data; use --data for the stage's evaluations)\n",
+                  !text_path.empty() ? "--text" : "--tokens");
+      run.stage.mutable_eval()->clear_sets();
+      run.stage.mutable_eval()->set_math_accuracy(false);
+    }
   }
   ConsoleReporter reporter;
   if (absl::Status s = engine::RunStage(run, reporter); !s.ok()) return Fail(s, "train-local");

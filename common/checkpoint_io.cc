@@ -81,8 +81,8 @@ absl::StatusOr<loom::v1::CheckpointManifest> ReadCheckpointManifest(const std::s
   const std::string path = (fs::path(dir) / "manifest.json").string();
   absl::StatusOr<std::string> json = ReadFile(path);
   if (!json.ok()) {
-    return absl::NotFoundError(
-        absl::StrCat("checkpoint ", dir, " has no readable manifest.json (", json.status().message(), ")"));
+    return absl::Status(json.status().code(), absl::StrCat("checkpoint ", dir, " has no readable manifest.json (",
+                                                           json.status().message(), ")"));
   }
   loom::v1::CheckpointManifest manifest;
   google::protobuf::util::JsonParseOptions options;

@@ -10,9 +10,8 @@
 #include "absl/strings/str_cat.h"
 
 namespace loom {
-namespace {
 
-absl::Status Errno(std::string_view what, const std::string& path) {
+absl::Status ErrnoError(std::string_view what, const std::string& path) {
   const int err = errno;
   const std::string message = absl::StrCat(std::string(what), " ", path, ": ", std::strerror(err));
   // The codes say whose fault it is (common/rank_exit.h): a missing or forbidden file is the
@@ -34,6 +33,8 @@ absl::Status Errno(std::string_view what, const std::string& path) {
       return absl::InternalError(message);
   }
 }
+
+namespace {
 
 class Fd {
  public:
@@ -58,14 +59,14 @@ class Fd {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return Errno("cannot open", path);
+  if (fd.get() < 0) return ErrnoError("cannot open", path);
   std::string out;
   char buffer[1 << 16];
   while (true) {
     const ssize_t n = ::read(fd.get(), buffer, sizeof(buffer));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Errno("cannot read", path);
+      return ErrnoError("cannot read", path);
     }
     if (n == 0) break;
     out.append(buffer, static_cast<size_t>(n));
@@ -75,30 +76,30 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 absl::Status WriteFileDurably(const std::string& path, std::string_view bytes) {
   Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (fd.get() < 0) return Errno("cannot create", path);
+  if (fd.get() < 0) return ErrnoError("cannot create", path);
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Errno("cannot write", path);
+      return ErrnoError("cannot write", path);
     }
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd.get()) != 0) return Errno("cannot fsync", path);
-  if (::close(fd.release()) != 0) return Errno("cannot close", path);
+  if (::fsync(fd.get()) != 0) return ErrnoError("cannot fsync", path);
+  if (::close(fd.release()) != 0) return ErrnoError("cannot close", path);
   return absl::OkStatus();
 }
 
 absl::Status SyncDirectory(const std::string& dir) {
   Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) return Errno("cannot open directory", dir);
-  if (::fsync(fd.get()) != 0) return Errno("cannot fsync directory", dir);
+  if (fd.get() < 0) return ErrnoError("cannot open directory", dir);
+  if (::fsync(fd.get()) != 0) return ErrnoError("cannot fsync directory", dir);
   return absl::OkStatus();
 }
 
 absl::Status RenameDurably(const std::string& from, const std::string& to) {
-  if (::rename(from.c_str(), to.c_str()) != 0) return Errno(absl::StrCat("cannot rename ", from, " to"), to);
+  if (::rename(from.c_str(), to.c_str()) != 0) return ErrnoError(absl::StrCat("cannot rename ", from, " to"), to);
   const std::string parent = std::filesystem::path(to).parent_path().string();
   return SyncDirectory(parent.empty() ? "." : parent);
 }

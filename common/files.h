@@ -9,6 +9,11 @@
 
 namespace loom {
 
+// "<what> <path>: <strerror(errno)>" with the code that says whose fault it is: NOT_FOUND for a
+// missing file, PERMISSION_DENIED for a forbidden one (the plan's), DATA_LOSS for EIO and EROFS,
+// RESOURCE_EXHAUSTED for a full disk (the node's), INTERNAL otherwise (common/rank_exit.h).
+absl::Status ErrnoError(std::string_view what, const std::string& path);
+
 // Reads a whole file. NOT_FOUND names the file.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 

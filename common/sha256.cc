@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 
 namespace loom {
 
@@ -47,7 +48,7 @@ std::string Sha256Hex(std::string_view bytes) {
 
 absl::StatusOr<std::string> Sha256File(const std::string& path) {
   std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!file) return absl::NotFoundError(absl::StrCat("cannot open ", path, " to hash it"));
+  if (!file) return ErrnoError("cannot open (to hash it)", path);
   Sha256 h;
   std::unique_ptr<char[]> buffer(new char[1 << 20]);
   size_t n;

@@ -671,10 +671,13 @@ void Coordinator::MaybeFailForPlanFault(const loom::v1::RankExit& exit, const st
   if (plan == nullptr) return;
   JobStatus* job = plan->mutable_status()->mutable_jobs(index);
   if (job->state() != loom::v1::JOB_STATE_RECOVERING || job->attempt() != exit.rank().attempt()) return;
+  // The attempt was counted as the cluster's fault when the peer's exit came first: it moves.
   loom::v1::AttemptFailure* last = job->mutable_last_failure();
+  --attempt_failures_[{"cluster", last->cause()}];
   last->set_failure_class(failure.failure_class);
   last->set_cause(failure.cause);
   last->set_message(failure.message);
+  last->set_time_ms(clock_());
   ++attempt_failures_[{"plan", failure.cause}];
   plan->mutable_runtime(index)->set_last_error(failure.message);
   SetJobState(*plan, index, loom::v1::JOB_STATE_FAILED,

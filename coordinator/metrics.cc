@@ -81,6 +81,9 @@ void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
   }
   for (const auto& [key, count] : s.attempt_failures) {
     int64_t& seen = failures_seen_[key];
+    // A failure moved to another class before it was exported is not; once exported it stays
+    // (a counter does not go down), and later ones of its kind count from there.
+    if (count < seen) seen = count;
     if (count > seen) {
       attempt_failures_.Add({{"class", key.first}, {"cause", key.second}}).Increment(static_cast<double>(count - seen));
       seen = count;

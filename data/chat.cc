@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
 #include "data/shard.h"
@@ -62,7 +63,7 @@ absl::StatusOr<Conversation> TurnsFromJson(const nlohmann::json& j, const char* 
 template <typename T, typename Parse>
 absl::StatusOr<std::vector<T>> ReadJsonl(const std::string& path, Parse parse) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  if (!in) return ErrnoError("cannot open", path);
   std::vector<T> out;
   std::string line;
   for (int number = 1; std::getline(in, line); ++number) {

@@ -73,8 +73,8 @@ Tokenizer::~Tokenizer() = default;
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
   absl::StatusOr<std::string> hash = Sha256File(path);
   if (!hash.ok()) {
-    return absl::NotFoundError(absl::StrCat("tokenizer model ", path, ": ", hash.status().message(),
-                                            " (train one with `loom data prepare`)"));
+    return absl::Status(hash.status().code(), absl::StrCat("tokenizer model ", path, ": ", hash.status().message(),
+                                                           " (train one with `loom data prepare`)"));
   }
   LOOM_ASSIGN_OR_RETURN(const internal::SentencePieceApi* spm, SentencePiece());
   std::string error;

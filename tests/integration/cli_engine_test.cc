@@ -34,6 +34,29 @@ stages:
     checkpoint: {every_steps: 6, keep_last: 3}
 )";
 
+// kPlan's stage with evaluations, and an SFT stage after it.
+constexpr char kTwoKindsPlan[] = R"(name: kinds
+model: {layers: 2, d_model: 64, heads: 4, kv_heads: 2, ffn_size: 128, vocab_size: 256}
+data: {sources: [text]}
+stages:
+  - name: core
+    kind: pretrain
+    tokens: 4Ki
+    optimizer: {lr: 3e-3}
+    batch_ramp: [{at_tokens: 0, global_batch_tokens: 512}]
+    seq_len_schedule: [{at_tokens: 0, seq_len: 64}]
+    data_mix: [{at_tokens: 0, weights: {text: 1}}]
+    eval: {every_steps: 2, sets: [text]}
+  - name: chat
+    kind: sft
+    from: core
+    tokens: 2Ki
+    dataset: {source: text}
+    optimizer: {lr: 1e-3}
+    batch_ramp: [{at_tokens: 0, global_batch_tokens: 512}]
+    seq_len_schedule: [{at_tokens: 0, seq_len: 64}]
+)";
+
 struct Fixture {
   std::string dir, plan, text;
 };
@@ -113,6 +136,17 @@ TEST(LoomTrainLocal, BadInputIsNamed) {
   r = RunLoom("generate " + f.dir + "/missing --prompt hi");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("missing"), std::string::npos) << r.output;
+  // A text file stands in for a pre-training stage's data mix only; its evaluations are skipped.
+  const std::string kinds = f.dir + "/kinds.yaml";
+  std::ofstream(kinds) << kTwoKindsPlan;
+  r = RunLoom("train-local " + kinds + " --text " + f.text + " --stage chat");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("stage 'chat': a token stream stands in for the data mix of a pre-training stage only"),
+            std::string::npos)
+      << r.output;
+  r = RunLoom("train-local " + kinds + " --text " + f.text + " --steps 1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("eval: skipped (--text has no held-out data"), std::string::npos) << r.output;
   r = RunLoom("train-local --help");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.output.find("--resume"), std::string::npos) << r.output;

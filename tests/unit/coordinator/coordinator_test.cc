@@ -572,6 +572,10 @@ TEST_F(CoordinatorTest, APlanFaultReportedAfterAPeersTimeoutStillFailsTheJob) {
   EXPECT_NE(core.reason().find("plan fault: configuration rejected"), std::string::npos) << core.reason();
   coordinator_->Tick();
   EXPECT_TRUE(link.TakeAssignments().empty());
+  // Counted once, as the plan's.
+  const auto failures = coordinator_->Metrics().attempt_failures;
+  EXPECT_EQ(failures.at({"plan", "config"}), 1);
+  EXPECT_EQ(failures.at({"cluster", "timeout"}), 0);
 }
 
 TEST_F(CoordinatorTest, ACrashThatRepeatsIdenticallyIsThePlansFault) {

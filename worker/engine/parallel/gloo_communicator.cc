@@ -63,7 +63,7 @@ class GlooCommunicator : public Communicator {
   absl::Status AllReduceSum(float* data, int64_t count) override {
     if (!shm_) return AllReduce(data, count);
     if (aborted_) return absl::AbortedError(absl::StrCat(name_, ": all-reduce after abort"));
-    if (broken_) return absl::FailedPreconditionError(absl::StrCat(name_, ": all-reduce on a broken group"));
+    if (broken_) return absl::UnavailableError(absl::StrCat(name_, ": all-reduce on a broken group"));
     absl::Status s = shm_->Sum(data, count, aborted_);
     if (!s.ok()) {
       broken_ = true;
@@ -200,7 +200,7 @@ class GlooCommunicator : public Communicator {
   template <typename Fn>
   absl::Status Run(const char* what, Fn&& fn) {
     if (aborted_) return absl::AbortedError(absl::StrCat(name_, ": ", what, " after abort"));
-    if (broken_) return absl::FailedPreconditionError(absl::StrCat(name_, ": ", what, " on a broken group"));
+    if (broken_) return absl::UnavailableError(absl::StrCat(name_, ": ", what, " on a broken group"));
     try {
       fn();
       return absl::OkStatus();

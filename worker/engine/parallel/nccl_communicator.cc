@@ -103,7 +103,7 @@ class NcclCommunicator : public Communicator {
       return absl::Status(code, absl::StrCat(name_, ": ", what, " failed (rank ", rank_, " of ", size_, "): ", why));
     };
     if (aborted_) return absl::AbortedError(absl::StrCat(name_, ": ", what, " after abort"));
-    if (broken_) return absl::FailedPreconditionError(absl::StrCat(name_, ": ", what, " on a broken group"));
+    if (broken_) return absl::UnavailableError(absl::StrCat(name_, ": ", what, " on a broken group"));
     if (!Launched(issued)) return fail(absl::StatusCode::kUnavailable, ncclGetErrorString(issued));
     const absl::Time deadline = absl::Now() + timeout_;
     while (true) {

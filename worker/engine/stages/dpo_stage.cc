@@ -37,7 +37,9 @@ class DpoRunner : public StageRunner {
     const absl::Time start = absl::Now();
     LOOM_RETURN_IF_ERROR(pairs->ComputeReference(
         *reference, run.inputs.reference(), setup.pairs_seq_len,
-        absl::StrCat(run.checkpoint_dir, "/reference_logprobs.rank", run.layout.dp_rank, ".bin"),
+        run.checkpoint_dir.empty()
+            ? std::string()  // no checkpoints, no cache
+            : absl::StrCat(run.checkpoint_dir, "/reference_logprobs.rank", run.layout.dp_rank, ".bin"),
         context.groups().data));
     reporter.Log(absl::StrFormat(
         "reference log-probabilities of %d pairs %s in %.1f s (%d pairs longer than seq_len %d are cut)",

@@ -15,6 +15,10 @@ class MergeRunner : public StageRunner {
   absl::Status Run(const StageRun& run, StageReporter& reporter) override {
     if (run.layout.rank() != 0) return reporter.Progress({});  // nothing to do: this rank ran
     const loom::v1::Stage& stage = run.stage;
+    if (run.checkpoint_dir.empty()) {
+      return StageError(stage, absl::StatusCode::kFailedPrecondition,
+                        "an average or merge writes one checkpoint: give the stage a checkpoint directory");
+    }
     std::vector<std::string> paths;
     std::string base;
     if (stage.has_average()) {

@@ -21,6 +21,10 @@ namespace {
 class RejectionSamplingRunner : public StageRunner {
  public:
   absl::Status Run(const StageRun& run, StageReporter& reporter) override {
+    if (run.checkpoint_dir.empty()) {
+      return StageError(run.stage, absl::StatusCode::kFailedPrecondition,
+                        "rejection sampling writes its dataset under the stage's checkpoint directory: give one");
+    }
     LOOM_ASSIGN_OR_RETURN(StageContext context, StageContext::Open(run, /*join_groups=*/true));
     const loom::v1::Stage& stage = run.stage;
     const loom::v1::RejectionSamplingConfig& rs = stage.rejection_sampling();

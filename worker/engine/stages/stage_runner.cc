@@ -1,6 +1,7 @@
 #include "worker/engine/stages/stage_runner.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/plan_resolve.h"
 #include "common/proto_names.h"
 #include "kernels/cpu/parallel.h"
 #include "worker/engine/stages/runners.h"
@@ -42,6 +43,11 @@ absl::Status RunStage(const StageRun& run, StageReporter& reporter) {
   if (!runner) {
     return absl::InvalidArgumentError(
         absl::StrCat("stage '", run.stage.name(), "': kind ", EnumName(run.stage.kind()), " has no runner"));
+  }
+  if (run.token_source != nullptr && !TrainsOnTokenStream(run.stage.kind())) {
+    return absl::InvalidArgumentError(absl::StrCat("stage '", run.stage.name(), "': a token stream stands in for the data ",
+                                                   "mix of a pre-training stage only; ", EnumName(run.stage.kind()),
+                                                   " stages read prepared data (give its directory)"));
   }
   kernels::cpu::SetNumThreads(std::max(1, run.threads));
   return runner->Run(run, reporter);

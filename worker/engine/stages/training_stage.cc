@@ -233,8 +233,9 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
         c.save_seconds = absl::ToDoubleSeconds(absl::Now() - checkpoint_start);
         report_status.Update(reporter.Checkpoint(c));
       });
-  LOOM_RETURN_IF_ERROR(status);
+  // An evaluation that failed came before whatever failed training after it.
   LOOM_RETURN_IF_ERROR(eval_status);
+  LOOM_RETURN_IF_ERROR(status);
   return report_status;
 }
 
