@@ -617,13 +617,7 @@ void Coordinator::FailAttempt(PlanRecord& plan, int index, const Failure& failur
   AbortRanks(plan, index, failure.message);
   runtime->set_last_error(failure.message);
   const int64_t now = clock_();
-  loom::v1::AttemptFailure* last = job->mutable_last_failure();
-  last->set_attempt(job->attempt());
-  last->set_failure_class(failure.failure_class);
-  last->set_cause(failure.cause);
-  last->set_message(failure.message);
-  last->set_time_ms(now);
-  ++attempt_failures_[{failure.failure_class == loom::v1::FAILURE_CLASS_PLAN ? "plan" : "cluster", failure.cause}];
+  RecordFailure(job, failure, now);
 
   // "attempt 2 of 2" only when the cap is what ends the job.
   const bool capped = plan.plan().has_max_attempts() && job->attempt() >= plan.plan().max_attempts();
@@ -672,13 +666,8 @@ void Coordinator::MaybeFailForPlanFault(const loom::v1::RankExit& exit, const st
   JobStatus* job = plan->mutable_status()->mutable_jobs(index);
   if (job->state() != loom::v1::JOB_STATE_RECOVERING || job->attempt() != exit.rank().attempt()) return;
   // The attempt was counted as the cluster's fault when the peer's exit came first: it moves.
-  loom::v1::AttemptFailure* last = job->mutable_last_failure();
-  --attempt_failures_[{"cluster", last->cause()}];
-  last->set_failure_class(failure.failure_class);
-  last->set_cause(failure.cause);
-  last->set_message(failure.message);
-  last->set_time_ms(clock_());
-  ++attempt_failures_[{"plan", failure.cause}];
+  --attempt_failures_[{"cluster", job->last_failure().cause()}];
+  RecordFailure(job, failure, clock_());
   plan->mutable_runtime(index)->set_last_error(failure.message);
   SetJobState(*plan, index, loom::v1::JOB_STATE_FAILED,
               absl::StrCat("attempt ", job->attempt(), " failed (", Describe(failure), "): ", failure.message,
@@ -688,6 +677,16 @@ void Coordinator::MaybeFailForPlanFault(const loom::v1::RankExit& exit, const st
   Persist(*plan);
   Announce(*plan, absl::StrCat(job->stage(), ": FAILED (", job->reason(), ")"));
   dirty_schedule_ = true;
+}
+
+void Coordinator::RecordFailure(JobStatus* job, const Failure& failure, int64_t now) {
+  loom::v1::AttemptFailure* last = job->mutable_last_failure();
+  last->set_attempt(job->attempt());
+  last->set_failure_class(failure.failure_class);
+  last->set_cause(failure.cause);
+  last->set_message(failure.message);
+  last->set_time_ms(now);
+  ++attempt_failures_[{failure.failure_class == loom::v1::FAILURE_CLASS_PLAN ? "plan" : "cluster", failure.cause}];
 }
 
 double Coordinator::Jitter() {

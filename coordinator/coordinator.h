@@ -177,6 +177,8 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Announce(loom::v1::PlanRecord& plan, const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RefreshWorkerStatus(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job's last_failure and the failure counts the metrics export.
+  void RecordFailure(loom::v1::JobStatus* job, const Failure& failure, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A draw for a retry's jitter, in [0, 1).
   double Jitter() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends what was queued; call without mu_.
