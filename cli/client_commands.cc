@@ -213,14 +213,33 @@ int RunCancel(const Args& args) {
 }
 
 int RunWorkers(const Args& args) {
-  std::string address;
+  std::string address, action, worker_id;
   bool json = false;
-  CommandLine cl("loom workers", "Lists the worker daemons: state, slots used, last heartbeat, ranks.");
+  CommandLine cl("loom workers",
+                 "Lists the worker daemons: state, slots used, last heartbeat, ranks. `loom workers drain ID` "
+                 "stops placing new ranks on a worker (its running ranks go on); `undrain ID` ends that.");
+  cl.AddPositional("ACTION", &action, "drain or undrain (optional)", /*required=*/false);
+  cl.AddPositional("WORKER", &worker_id, "worker id, for drain and undrain", /*required=*/false);
   AddCoordinatorFlag(cl, &address);
   cl.AddFlag("json", &json, "print loom.v1.ListWorkersResponse as JSON");
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  if (!action.empty() && ((action != "drain" && action != "undrain") || worker_id.empty())) {
+    std::fprintf(stderr, "loom workers: expected `loom workers`, `loom workers drain ID` or `loom workers undrain ID`\n");
+    return 2;
+  }
   Client client = Connect(address);
+  if (!action.empty()) {
+    loom::v1::DrainWorkerRequest request;
+    request.set_worker_id(worker_id);
+    request.set_undrain(action == "undrain");
+    loom::v1::DrainWorkerResponse drained;
+    grpc::Status status = client.stub->DrainWorker(CallContext().get(), request, &drained);
+    if (!status.ok()) return ReportRpcError(action + " " + worker_id, client, status);
+    std::printf("%s %s: %d ranks still running there\n", worker_id.c_str(),
+                action == "drain" ? "drained (no new ranks)" : "undrained", drained.worker().slots_used());
+    return 0;
+  }
   loom::v1::ListWorkersResponse response;
   grpc::Status status =
       client.stub->ListWorkers(CallContext().get(), loom::v1::ListWorkersRequest(), &response);
@@ -234,8 +253,10 @@ int RunWorkers(const Args& args) {
                           .count();
   for (const auto& w : response.workers()) {
     std::string state = EnumName(w.state());
-    std::printf("%-24s %-5s %d/%d slots  heartbeat %.1fs ago  %s\n", w.worker_id().c_str(), state.c_str(),
-                w.slots_used(), w.slots(), (now - w.last_heartbeat_ms()) / 1000.0, w.host().c_str());
+    std::printf("%-24s %-5s %d/%d slots  heartbeat %.1fs ago  %s %s%s%s\n", w.worker_id().c_str(), state.c_str(),
+                w.slots_used(), w.slots(), (now - w.last_heartbeat_ms()) / 1000.0, w.host().c_str(),
+                w.address().c_str(), w.draining() ? "  DRAINING" : "",
+                w.lost_reason().empty() ? "" : ("  (" + w.lost_reason() + ")").c_str());
     for (const auto& r : w.ranks()) std::printf("    %s\n", r.c_str());
   }
   if (response.workers_size() == 0) std::printf("no workers\n");

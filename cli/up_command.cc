@@ -118,7 +118,7 @@ struct Child {
 
 int RunUp(const Args& args) {
   int workers = 2, slots = 1, threads = 1;
-  std::string data_dir, prepared, listen = "127.0.0.1:7070", metrics_listen = "127.0.0.1:9400", rank_binary;
+  std::string data_dir, prepared, listen = "127.0.0.1:7070", metrics_listen = "127.0.0.1:7071", rank_binary;
   CommandLine cl("loom up",
                  "Runs Loom on this machine in the foreground: a coordinator and N CPU workers, restarted "
                  "when they die (a job that lost a worker resumes on it). Ctrl-C stops them all.");
@@ -164,7 +164,7 @@ int RunUp(const Args& args) {
     Child worker{absl::StrCat("worker local-", i),
                  {worker_bin, "--coordinator", listen, "--devices", absl::StrCat("cpu:", slots), "--threads-per-rank",
                   absl::StrCat(threads), "--work-dir", absl::StrCat(data_dir, "/worker-", i), "--worker-id",
-                  absl::StrCat("local-", i)}};
+                  absl::StrCat("local-", i), "--metrics-listen", "127.0.0.1:0"}};
     if (!rank_binary.empty()) {
       worker.argv.push_back("--rank-binary");
       worker.argv.push_back(rank_binary);

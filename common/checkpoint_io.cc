@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/files.h"
+#include "common/rank_lifecycle.h"
 #include "common/sha256.h"
 
 namespace loom {
@@ -61,6 +62,10 @@ absl::Status WriteCheckpointDir(const std::string& dir, const std::vector<Checkp
   if (absl::Status s = WriteFileDurably((tmp / "manifest.json").string(), json); !s.ok())
     return cleanup_on_error(s);
   if (absl::Status s = SyncDirectory(tmp.string()); !s.ok()) return cleanup_on_error(s);
+
+  // The commit point: a rank of a replaced attempt stops here, before it can touch a directory
+  // the current attempt may own (rank_lifecycle.h).
+  if (absl::Status s = CheckWriteFence(); !s.ok()) return cleanup_on_error(s);
 
   // Replace an existing checkpoint of the same step (a rerun after a crash) by moving it aside
   // first; the new one appears with a single rename.

@@ -1,25 +1,26 @@
 #include "common/metrics_http.h"
 
-#include <exception>
-
 #include "absl/strings/str_cat.h"
+#include "prometheus/text_serializer.h"
 
 namespace loom {
 
 absl::StatusOr<MetricsServer> StartMetricsServer(const std::string& address,
-                                                 const std::shared_ptr<prometheus::Registry>& registry) {
-  MetricsServer server;
-  try {
-    // One worker thread is plenty for a scrape every few seconds.
-    server.exposer = std::make_unique<prometheus::Exposer>(address, 1);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", address, ": ", e.what()));
+                                                 const std::shared_ptr<prometheus::Registry>& registry,
+                                                 HttpServer::Routes extra) {
+  HttpServer::Routes routes = std::move(extra);
+  routes["/metrics"] = [registry] {
+    return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                        prometheus::TextSerializer().Serialize(registry->Collect())};
+  };
+  absl::StatusOr<std::unique_ptr<HttpServer>> http = HttpServer::Start(address, std::move(routes));
+  if (!http.ok()) {
+    return absl::Status(http.status().code(),
+                        absl::StrCat("cannot serve /metrics: ", http.status().message()));
   }
-  server.exposer->RegisterCollectable(registry);
-  const std::vector<int> ports = server.exposer->GetListeningPorts();
-  const size_t colon = address.rfind(':');
-  const std::string host = colon == std::string::npos ? address : address.substr(0, colon);
-  server.address = ports.empty() ? address : absl::StrCat(host, ":", ports.front());
+  MetricsServer server;
+  server.address = (*http)->address();
+  server.http = std::move(*http);
   return server;
 }
 

@@ -18,6 +18,7 @@
 #include "coordinator/job_state.h"
 #include "coordinator/plan_files.h"
 #include "coordinator/scheduler.h"
+#include "coordinator/storage_proof.h"
 
 namespace loom::coordinator {
 
@@ -103,6 +104,7 @@ absl::Status Coordinator::LoadLocked() {
     for (int i = 0; i < plan.status().jobs_size(); ++i) {
       const JobStatus& job = plan.status().jobs(i);
       if (HasAttemptPlaced(job.state()) && plan.runtime(i).ranks_size() > 0) {
+        GrantWriteLease(job);
         adopt_deadline_[job.job_id()] = now + absl::ToInt64Milliseconds(options_.adopt_grace);
         adopted_[job.job_id()].clear();
         ++adopting;
@@ -222,6 +224,23 @@ absl::Status Coordinator::CancelPlan(const std::string& plan_id, const std::stri
   return absl::OkStatus();
 }
 
+absl::StatusOr<loom::v1::WorkerStatus> Coordinator::DrainWorker(const std::string& worker_id, bool undrain) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) {
+    return absl::NotFoundError(absl::StrCat("no worker '", worker_id, "' (see `loom workers`)"));
+  }
+  Worker& w = it->second;
+  if (w.status.draining() != !undrain) {
+    w.status.set_draining(!undrain);
+    PersistWorker(w);
+    Log(LogLevel::kInfo, kLog, "worker ", worker_id, undrain ? " undrained" : " draining: no new ranks");
+    dirty_schedule_ = true;
+  }
+  RefreshWorkerStatus(w);
+  return w.status;
+}
+
 loom::v1::ListWorkersResponse Coordinator::ListWorkers() {
   absl::MutexLock lock(&mu_);
   loom::v1::ListWorkersResponse response;
@@ -264,11 +283,26 @@ absl::StatusOr<loom::v1::PlanEvent> Coordinator::WaitForChange(const std::string
 // ---------------------------------------------------------------------------------------------
 // Worker API
 
+loom::v1::StorageInfo Coordinator::Storage() const {
+  loom::v1::StorageInfo info;
+  info.set_checkpoint_root(options_.checkpoint_root);
+  info.set_token_path(StorageTokenPath(options_.checkpoint_root));
+  return info;
+}
+
 absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWorker& request,
                                                     std::shared_ptr<WorkerLink> link) {
   if (request.worker_id().empty()) return absl::InvalidArgumentError("RegisterWorker.worker_id is empty");
   if (request.devices_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat("worker ", request.worker_id(), " registered no devices"));
+  }
+  if (!options_.storage_token.empty() && request.storage_token() != options_.storage_token) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", request.worker_id(), " (", request.host(), ") does not see the coordinator's checkpoint root ",
+        options_.checkpoint_root, ": ",
+        request.storage_token().empty() ? "it could not read " : "it read another token from ",
+        StorageTokenPath(options_.checkpoint_root),
+        ". Every worker host must mount the checkpoint root at the same path (docs/operations.md)"));
   }
   int64_t connection = 0;
   {
@@ -285,6 +319,8 @@ absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWork
     *w.status.mutable_devices() = request.devices();
     w.status.set_slots(request.devices_size());
     w.status.set_metrics_address(request.metrics_address());
+    w.status.set_address(request.address());
+    w.status.clear_lost_reason();
     w.status.set_last_heartbeat_ms(now);
 
     loom::v1::CoordinatorMessage ack;
@@ -367,6 +403,12 @@ void Coordinator::HandleWorkerMessage(const std::string& worker_id, int64_t conn
       case loom::v1::WorkerMessage::kRankExit:
         OnRankExit(w, message.rank_exit());
         break;
+      case loom::v1::WorkerMessage::kLeave:
+        // Its jobs move now rather than after the heartbeat timeout; rank exits that follow on
+        // this stream still count (HandleWorkerMessage ignores only other connections).
+        WorkerLost(w, absl::StrCat("left: ", message.leave().reason()));
+        w.connection = connection;
+        break;
       default:
         Log(LogLevel::kWarning, kLog, "worker ", worker_id, " sent an unexpected message (",
             message.body_case(), ")");
@@ -380,6 +422,10 @@ void Coordinator::Disconnected(const std::string& worker_id, int64_t connection,
     absl::MutexLock lock(&mu_);
     auto it = workers_.find(worker_id);
     if (it == workers_.end() || it->second.connection != connection) return;
+    if (it->second.link == nullptr) {  // it said it was leaving: already lost
+      it->second.connection = 0;
+      return;
+    }
     WorkerLost(it->second, absl::StrCat("stream closed: ", why));
   }
   Flush();
@@ -508,6 +554,7 @@ void Coordinator::WorkerLost(Worker& w, const std::string& why) {
   w.link.reset();
   w.connection = 0;
   w.occupied.clear();
+  w.status.set_lost_reason(why);
   RefreshWorkerStatus(w);
   PersistWorker(w);
   Log(LogLevel::kWarning, kLog, "worker ", id, " lost: ", why);
@@ -591,6 +638,15 @@ bool Coordinator::IsCurrent(const loom::v1::RankRef& rank) {
   const JobStatus& job = plan->status().jobs(index);
   return HasAttemptPlaced(job.state()) && job.attempt() == rank.attempt() && rank.rank() >= 0 &&
          rank.rank() < plan->runtime(index).ranks_size();
+}
+
+void Coordinator::GrantWriteLease(const JobStatus& job) {
+  // Assignment.rendezvous_prefix is "<job>#<attempt>/"; a rank's store adds "/" and its key
+  // (worker/rank/coordinator_store.cc), so the rank reads "lease" here.
+  if (absl::Status s = rendezvous_.Set(absl::StrCat(AttemptKey(job.job_id(), job.attempt()), "//lease"), "1");
+      !s.ok()) {
+    Log(LogLevel::kError, kLog, "job ", job.job_id(), ": cannot grant the write lease: ", s.message());
+  }
 }
 
 void Coordinator::AbortRanks(PlanRecord& plan, int index, const std::string& reason) {

@@ -39,6 +39,9 @@ struct CoordinatorOptions {
   // After a restart: how long running attempts wait for their workers to reconnect and report
   // their ranks before they are rescheduled.
   absl::Duration adopt_grace = absl::Seconds(10);
+  // The contents of <checkpoint_root>/.loom-storage-token (storage_proof.h). A worker must send it
+  // when it registers, proving it sees the checkpoint root; empty: not checked (unit tests).
+  std::string storage_token;
   // Draws the jitter of retry backoffs, uniform in [0, 1); null: a random generator (tests pass
   // their own to measure the waits).
   std::function<double()> jitter;
@@ -84,6 +87,8 @@ class Coordinator {
   loom::v1::ListPlansResponse ListPlans(bool include_finished);
   absl::Status CancelPlan(const std::string& plan_id, const std::string& reason);
   loom::v1::ListWorkersResponse ListWorkers();
+  // Stops (or resumes) placing ranks on a worker; NOT_FOUND for an unknown one.
+  absl::StatusOr<loom::v1::WorkerStatus> DrainWorker(const std::string& worker_id, bool undrain);
   absl::StatusOr<loom::v1::ListCheckpointsResponse> ListCheckpoints(const std::string& plan_id,
                                                                     const std::string& stage);
   // Blocks until the plan changed after `*version` or `timeout` passed; updates `*version` and
@@ -92,6 +97,7 @@ class Coordinator {
                                                     absl::Duration timeout);
 
   // --- worker API (WorkerService) ---
+  loom::v1::StorageInfo Storage() const;
   // Returns the connection id the other events of this stream carry.
   absl::StatusOr<int64_t> RegisterWorker(const loom::v1::RegisterWorker& request,
                                          std::shared_ptr<WorkerLink> link);
@@ -145,6 +151,11 @@ class Coordinator {
   // job fails now instead of retrying (a peer's exit may have been reported first).
   void MaybeFailForPlanFault(const loom::v1::RankExit& exit, const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The current attempt's write lease: a key in its rendezvous namespace that a rank reads before
+  // it commits or prunes a checkpoint (the attempt number is the fencing token). Dropped with the
+  // attempt's other keys when it ends, so a rank of a replaced attempt (a partitioned host that
+  // comes back) can write nothing.
+  void GrantWriteLease(const loom::v1::JobStatus& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AbortRanks(loom::v1::PlanRecord& plan, int index, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetJobState(loom::v1::PlanRecord& plan, int index, loom::v1::JobState to, const std::string& reason)

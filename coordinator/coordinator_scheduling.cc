@@ -178,7 +178,7 @@ void Coordinator::ScheduleLocked() {
 
   std::vector<FreeWorker> free;
   for (auto& [id, w] : workers_) {
-    if (w.link == nullptr) continue;
+    if (w.link == nullptr || w.status.draining()) continue;  // lost, or drained by an operator
     FreeWorker f;
     f.worker_id = id;
     f.total_slots = w.status.slots();
@@ -261,6 +261,7 @@ void Coordinator::ScheduleLocked() {
         job->resumed_from().empty() ? "" : absl::StrCat(", resuming from ", job->resumed_from()));
     SetJobState(plan, i, loom::v1::JOB_STATE_SCHEDULED, reason);
     Persist(plan);
+    GrantWriteLease(*job);
     for (size_t r = 0; r < d.ranks.size(); ++r) {
       Worker& w = workers_[d.ranks[r].worker_id];
       loom::v1::CoordinatorMessage m;

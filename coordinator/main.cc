@@ -1,6 +1,7 @@
 // loom-coordinator: the plan API, worker sessions, scheduler, store and rendezvous, on one port;
-// Prometheus /metrics on another. Stops cleanly on SIGINT/SIGTERM; a SIGKILL loses nothing that
-// was acknowledged (every state change is a synced RocksDB write).
+// Prometheus /metrics and service discovery (/discovery) on another. On SIGINT/SIGTERM it first
+// reports NOT_SERVING on gRPC health (load balancers and `loom` stop sending), then stops; a
+// SIGKILL loses nothing that was acknowledged (every state change is a synced RocksDB write).
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -12,13 +13,16 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/command_line.h"
 #include "common/logging.h"
 #include "common/metrics_http.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/metrics.h"
+#include "coordinator/discovery.h"
 #include "coordinator/service.h"
+#include "coordinator/storage_proof.h"
 #include "coordinator/store.h"
 
 namespace {
@@ -28,26 +32,36 @@ int Run(const std::vector<std::string>& args) {
   std::string data_dir;
   std::string checkpoint_root;
   std::string prepared_data;
-  std::string metrics_listen = "127.0.0.1:9400";
+  std::string advertise;
+  std::string metrics_listen = "127.0.0.1:7071";
   absl::Duration heartbeat = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(5);
   absl::Duration adopt_grace = absl::Seconds(10);
   loom::CommandLine cl("loom-coordinator",
                        "Loom's coordinator: accepts plans, schedules their stages as jobs on worker daemons, "
                        "recovers from failures, and keeps its state in RocksDB.");
-  cl.AddFlag("listen", &listen, "gRPC address (host:port; port 0 picks a free one)");
+  cl.AddFlag("listen", &listen,
+             "gRPC address to bind (host:port; port 0 picks a free one; 0.0.0.0 only when you mean every "
+             "interface)");
+  cl.AddFlag("advertise", &advertise,
+             "address workers, ranks and clients dial (host:port; default: --listen, which must then not be "
+             "0.0.0.0)");
   cl.AddFlag("data-dir", &data_dir, "directory of the RocksDB store (required)");
   cl.AddFlag("checkpoint-root", &checkpoint_root,
-             "root of checkpoint directories (default: <data-dir>/checkpoints)");
+             "root of checkpoint directories (default: <data-dir>/checkpoints); every worker host must "
+             "mount it at the same path, and proves it does when it registers");
   cl.AddFlag("prepared-data", &prepared_data,
              "prepared data (`loom data prepare` output) for plans that set no data.dir");
   cl.AddFlag("metrics-listen", &metrics_listen,
-             "address of the Prometheus /metrics endpoint (port 0: any free one)");
+             "HTTP address of /metrics and of Prometheus service discovery at /discovery (port 0: any free one)");
   cl.AddFlag("heartbeat", &heartbeat, "how often workers must heartbeat");
   cl.AddFlag("heartbeat-timeout", &heartbeat_timeout, "a worker silent this long is lost");
   cl.AddFlag("adopt-grace", &adopt_grace,
              "after a restart, how long running attempts wait for their workers to reconnect");
-  cl.AddEpilog("example:\n  loom-coordinator --data-dir /var/lib/loom --listen 0.0.0.0:7070");
+  cl.AddEpilog(
+      "ports: 7070 gRPC (clients, workers, ranks' rendezvous), 7071 /metrics and /discovery.\n"
+      "example:\n  loom-coordinator --data-dir /var/lib/loom --checkpoint-root /shared/loom/checkpoints \\\n"
+      "    --listen 0.0.0.0:7070 --advertise head-1.cluster:7070 --metrics-listen 0.0.0.0:7071");
   int exit_code = 0;
   if (!loom::ParseOrExit(cl, args, &exit_code)) return exit_code;
   if (const char* level = std::getenv("LOOM_LOG_LEVEL")) {
@@ -56,6 +70,16 @@ int Run(const std::vector<std::string>& args) {
   }
   if (data_dir.empty()) {
     std::fprintf(stderr, "loom-coordinator: --data-dir is required (see --help)\n");
+    return 2;
+  }
+  const auto wildcard = [](const std::string& address) {
+    return address.rfind("0.0.0.0:", 0) == 0 || address.rfind("[::]:", 0) == 0 || address.rfind(':') == 0;
+  };
+  if (advertise.empty() && wildcard(listen)) {
+    std::fprintf(stderr,
+                 "loom-coordinator: --listen %s binds every interface; say which address workers should dial "
+                 "with --advertise HOST:PORT\n",
+                 listen.c_str());
     return 2;
   }
   if (checkpoint_root.empty()) checkpoint_root = data_dir + "/checkpoints";
@@ -82,6 +106,12 @@ int Run(const std::vector<std::string>& args) {
   if (!prepared_data.empty()) {
     options.prepared_data = std::filesystem::absolute(prepared_data).lexically_normal().string();
   }
+  absl::StatusOr<std::string> token = loom::coordinator::EnsureStorageToken(checkpoint_root);
+  if (!token.ok()) {
+    std::fprintf(stderr, "loom-coordinator: %s\n", std::string(token.status().message()).c_str());
+    return 1;
+  }
+  options.storage_token = *token;
   options.heartbeat_interval = heartbeat;
   options.heartbeat_timeout = heartbeat_timeout;
   options.adopt_grace = adopt_grace;
@@ -94,8 +124,21 @@ int Run(const std::vector<std::string>& args) {
   }
 
   loom::coordinator::CoordinatorMetrics metrics;
+  // Prometheus dials the coordinator at its advertised host and its metrics port.
+  absl::Mutex target_mu;
+  std::string metrics_target;  // set once the port is known
+  loom::HttpServer::Routes discovery;
+  discovery["/discovery"] = [&] {
+    std::string target;
+    {
+      absl::MutexLock lock(&target_mu);
+      target = metrics_target;
+    }
+    return loom::HttpResponse{200, "application/json",
+                              loom::coordinator::DiscoveryJson(target, (*coordinator)->ListWorkers())};
+  };
   absl::StatusOr<loom::MetricsServer> metrics_server =
-      loom::StartMetricsServer(metrics_listen, metrics.registry());
+      loom::StartMetricsServer(metrics_listen, metrics.registry(), std::move(discovery));
   if (!metrics_server.ok()) {
     std::fprintf(stderr, "loom-coordinator: %s\n", std::string(metrics_server.status().message()).c_str());
     return 1;
@@ -125,8 +168,17 @@ int Run(const std::vector<std::string>& args) {
   }
   const std::string host = listen.substr(0, listen.rfind(':'));
   const std::string address = absl::StrCat(host, ":", port);
-  std::printf("loom-coordinator listening on %s, metrics on http://%s/metrics, data in %s\n", address.c_str(),
-              metrics_server->address.c_str(), data_dir.c_str());
+  if (advertise.empty()) advertise = address;
+  const std::string advertised_host = advertise.substr(0, advertise.rfind(':'));
+  {
+    absl::MutexLock target_lock(&target_mu);
+    metrics_target =
+        wildcard(metrics_server->address)
+            ? absl::StrCat(advertised_host, metrics_server->address.substr(metrics_server->address.rfind(':')))
+            : metrics_server->address;
+  }
+  std::printf("loom-coordinator listening on %s (advertised as %s), metrics on http://%s/metrics, data in %s\n",
+              address.c_str(), advertise.c_str(), metrics_server->address.c_str(), data_dir.c_str());
   std::fflush(stdout);
   loom::Log(loom::LogLevel::kInfo, "coordinator", "listening on ", address, "; checkpoints under ",
             checkpoint_root);
@@ -143,7 +195,10 @@ int Run(const std::vector<std::string>& args) {
 
   int signal = 0;
   sigwait(&signals, &signal);
-  loom::Log(loom::LogLevel::kInfo, "coordinator", "signal ", signal, ": shutting down");
+  loom::Log(loom::LogLevel::kInfo, "coordinator", "signal ", signal, ": NOT_SERVING, shutting down");
+  // Health first, so that whatever routes to this coordinator stops before the port closes.
+  server->GetHealthCheckService()->SetServingStatus(false);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
   plan_service.Shutdown();
   stop = true;
   ticker.join();

@@ -70,6 +70,20 @@ grpc::Status PlanServiceImpl::ListCheckpoints(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+grpc::Status PlanServiceImpl::DrainWorker(grpc::ServerContext*, const loom::v1::DrainWorkerRequest* request,
+                                          loom::v1::DrainWorkerResponse* response) {
+  absl::StatusOr<loom::v1::WorkerStatus> worker = coordinator_->DrainWorker(request->worker_id(), request->undrain());
+  if (!worker.ok()) return ToGrpc(worker.status());
+  *response->mutable_worker() = std::move(*worker);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerServiceImpl::GetStorage(grpc::ServerContext*, const loom::v1::GetStorageRequest*,
+                                           loom::v1::StorageInfo* response) {
+  *response = coordinator_->Storage();
+  return grpc::Status::OK;
+}
+
 namespace {
 
 // Writes to one worker's stream. The handler thread reads while the coordinator writes, which

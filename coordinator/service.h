@@ -34,6 +34,8 @@ class PlanServiceImpl final : public loom::v1::PlanService::Service {
                            loom::v1::ListWorkersResponse*) override;
   grpc::Status ListCheckpoints(grpc::ServerContext*, const loom::v1::ListCheckpointsRequest*,
                                loom::v1::ListCheckpointsResponse*) override;
+  grpc::Status DrainWorker(grpc::ServerContext*, const loom::v1::DrainWorkerRequest*,
+                           loom::v1::DrainWorkerResponse*) override;
 
  private:
   Coordinator* coordinator_;
@@ -43,6 +45,8 @@ class PlanServiceImpl final : public loom::v1::PlanService::Service {
 class WorkerServiceImpl final : public loom::v1::WorkerService::Service {
  public:
   explicit WorkerServiceImpl(Coordinator* coordinator) : coordinator_(coordinator) {}
+  grpc::Status GetStorage(grpc::ServerContext*, const loom::v1::GetStorageRequest*,
+                          loom::v1::StorageInfo* response) override;
   grpc::Status Connect(
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream) override;

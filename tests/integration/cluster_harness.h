@@ -2,7 +2,9 @@
 // loom-worker processes (free ports, a fresh temporary directory), killed with SIGKILL when the
 // test wants a failure, observed through the real `loom` client (`status --json`) and real HTTP
 // scrapes of /metrics. The rank program is a parameter: tests/integration/loom-fake-rank for
-// control-plane tests, loom-rank for end-to-end training tests.
+// control-plane tests, loom-rank for end-to-end training tests. With `hosts` set (test hosts in
+// network namespaces, tests/hosts/test_hosts.h) the coordinator and the client run on host 0 and
+// each worker on the host it is started on, every process at its host's address.
 //
 //   loom::testing::Cluster cluster({.rank_binary = loom::testing::FakeRankBinary()});
 //   cluster.StartCoordinator();
@@ -102,11 +104,17 @@ inline std::string HttpGet(const std::string& address, const std::string& path) 
 // A child process with stdout+stderr in a log file; SIGKILLed and reaped on destruction.
 class Process {
  public:
+  // `env` entries ("NAME=value") are added to this process's environment, replacing the same names.
   Process(const std::vector<std::string>& argv, const std::string& log_path,
           const std::vector<std::string>& env = {})
       : log_path_(log_path) {
     std::vector<std::string> env_strings;
-    for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string entry = *e;
+      bool replaced = false;
+      for (const std::string& x : env) replaced |= x.substr(0, x.find('=') + 1) == entry.substr(0, entry.find('=') + 1);
+      if (!replaced) env_strings.push_back(entry);
+    }
     for (const std::string& e : env) env_strings.push_back(e);
     std::vector<char*> envp, args;
     for (std::string& e : env_strings) envp.push_back(e.data());
@@ -156,6 +164,19 @@ class Process {
   pid_t pid_ = -1;
 };
 
+// Where a cluster's processes run when not all on this machine's loopback (TestHosts).
+class HostPlacement {
+ public:
+  virtual ~HostPlacement() = default;
+  // `argv` run on `host`.
+  virtual std::vector<std::string> Wrap(int host, const std::vector<std::string>& argv) const = 0;
+  virtual std::string WrapShell(int host, const std::string& command) const = 0;
+  virtual const std::string& address(int host) const = 0;
+  // Visible at the same path on every host and here.
+  virtual const std::string& shared_dir() const = 0;
+  virtual std::string HttpGetFrom(int host, const std::string& address, const std::string& path) const = 0;
+};
+
 struct ClusterOptions {
   std::string rank_binary = FakeRankBinary();
   std::string heartbeat = "200ms";
@@ -165,6 +186,8 @@ struct ClusterOptions {
   std::vector<std::string> worker_env;
   // Prepared data for plans that set no data.dir (the coordinator's --prepared-data).
   std::string prepared_data;
+  // Test hosts: the coordinator on host 0, workers where StartWorker says; null: loopback.
+  const HostPlacement* hosts = nullptr;
 };
 
 struct CommandResult {
@@ -176,7 +199,10 @@ struct CommandResult {
 class Cluster {
  public:
   explicit Cluster(ClusterOptions options = {}) : options_(std::move(options)) {
-    std::string dir = (std::filesystem::temp_directory_path() / "loom-cluster-XXXXXX").string();
+    const std::filesystem::path root =
+        options_.hosts != nullptr ? std::filesystem::path(options_.hosts->shared_dir())
+                                  : std::filesystem::temp_directory_path();
+    std::string dir = (root / "loom-cluster-XXXXXX").string();
     dir_ = mkdtemp(dir.data());
     port_ = FreePort();
   }
@@ -187,7 +213,15 @@ class Cluster {
   }
 
   const std::string& dir() const { return dir_; }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string address() const { return host_address(0) + ":" + std::to_string(port_); }
+  // Host `host`'s address (127.0.0.1 without test hosts).
+  std::string host_address(int host) const {
+    return options_.hosts != nullptr ? options_.hosts->address(host) : std::string("127.0.0.1");
+  }
+  // GET http://<address><path> from the coordinator's host.
+  std::string Get(const std::string& address, const std::string& path) const {
+    return options_.hosts != nullptr ? options_.hosts->HttpGetFrom(0, address, path) : HttpGet(address, path);
+  }
   std::string data_dir() const { return dir_ + "/coordinator"; }
   std::string checkpoint_root() const { return data_dir() + "/checkpoints"; }
   std::string work_dir(const std::string& worker) const { return dir_ + "/" + worker; }
@@ -199,24 +233,26 @@ class Cluster {
   // Starts (or restarts) the coordinator on the cluster's port and waits until it serves.
   void StartCoordinator() {
     coordinator_ = std::make_unique<Process>(
-        std::vector<std::string>{CoordinatorBinary(), "--listen", address(), "--data-dir", data_dir(),
-                                 "--metrics-listen", "127.0.0.1:0", "--heartbeat", options_.heartbeat,
-                                 "--heartbeat-timeout", options_.heartbeat_timeout, "--adopt-grace",
-                                 options_.adopt_grace, "--prepared-data", options_.prepared_data},
-        dir_ + "/coordinator.log");
+        OnHost(0, {CoordinatorBinary(), "--listen", address(), "--data-dir", data_dir(), "--metrics-listen",
+                   host_address(0) + ":0", "--heartbeat", options_.heartbeat, "--heartbeat-timeout",
+                   options_.heartbeat_timeout, "--adopt-grace", options_.adopt_grace, "--prepared-data",
+                   options_.prepared_data}),
+        dir_ + "/coordinator.log", HostEnv());
     coordinator_metrics_ = coordinator_->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)");
     ASSERT_FALSE(coordinator_metrics_.empty()) << "coordinator did not start:\n" << coordinator_->log();
   }
   void KillCoordinator(int signal = SIGKILL) { coordinator_->Kill(signal); }
 
-  void StartWorker(const std::string& id, int slots, std::vector<std::string> env = {}) {
+  // `host`: the test host it runs on (with `hosts`; there it binds its host's address and the
+  // default metrics port, as a real worker does).
+  void StartWorker(const std::string& id, int slots, std::vector<std::string> env = {}, int host = 0) {
     for (const std::string& e : options_.worker_env) env.push_back(e);
-    auto p = std::make_unique<Process>(
-        std::vector<std::string>{WorkerBinary(), "--coordinator", address(), "--devices",
-                                 "cpu:" + std::to_string(slots), "--work-dir", work_dir(id), "--worker-id",
-                                 id, "--rank-binary", options_.rank_binary, "--metrics-listen",
-                                 "127.0.0.1:0"},
-        dir_ + "/" + id + ".log", env);
+    for (const std::string& e : HostEnv()) env.push_back(e);
+    std::vector<std::string> argv = {WorkerBinary(), "--coordinator", address(), "--devices",
+                                     "cpu:" + std::to_string(slots), "--work-dir", work_dir(id), "--worker-id",
+                                     id, "--rank-binary", options_.rank_binary};
+    if (options_.hosts == nullptr) argv.insert(argv.end(), {"--metrics-listen", "127.0.0.1:0"});
+    auto p = std::make_unique<Process>(OnHost(host, argv), dir_ + "/" + id + ".log", env);
     worker_metrics_[id] = p->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)");
     ASSERT_FALSE(worker_metrics_[id].empty()) << "worker " << id << " did not start:\n" << p->log();
     workers_[id] = std::move(p);
@@ -232,6 +268,7 @@ class Cluster {
     argv.push_back(address());
     std::string command;
     for (const std::string& a : argv) command += "'" + a + "' ";
+    if (options_.hosts != nullptr) command = options_.hosts->WrapShell(0, command);
     command += "> " + out + " 2> " + err;
     CommandResult r;
     const int status = std::system(command.c_str());
@@ -270,6 +307,14 @@ class Cluster {
                   << Loom({"status", plan_id}).out << "\n"
                   << Logs();
     return status;
+  }
+
+  std::vector<std::string> OnHost(int host, const std::vector<std::string>& argv) const {
+    return options_.hosts != nullptr ? options_.hosts->Wrap(host, argv) : argv;
+  }
+  // On a test host, temporary files go to the host's own /tmp.
+  std::vector<std::string> HostEnv() const {
+    return options_.hosts != nullptr ? std::vector<std::string>{"TMPDIR=/tmp"} : std::vector<std::string>{};
   }
 
   std::string Logs() const {

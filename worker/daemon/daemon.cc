@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "absl/strings/ascii.h"
+#include "common/files.h"
 #include "common/logging.h"
 #include "worker/rank_protocol.h"
 
@@ -23,8 +25,14 @@ WorkerDaemon::WorkerDaemon(DaemonOptions options, WorkerMetrics* metrics)
 WorkerDaemon::~WorkerDaemon() { Stop(); }
 
 void WorkerDaemon::Stop() {
-  stop_ = true;
+  if (stop_.exchange(true)) return;
   absl::MutexLock lock(&send_mu_);
+  if (stream_ != nullptr) {
+    // The coordinator moves this worker's jobs now instead of after the heartbeat timeout.
+    loom::v1::WorkerMessage leave;
+    leave.mutable_leave()->set_reason("the worker is stopping (SIGTERM)");
+    stream_->Write(leave);
+  }
   if (context_ != nullptr) context_->TryCancel();
 }
 
@@ -49,7 +57,7 @@ void WorkerDaemon::Run() {
     absl::MutexLock lock(&ranks_mu_);
     ranks.swap(ranks_);
   }
-  for (auto& [name, rank] : ranks) rank.process->Abort();
+  for (auto& [name, rank] : ranks) rank.process->Abort(options_.stop_grace);
   ranks.clear();
   ReapFinished();
 }
@@ -65,6 +73,27 @@ bool WorkerDaemon::Session() {
   auto channel = grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), args);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(1))) return false;
   auto stub = loom::v1::WorkerService::NewStub(channel);
+  // The shared-storage proof: read the token the coordinator keeps under its checkpoint root.
+  std::string token;
+  {
+    grpc::ClientContext storage_context;
+    storage_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    loom::v1::StorageInfo storage;
+    const grpc::Status got = stub->GetStorage(&storage_context, loom::v1::GetStorageRequest(), &storage);
+    if (!got.ok()) {
+      Log(LogLevel::kWarning, kLog, options_.worker_id, ": cannot ask ", options_.coordinator,
+          " for its storage: ", got.error_message());
+      return false;
+    }
+    absl::StatusOr<std::string> read = ReadFile(storage.token_path());
+    if (read.ok()) {
+      token = std::string(absl::StripAsciiWhitespace(*read));
+    } else {
+      Log(LogLevel::kError, kLog, options_.worker_id, ": this host does not see the coordinator's checkpoint root ",
+          storage.checkpoint_root(), ": ", read.status().message(),
+          " (mount the shared filesystem at the same path on every host)");
+    }
+  }
   grpc::ClientContext context;
   std::unique_ptr<Stream> stream = stub->Connect(&context);
 
@@ -80,11 +109,14 @@ bool WorkerDaemon::Session() {
     d->set_threads(options_.threads_per_rank);
   }
   reg->set_metrics_address(options_.metrics_address);
+  reg->set_address(options_.address);
+  reg->set_storage_token(token);
   for (const loom::v1::RankRef& r : RunningRanks()) *reg->add_running() = r;
-  reg->set_version("loom 0.1.0");
+  reg->set_version(options_.version);
   loom::v1::CoordinatorMessage first;
   if (!stream->Write(hello) || !stream->Read(&first) || !first.has_registered()) {
-    context.TryCancel();
+    // A refusal ends the stream with its status; cancel only a stream that answered wrongly.
+    if (first.body_case() != loom::v1::CoordinatorMessage::BODY_NOT_SET) context.TryCancel();
     grpc::Status status = stream->Finish();
     if (!status.ok()) {
       Log(LogLevel::kWarning, kLog, options_.worker_id, ": registration refused by ", options_.coordinator,
@@ -162,7 +194,8 @@ void WorkerDaemon::StartRank(const loom::v1::Assignment& assignment) {
   o.rank = assignment.rank();
   const std::string threads = absl::StrCat(options_.threads_per_rank);
   o.env = {"LOOM_THREADS=" + threads, "OMP_NUM_THREADS=" + threads, "OPENBLAS_NUM_THREADS=" + threads,
-           "LOOM_COORDINATOR=" + options_.coordinator, "LOOM_WORKER_ID=" + options_.worker_id};
+           "LOOM_COORDINATOR=" + options_.coordinator, "LOOM_WORKER_ID=" + options_.worker_id,
+           "LOOM_ADVERTISE=" + options_.address};
   absl::Status written = ec ? absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()))
                             : WriteAssignment(o.assignment_path, assignment);
   absl::StatusOr<std::unique_ptr<RankProcess>> process = absl::UnknownError("not started");

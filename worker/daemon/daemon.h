@@ -30,7 +30,13 @@ struct DaemonOptions {
   std::string work_dir;
   std::string rank_binary;
   std::string metrics_address;
+  // The address its ranks bind their collective sockets to and peers dial (--advertise).
+  std::string address = "127.0.0.1";
   absl::Duration heartbeat = absl::Seconds(1);
+  // Sent when it registers ("loom-worker 0.1.0").
+  std::string version = "loom-worker";
+  // How long a stopping worker lets its ranks run to their next step boundary before SIGKILL.
+  absl::Duration stop_grace = absl::Seconds(30);
 };
 
 class WorkerDaemon {
@@ -40,7 +46,8 @@ class WorkerDaemon {
 
   // Connects, serves and reconnects until Stop(); then aborts every rank and waits for them.
   void Run();
-  // Thread-safe; Run returns soon after.
+  // Thread-safe: tells the coordinator it is leaving, then Run stops the ranks (each at its next
+  // step boundary, within stop_grace) and returns.
   void Stop();
 
  private:

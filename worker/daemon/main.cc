@@ -1,5 +1,7 @@
 // loom-worker: the worker daemon. Registers its slots with the coordinator, runs the ranks it is
-// assigned as child processes, forwards their progress and checkpoints, serves /metrics.
+// assigned as child processes, forwards their progress and checkpoints, serves /metrics (port
+// 7072 by default). On SIGTERM it tells the coordinator it is leaving and stops its ranks at their
+// next step boundary.
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -12,9 +14,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
 #include "common/command_line.h"
+#include "common/files.h"
 #include "common/logging.h"
 #include "common/metrics_http.h"
+#include "common/net.h"
 #include "worker/daemon/daemon.h"
 #include "worker/daemon/worker_metrics.h"
 
@@ -35,7 +40,7 @@ std::string DefaultRankBinary() {
 int Run(const std::vector<std::string>& args) {
   loom::worker::DaemonOptions o;
   std::string devices = "cpu:1";
-  std::string metrics_listen = "127.0.0.1:0";
+  std::string listen, advertise, metrics_listen;
   o.work_dir = "loom-work";
   o.rank_binary = DefaultRankBinary();
   loom::CommandLine cl(
@@ -43,16 +48,26 @@ int Run(const std::vector<std::string>& args) {
       "Loom's worker daemon: registers its device slots with the coordinator and runs the ranks "
       "it is assigned, one child process each.");
   cl.AddFlag("coordinator", &o.coordinator, "coordinator address (host:port)");
+  cl.AddFlag("listen", &listen,
+             "address this worker's /metrics and its ranks' collective sockets bind (default: the local address "
+             "of the route to the coordinator; 0.0.0.0 needs --advertise)");
+  cl.AddFlag("advertise", &advertise,
+             "address peers and Prometheus dial to reach this host (default: --listen); its ranks bind it");
   cl.AddFlag("devices", &devices, "device slots: cpu:N (N ranks at once)");
   cl.AddFlag("threads-per-rank", &o.threads_per_rank, "CPU threads each rank may use");
   cl.AddFlag("work-dir", &o.work_dir, "where rank directories (assignment, log) are created");
   cl.AddFlag("heartbeat", &o.heartbeat, "heartbeat interval when the coordinator does not set one");
-  cl.AddFlag("metrics-listen", &metrics_listen, "address of /metrics (port 0: any free one, printed)");
-  cl.AddFlag("worker-id", &o.worker_id, "stable id of this worker (default: <hostname>-<metrics port>)");
+  cl.AddFlag("metrics-listen", &metrics_listen,
+             "address of /metrics (default: <listen>:7072; port 0: any free one, printed)");
+  cl.AddFlag("worker-id", &o.worker_id,
+             "stable id of this worker (default: the id kept in <work-dir>/worker-id, else the host name)");
+  cl.AddFlag("stop-grace", &o.stop_grace, "on SIGTERM, how long ranks may run to their next step boundary");
   cl.AddFlag("rank-binary", &o.rank_binary,
              "program that runs one rank (default: loom-rank next to loom-worker, or one directory up)");
   cl.AddEpilog(
-      "example:\n  loom-worker --coordinator 10.0.0.1:7070 --devices cpu:2 --work-dir /var/lib/loom-worker");
+      "example:\n  loom-worker --coordinator 10.0.0.1:7070 --devices cpu:2 --work-dir /var/lib/loom-worker\n"
+      "Every worker host must mount the coordinator's checkpoint root at the same path; the worker proves it\n"
+      "when it registers and is refused otherwise.");
   int exit_code = 0;
   if (!loom::ParseOrExit(cl, args, &exit_code)) return exit_code;
   if (const char* level = std::getenv("LOOM_LOG_LEVEL")) {
@@ -79,6 +94,38 @@ int Run(const std::vector<std::string>& args) {
   char hostname[HOST_NAME_MAX + 1] = {};
   gethostname(hostname, sizeof hostname - 1);
   o.host = hostname;
+  if (listen.empty()) {
+    absl::StatusOr<std::string> route = loom::LocalAddressToward(o.coordinator);
+    if (!route.ok()) {
+      std::fprintf(stderr, "loom-worker: cannot tell which address reaches --coordinator %s (%s); set --listen\n",
+                   o.coordinator.c_str(), std::string(route.status().message()).c_str());
+      return 2;
+    }
+    listen = *route;
+  }
+  if (advertise.empty()) {
+    if (loom::IsWildcardAddress(listen)) {
+      std::fprintf(stderr, "loom-worker: --listen %s binds every interface; set --advertise to this host's address\n",
+                   listen.c_str());
+      return 2;
+    }
+    advertise = listen;
+  }
+  o.address = advertise;
+  if (metrics_listen.empty()) metrics_listen = absl::StrCat(listen, ":7072");
+  if (o.worker_id.empty()) {
+    // Stable across restarts: the first start keeps its id in the work directory.
+    const std::string id_path = o.work_dir + "/worker-id";
+    absl::StatusOr<std::string> kept = loom::ReadFile(id_path);
+    o.worker_id = kept.ok() ? std::string(absl::StripAsciiWhitespace(*kept)) : std::string(hostname);
+    if (!kept.ok()) {
+      if (absl::Status s = loom::WriteFileDurably(id_path, o.worker_id + "\n"); !s.ok()) {
+        std::fprintf(stderr, "loom-worker: %s\n", std::string(s.message()).c_str());
+        return 1;
+      }
+    }
+  }
+  o.version = "loom-worker";
 
   sigset_t signals;
   sigemptyset(&signals);
@@ -92,11 +139,10 @@ int Run(const std::vector<std::string>& args) {
     std::fprintf(stderr, "loom-worker: %s\n", std::string(server.status().message()).c_str());
     return 1;
   }
-  o.metrics_address = server->address;
-  if (o.worker_id.empty())
-    o.worker_id = absl::StrCat(o.host, "-", server->address.substr(server->address.rfind(':') + 1));
-  std::printf("loom-worker %s: %d slots, metrics on http://%s/metrics, coordinator %s, ranks run %s\n",
-              o.worker_id.c_str(), o.slots, server->address.c_str(), o.coordinator.c_str(),
+  // Prometheus dials the advertised address at the port bound.
+  o.metrics_address = absl::StrCat(advertise, server->address.substr(server->address.rfind(':')));
+  std::printf("loom-worker %s: %d slots, metrics on http://%s/metrics, coordinator %s, ranks bind %s, ranks run %s\n",
+              o.worker_id.c_str(), o.slots, o.metrics_address.c_str(), o.coordinator.c_str(), o.address.c_str(),
               o.rank_binary.c_str());
   std::fflush(stdout);
 

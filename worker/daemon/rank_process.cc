@@ -142,8 +142,8 @@ void RankProcess::Reap() {
     const pid_t r = waitpid(pid_, &status, WNOHANG);
     if (r == pid_) break;
     if (r < 0 && errno != EINTR) break;
-    const int64_t abort_ms = abort_ms_;
-    if (abort_ms != 0 && !killed && pid_ > 0 && SteadyMs() - abort_ms >= 1000) {
+    const int64_t kill_at_ms = kill_at_ms_;
+    if (kill_at_ms != 0 && !killed && pid_ > 0 && SteadyMs() >= kill_at_ms) {
       kill(-pid_, SIGKILL);
       kill(pid_, SIGKILL);
       killed = true;
@@ -166,11 +166,11 @@ void RankProcess::Reap() {
   on_exit_(exit);
 }
 
-void RankProcess::Abort() {
+void RankProcess::Abort(absl::Duration grace) {
   // Never signal without a child: kill(-(-1)) and kill(-1) would reach every process we may signal.
   if (pid_ <= 0 || exited_) return;
   int64_t expected = 0;
-  if (abort_ms_.compare_exchange_strong(expected, SteadyMs())) {
+  if (kill_at_ms_.compare_exchange_strong(expected, SteadyMs() + absl::ToInt64Milliseconds(grace))) {
     kill(-pid_, SIGTERM);
     kill(pid_, SIGTERM);
   }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "loom/v1/coordinator.pb.h"
 
 namespace loom::worker {
@@ -39,8 +40,9 @@ class RankProcess {
   // Aborts (if still running) and joins the threads.
   ~RankProcess();
 
-  // SIGTERM now, SIGKILL one second later if the rank is still alive. Idempotent.
-  void Abort();
+  // SIGTERM now, SIGKILL `grace` later if it has not exited. A rank stops at its next step
+  // boundary on SIGTERM; the short default is for an attempt the coordinator gave up on. Idempotent.
+  void Abort(absl::Duration grace = absl::Seconds(1));
   bool exited() const { return exited_; }
   pid_t pid() const { return pid_; }
   const loom::v1::RankRef& rank() const { return options_.rank; }
@@ -55,7 +57,7 @@ class RankProcess {
   pid_t pid_ = -1;
   int read_fd_ = -1;
   std::atomic<bool> exited_{false};
-  std::atomic<int64_t> abort_ms_{0};  // when Abort was first called (steady clock), 0 = never
+  std::atomic<int64_t> kill_at_ms_{0};  // when to SIGKILL after an Abort (steady clock), 0 = never
   std::thread reader_;
   std::thread reaper_;
 };

@@ -5,15 +5,24 @@
 // Its stdout and stderr are the rank's log. Exit code 0: the stage finished and its final
 // checkpoint is durable; anything else fails the attempt, with the last stderr line as reason and
 // the exit code saying whose fault it was (common/rank_exit.h: the plan's are not retried).
+//
+// SIGTERM (its worker is stopping) makes a training loop stop at its next step boundary. Before it
+// commits or prunes a checkpoint the rank checks the attempt's write lease at the coordinator, so a
+// rank of an attempt that was replaced while its host was cut off writes nothing
+// (common/rank_lifecycle.h). Its collective sockets bind LOOM_ADVERTISE, the worker's address.
+#include <signal.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/command_line.h"
 #include "common/rank_exit.h"
+#include "common/rank_lifecycle.h"
 #include "common/status_macros.h"
 #include "common/stage_inputs.h"
 #include "loom/v1/coordinator.pb.h"
@@ -92,6 +101,21 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   const loom::v1::ParallelLayout& l = a.layout();
   run.layout = {std::max(1, l.dp()), std::max(1, l.tp()), std::max(1, l.pp()), l.dp_rank(), l.tp_rank(), l.pp_rank()};
   run.open_store = [&] { return loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix()); };
+  if (const char* host = std::getenv("LOOM_ADVERTISE"); host != nullptr && *host != '\0') run.collective_host = host;
+  // The write lease: a key the coordinator keeps in this attempt's rendezvous namespace while the
+  // attempt is current (coordinator.h, GrantWriteLease). Unreachable counts as lost.
+  std::shared_ptr<loom::engine::KeyValueStore> lease_store;
+  if (!a.rendezvous_prefix().empty()) {
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::KeyValueStore> store,
+                          loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix()));
+    lease_store = std::move(store);
+    loom::SetWriteFence([lease_store, attempt = a.rank().attempt()]() -> absl::Status {
+      absl::StatusOr<std::string> lease = lease_store->Get("lease", absl::ZeroDuration());
+      if (lease.ok()) return absl::OkStatus();
+      return absl::Status(lease.status().code(),
+                          absl::StrCat("attempt ", attempt, " holds no write lease: ", lease.status().message()));
+    });
+  }
   run.resume_from = a.resume_from();
   run.checkpoint_dir = a.checkpoint_dir();
   run.threads = threads;
@@ -102,7 +126,12 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
 
 }  // namespace
 
+static void OnSigterm(int) { loom::RequestStop(); }
+
 int main(int argc, char** argv) {
+  struct sigaction stop = {};
+  stop.sa_handler = OnSigterm;
+  sigaction(SIGTERM, &stop, nullptr);
   const char* env_coordinator = std::getenv("LOOM_COORDINATOR");
   const char* env_threads = std::getenv("LOOM_THREADS");
   std::string assignment_path, coordinator = env_coordinator ? env_coordinator : "127.0.0.1:7070";

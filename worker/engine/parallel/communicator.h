@@ -49,6 +49,8 @@ class Communicator {
 
   // Makes every later call fail with ABORTED (pending ones fail at their timeout).
   virtual void Abort() = 0;
+  // How the group moves data, for logs: "tcp", "shared memory all-reduce, tcp otherwise", ...
+  virtual std::string transport() const { return "local"; }
 };
 
 // A group of one: collectives are no-ops (AllGather copies).
@@ -59,7 +61,8 @@ struct GlooOptions {
   int size = 1;
   // Keys of this group in the store, e.g. "<job>#<attempt>/dp0".
   std::string prefix;
-  // Address this rank listens on; loopback in tests.
+  // Address this rank listens on and its peers dial (its host's advertised address); loopback
+  // when every rank runs on one machine.
   std::string host = "127.0.0.1";
   // Longest any one collective (and the rendezvous) may take.
   absl::Duration timeout = absl::Seconds(30);

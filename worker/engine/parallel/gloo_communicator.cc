@@ -74,6 +74,10 @@ class GlooCommunicator : public Communicator {
   }
   void UseSharedMemory(std::unique_ptr<SharedMemoryReduce> shm) { shm_ = std::move(shm); }
   bool uses_shared_memory() const { return shm_ != nullptr; }
+  std::string transport() const override {
+    // Shared memory needs every rank of the group on this host (shared_memory_reduce.h).
+    return shm_ != nullptr ? "all-reduce over shared memory, the rest over tcp" : "tcp";
+  }
   absl::Status AllReduceSum(double* data, int64_t count) override { return AllReduce(data, count); }
 
   absl::Status Broadcast(float* data, int64_t count, int root) override {

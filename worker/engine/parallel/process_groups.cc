@@ -1,12 +1,13 @@
 #include "worker/engine/parallel/process_groups.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 
 namespace loom::engine {
 
 absl::StatusOr<ProcessGroups> ProcessGroups::Join(const RankLayout& layout, const StoreOpener& open_store,
-                                                  absl::Duration timeout) {
+                                                  absl::Duration timeout, const std::string& host) {
   ProcessGroups groups;
   auto join = [&](const std::string& prefix, int rank, int size,
                   std::unique_ptr<Communicator>* group) -> absl::Status {
@@ -19,7 +20,10 @@ absl::StatusOr<ProcessGroups> ProcessGroups::Join(const RankLayout& layout, cons
     options.size = size;
     options.prefix = prefix;
     options.timeout = timeout;
+    options.host = host;
     LOOM_ASSIGN_OR_RETURN(*group, NewGlooCommunicator(groups.store_.get(), options));
+    Log(LogLevel::kInfo, "groups", "group ", prefix, ": rank ", rank, " of ", size, " on ", host, ", ",
+        (*group)->transport());
     return absl::OkStatus();
   };
   // Each group's keys carry the coordinates its members share.

@@ -44,10 +44,11 @@ class ProcessGroups {
   ProcessGroups& operator=(ProcessGroups&&) = default;
 
   // Joins the tensor, then the pipeline, then the data-parallel group of `layout` (each only when
-  // it has two ranks or more). Every collective is bounded by `timeout`; a peer that dies fails
-  // the group at once.
+  // it has two ranks or more), listening on `host` (an address of this machine that the peers can
+  // reach). Every collective is bounded by `timeout`; a peer that dies fails the group at once.
+  // Logs each group's transport: shared memory when all its ranks share this host, else TCP.
   static absl::StatusOr<ProcessGroups> Join(const RankLayout& layout, const StoreOpener& open_store,
-                                            absl::Duration timeout);
+                                            absl::Duration timeout, const std::string& host = "127.0.0.1");
 
   ParallelGroups groups() const { return {data_.get(), tensor_.get(), pipeline_.get()}; }
 

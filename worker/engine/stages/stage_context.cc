@@ -22,7 +22,7 @@ absl::StatusOr<StageContext> StageContext::Open(const StageRun& run, bool join_g
   const std::string& data_dir = run.data.dir();
   if (data_dir.empty() && run.token_source != nullptr) {
     if (join_groups) {
-      LOOM_ASSIGN_OR_RETURN(c.groups_, ProcessGroups::Join(run.layout, run.open_store, run.group_timeout));
+      LOOM_ASSIGN_OR_RETURN(c.groups_, ProcessGroups::Join(run.layout, run.open_store, run.group_timeout, run.collective_host));
     }
     return c;
   }
@@ -36,7 +36,7 @@ absl::StatusOr<StageContext> StageContext::Open(const StageRun& run, bool join_g
                                                    " (", tokenizer_path, ")"));
   }
   if (join_groups) {
-    LOOM_ASSIGN_OR_RETURN(c.groups_, ProcessGroups::Join(run.layout, run.open_store, run.group_timeout));
+    LOOM_ASSIGN_OR_RETURN(c.groups_, ProcessGroups::Join(run.layout, run.open_store, run.group_timeout, run.collective_host));
   }
   return c;
 }

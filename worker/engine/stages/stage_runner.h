@@ -47,6 +47,9 @@ struct StageRun {
   RankLayout layout;
   // The rendezvous store the rank's groups meet through (opened only when a group has two ranks).
   StoreOpener open_store;
+  // The address this rank's collective sockets bind and its peers dial: its worker's advertised
+  // address (loopback when every rank runs on one machine).
+  std::string collective_host = "127.0.0.1";
   // Longest any collective may take. The writer alone saves checkpoints and runs held-out
   // evaluation while its peers wait in the next collective: this covers those, not just a step.
   absl::Duration group_timeout = absl::Minutes(10);

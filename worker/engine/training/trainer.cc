@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint_io.h"
 #include "common/plan_resolve.h"
+#include "common/rank_lifecycle.h"
 #include "common/status_macros.h"
 #include "worker/engine/parallel/pipeline_parallel.h"
 #include "worker/engine/training/language_model_objective.h"
@@ -185,7 +186,7 @@ void Trainer::PruneCheckpoints() {
   // Keep the newest keep_last checkpoints; the final one is always the newest. Older ones are
   // removed only after a newer one is durable.
   const int keep = options_.stage.checkpoint().keep_last();
-  if (keep <= 0) return;
+  if (keep <= 0 || !CheckWriteFence().ok()) return;
   const std::vector<std::string> dirs = ListCheckpointDirs(options_.checkpoint_dir);
   std::error_code ec;
   for (size_t i = 0; i + keep < dirs.size(); ++i) std::filesystem::remove_all(dirs[i], ec);
@@ -202,6 +203,10 @@ absl::Status Trainer::Run(const std::function<void(const StepReport&)>& on_step,
       LOOM_ASSIGN_OR_RETURN(std::string dir, SaveCheckpoint(last));
       if (on_checkpoint) on_checkpoint(dir);
       if (parallel_->writer()) PruneCheckpoints();
+    }
+    if (StopRequested() && !last) {
+      return absl::UnavailableError(absl::StrCat("stopped after step ", report.step,
+                                                 " on SIGTERM (the worker is stopping; the job resumes elsewhere)"));
     }
   }
   return absl::OkStatus();

@@ -1,0 +1,32 @@
+#include "common/rank_lifecycle.h"
+
+#include <atomic>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace loom {
+namespace {
+
+std::atomic<bool> stop_requested{false};
+std::function<absl::Status()>& Fence() {
+  static auto* fence = new std::function<absl::Status()>();
+  return *fence;
+}
+
+}  // namespace
+
+void RequestStop() { stop_requested.store(true, std::memory_order_relaxed); }
+bool StopRequested() { return stop_requested.load(std::memory_order_relaxed); }
+
+void SetWriteFence(std::function<absl::Status()> fence) { Fence() = std::move(fence); }
+
+absl::Status CheckWriteFence() {
+  if (!Fence()) return absl::OkStatus();
+  absl::Status s = Fence()();
+  if (s.ok()) return s;
+  return absl::FailedPreconditionError(absl::StrCat("fenced: this rank may no longer write checkpoints (",
+                                                    s.message(), ")"));
+}
+
+}  // namespace loom
