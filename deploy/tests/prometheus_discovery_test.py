@@ -1,34 +1,29 @@
 #!/usr/bin/python3
-"""Runs a real Prometheus on deploy/prometheus/prometheus.yml and checks that workers found through
-the coordinator's /discovery are scraped with `worker` and `host` labels on their series.
+"""Runs a real Prometheus on deploy/prometheus/prometheus.yml against a real coordinator and a real
+worker on 127.0.0.1, and checks that the worker, found through the coordinator's /discovery, is
+scraped with `worker` and `host` labels on its series, and the coordinator exactly once.
 
-    prometheus_discovery_test.py PROMETHEUS_YML
+    prometheus_discovery_test.py PROMETHEUS_YML LOOM_COORDINATOR LOOM_WORKER
 
-The coordinator's side is played by a small HTTP server on 127.0.0.1 serving /metrics and a
-/discovery answer with two workers: one described by meta labels (__meta_loom_worker,
-__meta_loom_host), one by plain `worker` and `host` labels, so the configuration is right for
-either form. Only the addresses (to loopback) and the scrape interval (to 1 s) of the shipped file
-are changed. Takes about 6 s: Prometheus hands discovered targets to its scrapers every 5 s.
+Only the coordinator's address (to the loopback one it bound) and the scrape interval (to 1 s) of
+the shipped file are changed. Takes about 8 s: Prometheus hands discovered targets to its
+scrapers every 5 s.
 """
-import http.server
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
 
 EXAMPLE_COORDINATOR = "192.0.2.10:7071"
-
-WORKERS = [
-    {"labels": {"__meta_loom_worker": "w-meta", "__meta_loom_host": "host-a"}, "want": ("w-meta", "host-a")},
-    {"labels": {"worker": "w-plain", "host": "host-b"}, "want": ("w-plain", "host-b")},
-]
+WORKER_ID = "w-discovered"
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
 
 def free_port():
@@ -37,92 +32,95 @@ def free_port():
         return s.getsockname()[1]
 
 
-def serve(port_holder):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path == "/discovery":
-                me = f"127.0.0.1:{port_holder[0]}"
-                # Both workers are this server; the path keeps them distinct targets.
-                body = json.dumps([{"targets": [me], "labels": dict(w["labels"], __metrics_path__=f"/metrics/{i}")}
-                                   for i, w in enumerate(WORKERS)]).encode()
-                kind = "application/json"
-            elif self.path.startswith("/metrics"):
-                body = b"# TYPE loom_worker_ranks_running gauge\nloom_worker_ranks_running 0\n"
-                kind = "text/plain; version=0.0.4"
-            else:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    port_holder[0] = server.server_address[1]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+def get(url):
+    with DIRECT.open(url, timeout=5) as r:
+        return json.load(r)
 
 
 def query(prometheus, promql):
-    url = f"http://{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    with DIRECT.open(url, timeout=5) as r:
-        return json.load(r)["data"]["result"]
+    return get(f"http://{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))["data"]["result"]
+
+
+def wait_for_line(path, pattern, proc, seconds=15):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        match = re.search(pattern, open(path).read())
+        if match:
+            return match
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    sys.exit(f"FAIL: no '{pattern}' from {proc.args[0]}; its output:\n{open(path).read()[-2000:]}")
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 4:
         sys.exit(__doc__)
     source = open(sys.argv[1]).read()
     if EXAMPLE_COORDINATOR not in source:
         sys.exit(f"FAIL: {sys.argv[1]} no longer names the example coordinator {EXAMPLE_COORDINATOR}; update this test")
-    binary = shutil.which("prometheus")
-    if binary is None:
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
         sys.exit("FAIL: prometheus not found (package prometheus; run scripts/setup)")
 
-    port = [0]
-    server = serve(port)
     tmp = tempfile.mkdtemp(prefix="loom-prometheus-")
-    config = os.path.join(tmp, "prometheus.yml")
-    with open(config, "w") as f:
-        f.write(source.replace(EXAMPLE_COORDINATOR, f"127.0.0.1:{port[0]}")
-                .replace("scrape_interval: 15s", "scrape_interval: 1s"))
-    web = f"127.0.0.1:{free_port()}"
-    log = open(os.path.join(tmp, "prometheus.log"), "w")
-    proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp}/data",
-                             f"--web.listen-address={web}"], stdout=log, stderr=subprocess.STDOUT)
+    procs = []
+
+    def start(name, argv):
+        log = open(os.path.join(tmp, name + ".log"), "w")
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=tmp))
+        return log.name, procs[-1]
+
     try:
-        want = {w["want"] for w in WORKERS}
+        log, proc = start("coordinator", [sys.argv[2], "--data-dir", f"{tmp}/data",
+                                          "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        found = wait_for_line(log, r"listening on (\S+) .*metrics on http://(\S+)/metrics", proc)
+        grpc, metrics = found.group(1), found.group(2)
+        log, proc = start("worker", [sys.argv[3], "--coordinator", grpc, "--listen", "127.0.0.1",
+                                     "--metrics-listen", "127.0.0.1:0", "--work-dir", f"{tmp}/work",
+                                     "--worker-id", WORKER_ID])
+        wait_for_line(log, r"registered with", proc)
+        discovered = get(f"http://{metrics}/discovery")
+        hosts = {g["labels"].get("host") for g in discovered if g["labels"].get("worker") == WORKER_ID}
+        if len(hosts) != 1 or not next(iter(hosts)):
+            sys.exit(f"FAIL: /discovery does not list {WORKER_ID} with a host: {discovered}")
+        want = {(WORKER_ID, hosts.pop())}
+
+        config = os.path.join(tmp, "prometheus.yml")
+        with open(config, "w") as f:
+            f.write(source.replace(EXAMPLE_COORDINATOR, metrics).replace("scrape_interval: 15s", "scrape_interval: 1s"))
+        web = f"127.0.0.1:{free_port()}"
+        log, proc = start("prometheus", [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp}/tsdb",
+                                         f"--web.listen-address={web}"])
+
         got, coordinator = set(), []
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 25
         while time.monotonic() < deadline:
             time.sleep(0.5)
             if proc.poll() is not None:
                 break
             try:
+                # Every loom_ series scraped from the workers, and `up` of each target.
                 got = {(s["metric"].get("worker"), s["metric"].get("host"))
-                       for s in query(web, 'loom_worker_ranks_running{job="loom-workers"}')}
-                coordinator = query(web, 'up{job="loom-coordinator"} == 1')
+                       for s in query(web, '{job="loom-workers", __name__=~"loom_.+"}')}
+                coordinator = query(web, f'up{{instance="{metrics}"}}')
             except OSError:
                 continue
-            if got == want and coordinator:
-                print(f"PASS: worker series labelled {sorted(got)}; coordinator scraped")
+            if got == want and len(coordinator) == 1 and coordinator[0]["value"][1] == "1":
+                print(f"PASS: the worker's series carry (worker, host) = {sorted(got)}; the coordinator is scraped once")
                 return 0
-        log.flush()
-        print(f"FAIL: worker series labelled (worker, host) = {sorted(got, key=str)}, want {sorted(want)}; "
-              f"coordinator up: {bool(coordinator)}")
-        print("prometheus log (last lines):\n" + "".join(open(log.name).readlines()[-15:]))
+        print(f"FAIL: the workers' series carry (worker, host) = {sorted(got, key=str)}, want {sorted(want)}; "
+              f"want one `up` of 1 for the coordinator {metrics}, have {[(s['metric'], s['value'][1]) for s in coordinator]}")
+        print("prometheus log (last lines):\n" + "".join(open(log).readlines()[-15:]))
         return 1
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        server.shutdown()
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
