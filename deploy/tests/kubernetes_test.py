@@ -133,6 +133,14 @@ def check_command(where, argv, binaries, scratch):
              f"{(run.stderr or run.stdout).strip()[:300]}")
 
 
+def seconds(duration):
+    """Seconds in a Loom duration such as 30s, 2m or 1m30s; None if it is not one."""
+    parts = re.findall(r"(\d+)(ms|s|m|h)", duration)
+    if "".join(n + u for n, u in parts) != duration:
+        return None
+    return sum(int(n) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[u] for n, u in parts)
+
+
 def flag(argv, name):
     for i, a in enumerate(argv):
         if a.startswith(name + "="):
@@ -223,6 +231,15 @@ def main():
     if (worker[1]["kind"] != "StatefulSet" or not id_ref or
             by_name.get(id_ref.group(1), {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name"):
         fail(f"{worker[0]}: --worker-id is not the StatefulSet pod's name (metadata.name)")
+
+    # Kubernetes waits for a stopping worker longer than the worker waits for its ranks.
+    usage = subprocess.run([binaries["/usr/bin/loom-worker"], "--help"], capture_output=True, text=True).stdout
+    default = re.search(r"^  --stop-grace .*\(default (\w+)\)$", usage, re.M)
+    grace = seconds(flag(worker[4], "--stop-grace") or (default.group(1) if default else ""))
+    period = worker[2]["spec"].get("terminationGracePeriodSeconds", 30)
+    if grace is None or period < grace + 10:
+        fail(f"{worker[0]}: terminationGracePeriodSeconds {period} is not 10 s more than the worker's "
+             f"--stop-grace ({grace} s), so ranks still stopping at a step boundary would be killed")
 
     # Workers' ranks all-reduce through /dev/shm: a memory emptyDir, not the container's 64 MiB.
     if mounts(worker).get("/dev/shm", {}).get("emptyDir", {}).get("medium") != "Memory":

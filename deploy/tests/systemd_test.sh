@@ -36,7 +36,7 @@ values() { sed -n "s/^$2=//p" "$1"; }
 # examples use are accepted (value bare or in double quotes, on one line), so that this parser and
 # systemd's agree on every example.
 read_env() {
-  local line name value
+  local line
   while IFS= read -r line || [[ -n "$line" ]]; do
     [[ -z "${line//[[:space:]]/}" || "$line" =~ ^[[:space:]]*[#\;] ]] && continue
     if [[ "$line" =~ ^([A-Za-z_][A-Za-z0-9_]*)=\"([^\"\\\$\`]*)\"$ ]] ||
@@ -122,8 +122,6 @@ for unit in loom-coordinator loom-worker; do
   [[ "$(values "$file" TimeoutStopSec)" =~ ^[0-9]+(s|min)$ ]] || fail "$unit.service has no TimeoutStopSec= in s or min"
   [[ "$(values "$file" ExecStart)" == /usr/bin/$unit\ * ]] || fail "$unit.service does not start /usr/bin/$unit"
 done
-worker_stop=$(values "$deploy/systemd/loom-worker.service" TimeoutStopSec)
-((${worker_stop%%[a-z]*} >= 60)) || fail "loom-worker.service: TimeoutStopSec=$worker_stop leaves ranks too little time to reach a step boundary"
 
 # systemd's own exposure score (0 = locked down, 10 = unprotected; --threshold counts tenths):
 # 1.5 and 1.8 today. What is left open is what the programs need: the network, /dev/shm and, for
@@ -177,7 +175,18 @@ for unit in loom-coordinator loom-worker; do
   done
 done
 
-# 4. The directories the programs write are the ones the units let them write.
+# Seconds in a duration such as 30s, 2min or 1m30s (systemd's and Loom's forms).
+seconds() {
+  local d=$1 total=0 n unit
+  while [[ "$d" =~ ^([0-9]+)(ms|s|sec|m|min|h)(.*)$ ]]; do
+    n=${BASH_REMATCH[1]} unit=${BASH_REMATCH[2]} d=${BASH_REMATCH[3]}
+    case "$unit" in ms) ;; s | sec) total=$((total + n)) ;; m | min) total=$((total + 60 * n)) ;; h) total=$((total + 3600 * n)) ;; esac
+  done
+  [[ -z "$d" ]] && echo "$total"
+}
+
+# 4. The directories the programs write are the ones the units let them write; systemd waits
+# for a stopping worker longer than the worker waits for its ranks.
 mapfile -t coordinator_argv < <(expand_exec "$deploy/systemd/loom-coordinator.service" "$deploy/systemd/coordinator.env")
 mapfile -t worker_argv < <(expand_exec "$deploy/systemd/loom-worker.service" "$deploy/systemd/worker.env")
 data_dir=$(printf '%s\n' "${coordinator_argv[@]}" | flag_value --data-dir)
@@ -185,6 +194,16 @@ work_dir=$(printf '%s\n' "${worker_argv[@]}" | flag_value --work-dir)
 checkpoint_root=$(printf '%s\n' "${coordinator_argv[@]}" | flag_value --checkpoint-root)
 [[ "$data_dir" == /var/lib/loom ]] || fail "loom-coordinator --data-dir is '$data_dir', not its StateDirectory /var/lib/loom"
 [[ "$work_dir" == /var/lib/loom-worker ]] || fail "loom-worker --work-dir is '$work_dir', not its StateDirectory /var/lib/loom-worker"
+stop_grace=$(printf '%s\n' "${worker_argv[@]}" | flag_value --stop-grace)
+if [[ -z "$stop_grace" ]]; then
+  stop_grace=$("${binary[/usr/bin/loom-worker]}" --help | sed -nE 's/^  --stop-grace .*\(default ([0-9a-z]+)\)$/\1/p')
+fi
+timeout_stop=$(values "$deploy/systemd/loom-worker.service" TimeoutStopSec)
+if [[ -z "$(seconds "$stop_grace")" || -z "$(seconds "$timeout_stop")" ]]; then
+  fail "cannot read loom-worker's --stop-grace ('$stop_grace') or the unit's TimeoutStopSec= ('$timeout_stop')"
+elif (($(seconds "$timeout_stop") < $(seconds "$stop_grace") + 10)); then
+  fail "loom-worker.service: TimeoutStopSec=$timeout_stop is not 10 s more than --stop-grace $stop_grace, so systemd would kill ranks still stopping at a step boundary"
+fi
 for unit in loom-coordinator loom-worker; do
   writable=false
   for path in $(values "$deploy/systemd/$unit.service" ReadWritePaths); do
