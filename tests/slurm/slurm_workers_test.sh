@@ -198,11 +198,15 @@ export LOOM_COORDINATOR="$coordinator"
 say "coordinator on $coordinator"
 
 # ---- helpers over the CLI's JSON ------------------------------------------------------------------
-worker_state() {  # the state of worker $node, or "absent"
-  "$loom" workers --coordinator "$coordinator" --json 2>/dev/null |
-    jq -r --arg id "$node" '[.workers[]? | select(.worker_id == $id) | .state] | first // "absent"'
+worker_state() {  # the state of worker $node, "absent", or "unreachable" when the CLI fails
+  local out
+  out=$("$loom" workers --coordinator "$coordinator" --json 2>/dev/null) || { echo unreachable; return; }
+  jq -r --arg id "$node" '[.workers[]? | select(.worker_id == $id) | .state] | first // "absent"' <<< "$out"
 }
 worker_is() { [[ "$(worker_state)" == "$1" ]]; }
+worker_up() { [[ "$(worker_state)" =~ ^WORKER_STATE_(IDLE|BUSY)$ ]]; }
+# Left: listed as lost (or any state but idle/busy, or no longer listed) by a reachable coordinator.
+worker_left() { local s; s=$(worker_state); [[ "$s" != unreachable ]] && ! [[ "$s" =~ ^WORKER_STATE_(IDLE|BUSY)$ ]]; }
 worker_slots() {
   "$loom" workers --coordinator "$coordinator" --json | jq -r --arg id "$node" '.workers[] | select(.worker_id == $id) | .slots'
 }
@@ -274,8 +278,8 @@ before=$(job_field "$long" 'last_checkpoint.step' | sed 's/null/0/')
 cancelled_at=$SECONDS
 scancel "$job1"
 say "scancel $job1 with plan $long at checkpoint step $before"
-wait_until 10 "worker $node to be listed lost after scancel" worker_is WORKER_STATE_LOST
-say "worker $node lost $((SECONDS - cancelled_at))s after scancel"
+wait_until 10 "worker $node to be listed lost after scancel" worker_left
+say "worker $node $(worker_state) $((SECONDS - cancelled_at))s after scancel"
 # Slurm sends SIGKILL KillWait (30 s) after the SIGTERM: a worker that leaves on SIGTERM ends the
 # job long before that.
 wait_until 20 "Slurm job $job1 to end (its worker should exit on SIGTERM, not wait for SIGKILL)" \
@@ -290,7 +294,6 @@ say "plan $long waits ($state) with no worker"
 # ---- 4. a new allocation resumes it ------------------------------------------------------------------
 job2=$(submit_workers)
 say "sbatch: job $job2"
-worker_up() { [[ "$(worker_state)" =~ ^WORKER_STATE_(IDLE|BUSY)$ ]]; }
 wait_until 30 "worker $node (Slurm job $job2) to register again" worker_up
 wait_until 150 "plan $long to end" plan_ended "$long"
 status=$(plan_json "$long")
@@ -311,7 +314,7 @@ say "plan $long succeeded: attempt $attempt resumed from step $resumed (first st
 # The gentle way to give the nodes back: SIGTERM only. The job completes once the worker has
 # left, with the worker's exit status (srun's).
 scancel --signal=TERM "$job2"
-wait_until 10 "worker $node to leave after scancel --signal=TERM" worker_is WORKER_STATE_LOST
+wait_until 10 "worker $node to leave after scancel --signal=TERM" worker_left
 job_state() { scontrol show job "$1" 2>/dev/null | grep -oE "$2=[^ ]+" | cut -d= -f2; }
 job_ended() { [[ "$(job_state "$1" JobState)" =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT)$ ]]; }
 wait_until 20 "Slurm job $job2 to end after scancel --signal=TERM" job_ended "$job2"
