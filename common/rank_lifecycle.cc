@@ -25,7 +25,8 @@ absl::Status CheckWriteFence() {
   if (!Fence()) return absl::OkStatus();
   absl::Status s = Fence()();
   if (s.ok()) return s;
-  return absl::FailedPreconditionError(absl::StrCat("fenced: this rank may no longer write checkpoints (",
+  // ABORTED: the attempt was replaced, a transient end (common/rank_exit.h), never the plan's fault.
+  return absl::AbortedError(absl::StrCat("fenced: this rank may no longer write checkpoints (",
                                                     s.message(), ")"));
 }
 

@@ -19,7 +19,8 @@ bool StopRequested();
 
 // `fence` returns OK while this process may write checkpoints, else why not.
 void SetWriteFence(std::function<absl::Status()> fence);
-// OK when no fence is set; else the fence's answer, as FAILED_PRECONDITION.
+// OK when no fence is set; else the fence's answer, as ABORTED (the attempt was replaced: a
+// transient exit, never counted as the plan's fault).
 absl::Status CheckWriteFence();
 
 }  // namespace loom
