@@ -59,17 +59,6 @@ std::string RankLog(const Cluster& cluster, const std::string& worker, const std
          std::to_string(rank) + "/rank.log";
 }
 
-std::map<int64_t, std::string> RankLosses(const std::string& rank_log) {
-  std::map<int64_t, std::string> out;
-  std::ifstream in(rank_log);
-  const std::regex line_re(R"(^step (\d+) tokens \d+ loss (\S+) )");
-  for (std::string line; std::getline(in, line);) {
-    std::smatch m;
-    if (std::regex_search(line, m, line_re)) out[std::stoll(m[1])] = m[2];
-  }
-  return out;
-}
-
 // The test hosts, or a skip with the reason.
 #define LOOM_REQUIRE_TEST_HOSTS()                                    \
   do {                                                               \

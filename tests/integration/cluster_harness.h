@@ -333,6 +333,18 @@ class Cluster {
   std::map<std::string, std::string> worker_metrics_;
 };
 
+// step -> the exact loss text printed by loom-rank in its rank.log.
+inline std::map<int64_t, std::string> RankLosses(const std::string& rank_log) {
+  std::map<int64_t, std::string> out;
+  std::ifstream in(rank_log);
+  const std::regex line_re(R"(^step (\d+) tokens \d+ loss (\S+) )");
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (std::regex_search(line, m, line_re)) out[std::stoll(m[1])] = m[2];
+  }
+  return out;
+}
+
 inline std::string SourcePath(const std::string& relative) {
   return std::string(LOOM_SOURCE_DIR) + "/" + relative;
 }

@@ -84,18 +84,6 @@ stages:
   return path;
 }
 
-// step -> the exact loss text printed by loom-rank in its rank.log.
-std::map<int64_t, std::string> RankLosses(const std::string& rank_log) {
-  std::map<int64_t, std::string> out;
-  std::ifstream in(rank_log);
-  const std::regex line_re(R"(^step (\d+) tokens \d+ loss (\S+) )");
-  for (std::string line; std::getline(in, line);) {
-    std::smatch m;
-    if (std::regex_search(line, m, line_re)) out[std::stoll(m[1])] = m[2];
-  }
-  return out;
-}
-
 // "<step> <set>" -> held-out loss, from the "eval step N SET loss X" lines of a rank.log.
 std::map<std::string, double> RankEvalLosses(const std::string& rank_log) {
   std::map<std::string, double> out;
