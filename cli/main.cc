@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "cli/commands.h"
+#include "common/command_line.h"
 #include "common/proto_names.h"
 
 namespace {
@@ -39,7 +40,7 @@ void PrintUsage(FILE* out) {
                "usage: loom COMMAND [flags] [args]\n\n"
                "Loom's client: check and submit training plans, watch them run.\n\ncommands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
-  std::fprintf(out, "\nRun `loom COMMAND --help` for a command's flags.\n");
+  std::fprintf(out, "\nRun `loom COMMAND --help` for a command's flags, `loom --version` for the version.\n");
 }
 
 }  // namespace
@@ -51,6 +52,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string name = args[0];
+  if (name == "--version") {
+    std::printf("loom %s\n", loom::Version());
+    return 0;
+  }
   if (name == "--help" || name == "-h" || name == "help") {
     if (name == "help" && args.size() > 1) {
       args = {args[1], "--help"};

@@ -22,7 +22,8 @@ extern char** environ;
 namespace loom::cli {
 namespace {
 
-// `name` beside this executable, or where the build tree puts it, or on PATH.
+// `name` beside this executable (the installed layout puts loom, loom-coordinator and
+// loom-worker in one bin directory), or where the build tree puts it, or on PATH.
 std::string FindBinary(const std::string& name, const std::string& build_subdir) {
   std::error_code ec;
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);

@@ -10,7 +10,13 @@
 #include "common/proto_names.h"
 #include "common/units.h"
 
+#ifndef LOOM_VERSION
+#error "LOOM_VERSION must be defined (common/CMakeLists.txt passes project(VERSION))"
+#endif
+
 namespace loom {
+
+const char* Version() { return LOOM_VERSION; }
 
 CommandLine::CommandLine(std::string program, std::string summary)
     : program_(std::move(program)), summary_(std::move(summary)) {}
@@ -107,6 +113,10 @@ absl::Status CommandLine::Parse(const std::vector<std::string>& args) {
       help_requested_ = true;
       return absl::OkStatus();
     }
+    if (!only_positionals && arg == "--version") {
+      version_requested_ = true;
+      return absl::OkStatus();
+    }
     if (!only_positionals && arg == "--") {
       only_positionals = true;
       continue;
@@ -195,9 +205,12 @@ std::string CommandLine::Usage() const {
     absl::StrAppend(&out, absl::StrFormat("  %-24s %s\n", left, help));
   }
   absl::StrAppend(&out, absl::StrFormat("  %-24s %s\n", "--help", "show this help"));
+  absl::StrAppend(&out, absl::StrFormat("  %-24s %s\n", "--version", "print the version and exit"));
   if (!epilog_.empty()) absl::StrAppend(&out, "\n", epilog_, "\n");
   return out;
 }
+
+std::string CommandLine::VersionLine() const { return absl::StrCat(program_, " ", Version()); }
 
 bool ParseOrExit(CommandLine& cl, const std::vector<std::string>& args, int* exit_code) {
   const absl::Status status = cl.Parse(args);
@@ -208,6 +221,11 @@ bool ParseOrExit(CommandLine& cl, const std::vector<std::string>& args, int* exi
   }
   if (cl.help_requested()) {
     std::fputs(cl.Usage().c_str(), stdout);
+    *exit_code = 0;
+    return false;
+  }
+  if (cl.version_requested()) {
+    std::printf("%s\n", cl.VersionLine().c_str());
     *exit_code = 0;
     return false;
   }

@@ -5,6 +5,9 @@
 //   cl.AddFlag("quiet", &quiet, "print only errors");
 //   if (absl::Status s = cl.Parse(args); !s.ok()) ...   // cl.help_requested() after --help
 //
+// Every command line also takes --version (cl.version_requested()): ParseOrExit prints
+// "<program> <version>", the version being CMake's project(VERSION), and exits 0.
+//
 // Accepted forms: --name value, --name=value, and for booleans --name / --no-name. Unknown flags
 // and missing positionals are errors that name the flag and suggest the closest one. Flags are
 // declared next to the main (or subcommand) that reads them, as Abseil recommends, but without
@@ -19,6 +22,9 @@
 #include "absl/time/time.h"
 
 namespace loom {
+
+// Loom's version, "MAJOR.MINOR.PATCH" from the top-level CMakeLists.txt's project(VERSION).
+const char* Version();
 
 class CommandLine {
  public:
@@ -37,10 +43,14 @@ class CommandLine {
   // Extra free text at the end of --help (examples, environment variables).
   void AddEpilog(const std::string& text) { epilog_ = text; }
 
-  // Parses `args` (without the program name). OK with help_requested() set after --help/-h.
+  // Parses `args` (without the program name). OK with help_requested() set after --help/-h, or
+  // version_requested() after --version; what follows either is not read.
   absl::Status Parse(const std::vector<std::string>& args);
   bool help_requested() const { return help_requested_; }
+  bool version_requested() const { return version_requested_; }
   std::string Usage() const;
+  // "<program> <version>", e.g. "loom-worker 0.1.0".
+  std::string VersionLine() const;
 
  private:
   enum class Type { kString, kInt64, kInt, kDouble, kBool, kDuration };
@@ -68,9 +78,11 @@ class CommandLine {
   std::vector<Flag> flags_;
   std::vector<Positional> positionals_;
   bool help_requested_ = false;
+  bool version_requested_ = false;
 };
 
-// Runs `cl.Parse(args)`; on --help prints usage to stdout and returns 0 in *exit_code; on an
+// Runs `cl.Parse(args)`; on --help prints usage (on --version the version line) to stdout and
+// returns 0 in *exit_code; on an
 // error prints it with a pointer to --help on stderr and returns 2. Returns true when the caller
 // should go on.
 bool ParseOrExit(CommandLine& cl, const std::vector<std::string>& args, int* exit_code);

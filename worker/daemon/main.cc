@@ -25,16 +25,22 @@
 
 namespace {
 
-// `loom-rank` next to this executable (an installed layout), else one directory up (the build
-// tree puts loom-worker in worker/daemon/ and may put loom-rank in worker/).
+// `loom-rank` next to this executable, else in ../libexec/loom/ from it (the installed layout:
+// /usr/bin/loom-worker, /usr/libexec/loom/loom-rank), else one directory up (the build tree puts
+// loom-worker in worker/daemon/ and loom-rank in worker/). None there: the first, so the error
+// names it.
 std::string DefaultRankBinary() {
   std::error_code ec;
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (ec) return "loom-rank";
-  const std::filesystem::path beside = self.parent_path() / "loom-rank";
-  const std::filesystem::path above = self.parent_path().parent_path() / "loom-rank";
-  if (!std::filesystem::exists(beside) && std::filesystem::exists(above)) return above.string();
-  return beside.string();
+  const std::filesystem::path dir = self.parent_path();
+  const std::filesystem::path candidates[] = {dir / "loom-rank",
+                                              (dir.parent_path() / "libexec/loom/loom-rank").lexically_normal(),
+                                              dir.parent_path() / "loom-rank"};
+  for (const std::filesystem::path& p : candidates) {
+    if (access(p.c_str(), X_OK) == 0) return p.string();
+  }
+  return candidates[0].string();
 }
 
 int Run(const std::vector<std::string>& args) {

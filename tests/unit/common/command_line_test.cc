@@ -1,5 +1,10 @@
 #include "common/command_line.h"
 
+#include <cstdio>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
 #include <gtest/gtest.h>
 
 namespace loom {
@@ -82,6 +87,45 @@ TEST(CommandLine, HelpListsFlagsWithDefaults) {
   EXPECT_NE(usage.find("(default 2)"), std::string::npos) << usage;
   EXPECT_NE(usage.find("(default \"127.0.0.1:7070\")"), std::string::npos) << usage;
   EXPECT_NE(usage.find("(default 1s)"), std::string::npos) << usage;
+}
+
+TEST(CommandLine, VersionIsBuiltIn) {
+  // The version is project(VERSION) of the top-level CMakeLists.txt.
+  std::ifstream in(std::string(LOOM_SOURCE_DIR) + "/CMakeLists.txt");
+  std::stringstream cmake;
+  cmake << in.rdbuf();
+  std::smatch m;
+  const std::string text = cmake.str();
+  ASSERT_TRUE(std::regex_search(text, m, std::regex(R"(project\(loom VERSION (\d+\.\d+\.\d+))")));
+  EXPECT_EQ(std::string(Version()), m[1].str());
+
+  Flags f;
+  CommandLine cl = Make(&f);
+  // Nothing after --version is read, and the required PLAN may be missing.
+  ASSERT_TRUE(cl.Parse({"--version", "--no-such-flag"}).ok());
+  EXPECT_TRUE(cl.version_requested());
+  EXPECT_FALSE(cl.help_requested());
+  EXPECT_EQ(cl.VersionLine(), std::string("loom test ") + Version());
+  EXPECT_NE(cl.Usage().find("--version"), std::string::npos) << cl.Usage();
+
+  // After `--` it is a positional like any other.
+  Flags g;
+  CommandLine c2 = Make(&g);
+  ASSERT_TRUE(c2.Parse({"--", "--version"}).ok());
+  EXPECT_FALSE(c2.version_requested());
+  EXPECT_EQ(g.plan, "--version");
+}
+
+TEST(CommandLine, ParseOrExitPrintsTheVersionAndExitsZero) {
+  Flags f;
+  CommandLine cl = Make(&f);
+  int exit_code = -1;
+  ::testing::internal::CaptureStdout();
+  const bool go_on = ParseOrExit(cl, {"--version"}, &exit_code);
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  EXPECT_FALSE(go_on);
+  EXPECT_EQ(exit_code, 0);
+  EXPECT_EQ(out, std::string("loom test ") + Version() + "\n");
 }
 
 }  // namespace
