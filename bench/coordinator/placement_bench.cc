@@ -37,9 +37,10 @@ struct Layout {
   std::string name() const { return absl::StrCat(workers, "x", slots, ":dp", dp, "xtp", tp); }
 };
 
-// submit -> last Assignment (ms) at commit 1fbe804, measured with this bench on the 2-core
-// development machine (see bench/README.md); by layout name.
-const std::map<std::string, double> kToday = {};
+// submit -> last Assignment (ms) at commit 1fbe804 by layout: the median of three runs of this
+// bench on the 2-core development machine, 2026-12-04 (bench/README.md).
+const std::map<std::string, double> kToday = {
+    {"512x8:dp4096xtp1", 294}, {"512x8:dp512xtp8", 264}, {"4096x1:dp4096xtp1", 897}};
 
 std::string PlanYaml(int dp, int tp) {
   // Tiny model (heads divisible by tp), one pretrain stage; the global batch is one sequence per

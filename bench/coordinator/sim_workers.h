@@ -46,15 +46,23 @@ inline int64_t WallMs() {
       .count();
 }
 
-// CPU time (user + system) of a process so far, from /proc/<pid>/stat.
-inline double CpuSeconds(pid_t pid) {
+// CPU time of a process so far, from /proc/<pid>/stat: user, system, in seconds.
+struct CpuTimes {
+  double user = 0, system = 0;
+  double total() const { return user + system; }
+  CpuTimes operator-(const CpuTimes& o) const { return {user - o.user, system - o.system}; }
+};
+inline CpuTimes ProcessCpu(pid_t pid) {
   std::istringstream in(loom::testing::ReadAll("/proc/" + std::to_string(pid) + "/stat"));
   std::string field;
+  // Field 2 (the command) is in parentheses and has no spaces here (loom-coordinator).
   for (int i = 1; i <= 13; ++i) in >> field;
   double utime = 0, stime = 0;
   in >> utime >> stime;
-  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return {utime / tick, stime / tick};
 }
+inline double CpuSeconds(pid_t pid) { return ProcessCpu(pid).total(); }
 
 // Raises this process's open-file limit to at least `needed` (up to the hard limit); child
 // processes (the coordinator) inherit it. False, with a message, when the hard limit is lower.
