@@ -391,7 +391,8 @@ void Coordinator::Disconnected(const std::string& worker_id, int64_t connection,
 
 void Coordinator::OnHeartbeat(Worker& w, const loom::v1::Heartbeat& hb) {
   w.status.set_last_heartbeat_ms(clock_());
-  earliest_heartbeat_ms_ = std::min(earliest_heartbeat_ms_, w.status.last_heartbeat_ms());  // a clock gone back
+  // Lower only when the clock went back; Tick's scan relies on it.
+  earliest_heartbeat_ms_ = std::min(earliest_heartbeat_ms_, w.status.last_heartbeat_ms());
   for (const loom::v1::RankRef& r : hb.running()) {
     bool current = false;
     int index = -1;
@@ -535,17 +536,19 @@ void Coordinator::Tick() {
     absl::MutexLock lock(&mu_);
     const int64_t now = clock_();
     const int64_t timeout = absl::ToInt64Milliseconds(options_.heartbeat_timeout);
-    // The scan visits every worker: with 10,000 of them, ten scans a second cost more than handling
-    // their heartbeats (3.5% of a core). It runs when a worker may have timed out (one's last heartbeat may
-    // be older than `timeout`: detection is as prompt as before), and at least once a second and
-    // whenever the clock went back (a worker registered meanwhile may predate the earliest).
+    // The scan visits every worker: with 10,000 of them, ten scans a second cost more than
+    // handling their heartbeats (3.5% of a core). It runs when a worker may have timed out (the
+    // earliest last heartbeat is older than `timeout`: detection is as prompt as before), and at
+    // least once a second and whenever the clock went back (a worker registered meanwhile may
+    // predate the earliest).
     if (now - earliest_heartbeat_ms_ > timeout || now < last_heartbeat_scan_ms_ ||
         now - last_heartbeat_scan_ms_ >= 1000) {
       int64_t earliest = now;
       for (auto& [id, w] : workers_) {
         if (w.link == nullptr) continue;
         if (now - w.status.last_heartbeat_ms() > timeout) {
-          WorkerLost(w, absl::StrCat("no heartbeat for ", (now - w.status.last_heartbeat_ms()) / 1000.0, " s"));
+          WorkerLost(w,
+                     absl::StrCat("no heartbeat for ", (now - w.status.last_heartbeat_ms()) / 1000.0, " s"));
         } else {
           earliest = std::min(earliest, w.status.last_heartbeat_ms());
         }

@@ -94,8 +94,8 @@ Result Measure(const std::string& binary, int workers, int connections, int wind
     auto channel = grpc::CreateCustomChannel(coordinator.address(), grpc::InsecureChannelCredentials(), args);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    const grpc::Status s =
-        loom::v1::PlanService::NewStub(channel)->ListWorkers(&context, loom::v1::ListWorkersRequest(), &listed);
+    const grpc::Status s = loom::v1::PlanService::NewStub(channel)->ListWorkers(
+        &context, loom::v1::ListWorkersRequest(), &listed);
     if (!s.ok()) {
       r.note = "(ListWorkers failed: " + s.error_message() + ")";
       return r;
@@ -109,9 +109,10 @@ Result Measure(const std::string& binary, int workers, int connections, int wind
   sim.StopHeartbeats();
   r.cpu = {cpu.user / wall, cpu.system / wall};
   r.percent = 100 * cpu.total() / wall;
-  r.note = absl::StrFormat("(user %.1f%% + system %.1f%%; %d listed idle, %d lost; %.0f heartbeats/s; registered in %.1f s%s)",
-                           100 * r.cpu.user, 100 * r.cpu.system, idle, lost, beats / wall, r.register_s,
-                           sim.storage_token_sent() ? "" : "; GetStorage unimplemented, no token sent");
+  r.note = absl::StrFormat(
+      "(user %.1f%% + system %.1f%%; %d listed idle, %d lost; %.0f heartbeats/s; registered in %.1f s%s)",
+      100 * r.cpu.user, 100 * r.cpu.system, idle, lost, beats / wall, r.register_s,
+      sim.storage_token_sent() ? "" : "; GetStorage unimplemented, no token sent");
   r.ok = idle == workers && lost == 0 && sim.ended() == 0;
   if (!r.ok) r.note += " FAILED: workers were lost " + sim.first_error();
   return r;
@@ -273,16 +274,18 @@ int main(int argc, char** argv) {
     } else if (connections == 0 && kToday.contains(n)) {
       today_text = absl::StrFormat("; today %.2f%%", kToday.at(n));
     }
-    std::printf("%5d workers over %5d connections, heartbeating 1/s: coordinator CPU %6.2f%% of one core %s  (goal < "
-                "10%%; ratio %.2f%s)\n",
-                n, n == 0 ? 0 : conns, now.percent, now.note.c_str(), now.percent / 10.0, today_text.c_str());
+    std::printf(
+        "%5d workers over %5d connections, heartbeating 1/s: coordinator CPU %6.2f%% of one core %s  (goal < "
+        "10%%; ratio %.2f%s)\n",
+        n, n == 0 ? 0 : conns, now.percent, now.note.c_str(), now.percent / 10.0, today_text.c_str());
     if (today.has_value()) std::printf("      today's coordinator: %s\n", today->note.c_str());
     if (floor && n > 0) {
       const double read_only = Floor(conns, false, window_s);
       const double with_reply = Floor(conns, true, window_s);
-      std::printf("%5d connections, raw epoll server (the machine's floor): %6.2f%% of one core reading a message a "
-                  "second on each, %6.2f%% answering each with 26 bytes as gRPC 1.51 does\n",
-                  conns, read_only, with_reply);
+      std::printf(
+          "%5d connections, raw epoll server (the machine's floor): %6.2f%% of one core reading a message a "
+          "second on each, %6.2f%% answering each with 26 bytes as gRPC 1.51 does\n",
+          conns, read_only, with_reply);
     }
     std::fflush(stdout);
     failed |= !now.ok;

@@ -47,12 +47,10 @@ std::string PlanYaml(int dp, int tp) {
   // data-parallel rank.
   const int heads = std::max(4, tp);
   return absl::StrCat(
-      "name: placement\nseed: 1\n",
-      "model: {layers: 2, d_model: ", 16 * heads, ", heads: ", heads, ", kv_heads: ", heads,
-      ", ffn_size: ", 32 * heads, ", vocab_size: 256, max_seq_len: 128}\n",
+      "name: placement\nseed: 1\n", "model: {layers: 2, d_model: ", 16 * heads, ", heads: ", heads,
+      ", kv_heads: ", heads, ", ffn_size: ", 32 * heads, ", vocab_size: 256, max_seq_len: 128}\n",
       "stages:\n  - name: core\n    kind: pretrain\n    tokens: ", int64_t{128} * dp * 10, "\n",
-      "    parallel: {dp: ", dp, ", tp: ", tp, ", micro_batch_size: 1}\n",
-      "    optimizer: {lr: 1e-3}\n",
+      "    parallel: {dp: ", dp, ", tp: ", tp, ", micro_batch_size: 1}\n", "    optimizer: {lr: 1e-3}\n",
       "    batch_ramp: [{at_tokens: 0, global_batch_tokens: ", int64_t{128} * dp, "}]\n",
       "    seq_len_schedule: [{at_tokens: 0, seq_len: 128}]\n",
       "    data_mix: [{at_tokens: 0, weights: {english: 1}}]\n");
@@ -118,7 +116,8 @@ Result Measure(const std::string& binary, const Layout& layout) {
     loom::v1::GetPlanRequest get;
     get.set_plan_id(response.plan_id());
     loom::v1::GetPlanResponse plan;
-    if (plans->GetPlan(&context, get, &plan).ok()) absl::StrAppend(&r.error, "; the job: ", plan.status().jobs(0).reason());
+    if (plans->GetPlan(&context, get, &plan).ok())
+      absl::StrAppend(&r.error, "; the job: ", plan.status().jobs(0).reason());
     return r;
   }
   Clock::time_point first = seen.front().at, last = seen.front().at;
@@ -131,15 +130,15 @@ Result Measure(const std::string& binary, const Layout& layout) {
     slots.insert({a.worker, a.assignment.device_index()});
     const loom::v1::ParallelLayout& l = a.assignment.layout();
     if (l.world_size() != ranks || l.dp() != layout.dp || l.tp() != layout.tp) {
-      r.error = absl::StrCat("rank ", a.assignment.rank().rank(), " got layout world_size ", l.world_size(), " dp ",
-                             l.dp(), " tp ", l.tp());
+      r.error = absl::StrCat("rank ", a.assignment.rank().rank(), " got layout world_size ", l.world_size(),
+                             " dp ", l.dp(), " tp ", l.tp());
       return r;
     }
   }
   if (seen.size() != static_cast<size_t>(ranks) || static_cast<int>(rank_ids.size()) != ranks ||
       slots.size() != seen.size()) {
-    r.error = absl::StrCat(seen.size(), " assignments for ", rank_ids.size(), " distinct ranks on ", slots.size(),
-                           " distinct slots; want ", ranks, " of each");
+    r.error = absl::StrCat(seen.size(), " assignments for ", rank_ids.size(), " distinct ranks on ",
+                           slots.size(), " distinct slots; want ", ranks, " of each");
     return r;
   }
   // The job's SCHEDULED transition (coordinator clock, Unix ms).
@@ -174,8 +173,9 @@ bool ParseLayout(const std::string& text, Layout* layout) {
   std::vector<std::string> parts = absl::StrSplit(text, absl::ByAnyChar("x:"));
   if (parts.size() != 4 || parts[2].rfind("dp", 0) != 0 || parts[3].rfind("tp", 0) != 0) return false;
   return absl::SimpleAtoi(parts[0], &layout->workers) && absl::SimpleAtoi(parts[1], &layout->slots) &&
-         absl::SimpleAtoi(parts[2].substr(2), &layout->dp) && absl::SimpleAtoi(parts[3].substr(2), &layout->tp) &&
-         layout->workers > 0 && layout->slots > 0 && layout->dp > 0 && layout->tp > 0;
+         absl::SimpleAtoi(parts[2].substr(2), &layout->dp) &&
+         absl::SimpleAtoi(parts[3].substr(2), &layout->tp) && layout->workers > 0 && layout->slots > 0 &&
+         layout->dp > 0 && layout->tp > 0;
 }
 
 }  // namespace
@@ -202,7 +202,8 @@ int main(int argc, char** argv) {
   for (absl::string_view part : absl::StrSplit(layouts_text, ',', absl::SkipEmpty())) {
     Layout l;
     if (!ParseLayout(std::string(part), &l)) {
-      std::fprintf(stderr, "--layouts: '%s' is not WORKERSxSLOTS:dpDPxtpTP; e.g. --layouts 512x8:dp4096xtp1\n",
+      std::fprintf(stderr,
+                   "--layouts: '%s' is not WORKERSxSLOTS:dpDPxtpTP; e.g. --layouts 512x8:dp4096xtp1\n",
                    std::string(part).c_str());
       return 2;
     }
@@ -228,8 +229,9 @@ int main(int argc, char** argv) {
       today.total_ms = kToday.at(l.name());
       have_today = true;
     }
-    const std::string what = absl::StrCat("dp ", l.dp, l.tp > 1 ? absl::StrCat(" x tp ", l.tp) : "", " (",
-                                          l.dp * l.tp, " ranks) on ", l.workers, " workers x ", l.slots, " slots");
+    const std::string what =
+        absl::StrCat("dp ", l.dp, l.tp > 1 ? absl::StrCat(" x tp ", l.tp) : "", " (", l.dp * l.tp,
+                     " ranks) on ", l.workers, " workers x ", l.slots, " slots");
     if (!now.error.empty()) {
       std::printf("%s: FAILED: %s\n", what.c_str(), now.error.c_str());
       failed = true;

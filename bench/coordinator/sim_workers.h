@@ -42,7 +42,8 @@ namespace loom::bench {
 using Clock = std::chrono::steady_clock;
 
 inline int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -91,8 +92,8 @@ class CoordinatorProcess {
     address_ = "127.0.0.1:" + std::to_string(loom::testing::FreePort());
     process_ = std::make_unique<loom::testing::Process>(
         std::vector<std::string>{binary, "--listen", address_, "--data-dir", dir_ + "/coordinator",
-                                 "--metrics-listen", "127.0.0.1:0", "--heartbeat", "1s", "--heartbeat-timeout",
-                                 "5s"},
+                                 "--metrics-listen", "127.0.0.1:0", "--heartbeat", "1s",
+                                 "--heartbeat-timeout", "5s"},
         dir_ + "/coordinator.log");
     ok_ = !process_->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)").empty();
     if (!ok_) std::fprintf(stderr, "%s did not start:\n%s\n", binary.c_str(), process_->log().c_str());
@@ -121,7 +122,8 @@ struct AssignmentSeen {
 
 class SimCluster;
 
-class SimWorker final : public grpc::ClientBidiReactor<loom::v1::WorkerMessage, loom::v1::CoordinatorMessage> {
+class SimWorker final
+    : public grpc::ClientBidiReactor<loom::v1::WorkerMessage, loom::v1::CoordinatorMessage> {
  public:
   SimWorker(SimCluster* owner, int index, loom::v1::WorkerMessage hello)
       : owner_(owner), index_(index), out_(std::move(hello)) {}
@@ -254,8 +256,8 @@ class SimCluster {
       }
       std::unique_lock<std::mutex> lock(mu_);
       if (!done_cv_.wait_for(lock, std::chrono::seconds(60), [&] { return registered_ + ended_ >= last; })) {
-        return "timed out registering workers " + std::to_string(first) + ".." + std::to_string(last - 1) + " (" +
-               std::to_string(registered_) + " registered)";
+        return "timed out registering workers " + std::to_string(first) + ".." + std::to_string(last - 1) +
+               " (" + std::to_string(registered_) + " registered)";
       }
       if (ended_ > 0) return "a worker stream ended while registering: " + first_error_;
     }
