@@ -221,6 +221,11 @@ class Coordinator {
   bool dirty_schedule_ ABSL_GUARDED_BY(mu_) = true;
   // The earliest time a job waiting out a retry backoff may be placed (0: none waits).
   int64_t next_retry_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  // Tick's heartbeat-timeout scan: no connected worker's last heartbeat is older than
+  // earliest_heartbeat_ms_ (as of the scan at last_heartbeat_scan_ms_), so the scan is skipped
+  // while none can have timed out.
+  int64_t earliest_heartbeat_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_heartbeat_scan_ms_ ABSL_GUARDED_BY(mu_) = 0;
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, std::string>, int64_t> attempt_failures_ ABSL_GUARDED_BY(mu_);
 };

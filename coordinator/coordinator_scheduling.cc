@@ -1,6 +1,7 @@
 // Scheduling half of Coordinator: dependencies between stages, inputs and assignments, and the
 // pass that places waiting jobs (scheduler.h does the placement itself).
 #include <algorithm>
+#include <iterator>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -254,9 +255,19 @@ void Coordinator::ScheduleLocked() {
       job->add_rank_workers(d.ranks[r].worker_id);
       used.insert(d.ranks[r].worker_id);
     }
+    // Up to kNamedWorkers workers by name: a 4,096-rank job's reason would otherwise name hundreds
+    // or thousands (the reason is in every status, event and stored transition, and the log);
+    // rank_workers lists them all.
+    constexpr size_t kNamedWorkers = 8;
+    std::string where = absl::StrJoin(used, ", ");
+    if (used.size() > kNamedWorkers) {
+      where = absl::StrCat(used.size(), " workers: ",
+                           absl::StrJoin(used.begin(), std::next(used.begin(), kNamedWorkers), ", "), " and ",
+                           used.size() - kNamedWorkers, " more");
+    }
     const int full_dp = std::max(1, plan.resolved(i).stage().parallel().dp());
     const std::string reason = absl::StrCat(
-        "attempt ", job->attempt(), ": ", d.ranks.size(), " ranks on ", absl::StrJoin(used, ", "),
+        "attempt ", job->attempt(), ": ", d.ranks.size(), " ranks on ", where,
         d.dp < full_dp ? absl::StrCat(" (elastic: dp ", d.dp, " of ", full_dp, ", the same global batch)") : "",
         job->resumed_from().empty() ? "" : absl::StrCat(", resuming from ", job->resumed_from()));
     SetJobState(plan, i, loom::v1::JOB_STATE_SCHEDULED, reason);

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/command_line.h"
 #include "tests/integration/cluster_harness.h"
 
 namespace {
@@ -100,7 +101,12 @@ void Recovery(const char* label, int signal) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  loom::CommandLine cl("bench_coordinator_recovery",
+                       "Control-plane latencies on real processes: submit -> first step, and a worker "
+                       "SIGKILLed or SIGSTOPped -> the first step of the next attempt.");
+  int exit_code = 0;
+  if (!loom::ParseOrExit(cl, std::vector<std::string>(argv + 1, argv + argc), &exit_code)) return exit_code;
   Recovery("worker SIGKILL", SIGKILL);
   Recovery("worker SIGSTOP", SIGSTOP);
   return 0;
