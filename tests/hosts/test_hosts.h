@@ -45,10 +45,18 @@ class TestHosts : public HostPlacement {
       ADD_FAILURE() << "test-hosts up failed:\n" << out;
       return;
     }
+    // "I ADDRESS" lines; others (what `sweep` removed of killed runs) are only said.
     std::istringstream in(out);
-    int index;
-    std::string address;
-    while (in >> index >> address) addresses_.push_back(address);
+    for (std::string line; std::getline(in, line);) {
+      int index = -1;
+      char address[64];
+      if (std::sscanf(line.c_str(), "%d %63s", &index, address) == 2 && index == size()) {
+        addresses_.push_back(address);
+      } else {
+        std::fprintf(stderr, "%s\n", line.c_str());
+      }
+    }
+    if (size() != n) ADD_FAILURE() << "test-hosts up made " << size() << " of " << n << " hosts:\n" << out;
     shared_ = Trim(Run(Script() + " shared " + name_));
   }
   ~TestHosts() override { Run(Script() + " down " + name_); }

@@ -257,7 +257,8 @@ class Cluster {
     ASSERT_FALSE(worker_metrics_[id].empty()) << "worker " << id << " did not start:\n" << p->log();
     workers_[id] = std::move(p);
   }
-  void KillWorker(const std::string& id, int signal = SIGKILL) { workers_.at(id)->Kill(signal); }
+  // Sends `signal` and reaps; returns the wait status.
+  int KillWorker(const std::string& id, int signal = SIGKILL) { return workers_.at(id)->Kill(signal); }
 
   // Runs `loom ARGS --coordinator <address>`.
   CommandResult Loom(const std::vector<std::string>& args) {
