@@ -407,7 +407,7 @@ void Coordinator::HandleWorkerMessage(const std::string& worker_id, int64_t conn
       case loom::v1::WorkerMessage::kLeave:
         // Its jobs move now rather than after the heartbeat timeout; rank exits that follow on
         // this stream still count (HandleWorkerMessage ignores only other connections).
-        WorkerLost(w, absl::StrCat("left: ", message.leave().reason()));
+        WorkerLost(w, absl::StrCat("left: ", message.leave().reason()), /*end_stream=*/false);
         w.connection = connection;
         break;
       default:
@@ -555,8 +555,9 @@ void Coordinator::OnRankExit(Worker& w, const loom::v1::RankExit& exit) {
   MaybeSucceed(*plan, index);
 }
 
-void Coordinator::WorkerLost(Worker& w, const std::string& why) {
+void Coordinator::WorkerLost(Worker& w, const std::string& why, bool end_stream) {
   const std::string id = w.status.worker_id();
+  if (end_stream && w.link != nullptr) w.link->End();
   w.link.reset();
   w.connection = 0;
   w.occupied.clear();

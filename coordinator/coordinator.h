@@ -53,6 +53,11 @@ class WorkerLink {
   virtual ~WorkerLink() = default;
   // Sends one message; false when the stream is gone (the coordinator learns it via Disconnected).
   virtual bool Send(const loom::v1::CoordinatorMessage& message) = 0;
+  // Ends the stream from the coordinator's side, without blocking: the worker was declared lost
+  // (no heartbeat in time) while its stream may still be open, e.g. across a cut link or a stalled
+  // process. The worker sees the stream end, reconnects and registers again, and the ranks it
+  // still runs of a replaced attempt are aborted then.
+  virtual void End() = 0;
 };
 
 // A snapshot for /metrics.
@@ -137,7 +142,9 @@ class Coordinator {
   void OnProgress(const loom::v1::Progress& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnCheckpoint(const loom::v1::CheckpointReport& report) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnRankExit(Worker& w, const loom::v1::RankExit& exit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void WorkerLost(Worker& w, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks `w` lost and fails the attempts of its ranks. `end_stream`: also end its stream if it is
+  // still open (false for a worker that said it leaves: its last rank exits still come).
+  void WorkerLost(Worker& w, const std::string& why, bool end_stream = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Job helpers (mu_ held). `plan` and `index` name the job.

@@ -90,21 +90,29 @@ namespace {
 // gRPC's synchronous streams allow (one reader and one writer at a time).
 class StreamLink : public WorkerLink {
  public:
-  explicit StreamLink(grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream)
-      : stream_(stream) {}
+  StreamLink(grpc::ServerContext* context,
+             grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream)
+      : context_(context), stream_(stream) {}
   bool Send(const loom::v1::CoordinatorMessage& message) override {
     absl::MutexLock lock(&mu_);
     if (stream_ == nullptr) return false;
     return stream_->Write(message);
   }
-  // Called before the handler returns: the stream object dies with it.
+  // Cancels the call: the handler's Read returns false and the worker sees the stream end.
+  void End() override {
+    absl::MutexLock lock(&mu_);
+    if (context_ != nullptr) context_->TryCancel();
+  }
+  // Called before the handler returns: the stream and its context die with it.
   void Close() {
     absl::MutexLock lock(&mu_);
     stream_ = nullptr;
+    context_ = nullptr;
   }
 
  private:
   absl::Mutex mu_;
+  grpc::ServerContext* context_ ABSL_GUARDED_BY(mu_);
   grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream_
       ABSL_GUARDED_BY(mu_);
 };
@@ -121,7 +129,7 @@ grpc::Status WorkerServiceImpl::Connect(
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "the first message of a worker stream must be `register`");
   }
-  auto link = std::make_shared<StreamLink>(stream);
+  auto link = std::make_shared<StreamLink>(context, stream);
   absl::StatusOr<int64_t> connection = coordinator_->RegisterWorker(first.register_(), link);
   if (!connection.ok()) {
     link->Close();

@@ -154,6 +154,29 @@ TEST(Cluster, KilledWorkerIsRecoveredFromTheLastCommittedCheckpoint) {
   EXPECT_GT(compared, 0) << "attempt 1 never ran past the checkpoint it was resumed from";
 }
 
+// A worker that stalls past the heartbeat timeout (SIGSTOP here; a cut link or a swapping host
+// alike) is declared lost while its stream is still open. The coordinator ends that stream, so when
+// the worker wakes it reconnects: its stale rank of attempt 1 is aborted and the job, which had
+// nowhere else to go, runs attempt 2 there. Before, the worker stayed LOST for good.
+TEST(Cluster, AStalledWorkerIsLostThenRejoinsWhenItWakes) {
+  Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=300"}});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  const std::string id = cluster.Submit(kPlan);
+  cluster.WaitForPlan(id, [](const PlanStatus& s) { return s.jobs(0).progress().step() >= 2; });
+  ASSERT_EQ(kill(cluster.worker("w1")->pid(), SIGSTOP), 0);
+  EXPECT_FALSE(cluster.coordinator()->WaitForLog("worker w1 lost: no heartbeat").empty()) << cluster.Logs();
+  ASSERT_EQ(kill(cluster.worker("w1")->pid(), SIGCONT), 0);
+  // It registers again, and its two ranks of attempt 1 (still running) are aborted.
+  EXPECT_EQ(cluster.coordinator()->WaitForLog(R"(lost: no heartbeat[\s\S]*worker w1 registered \([^)]*, ([0-9]+) aborted\))"), "2")
+      << cluster.Logs();
+  const PlanStatus s = cluster.WaitForPlan(id, Ended, std::chrono::seconds(45));
+  ASSERT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  EXPECT_EQ(s.jobs(0).attempt(), 2);
+  EXPECT_EQ(s.jobs(0).final_checkpoint().attempt(), 2);
+  EXPECT_NE(cluster.worker("w1")->log().find("core#1/rank0: abort"), std::string::npos) << cluster.Logs();
+}
+
 TEST(Cluster, CoordinatorKilledAndRestartedLosesNothing) {
   Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=100"}});
   cluster.StartCoordinator();

@@ -24,6 +24,7 @@ class FakeLink : public WorkerLink {
     messages.push_back(m);
     return true;
   }
+  void End() override { ++ended; }
   std::vector<Assignment> TakeAssignments() {
     std::vector<Assignment> out;
     for (const auto& m : messages) {
@@ -38,6 +39,7 @@ class FakeLink : public WorkerLink {
     return n;
   }
   std::vector<CoordinatorMessage> messages;
+  int ended = 0;
 };
 
 class CoordinatorTest : public ::testing::Test {
@@ -286,8 +288,16 @@ TEST_F(CoordinatorTest, LostWorkerMeansRecoveringThenANewAttemptFromTheLastCheck
   // Late reports of the old attempt change nothing.
   Checkpoint("w1", c1, a[0], 10, false);
   EXPECT_EQ(Job(id, 0).last_checkpoint().step(), 5);
-  // The lost worker's stream (connection c1) is stale now.
+  // The lost worker's stream (connection c1) is stale now, and the coordinator ended it, so that
+  // the worker (stalled, or behind a cut link) reconnects when it can; w2's stream stays.
   EXPECT_EQ(coordinator_->ListWorkers().workers(0).state(), WORKER_STATE_LOST);
+  EXPECT_EQ(l1.ended, 1);
+  EXPECT_EQ(l2.ended, 0);
+  // A worker that says it leaves keeps its stream: the exits of its stopping ranks still count.
+  WorkerMessage leave;
+  leave.mutable_leave()->set_reason("the worker is stopping (SIGTERM)");
+  coordinator_->HandleWorkerMessage("w2", c2, leave);
+  EXPECT_EQ(l2.ended, 0);
 }
 
 TEST_F(CoordinatorTest, FailedRanksAreRetriedThenTheJobAndItsDependentsFail) {
