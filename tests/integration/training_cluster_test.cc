@@ -248,6 +248,49 @@ TEST(TrainingCluster, DataTensorAndPipelineParallelStagesMeetThroughTheCoordinat
   }
 }
 
+// The coordinator restarts while a rank trains and a checkpoint falls due: the rank waits to
+// confirm its write lease until the coordinator is back (which grants it again), then commits, and
+// the attempt carries on. Before, an unreachable coordinator fenced the rank at its next
+// checkpoint and the attempt was retried.
+TEST(TrainingCluster, ACoordinatorRestartDuringTrainingCostsNoAttempt) {
+  Cluster cluster({.rank_binary = RankBinary()});
+  const std::string path = cluster.dir() + "/restart.yaml";
+  std::ofstream(path) << R"(name: restart
+seed: 3
+model: {layers: 2, d_model: 64, heads: 4, kv_heads: 2, ffn_size: 128, vocab_size: 512}
+data: {dir: )" << PreparedData() << R"(}
+defaults:
+  parallel: {dp: 1, micro_batch_size: 2}
+  optimizer: {lr: 3e-3}
+  batch_ramp: [{at_tokens: 0, global_batch_tokens: 512}]
+  seq_len_schedule: [{at_tokens: 0, seq_len: 64}]
+  checkpoint: {every_steps: 5, keep_last: 0}
+stages:
+  - name: core
+    kind: pretrain
+    tokens: 100Ki
+    data_mix: [{at_tokens: 0, weights: {math: 1}}]
+)";
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 1);
+  const std::string id = cluster.Submit(path);
+  cluster.WaitForPlan(id, [](const PlanStatus& s) { return s.jobs(0).last_checkpoint().step() >= 10; });
+  cluster.KillCoordinator();
+  const std::string rank_log = RankLog(cluster, "w1", id, "core", 1);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < until && ReadAll(rank_log).find("waiting up to") == std::string::npos)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  cluster.StartCoordinator();
+  const PlanStatus s = cluster.WaitForPlan(id, Ended, std::chrono::seconds(120));
+  ASSERT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  EXPECT_EQ(s.jobs(0).attempt(), 1) << cluster.Logs();
+  EXPECT_EQ(s.jobs(0).final_checkpoint().step(), 200);
+  const std::string log = ReadAll(rank_log);
+  EXPECT_NE(log.find("is unreachable"), std::string::npos) << "no checkpoint fell due while it was away\n" << log;
+  EXPECT_EQ(log.find("fenced"), std::string::npos) << log;
+}
+
 // Elastic data parallelism: a dp=2 job whose second worker dies comes back on the one that is
 // left with dp=1, from the last checkpoint, with the same global batch (two micro-batches per
 // step instead of one), and continues the same training.

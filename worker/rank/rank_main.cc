@@ -103,17 +103,36 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   run.open_store = [&] { return loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix()); };
   if (const char* host = std::getenv("LOOM_ADVERTISE"); host != nullptr && *host != '\0') run.collective_host = host;
   // The write lease: a key the coordinator keeps in this attempt's rendezvous namespace while the
-  // attempt is current (coordinator.h, GrantWriteLease). Unreachable counts as lost.
+  // attempt is current (coordinator.h, GrantWriteLease). A coordinator that cannot be reached
+  // (restarting, or this host cut off) is asked again for up to kLeaseWait: a restarted
+  // coordinator grants the lease again to the attempts it resumes, so training outlives a
+  // coordinator restart; a cut-off rank whose attempt was replaced meanwhile finds no lease when
+  // its link is back, and one still cut off after kLeaseWait writes nothing.
   std::shared_ptr<loom::engine::KeyValueStore> lease_store;
   if (!a.rendezvous_prefix().empty()) {
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::KeyValueStore> store,
                           loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix()));
     lease_store = std::move(store);
-    loom::SetWriteFence([lease_store, attempt = a.rank().attempt()]() -> absl::Status {
-      absl::StatusOr<std::string> lease = lease_store->Get("lease", absl::ZeroDuration());
-      if (lease.ok()) return absl::OkStatus();
-      return absl::Status(lease.status().code(),
-                          absl::StrCat("attempt ", attempt, " holds no write lease: ", lease.status().message()));
+    loom::SetWriteFence([lease_store, attempt = a.rank().attempt(), coordinator]() -> absl::Status {
+      constexpr absl::Duration kLeaseWait = absl::Minutes(5);
+      const absl::Time give_up = absl::Now() + kLeaseWait;
+      absl::Duration pause = absl::Milliseconds(200);
+      for (bool said = false;; said = true) {
+        absl::StatusOr<std::string> lease = lease_store->Get("lease", absl::ZeroDuration());
+        if (lease.ok()) return absl::OkStatus();
+        if (lease.status().code() != absl::StatusCode::kUnavailable || absl::Now() + pause > give_up) {
+          return absl::Status(lease.status().code(), absl::StrCat("attempt ", attempt, " holds no write lease: ",
+                                                                  lease.status().message()));
+        }
+        if (!said) {
+          std::fprintf(stderr, "loom-rank: the coordinator at %s is unreachable (%s); waiting up to %s to confirm "
+                       "this attempt's write lease before writing a checkpoint\n",
+                       coordinator.c_str(), std::string(lease.status().message()).c_str(),
+                       absl::FormatDuration(kLeaseWait).c_str());
+        }
+        absl::SleepFor(pause);
+        pause = std::min(pause * 2, absl::Seconds(5));
+      }
     });
   }
   run.resume_from = a.resume_from();
