@@ -557,7 +557,7 @@ void Coordinator::OnRankExit(Worker& w, const loom::v1::RankExit& exit) {
 
 void Coordinator::WorkerLost(Worker& w, const std::string& why, bool end_stream) {
   const std::string id = w.status.worker_id();
-  if (end_stream && w.link != nullptr) w.link->End();
+  if (end_stream && w.link != nullptr) outbox_.push_back({w.link, {}, /*end=*/true});
   w.link.reset();
   w.connection = 0;
   w.occupied.clear();
@@ -888,7 +888,13 @@ void Coordinator::Flush() {
     absl::MutexLock lock(&mu_);
     out.swap(outbox_);
   }
-  for (Outgoing& o : out) o.link->Send(o.message);
+  for (Outgoing& o : out) {
+    if (o.end) {
+      o.link->End();
+    } else {
+      o.link->Send(o.message);
+    }
+  }
 }
 
 MetricsSnapshot Coordinator::Metrics() {

@@ -129,9 +129,11 @@ class Coordinator {
     loom::v1::CheckpointReport report;
     std::set<int> shards;
   };
+  // A message for a worker, or (end) the end of its stream; handed over by Flush, outside mu_.
   struct Outgoing {
     std::shared_ptr<WorkerLink> link;
     loom::v1::CoordinatorMessage message;
+    bool end = false;
   };
 
   Coordinator(Store* store, CoordinatorOptions options, Clock clock);

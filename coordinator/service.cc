@@ -1,5 +1,7 @@
 #include "coordinator/service.h"
 
+#include <deque>
+
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/logging.h"
@@ -86,62 +88,170 @@ grpc::Status WorkerServiceImpl::GetStorage(grpc::ServerContext*, const loom::v1:
 
 namespace {
 
-// Writes to one worker's stream. The handler thread reads while the coordinator writes, which
-// gRPC's synchronous streams allow (one reader and one writer at a time).
-class StreamLink : public WorkerLink {
+// One worker's stream. Messages up are handed to the coordinator as they are read; messages
+// down (WorkerLink::Send, from any thread) are queued and written one at a time. StartWrite and
+// Finish are called outside the lock (gRPC may run OnWriteDone/OnDone inline); whoever set
+// `writing_` owns the next write, and Finish is called once, when no write is in flight.
+class WorkerStream final
+    : public grpc::ServerBidiReactor<loom::v1::WorkerMessage, loom::v1::CoordinatorMessage> {
  public:
-  StreamLink(grpc::ServerContext* context,
-             grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream)
-      : context_(context), stream_(stream) {}
-  bool Send(const loom::v1::CoordinatorMessage& message) override {
-    absl::MutexLock lock(&mu_);
-    if (stream_ == nullptr) return false;
-    return stream_->Write(message);
+  WorkerStream(Coordinator* coordinator, grpc::CallbackServerContext* context)
+      : coordinator_(coordinator), context_(context) {
+    StartRead(&in_);
   }
-  // Cancels the call: the handler's Read returns false and the worker sees the stream end.
-  void End() override {
-    absl::MutexLock lock(&mu_);
-    if (context_ != nullptr) context_->TryCancel();
+
+  // The coordinator's handle on the stream; it may outlive the stream (then Send fails).
+  class Link : public WorkerLink {
+   public:
+    explicit Link(WorkerStream* stream) : stream_(stream) {}
+    bool Send(const loom::v1::CoordinatorMessage& message) override {
+      WorkerStream* stream;
+      const loom::v1::CoordinatorMessage* next = nullptr;
+      {
+        absl::MutexLock lock(&mu_);
+        stream = stream_;
+        if (stream == nullptr || !stream->Enqueue(message, &next)) return false;
+      }
+      // This Send owns the write: the stream cannot finish before OnWriteDone.
+      if (next != nullptr) stream->StartWrite(next);
+      return true;
+    }
+    // Finishes the call with UNAVAILABLE unless it is ending already (or a write in flight
+    // finishes it); the worker sees its stream end and registers again.
+    void End() override {
+      WorkerStream* stream;
+      grpc::Status finish_with;
+      {
+        absl::MutexLock lock(&mu_);
+        stream = stream_;
+        if (stream == nullptr ||
+            !stream->BeginEnd(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                           "the coordinator declared this worker lost; register again"),
+                              &finish_with)) {
+          return;
+        }
+      }
+      // This End owns the Finish: the stream cannot be done (and deleted) before it.
+      stream->Finish(finish_with);
+    }
+    void Detach() {
+      absl::MutexLock lock(&mu_);
+      stream_ = nullptr;
+    }
+    absl::Mutex mu_;
+    WorkerStream* stream_ ABSL_GUARDED_BY(mu_);
+  };
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Close(grpc::Status::OK, /*disconnected=*/true);
+      return;
+    }
+    if (link_ == nullptr) {
+      if (in_.body_case() != loom::v1::WorkerMessage::kRegister) {
+        Close(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                           "the first message of a worker stream must be `register`"),
+              false);
+        return;
+      }
+      link_ = std::make_shared<Link>(this);
+      worker_id_ = in_.register_().worker_id();
+      absl::StatusOr<int64_t> connection = coordinator_->RegisterWorker(in_.register_(), link_);
+      if (!connection.ok()) {
+        Close(ToGrpc(connection.status()), false);
+        return;
+      }
+      connection_ = *connection;
+    } else {
+      coordinator_->HandleWorkerMessage(worker_id_, connection_, in_);
+    }
+    StartRead(&in_);
   }
-  // Called before the handler returns: the stream and its context die with it.
-  void Close() {
-    absl::MutexLock lock(&mu_);
-    stream_ = nullptr;
-    context_ = nullptr;
+
+  void OnWriteDone(bool ok) override {
+    const loom::v1::CoordinatorMessage* next = nullptr;
+    bool finish = false;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.pop_front();  // the message just written
+      if (!ok) closed_ = true;
+      if (!closed_ && !queue_.empty()) {
+        next = &queue_.front();
+      } else {
+        writing_ = false;
+        finish = closed_ && !finished_;
+        finished_ |= finish;
+      }
+    }
+    if (next != nullptr) StartWrite(next);
+    if (finish) Finish(status_);
+  }
+
+  void OnDone() override {
+    if (link_ != nullptr) link_->Detach();
+    delete this;
   }
 
  private:
+  // Queues `message`; *next = the message to write now (null when a write is in flight). False
+  // when the stream is closing.
+  bool Enqueue(const loom::v1::CoordinatorMessage& message, const loom::v1::CoordinatorMessage** next) {
+    absl::MutexLock lock(&mu_);
+    if (closed_) return false;
+    queue_.push_back(message);
+    if (writing_) return true;
+    writing_ = true;
+    *next = &queue_.front();
+    return true;
+  }
+
+  // Marks the stream closing with `status`; true when the caller owns the Finish (no write in
+  // flight, none called yet), with the status in *finish_with. Already closing: false.
+  bool BeginEnd(const grpc::Status& status, grpc::Status* finish_with) {
+    absl::MutexLock lock(&mu_);
+    if (closed_) return false;
+    closed_ = true;
+    status_ = status;
+    if (writing_ || finished_) return false;  // OnWriteDone finishes
+    finished_ = true;
+    *finish_with = status_;
+    return true;
+  }
+
+  void Close(grpc::Status status, bool disconnected) {
+    if (link_ != nullptr) link_->Detach();
+    bool finish = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!closed_) status_ = std::move(status);  // the first reason to close stands
+      closed_ = true;
+      finish = !writing_ && !finished_;
+      finished_ |= finish;
+    }
+    if (disconnected && link_ != nullptr) {
+      coordinator_->Disconnected(worker_id_, connection_,
+                                 context_->IsCancelled() ? "cancelled" : "closed by the worker");
+    }
+    if (finish) Finish(status_);
+  }
+
+  Coordinator* const coordinator_;
+  grpc::CallbackServerContext* const context_;
+  loom::v1::WorkerMessage in_;
+  std::shared_ptr<Link> link_;
+  std::string worker_id_;
+  int64_t connection_ = 0;
   absl::Mutex mu_;
-  grpc::ServerContext* context_ ABSL_GUARDED_BY(mu_);
-  grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream_
-      ABSL_GUARDED_BY(mu_);
+  std::deque<loom::v1::CoordinatorMessage> queue_;  // front: the message being written
+  bool writing_ = false, closed_ = false, finished_ = false;
+  grpc::Status status_;
 };
 
 }  // namespace
 
-grpc::Status WorkerServiceImpl::Connect(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream) {
-  loom::v1::WorkerMessage first;
-  if (!stream->Read(&first))
-    return grpc::Status(grpc::StatusCode::CANCELLED, "stream closed before registration");
-  if (first.body_case() != loom::v1::WorkerMessage::kRegister) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        "the first message of a worker stream must be `register`");
-  }
-  auto link = std::make_shared<StreamLink>(context, stream);
-  absl::StatusOr<int64_t> connection = coordinator_->RegisterWorker(first.register_(), link);
-  if (!connection.ok()) {
-    link->Close();
-    return ToGrpc(connection.status());
-  }
-  const std::string worker_id = first.register_().worker_id();
-  loom::v1::WorkerMessage message;
-  while (stream->Read(&message)) coordinator_->HandleWorkerMessage(worker_id, *connection, message);
-  link->Close();
-  coordinator_->Disconnected(worker_id, *connection,
-                             context->IsCancelled() ? "cancelled" : "closed by the worker");
-  return grpc::Status::OK;
+grpc::ServerBidiReactor<loom::v1::WorkerMessage, loom::v1::CoordinatorMessage>* WorkerServiceImpl::Connect(
+    grpc::CallbackServerContext* context) {
+  return new WorkerStream(coordinator_, context);
 }
 
 grpc::Status RendezvousServiceImpl::Set(grpc::ServerContext*, const loom::v1::RendezvousSetRequest* request,

@@ -42,14 +42,16 @@ class PlanServiceImpl final : public loom::v1::PlanService::Service {
   std::atomic<bool> shutting_down_{false};
 };
 
-class WorkerServiceImpl final : public loom::v1::WorkerService::Service {
+// Connect uses gRPC's callback API: a worker's messages are handled on the thread that read
+// them, with no thread per stream (10,000 workers are 10,000 streams).
+class WorkerServiceImpl final
+    : public loom::v1::WorkerService::WithCallbackMethod_Connect<loom::v1::WorkerService::Service> {
  public:
   explicit WorkerServiceImpl(Coordinator* coordinator) : coordinator_(coordinator) {}
   grpc::Status GetStorage(grpc::ServerContext*, const loom::v1::GetStorageRequest*,
                           loom::v1::StorageInfo* response) override;
-  grpc::Status Connect(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<loom::v1::CoordinatorMessage, loom::v1::WorkerMessage>* stream) override;
+  grpc::ServerBidiReactor<loom::v1::WorkerMessage, loom::v1::CoordinatorMessage>* Connect(
+      grpc::CallbackServerContext* context) override;
 
  private:
   Coordinator* coordinator_;
