@@ -570,7 +570,10 @@ void Coordinator::WorkerLost(Worker& w, const std::string& why, bool end_stream)
       if (!HasAttemptPlaced(plan.status().jobs(i).state())) continue;
       bool affected = false;
       for (const auto& p : plan.runtime(i).ranks()) affected |= p.worker_id() == id && !p.exited_ok();
-      if (affected) FailAttempt(plan, i, ClusterFault("worker_lost", absl::StrCat("worker ", id, " lost (", why, ")")));
+      if (affected) {
+        FailAttempt(plan, i, ClusterFault(end_stream ? "worker_lost" : "worker_left",
+                                          absl::StrCat("worker ", id, " lost (", why, ")")));
+      }
     }
   }
   dirty_schedule_ = true;
@@ -709,6 +712,8 @@ void Coordinator::FailAttempt(PlanRecord& plan, int index, const Failure& failur
                                             : "retrying does not heal a fault of the plan";
   } else if (capped) {
     not_retried = "";  // the cap says it all
+  } else if (failure.cause == "worker_left") {
+    retry.retry = true;  // a planned departure: at once, outside the retry budget
   } else {
     std::vector<int64_t> times(runtime->retry_times_ms().begin(), runtime->retry_times_ms().end());
     retry = DecideRetry(RetrySettings::FromPlan(plan.plan()), now, Jitter(), &times);

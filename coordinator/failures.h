@@ -3,6 +3,7 @@
 //
 //   how the attempt ended                          class     cause
 //   a worker lost (stream broken, no heartbeat)    cluster   worker_lost
+//   a worker that left (SIGTERM: drained, stopped) cluster   worker_left
 //   ranks not reported after a restart             cluster   rank_lost
 //   a rank killed by a signal                      cluster   signal
 //   exit 75: a collective timed out, a peer lost   cluster   timeout
@@ -14,7 +15,9 @@
 //
 // (loom-rank's exit codes: common/rank_exit.h.) The plan's faults fail the job at once; the
 // cluster's are retried: the first retry at once, then with exponential backoff and jitter, within
-// a budget of retries per window of time (plan.proto RetryPolicy).
+// a budget of retries per window of time (plan.proto RetryPolicy). A worker that left was stopped
+// on purpose (maintenance, a Slurm allocation's end): its jobs move at once and the move uses none
+// of the budget, however often hosts are drained.
 #pragma once
 
 #include <cstdint>

@@ -683,6 +683,29 @@ TEST_F(CoordinatorTest, TheRetryBudgetIsCountedPerWindow) {
   EXPECT_EQ(sparse.attempt(), 5);
 }
 
+// Workers that leave on purpose (SIGTERM: a drain, a Slurm allocation's end) move their jobs at
+// once, however often: a budget of one retry per hour is not touched by five departures.
+TEST_F(CoordinatorTest, WorkersThatLeaveUseNoneOfTheRetryBudget) {
+  plan_.mutable_retry()->set_max_retries(1);
+  const std::string id = *coordinator_->SubmitPlan(plan_, "");
+  for (int n = 1; n <= 5; ++n) {
+    FakeLink link;
+    const std::string worker = "w" + std::to_string(n);
+    const int64_t conn = Register(worker, &link, 2);
+    coordinator_->Tick();
+    ASSERT_EQ(link.TakeAssignments().size(), 2u) << "departure " << n << ": " << Job(id, 0).reason();
+    WorkerMessage leave;
+    leave.mutable_leave()->set_reason("the worker is stopping (SIGTERM)");
+    coordinator_->HandleWorkerMessage(worker, conn, leave);
+    const JobStatus core = Job(id, 0);
+    EXPECT_EQ(core.state(), JOB_STATE_RECOVERING) << core.reason();
+    EXPECT_EQ(core.reason().find("starts in"), std::string::npos) << "no backoff: " << core.reason();
+    now_ += 1000;
+  }
+  EXPECT_EQ(Job(id, 0).attempt(), 5);
+  EXPECT_EQ(coordinator_->Metrics().attempt_failures.at({"cluster", "worker_left"}), 5);
+}
+
 // What a plan reads is checked when it arrives: a missing tokenizer, a source without shards and a
 // checkpoint path that is not there are refused with their field paths, and nothing is stored.
 TEST_F(CoordinatorTest, MissingFilesAreRefusedAtSubmitWithTheirFieldPaths) {
