@@ -3,6 +3,8 @@
 // recovered from the last committed checkpoint and the per-step losses after the resume point
 // equal those of an uninterrupted run of the same plan, bit for bit; a dp=2 stage meets through
 // the coordinator's rendezvous store and trains as dp=1 does.
+#include <sys/wait.h>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -289,6 +291,55 @@ stages:
   const std::string log = ReadAll(rank_log);
   EXPECT_NE(log.find("is unreachable"), std::string::npos) << "no checkpoint fell due while it was away\n" << log;
   EXPECT_EQ(log.find("fenced"), std::string::npos) << log;
+}
+
+// Taking a host out of service: `loom workers drain` keeps new ranks off the worker while its
+// running rank trains on; SIGTERM then makes the worker leave (exit 0), its rank stop after a
+// whole step (exit 75, a transient end), and the job move at once to the other worker, from the
+// last committed checkpoint, as a planned departure (cause worker_left).
+TEST(TrainingCluster, ADrainedWorkerStoppedWithSigtermStopsItsRankAtAStepBoundary) {
+  Cluster cluster({.rank_binary = RankBinary()});
+  const std::string path = cluster.dir() + "/drain.yaml";
+  std::ofstream(path) << R"(name: drain
+seed: 3
+model: {layers: 2, d_model: 64, heads: 4, kv_heads: 2, ffn_size: 128, vocab_size: 512}
+data: {dir: )" << PreparedData() << R"(}
+defaults:
+  parallel: {dp: 1, micro_batch_size: 2}
+  optimizer: {lr: 3e-3}
+  batch_ramp: [{at_tokens: 0, global_batch_tokens: 512}]
+  seq_len_schedule: [{at_tokens: 0, seq_len: 64}]
+  checkpoint: {every_steps: 5, keep_last: 0}
+stages:
+  - name: core
+    kind: pretrain
+    tokens: 100Ki
+    data_mix: [{at_tokens: 0, weights: {math: 1}}]
+)";
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 1);
+  const std::string id = cluster.Submit(path);
+  const PlanStatus running =
+      cluster.WaitForPlan(id, [](const PlanStatus& s) { return s.jobs(0).last_checkpoint().step() >= 10; });
+  cluster.StartWorker("w2", 1);
+  ASSERT_EQ(cluster.Loom({"workers", "drain", "w1"}).exit_code, 0);
+  EXPECT_NE(cluster.Loom({"workers"}).out.find("DRAINING"), std::string::npos);
+  // Draining moves nothing: the rank trains on.
+  const int64_t at_drain = running.jobs(0).progress().step();
+  const PlanStatus drained =
+      cluster.WaitForPlan(id, [&](const PlanStatus& s) { return s.jobs(0).progress().step() >= at_drain + 10; });
+  EXPECT_EQ(drained.jobs(0).attempt(), 1);
+  const int status = cluster.KillWorker("w1", SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status << "\n" << cluster.Logs();
+  const std::string rank_log = ReadAll(RankLog(cluster, "w1", id, "core", 1));
+  EXPECT_TRUE(std::regex_search(rank_log, std::regex(R"(stopped after step [0-9]+ on SIGTERM)"))) << rank_log;
+  EXPECT_NE(cluster.worker("w1")->log().find("core#1/rank0: exited with 75"), std::string::npos) << cluster.Logs();
+  const PlanStatus s = cluster.WaitForPlan(id, Ended, std::chrono::seconds(120));
+  ASSERT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  EXPECT_EQ(s.jobs(0).attempt(), 2);
+  EXPECT_EQ(s.jobs(0).rank_workers(0), "w2");
+  EXPECT_EQ(s.jobs(0).last_failure().cause(), "worker_left") << s.jobs(0).DebugString();
+  EXPECT_NE(s.jobs(0).resumed_from().find("/core/step-"), std::string::npos);
 }
 
 // Elastic data parallelism: a dp=2 job whose second worker dies comes back on the one that is

@@ -26,6 +26,13 @@ WorkerDaemon::~WorkerDaemon() { Stop(); }
 
 void WorkerDaemon::Stop() {
   if (stop_.exchange(true)) return;
+  // The ranks first (SIGTERM: they stop at their next step boundary, SIGKILL after the grace), so
+  // that none reaches a checkpoint between the coordinator's handling of the Leave, which drops
+  // its attempt's write lease, and its own stop.
+  {
+    absl::MutexLock lock(&ranks_mu_);
+    for (auto& [name, rank] : ranks_) rank.process->Abort(options_.stop_grace);
+  }
   absl::MutexLock lock(&send_mu_);
   if (stream_ != nullptr) {
     // The coordinator moves this worker's jobs now instead of after the heartbeat timeout.

@@ -199,14 +199,16 @@ absl::Status Trainer::Run(const std::function<void(const StepReport&)>& on_step,
     LOOM_ASSIGN_OR_RETURN(StepReport report, Step());
     if (on_step) on_step(report);
     const bool last = Done();
+    // Stopping: no checkpoint of this step (its peers on other workers go on, so it would be a
+    // partial one, and the worker's Leave drops the attempt's write lease).
+    if (StopRequested() && !last) {
+      return absl::UnavailableError(absl::StrCat("stopped after step ", report.step,
+                                                 " on SIGTERM (the worker is stopping; the job resumes elsewhere)"));
+    }
     if (!options_.checkpoint_dir.empty() && (last || (every > 0 && report.step % every == 0))) {
       LOOM_ASSIGN_OR_RETURN(std::string dir, SaveCheckpoint(last));
       if (on_checkpoint) on_checkpoint(dir);
       if (parallel_->writer()) PruneCheckpoints();
-    }
-    if (StopRequested() && !last) {
-      return absl::UnavailableError(absl::StrCat("stopped after step ", report.step,
-                                                 " on SIGTERM (the worker is stopping; the job resumes elsewhere)"));
     }
   }
   return absl::OkStatus();
