@@ -5,6 +5,8 @@
 // and a host whose link is cut are recovered from the last committed checkpoint, and the cut
 // host's stale rank can neither commit nor overwrite anything when it comes back; a worker that
 // does not see the checkpoint root is refused. Label `hosts` (needs root; skips otherwise).
+#include <sys/stat.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -219,6 +221,24 @@ TEST_F(Hosts, ACutLinkIsRecoveredAndTheStaleRankCanNeitherCommitNorOverwrite) {
       },
       std::chrono::seconds(120));
   ASSERT_EQ(moved.jobs(0).last_checkpoint().attempt(), 2) << cluster.Logs();
+  // What attempt 2 committed so far, by step: its manifest's inode and modification time, which
+  // nothing the stale rank does may change.
+  auto committed_by_attempt_2 = [&] {
+    std::map<int64_t, std::pair<ino_t, int64_t>> files;
+    CommandResult listed = cluster.Loom({"checkpoints", id, "--json"});
+    const nlohmann::json j = nlohmann::json::parse(listed.out, nullptr, false);
+    if (j.is_discarded()) return files;
+    for (const auto& c : j.value("checkpoints", nlohmann::json::array())) {
+      if (c.value("attempt", 0) != 2) continue;
+      struct stat st {};
+      const std::string manifest = c.value("path", "") + "/manifest.json";
+      if (stat(manifest.c_str(), &st) != 0) continue;
+      files[std::stoll(c.value("step", "0"))] = {st.st_ino, st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec};
+    }
+    return files;
+  };
+  const auto before_return = committed_by_attempt_2();
+  ASSERT_FALSE(before_return.empty());
   hosts_->SetLink(1, true);
   // Back on the network: worker a reconnects and its stale rank is gone (fenced or aborted).
   const std::string stale_log = RankLog(cluster, "a", id, 1, 0);
@@ -237,6 +257,11 @@ TEST_F(Hosts, ACutLinkIsRecoveredAndTheStaleRankCanNeitherCommitNorOverwrite) {
   EXPECT_TRUE(stale.find("fenced") != std::string::npos ||
               worker_a.find("abort (") != std::string::npos)
       << "the stale rank was neither fenced nor aborted:\n" << stale << "\n" << worker_a;
+  const auto after = committed_by_attempt_2();
+  for (const auto& [step, file] : before_return) {
+    ASSERT_TRUE(after.contains(step)) << "attempt 2's checkpoint at step " << step << " is gone";
+    EXPECT_EQ(after.at(step), file) << "attempt 2's checkpoint at step " << step << " was rewritten";
+  }
 
   // Every checkpoint the coordinator committed is there and intact (sha-256), each written by the
   // attempt it names; attempt 1 committed nothing after the cut.
