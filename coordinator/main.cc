@@ -48,8 +48,9 @@ int Run(const std::vector<std::string>& args) {
              "gRPC address to bind (host:port; port 0 picks a free one; 0.0.0.0 only when you mean every "
              "interface)");
   cl.AddFlag("advertise", &advertise,
-             "address workers, ranks and clients dial (host:port; default: --listen, which must then not be "
-             "0.0.0.0)");
+             "this coordinator's address as others reach it (host:port; default: --listen, which must then "
+             "not be 0.0.0.0): its own target in /discovery and its start-up line. Workers, ranks and clients "
+             "dial what their own --coordinator says");
   cl.AddFlag("data-dir", &data_dir, "directory of the RocksDB store (required)");
   cl.AddFlag("checkpoint-root", &checkpoint_root,
              "root of checkpoint directories (default: <data-dir>/checkpoints); every worker host must "
