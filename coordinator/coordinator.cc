@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/random/distributions.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -296,7 +297,9 @@ absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWork
   if (request.devices_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat("worker ", request.worker_id(), " registered no devices"));
   }
-  if (!options_.storage_token.empty() && request.storage_token() != options_.storage_token) {
+  // The token as read from the file, with or without its newline.
+  if (!options_.storage_token.empty() &&
+      absl::StripAsciiWhitespace(request.storage_token()) != options_.storage_token) {
     return absl::FailedPreconditionError(absl::StrCat(
         "worker ", request.worker_id(), " (", request.host(), ") does not see the coordinator's checkpoint root ",
         options_.checkpoint_root, ": ",
