@@ -1,5 +1,7 @@
 #include "coordinator/coordinator.h"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -314,6 +316,9 @@ absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWork
     Worker& w = workers_[request.worker_id()];
     const bool reconnect = w.connection != 0;
     connection = next_connection_++;
+    by_connection_.erase(w.connection);
+    by_connection_[connection] = request.worker_id();
+    w.heartbeat_key = NewHeartbeatKey();
     w.link = std::move(link);
     w.connection = connection;
     w.occupied.clear();
@@ -330,6 +335,13 @@ absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWork
     ack.mutable_registered()->set_worker_id(request.worker_id());
     ack.mutable_registered()->set_heartbeat_interval_ms(
         absl::ToInt64Milliseconds(options_.heartbeat_interval));
+    if (heartbeat_udp_port_ > 0) {
+      ack.mutable_registered()->set_heartbeat_udp_port(heartbeat_udp_port_);
+      ack.mutable_registered()->set_connection(connection);
+      ack.mutable_registered()->set_heartbeat_key(w.heartbeat_key.data(), w.heartbeat_key.size());
+      ack.mutable_registered()->set_full_heartbeat_interval_ms(
+          absl::ToInt64Milliseconds(options_.full_heartbeat_interval));
+    }
     Send(request.worker_id(), std::move(ack));
 
     // Ranks the worker still runs: re-adopt the current ones, abort the rest.
@@ -436,6 +448,26 @@ void Coordinator::Disconnected(const std::string& worker_id, int64_t connection,
     WorkerLost(it->second, absl::StrCat("stream closed: ", why));
   }
   Flush();
+}
+
+void Coordinator::EnableHeartbeatDatagrams(int port) {
+  absl::MutexLock lock(&mu_);
+  heartbeat_udp_port_ = port;
+}
+
+void Coordinator::OnHeartbeatDatagram(const HeartbeatDatagram& beat) {
+  absl::MutexLock lock(&mu_);
+  auto id = by_connection_.find(beat.connection);
+  if (id == by_connection_.end()) return;
+  auto it = workers_.find(id->second);
+  if (it == workers_.end()) return;
+  Worker& w = it->second;
+  if (w.connection != beat.connection || w.link == nullptr ||
+      CRYPTO_memcmp(w.heartbeat_key.data(), beat.key.data(), beat.key.size()) != 0) {
+    return;
+  }
+  w.status.set_last_heartbeat_ms(clock_());
+  earliest_heartbeat_ms_ = std::min(earliest_heartbeat_ms_, w.status.last_heartbeat_ms());
 }
 
 void Coordinator::OnHeartbeat(Worker& w, const loom::v1::Heartbeat& hb) {
@@ -561,6 +593,7 @@ void Coordinator::OnRankExit(Worker& w, const loom::v1::RankExit& exit) {
 void Coordinator::WorkerLost(Worker& w, const std::string& why, bool end_stream) {
   const std::string id = w.status.worker_id();
   if (end_stream && w.link != nullptr) outbox_.push_back({w.link, {}, /*end=*/true});
+  by_connection_.erase(w.connection);
   w.link.reset();
   w.connection = 0;
   w.occupied.clear();

@@ -8,18 +8,21 @@
 // released, so a slow worker stream never stalls the coordinator.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/heartbeat_datagram.h"
 #include "common/stage_inputs.h"
 #include "coordinator/failures.h"
 #include "coordinator/rendezvous.h"
@@ -36,6 +39,9 @@ struct CoordinatorOptions {
   std::string prepared_data;
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(5);
+  // With heartbeat datagrams (EnableHeartbeatDatagrams): how often a worker still sends a full
+  // Heartbeat, listing its ranks, on its stream.
+  absl::Duration full_heartbeat_interval = absl::Seconds(30);
   // After a restart: how long running attempts wait for their workers to reconnect and report
   // their ranks before they are rescheduled.
   absl::Duration adopt_grace = absl::Seconds(10);
@@ -110,6 +116,12 @@ class Coordinator {
                            const loom::v1::WorkerMessage& message);
   // The stream of `connection` ended (an older connection of a re-registered worker is ignored).
   void Disconnected(const std::string& worker_id, int64_t connection, const std::string& why);
+  // Workers that register from now on are told to send heartbeats as datagrams to UDP `port`
+  // (common/heartbeat_datagram.h), which the caller receives and hands to OnHeartbeatDatagram.
+  void EnableHeartbeatDatagrams(int port);
+  // A datagram heartbeat: the worker of that connection is alive, if the key is that
+  // connection's; anything else is ignored.
+  void OnHeartbeatDatagram(const HeartbeatDatagram& beat);
 
   // Timers: heartbeat timeouts, adoption grace, scheduling. Call often (every ~100 ms).
   void Tick();
@@ -122,6 +134,7 @@ class Coordinator {
     loom::v1::WorkerStatus status;
     std::shared_ptr<WorkerLink> link;  // null when not connected
     int64_t connection = 0;
+    std::array<uint8_t, 16> heartbeat_key{};  // of `connection`, for its datagrams
     // device index -> rank running there (rank exits free the slot)
     std::map<int, loom::v1::RankRef> occupied;
   };
@@ -228,6 +241,9 @@ class Coordinator {
   int64_t checkpoints_committed_ ABSL_GUARDED_BY(mu_) = 0;
   int pending_jobs_ ABSL_GUARDED_BY(mu_) = 0;
   bool dirty_schedule_ ABSL_GUARDED_BY(mu_) = true;
+  int heartbeat_udp_port_ ABSL_GUARDED_BY(mu_) = 0;
+  // Connection id -> worker id, for the datagrams of connected workers.
+  std::unordered_map<int64_t, std::string> by_connection_ ABSL_GUARDED_BY(mu_);
   // The earliest time a job waiting out a retry backoff may be placed (0: none waits).
   int64_t next_retry_ms_ ABSL_GUARDED_BY(mu_) = 0;
   // Tick's heartbeat-timeout scan: no connected worker's last heartbeat is older than

@@ -110,8 +110,9 @@ Result Measure(const std::string& binary, int workers, int connections, int wind
   r.cpu = {cpu.user / wall, cpu.system / wall};
   r.percent = 100 * cpu.total() / wall;
   r.note = absl::StrFormat(
-      "(user %.1f%% + system %.1f%%; %d listed idle, %d lost; %.0f heartbeats/s; registered in %.1f s%s)",
-      100 * r.cpu.user, 100 * r.cpu.system, idle, lost, beats / wall, r.register_s,
+      "(user %.1f%% + system %.1f%%; %d listed idle, %d lost; %.0f heartbeats/s%s; registered in %.1f s%s)",
+      100 * r.cpu.user, 100 * r.cpu.system, idle, lost, beats / wall,
+      sim.datagrams() ? " as UDP datagrams, a full one on the stream every 30th" : " on the streams", r.register_s,
       sim.storage_token_sent() ? "" : "; GetStorage unimplemented, no token sent");
   r.ok = idle == workers && lost == 0 && sim.ended() == 0;
   if (!r.ok) r.note += " FAILED: workers were lost " + sim.first_error();

@@ -26,6 +26,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -34,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/heartbeat_datagram.h"
 #include "loom/v1/coordinator.grpc.pb.h"
 #include "tests/integration/cluster_harness.h"
 
@@ -142,7 +144,11 @@ class SimWorker final
   bool Beat() {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (closing_ || writing_ || !registered_) return false;
+      if (closing_ || !registered_) return false;
+      // With datagrams (as loom-worker does): a datagram, and every full_every_-th beat a full
+      // heartbeat on the stream.
+      if (datagrams_ && ++beats_sent_ % full_every_ != 0) return SendDatagram();
+      if (writing_) return false;
       writing_ = true;
       AddHold();  // the stream cannot end between here and StartWrite
     }
@@ -164,8 +170,13 @@ class SimWorker final
   void OnDone(const grpc::Status& status) override;
 
  private:
+  bool SendDatagram();
+
   SimCluster* const owner_;
   const int index_;
+  bool datagrams_ = false;  // the coordinator offered heartbeat datagrams
+  loom::HeartbeatDatagram datagram_;
+  int64_t full_every_ = 1, beats_sent_ = 0;
   grpc::ClientContext context_;
   loom::v1::WorkerMessage out_;
   loom::v1::CoordinatorMessage in_;
@@ -204,7 +215,7 @@ class SimCluster {
     for (int c = 0; c < options_.connections; ++c) {
       grpc::ChannelArguments args;
       // The daemon's settings (worker/daemon/daemon.cc).
-      args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+      args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
       args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
       args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
       args.SetInt("loom.bench.connection", c);  // distinct arguments: a distinct connection each
@@ -297,6 +308,11 @@ class SimCluster {
   }
 
   bool storage_token_sent() const { return storage_token_; }
+  // Whether the workers heartbeat with datagrams (the coordinator offered them).
+  bool datagrams() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return sender_ != nullptr;
+  }
   int64_t beats() const { return beats_; }
   int64_t skipped() const { return skipped_; }
   int ended() {
@@ -332,7 +348,23 @@ class SimCluster {
     done_cv_.notify_all();
   }
 
+  // One UDP socket sends every simulated worker's datagrams: the coordinator reads the same
+  // datagrams as from one socket per worker.
+  bool OpenDatagrams(int port) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (sender_ == nullptr) {
+      absl::StatusOr<std::unique_ptr<loom::HeartbeatSender>> s =
+          loom::HeartbeatSender::Open(options_.coordinator.substr(0, options_.coordinator.rfind(':')), port);
+      if (s.ok()) sender_ = std::move(*s);
+    }
+    return sender_ != nullptr;
+  }
+  bool SendDatagram(const loom::HeartbeatDatagram& beat) {
+    return sender_ != nullptr && sender_->Send(beat);  // only the beater thread sends
+  }
+
   SimOptions options_;
+  std::unique_ptr<loom::HeartbeatSender> sender_;
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
   std::vector<std::unique_ptr<loom::v1::WorkerService::Stub>> stubs_;
   std::vector<std::unique_ptr<SimWorker>> workers_;
@@ -359,9 +391,18 @@ inline void SimWorker::OnReadDone(bool ok) {
     return;
   }
   if (in_.has_registered()) {
+    const loom::v1::RegisterAck& ack = in_.registered();
+    const bool datagrams = ack.heartbeat_udp_port() > 0 && ack.heartbeat_key().size() == datagram_.key.size() &&
+                           owner_->OpenDatagrams(ack.heartbeat_udp_port());
     {
       std::lock_guard<std::mutex> lock(mu_);
       registered_ = true;
+      if (datagrams) {
+        datagrams_ = true;
+        datagram_.connection = ack.connection();
+        std::memcpy(datagram_.key.data(), ack.heartbeat_key().data(), datagram_.key.size());
+        full_every_ = std::max<int64_t>(1, ack.full_heartbeat_interval_ms() / 1000);
+      }
     }
     owner_->Registered();
   } else if (in_.has_assign()) {
@@ -371,5 +412,7 @@ inline void SimWorker::OnReadDone(bool ok) {
 }
 
 inline void SimWorker::OnDone(const grpc::Status& status) { owner_->Ended(index_, status); }
+
+inline bool SimWorker::SendDatagram() { return owner_->SendDatagram(datagram_); }
 
 }  // namespace loom::bench

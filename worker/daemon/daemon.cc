@@ -1,14 +1,17 @@
 #include "worker/daemon/daemon.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
-#include "absl/time/clock.h"
 #include "absl/strings/ascii.h"
+#include "absl/time/clock.h"
 #include "common/files.h"
+#include "common/heartbeat_datagram.h"
 #include "common/logging.h"
 #include "worker/rank_protocol.h"
 
@@ -24,6 +27,8 @@ WorkerDaemon::WorkerDaemon(DaemonOptions options, WorkerMetrics* metrics)
 
 WorkerDaemon::~WorkerDaemon() { Stop(); }
 
+bool WorkerDaemon::StreamEnded(Stream** stream) { return *stream == nullptr; }
+
 void WorkerDaemon::Stop() {
   if (stop_.exchange(true)) return;
   // The ranks first (SIGTERM: they stop at their next step boundary, SIGKILL after the grace), so
@@ -35,10 +40,15 @@ void WorkerDaemon::Stop() {
   }
   absl::MutexLock lock(&send_mu_);
   if (stream_ != nullptr) {
-    // The coordinator moves this worker's jobs now instead of after the heartbeat timeout.
+    // The coordinator moves this worker's jobs now instead of after the heartbeat timeout. Then
+    // half-close and let the coordinator finish the stream, which it does once it has handled the
+    // Leave (a cancel could overtake it); cancel only if that takes longer than 2 s.
     loom::v1::WorkerMessage leave;
     leave.mutable_leave()->set_reason("the worker is stopping (SIGTERM)");
-    stream_->Write(leave);
+    if (stream_->Write(leave) && stream_->WritesDone() &&
+        send_mu_.AwaitWithTimeout(absl::Condition(&StreamEnded, &stream_), absl::Seconds(2))) {
+      return;
+    }
   }
   if (context_ != nullptr) context_->TryCancel();
 }
@@ -71,7 +81,9 @@ void WorkerDaemon::Run() {
 
 bool WorkerDaemon::Session() {
   grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  // A coordinator host that died without closing the connection is noticed within 35 s (a
+  // restarted coordinator process closes it at once).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   // Reconnect promptly after a coordinator restart instead of gRPC's default backoff.
@@ -148,13 +160,34 @@ bool WorkerDaemon::Session() {
   Log(LogLevel::kInfo, kLog, options_.worker_id, ": registered with ", options_.coordinator, " (",
       reg->running_size(), " ranks running, ", replayed, " reports replayed)");
 
+  // Heartbeats as datagrams where the coordinator offers them (common/heartbeat_datagram.h): one
+  // every interval, and a full one, listing the ranks, on the stream every full interval.
+  std::unique_ptr<HeartbeatSender> datagrams;
+  HeartbeatDatagram beat;
+  int64_t full_every = 1;  // intervals between full heartbeats
+  const loom::v1::RegisterAck& ack = first.registered();
+  if (ack.heartbeat_udp_port() > 0 && ack.heartbeat_key().size() == beat.key.size()) {
+    const std::string host = options_.coordinator.substr(0, options_.coordinator.rfind(':'));
+    absl::StatusOr<std::unique_ptr<HeartbeatSender>> opened = HeartbeatSender::Open(host, ack.heartbeat_udp_port());
+    if (opened.ok()) {
+      datagrams = std::move(*opened);
+      beat.connection = ack.connection();
+      std::memcpy(beat.key.data(), ack.heartbeat_key().data(), beat.key.size());
+      full_every = std::max<int64_t>(1, absl::Milliseconds(ack.full_heartbeat_interval_ms()) / interval);
+    } else {
+      Log(LogLevel::kWarning, kLog, options_.worker_id, ": heartbeats on the stream only: ", opened.status().message());
+    }
+  }
   absl::Notification done;
   std::thread heartbeats([&] {
-    while (!done.WaitForNotificationWithTimeout(interval)) {
-      loom::v1::WorkerMessage hb;
-      hb.mutable_heartbeat()->set_time_ms(absl::ToUnixMillis(absl::Now()));
-      for (const loom::v1::RankRef& r : RunningRanks()) *hb.mutable_heartbeat()->add_running() = r;
-      SendUp(hb, false);
+    for (int64_t n = 1; !done.WaitForNotificationWithTimeout(interval); ++n) {
+      if (datagrams != nullptr) datagrams->Send(beat);
+      if (datagrams == nullptr || n % full_every == 0) {
+        loom::v1::WorkerMessage hb;
+        hb.mutable_heartbeat()->set_time_ms(absl::ToUnixMillis(absl::Now()));
+        for (const loom::v1::RankRef& r : RunningRanks()) *hb.mutable_heartbeat()->add_running() = r;
+        SendUp(hb, false);
+      }
       ReapFinished();
     }
   });

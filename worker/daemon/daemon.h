@@ -52,6 +52,7 @@ class WorkerDaemon {
 
  private:
   using Stream = grpc::ClientReaderWriter<loom::v1::WorkerMessage, loom::v1::CoordinatorMessage>;
+  static bool StreamEnded(Stream** stream);
   struct Rank {
     loom::v1::Assignment assignment;
     std::unique_ptr<RankProcess> process;

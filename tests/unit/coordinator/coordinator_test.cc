@@ -1,6 +1,7 @@
 // The coordinator's logic driven by events with an injected clock: no gRPC, no processes.
 #include "coordinator/coordinator.h"
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -681,6 +682,46 @@ TEST_F(CoordinatorTest, TheRetryBudgetIsCountedPerWindow) {
   const JobStatus sparse = run(31'000);  // at most two faults in any minute
   EXPECT_EQ(sparse.state(), JOB_STATE_RECOVERING) << sparse.reason();
   EXPECT_EQ(sparse.attempt(), 5);
+}
+
+// With heartbeat datagrams on, the RegisterAck gives the worker the UDP port, its connection id
+// and key; a datagram with that key keeps the worker alive, one with another key or for another
+// connection does not.
+TEST_F(CoordinatorTest, HeartbeatDatagramsKeepAWorkerAliveOnlyWithItsConnectionsKey) {
+  coordinator_->EnableHeartbeatDatagrams(7070);
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 1);
+  ASSERT_FALSE(link.messages.empty());
+  const RegisterAck ack = link.messages[0].registered();
+  EXPECT_EQ(ack.heartbeat_udp_port(), 7070);
+  EXPECT_EQ(ack.connection(), conn);
+  ASSERT_EQ(ack.heartbeat_key().size(), 16u);
+  EXPECT_EQ(ack.full_heartbeat_interval_ms(), 30000);
+  HeartbeatDatagram good;
+  good.connection = conn;
+  std::memcpy(good.key.data(), ack.heartbeat_key().data(), 16);
+  HeartbeatDatagram wrong_key = good, wrong_connection = good;
+  wrong_key.key[0] ^= 1;
+  wrong_connection.connection = conn + 1;
+  for (int i = 0; i < 3; ++i) {  // 12 s alive on datagrams alone (timeout 5 s)
+    now_ += 4000;
+    coordinator_->OnHeartbeatDatagram(good);
+    coordinator_->Tick();
+    ASSERT_EQ(coordinator_->ListWorkers().workers(0).state(), WORKER_STATE_IDLE) << i;
+  }
+  now_ += 4000;
+  coordinator_->OnHeartbeatDatagram(wrong_key);
+  coordinator_->OnHeartbeatDatagram(wrong_connection);
+  coordinator_->Tick();
+  EXPECT_EQ(coordinator_->ListWorkers().workers(0).state(), WORKER_STATE_IDLE);
+  now_ += 2000;  // 6 s since the last good one
+  coordinator_->OnHeartbeatDatagram(wrong_key);
+  coordinator_->Tick();
+  EXPECT_EQ(coordinator_->ListWorkers().workers(0).state(), WORKER_STATE_LOST);
+  // A lost worker is not revived by its old key.
+  coordinator_->OnHeartbeatDatagram(good);
+  coordinator_->Tick();
+  EXPECT_EQ(coordinator_->ListWorkers().workers(0).state(), WORKER_STATE_LOST);
 }
 
 // Workers that leave on purpose (SIGTERM: a drain, a Slurm allocation's end) move their jobs at
