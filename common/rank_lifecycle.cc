@@ -25,6 +25,12 @@ absl::Status CheckWriteFence() {
   if (!Fence()) return absl::OkStatus();
   absl::Status s = Fence()();
   if (s.ok()) return s;
+  // Stopping (SIGTERM): the worker's Leave dropped the lease while this checkpoint was written.
+  if (StopRequested()) {
+    return absl::UnavailableError(absl::StrCat(
+        "stopped on SIGTERM while writing a checkpoint, which is not committed (the worker is stopping; ",
+        s.message(), ")"));
+  }
   // ABORTED: the attempt was replaced, a transient end (common/rank_exit.h), never the plan's fault.
   return absl::AbortedError(absl::StrCat("fenced: this rank may no longer write checkpoints (",
                                                     s.message(), ")"));
