@@ -1,14 +1,21 @@
 // The control plane end to end: a real coordinator and real worker daemons on 127.0.0.1, the
 // fake rank (fake_rank_main.cc) as the rank program, the real `loom` client, SIGKILL for failures.
+#include <arpa/inet.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <future>
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 
 #include <gtest/gtest.h>
 
@@ -175,6 +182,30 @@ TEST(Cluster, AStalledWorkerIsLostThenRejoinsWhenItWakes) {
   EXPECT_EQ(s.jobs(0).attempt(), 2);
   EXPECT_EQ(s.jobs(0).final_checkpoint().attempt(), 2);
   EXPECT_NE(cluster.worker("w1")->log().find("core#1/rank0: abort"), std::string::npos) << cluster.Logs();
+  // Declared lost while it sent heartbeat datagrams: it cannot tell a stall from a blocked UDP
+  // port, so it heartbeats on its stream from then on (and stayed alive so, as the plan shows).
+  EXPECT_NE(cluster.worker("w1")->log().find("heartbeats go on the stream from now on"), std::string::npos)
+      << cluster.Logs();
+}
+
+// Where the coordinator cannot have its UDP port (another program holds it), it says so and does
+// not offer heartbeat datagrams: workers heartbeat on their streams and stay alive.
+TEST(Cluster, WithoutItsUdpPortTheCoordinatorKeepsWorkersAliveOnStreamHeartbeats) {
+  Cluster cluster;
+  const std::string address = cluster.address();
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1))));
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof(at)), 0) << std::strerror(errno);
+  cluster.StartCoordinator();
+  EXPECT_FALSE(cluster.coordinator()->WaitForLog("no heartbeat datagrams").empty()) << cluster.Logs();
+  cluster.StartWorker("w1", 1);
+  std::this_thread::sleep_for(std::chrono::seconds(5));  // the heartbeat timeout is 2 s
+  EXPECT_TRUE(std::regex_search(cluster.Loom({"workers"}).out, std::regex(R"(w1\s+idle)"))) << cluster.Logs();
+  EXPECT_EQ(cluster.coordinator()->log().find("lost"), std::string::npos) << cluster.Logs();
+  close(fd);
 }
 
 TEST(Cluster, CoordinatorKilledAndRestartedLosesNothing) {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "common/files.h"
 #include "common/heartbeat_datagram.h"
@@ -166,7 +167,7 @@ bool WorkerDaemon::Session() {
   HeartbeatDatagram beat;
   int64_t full_every = 1;  // intervals between full heartbeats
   const loom::v1::RegisterAck& ack = first.registered();
-  if (ack.heartbeat_udp_port() > 0 && ack.heartbeat_key().size() == beat.key.size()) {
+  if (ack.heartbeat_udp_port() > 0 && ack.heartbeat_key().size() == beat.key.size() && !datagrams_unheard_) {
     const std::string host = options_.coordinator.substr(0, options_.coordinator.rfind(':'));
     absl::StatusOr<std::unique_ptr<HeartbeatSender>> opened = HeartbeatSender::Open(host, ack.heartbeat_udp_port());
     if (opened.ok()) {
@@ -206,10 +207,19 @@ bool WorkerDaemon::Session() {
   }
   done.Notify();
   heartbeats.join();
-  context.TryCancel();
+  // Read returned false: the call is over, and Finish returns its status (the coordinator's,
+  // e.g. UNAVAILABLE "declared this worker lost", or CANCELLED after Stop).
   grpc::Status status = stream->Finish();
   Log(LogLevel::kWarning, kLog, options_.worker_id, ": stream to ", options_.coordinator,
       " ended: ", status.ok() ? std::string("closed") : status.error_message());
+  if (datagrams != nullptr && status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+      absl::StrContains(status.error_message(), "declared this worker lost")) {
+    datagrams_unheard_ = true;
+    Log(LogLevel::kWarning, kLog, options_.worker_id, ": declared lost while sending heartbeat datagrams to UDP ",
+        options_.coordinator.substr(0, options_.coordinator.rfind(':')), ":", ack.heartbeat_udp_port(),
+        ": this host stalled, or those datagrams do not arrive (is the UDP port open?); heartbeats go on the "
+        "stream from now on");
+  }
   return true;
 }
 

@@ -72,6 +72,10 @@ class WorkerDaemon {
   const DaemonOptions options_;
   WorkerMetrics* metrics_;
   std::atomic<bool> stop_{false};
+  // The coordinator declared this worker lost while it sent heartbeat datagrams: they may not
+  // arrive (a firewall on the UDP port), so heartbeats go on the stream from then on (Run's
+  // thread only).
+  bool datagrams_unheard_ = false;
 
   absl::Mutex send_mu_;
   Stream* stream_ ABSL_GUARDED_BY(send_mu_) = nullptr;
