@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <future>
@@ -206,6 +207,43 @@ TEST(Cluster, WithoutItsUdpPortTheCoordinatorKeepsWorkersAliveOnStreamHeartbeats
   EXPECT_TRUE(std::regex_search(cluster.Loom({"workers"}).out, std::regex(R"(w1\s+idle)"))) << cluster.Logs();
   EXPECT_EQ(cluster.coordinator()->log().find("lost"), std::string::npos) << cluster.Logs();
   close(fd);
+}
+
+// grpc.health.v1.Health/Check for the whole server: the response's bytes ("\x08\x01" SERVING,
+// "\x08\x02" NOT_SERVING), or "" when the call failed.
+std::string HealthCheck(const std::string& address) {
+  grpc::GenericStub generic(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext health;
+  health.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  grpc::Slice no_bytes("", 0);  // HealthCheckRequest{service: ""} encodes to no bytes
+  grpc::ByteBuffer empty_request(&no_bytes, 1), reply;
+  std::promise<grpc::Status> done;
+  generic.UnaryCall(&health, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &empty_request, &reply,
+                    [&](grpc::Status st) { done.set_value(st); });
+  if (!done.get_future().get().ok()) return "";
+  std::vector<grpc::Slice> slices;
+  if (!reply.Dump(&slices).ok()) return "";
+  std::string bytes;
+  for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  return bytes;
+}
+
+// SIGTERM (systemctl stop): the coordinator first reports NOT_SERVING on gRPC health, so that load
+// balancers and probes stop sending, then shuts down and exits 0.
+TEST(Cluster, ACoordinatorStoppedWithSigtermReportsNotServingBeforeItCloses) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  ASSERT_EQ(HealthCheck(cluster.address()), std::string("\x08\x01"));
+  ASSERT_EQ(kill(cluster.coordinator()->pid(), SIGTERM), 0);
+  bool not_serving = false;
+  for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+       !not_serving && std::chrono::steady_clock::now() < until;) {
+    not_serving = HealthCheck(cluster.address()) == std::string("\x08\x02");
+  }
+  EXPECT_TRUE(not_serving) << cluster.Logs();
+  const int status = cluster.coordinator()->Kill(0);  // reaps it
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(HealthCheck(cluster.address()), "");
 }
 
 TEST(Cluster, CoordinatorKilledAndRestartedLosesNothing) {
