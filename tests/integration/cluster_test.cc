@@ -322,22 +322,7 @@ TEST(Cluster, MalformedPlansAreRejectedWithEveryErrorAndTheCoordinatorStaysUp) {
   EXPECT_GE(std::count(m.begin(), m.end(), '\n'), 3) << m;
   // Still serving: the standard health check says SERVING, a valid plan is accepted and listed.
   EXPECT_TRUE(cluster.coordinator()->running());
-  {
-    grpc::GenericStub generic(grpc::CreateChannel(cluster.address(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext health;
-    health.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    grpc::Slice no_bytes("", 0);  // HealthCheckRequest{service: ""} encodes to no bytes
-    grpc::ByteBuffer empty_request(&no_bytes, 1), reply;
-    std::promise<grpc::Status> done;
-    generic.UnaryCall(&health, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &empty_request, &reply,
-                      [&](grpc::Status st) { done.set_value(st); });
-    ASSERT_TRUE(done.get_future().get().ok());
-    std::vector<grpc::Slice> slices;
-    ASSERT_TRUE(reply.Dump(&slices).ok());
-    std::string bytes;
-    for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
-    EXPECT_EQ(bytes, std::string("\x08\x01"));  // HealthCheckResponse{status: SERVING}
-  }
+  EXPECT_EQ(HealthCheck(cluster.address()), std::string("\x08\x01"));  // HealthCheckResponse{status: SERVING}
   EXPECT_EQ(cluster.Submit(kPlan), "twostage-1");
   CommandResult list = cluster.Loom({"status", "--json"});
   EXPECT_NE(list.out.find("twostage-1"), std::string::npos) << list.out;
