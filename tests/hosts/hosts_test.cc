@@ -3,8 +3,9 @@
 // shared directory. Training across hosts reproduces one process as the loopback tests do, with
 // the shared-memory all-reduce only among ranks of one host and TCP across hosts; a host that dies
 // and a host whose link is cut are recovered from the last committed checkpoint, and the cut
-// host's stale rank can neither commit nor overwrite anything when it comes back; a worker that
-// does not see the checkpoint root is refused. Label `hosts` (needs root; skips otherwise).
+// host's stale rank can neither commit nor overwrite anything when it comes back; a real
+// Prometheus on host 0 scrapes the workers the coordinator's /discovery lists; a worker that does
+// not see the checkpoint root is refused. Label `hosts` (needs root; skips otherwise).
 #include <sys/stat.h>
 
 #include <chrono>
