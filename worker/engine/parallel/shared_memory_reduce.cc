@@ -135,10 +135,11 @@ absl::Status SharedMemoryReduce::Arrive(uint64_t value, const std::atomic<bool>&
       }
       // A peer still computing (the all-reduce runs beside the backward pass): sleep, so this
       // thread does not take the cores the computation needs.
+      // On a loaded machine one such sleep can last milliseconds, so the clock and the abort flag
+      // are read after every sleep (a few nanoseconds each); only the syscall is rationed.
       std::this_thread::sleep_for(std::chrono::microseconds(20));
-      if (spins % 256 != 0) continue;
       if (aborted) return absl::AbortedError("shared-memory all-reduce aborted");
-      const int32_t peer = pid(r).load(std::memory_order_relaxed);
+      const int32_t peer = spins % 64 == 0 ? pid(r).load(std::memory_order_relaxed) : 0;
       if (peer > 0 && kill(peer, 0) != 0 && errno == ESRCH) {
         return absl::UnavailableError(absl::StrCat("shared-memory all-reduce: rank ", r, " (pid ", peer,
                                                    ") exited"));
