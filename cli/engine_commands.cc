@@ -16,6 +16,7 @@
 #include "common/command_line.h"
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
+#include "common/units.h"
 #include "common/stage_inputs.h"
 #include "data/tokenizer.h"
 #include "kernels/cpu/parallel.h"
@@ -248,16 +249,40 @@ int RunGenerate(const Args& args) {
 }
 
 int RunExportHf(const Args& args) {
-  std::string checkpoint, out;
+  std::string checkpoint, out, dtype = "f32", max_shard = "5G";
+  engine::HfExportOptions options;
   CommandLine cl("loom export-hf",
-                 "Writes a checkpoint as a Hugging Face Llama directory (config.json + model.safetensors).");
+                 "Writes a checkpoint as a Hugging Face Llama directory: config.json, the weights "
+                 "(model.safetensors, or shards and model.safetensors.index.json), the tokenizer the model was trained "
+                 "with, tokenizer_config.json (with the chat template as Jinja), special_tokens_map.json and "
+                 "generation_config.json.");
   cl.AddPositional("CHECKPOINT", &checkpoint, "Loom checkpoint directory (verified before export)");
-  cl.AddPositional("OUT", &out, "output directory (created)");
+  cl.AddPositional("OUT", &out, "output directory (created; must not exist or be empty)");
+  cl.AddFlag("dtype", &dtype, "weights as f32 (exact) or bf16 (half the size, rounded to nearest even)");
+  cl.AddFlag("max-shard-size", &max_shard,
+             "bytes per weights file (5G, 500M, 64Mi, ...); larger models are written as shards with an index");
+  cl.AddFlag("tokenizer", &options.tokenizer,
+             "tokenizer file to include (default: the one the checkpoint records; its sha256 must match)");
+  cl.AddFlag("chat-template", &options.chat_template,
+             "chatml, alpaca or none (default: the template the checkpoint was trained with, if any)");
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
-  auto warning = engine::ExportHuggingFace(checkpoint, out);
-  if (!warning.ok()) return Fail(warning.status(), "export-hf");
-  if (!warning->empty()) std::fprintf(stderr, "loom export-hf: warning: %s\n", warning->c_str());
+  if (dtype != "f32" && dtype != "bf16") {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--dtype '", dtype, "': use f32 or bf16")), "export-hf");
+  }
+  options.bf16 = dtype == "bf16";
+  absl::StatusOr<int64_t> shard_bytes = ParseCount(max_shard);
+  if (!shard_bytes.ok() || *shard_bytes <= 0) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--max-shard-size '", max_shard,
+                                                        "': give a positive size such as 5G, 500M or 64Mi")),
+                "export-hf");
+  }
+  options.max_shard_bytes = *shard_bytes;
+  auto warnings = engine::ExportHuggingFace(checkpoint, out, options);
+  if (!warnings.ok()) return Fail(warnings.status(), "export-hf");
+  for (absl::string_view w : absl::StrSplit(*warnings, '\n', absl::SkipEmpty())) {
+    std::fprintf(stderr, "loom export-hf: warning: %s\n", std::string(w).c_str());
+  }
   std::printf("wrote %s\n", out.c_str());
   return 0;
 }

@@ -58,16 +58,34 @@ int64_t SafetensorsFile::Tensor::elements() const {
   return n;
 }
 
+size_t StoredBytes(const TensorToWrite& t) {
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  return static_cast<size_t>(n) * (t.bf16 ? 2 : 4);
+}
+
+namespace {
+
+// The upper 16 bits of the float, rounded to nearest even; a NaN keeps a set mantissa bit.
+uint16_t ToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+}  // namespace
+
 std::string EncodeSafetensors(const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   size_t offset = 0;
   for (const TensorToWrite& t : tensors) {
-    int64_t n = 1;
-    for (int64_t d : t.shape) n *= d;
-    const size_t bytes = static_cast<size_t>(n) * 4;
-    header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    const size_t bytes = StoredBytes(t);
+    header[t.name] = {
+        {"dtype", t.bf16 ? "BF16" : "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string json = header.dump();
@@ -78,9 +96,18 @@ std::string EncodeSafetensors(const std::vector<TensorToWrite>& tensors,
   out += json;
   out.reserve(out.size() + offset);
   for (const TensorToWrite& t : tensors) {
-    int64_t n = 1;
-    for (int64_t d : t.shape) n *= d;
-    out.append(reinterpret_cast<const char*>(t.data), static_cast<size_t>(n) * 4);  // x86 is little-endian
+    const size_t bytes = StoredBytes(t);
+    if (!t.bf16) {
+      out.append(reinterpret_cast<const char*>(t.data), bytes);  // x86 is little-endian
+      continue;
+    }
+    const size_t at = out.size();
+    out.resize(at + bytes);
+    for (size_t i = 0; i < bytes / 2; ++i) {
+      const uint16_t h = ToBf16(t.data[i]);
+      out[at + 2 * i] = static_cast<char>(h & 0xff);
+      out[at + 2 * i + 1] = static_cast<char>(h >> 8);
+    }
   }
   return out;
 }

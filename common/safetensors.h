@@ -1,7 +1,7 @@
 // The safetensors format (Hugging Face): an 8-byte little-endian header length, a JSON header
 // {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the raw
-// little-endian tensor bytes. Loom writes F32; it reads F32, BF16 and F16 (converted to F32) so
-// that Hugging Face checkpoints import.
+// little-endian tensor bytes. Loom writes F32 (checkpoints) or BF16 (exports, rounded to nearest
+// even); it reads F32, BF16 and F16 (converted to F32) so that Hugging Face checkpoints import.
 #pragma once
 
 #include <cstdint>
@@ -17,9 +17,13 @@ struct TensorToWrite {
   std::string name;
   std::vector<int64_t> shape;
   const float* data = nullptr;  // product(shape) floats
+  bool bf16 = false;            // stored as BF16 (round to nearest even; NaN stays NaN), else F32
 };
 
-// Serialises F32 tensors (header padded to 8 bytes, tensors in the given order).
+// Bytes `t` takes in the data section.
+size_t StoredBytes(const TensorToWrite& t);
+
+// Serialises tensors (header padded to 8 bytes, tensors in the given order).
 std::string EncodeSafetensors(const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata = {});
 

@@ -202,6 +202,31 @@ std::string RenderText(const Conversation& conversation, ChatTemplate tmpl) {
   return out;
 }
 
+std::string JinjaChatTemplate(ChatTemplate tmpl) {
+  // Jinja string literals take Python's escapes: '\n' below is a newline once rendered.
+  if (tmpl == ChatTemplate::kChatML) {
+    return absl::StrCat("{% for message in messages %}{{ '", kImStart,
+                        "' + message['role'] + '\\n' + message['content'] + '", kImEnd,
+                        "' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '", kImStart,
+                        "assistant\\n' }}{% endif %}");
+  }
+  // Alpaca: a leading system message replaces the preamble; later ones are dropped, as Loom does.
+  const std::string preamble = absl::StrCat("'", kAlpacaPreamble, "'");
+  return absl::StrCat(
+      "{% set ns = namespace(opened=false) %}"
+      "{% for message in messages %}"
+      "{% if message['role'] == 'system' %}"
+      "{% if not ns.opened %}{{ message['content'] }}{% set ns.opened = true %}{% endif %}"
+      "{% else %}"
+      "{% if not ns.opened %}{{ ", preamble, " }}{% set ns.opened = true %}{% endif %}"
+      "{% if message['role'] == 'assistant' %}{{ '\\n\\n### Response:\\n' + message['content'] + '", kEos, "' }}"
+      "{% else %}{{ '\\n\\n### Instruction:\\n' + message['content'] }}{% endif %}"
+      "{% endif %}"
+      "{% endfor %}"
+      "{% if add_generation_prompt %}{% if not ns.opened %}{{ ", preamble, " }}{% endif %}"
+      "{{ '\\n\\n### Response:\\n' }}{% endif %}");
+}
+
 absl::StatusOr<TokenizedExample> TokenizeConversation(const Conversation& conversation, ChatTemplate tmpl,
                                                       const Tokenizer& tokenizer) {
   TokenizedExample out;

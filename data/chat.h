@@ -56,6 +56,12 @@ struct TokenizedExample {
   std::vector<int32_t> tokens;
   std::vector<uint8_t> loss_mask;  // 1 where tokens[i] is predicted with loss
 };
+// The template in Jinja, as Hugging Face's tokenizer_config.json `chat_template` holds it (rendered
+// with `messages` and `add_generation_prompt`): it renders the text RenderText renders, and with
+// add_generation_prompt appends the assistant header TokenizePrompt ends with. `loom export-hf`
+// writes it; tests/integration/hf_export_test.cc renders it with jinja2 and compares.
+std::string JinjaChatTemplate(ChatTemplate tmpl);
+
 // Encodes each span separately (so the mask has exact span boundaries).
 absl::StatusOr<TokenizedExample> TokenizeConversation(const Conversation& conversation, ChatTemplate tmpl,
                                                       const Tokenizer& tokenizer);

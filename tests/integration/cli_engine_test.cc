@@ -114,6 +114,22 @@ TEST(LoomTrainLocal, ExportImportAndGenerate) {
   const CommandResult exported = RunLoom("export-hf " + ckpt + " " + f.dir + "/hf");
   ASSERT_EQ(exported.exit_code, 0) << exported.output;
   EXPECT_TRUE(fs::exists(f.dir + "/hf/config.json"));
+  // train-local reads bytes, so the checkpoint records no tokenizer: the export says so.
+  EXPECT_NE(exported.output.find("records no tokenizer"), std::string::npos) << exported.output;
+  const CommandResult sharded =
+      RunLoom("export-hf " + ckpt + " " + f.dir + "/hf16 --dtype bf16 --max-shard-size 16Ki");
+  ASSERT_EQ(sharded.exit_code, 0) << sharded.output;
+  EXPECT_TRUE(fs::exists(f.dir + "/hf16/model.safetensors.index.json"));
+  int shards = 0;
+  for (const auto& e : fs::directory_iterator(f.dir + "/hf16")) {
+    shards += e.path().filename().string().starts_with("model-0000");
+  }
+  EXPECT_GT(shards, 1);
+  const CommandResult imported16 = RunLoom("import-hf " + f.dir + "/hf16 " + f.dir + "/back16");
+  EXPECT_EQ(imported16.exit_code, 0) << imported16.output;
+  const CommandResult bad = RunLoom("export-hf " + ckpt + " " + f.dir + "/hf8 --dtype f8");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("--dtype 'f8': use f32 or bf16"), std::string::npos) << bad.output;
   const CommandResult imported = RunLoom("import-hf " + f.dir + "/hf " + f.dir + "/back");
   ASSERT_EQ(imported.exit_code, 0) << imported.output;
 

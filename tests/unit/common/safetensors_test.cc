@@ -1,6 +1,8 @@
 #include "common/safetensors.h"
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include <gtest/gtest.h>
 
@@ -51,6 +53,26 @@ TEST(Safetensors, ReadsBf16AndF16AsWrittenByOtherTools) {
   EXPECT_EQ(y[0], 1.0f);
   EXPECT_FLOAT_EQ(y[1], 5.9604645e-8f);
   EXPECT_TRUE(std::isinf(y[2]) && y[2] < 0);
+}
+
+TEST(Safetensors, Bf16IsWrittenRoundedToNearestEvenAndReadsBack) {
+  // 1 + 2^-8 is exactly half-way between two bf16 values (1 and 1 + 2^-7): it goes to the even one,
+  // 1; 1 + 3 * 2^-8 goes up to 1 + 2^-6 (even); just above half rounds up; NaN stays NaN.
+  const std::vector<float> v = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f, -3.5f,
+                                std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()};
+  TensorToWrite t{"w", {2, 3}, v.data(), /*bf16=*/true};
+  EXPECT_EQ(StoredBytes(t), 12u);
+  auto file = SafetensorsFile::Parse(EncodeSafetensors({t}), "mem");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->tensors().at("w").dtype, "BF16");
+  std::vector<float> out(6);
+  ASSERT_TRUE(file->ReadF32("w", {2, 3}, out.data()).ok());
+  EXPECT_EQ(out[0], 1.0f);
+  EXPECT_EQ(out[1], 1.0f + 0x1p-6f);
+  EXPECT_EQ(out[2], 1.0f + 0x1p-7f);
+  EXPECT_EQ(out[3], -3.5f);
+  EXPECT_TRUE(std::isnan(out[4]));
+  EXPECT_TRUE(std::isinf(out[5]));
 }
 
 TEST(Safetensors, DamagedFilesAreRefusedWithTheReason) {

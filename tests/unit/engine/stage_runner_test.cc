@@ -217,6 +217,12 @@ TEST(StageRunners, SftThenAverageAndEvalReadTheirInputs) {
   EXPECT_EQ(trained.at("sft_math/problems"), 4);
   ASSERT_EQ(sft.checkpoints.size(), 2u);
   ASSERT_TRUE(sft.checkpoints.back().final);
+  // What an export ships with the weights: the tokenizer trained with and the chat template.
+  const auto sft_manifest = ReadCheckpointManifest(sft.checkpoints.back().path, /*verify=*/false);
+  ASSERT_TRUE(sft_manifest.ok()) << sft_manifest.status();
+  EXPECT_EQ(sft_manifest->metadata().at("chat_template"), "chatml");
+  EXPECT_EQ(sft_manifest->metadata().at("tokenizer"), fs::absolute(data.path() + "/tokenizer.model").string());
+  EXPECT_EQ(sft_manifest->tokenizer_sha256().size(), 64u);
 
   StageRun average = ChatRun(plan, 1, data.path(), checkpoints.path());
   for (const CheckpointWritten& c : sft.checkpoints) average.inputs.add_checkpoints(c.path);
@@ -224,7 +230,10 @@ TEST(StageRunners, SftThenAverageAndEvalReadTheirInputs) {
   ASSERT_TRUE(RunStage(average, averaged).ok());
   ASSERT_EQ(averaged.checkpoints.size(), 1u);
   EXPECT_TRUE(averaged.checkpoints[0].final);
-  EXPECT_TRUE(ReadCheckpointManifest(averaged.checkpoints[0].path, /*verify=*/true).ok());
+  const auto averaged_manifest = ReadCheckpointManifest(averaged.checkpoints[0].path, /*verify=*/true);
+  ASSERT_TRUE(averaged_manifest.ok()) << averaged_manifest.status();
+  EXPECT_EQ(averaged_manifest->metadata().at("chat_template"), "chatml");
+  EXPECT_EQ(averaged_manifest->tokenizer_sha256(), sft_manifest->tokenizer_sha256());
 
   // The eval stage measures the sft model as the sft stage's last evaluation did.
   StageRun measure = ChatRun(plan, 2, data.path(), checkpoints.path());

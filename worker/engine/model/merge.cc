@@ -192,6 +192,9 @@ absl::Status MergeCheckpoints(const std::vector<std::string>& inputs, const std:
   *manifest.mutable_model() = first.model();
   manifest.set_final(true);
   manifest.set_tokenizer_sha256(first.tokenizer_sha256());
+  for (const char* key : {"tokenizer", "chat_template"}) {  // what an export ships with the weights
+    if (first.metadata().contains(key)) (*manifest.mutable_metadata())[key] = first.metadata().at(key);
+  }
   return SaveCheckpoint(out_dir, result, nullptr, manifest);
 }
 

@@ -1,6 +1,7 @@
 #include "worker/engine/stages/training_stage.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <string>
 
@@ -170,6 +171,25 @@ absl::StatusOr<std::unique_ptr<PreferenceBatchSource>> OpenPreferencePairs(const
   return pairs;
 }
 
+namespace {
+
+// The chat template a stage's examples are rendered with, as its checkpoints record it; "" for
+// stages of plain text.
+std::string ChatTemplateName(const loom::v1::Stage& stage) {
+  switch (stage.kind()) {
+    case loom::v1::STAGE_KIND_SFT:
+      return stage.sft().template_() == loom::v1::SftConfig::TEMPLATE_ALPACA ? "alpaca" : "chatml";
+    case loom::v1::STAGE_KIND_DPO:
+    case loom::v1::STAGE_KIND_REWARD_MODEL:
+    case loom::v1::STAGE_KIND_RL:
+      return "chatml";
+    default:
+      return "";
+  }
+}
+
+}  // namespace
+
 absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup, StageReporter& reporter) {
   const StageRun& run = context.run();
   TrainerOptions options;
@@ -183,6 +203,11 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
   options.schedule_tokens = setup.schedule_tokens;
   options.parallel = context.groups();
   options.objective = setup.objective;
+  if (context.has_tokenizer()) {
+    options.tokenizer_path = std::filesystem::absolute(context.tokenizer().path()).string();
+    options.tokenizer_sha256 = context.tokenizer().hash();
+  }
+  options.chat_template = ChatTemplateName(run.stage);
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(options, setup.data));
   reporter.Log(absl::StrFormat("stage %s: %d parameters on this rank, from step %d", run.stage.name(),
                                trainer->model().num_params(), trainer->step()));

@@ -34,6 +34,9 @@ absl::Status Trainer::Init() {
     LOOM_ASSIGN_OR_RETURN(loom::v1::CheckpointManifest manifest, ReadCheckpointManifest(source, /*verify=*/false));
     if (manifest.model().has_rope_theta()) effective_model_.set_rope_theta(manifest.model().rope_theta());
     if (manifest.model().has_rope_scaling()) *effective_model_.mutable_rope_scaling() = manifest.model().rope_scaling();
+    if (options_.chat_template.empty() && manifest.metadata().contains("chat_template")) {
+      options_.chat_template = manifest.metadata().at("chat_template");
+    }
   }
   if (stage.has_rope()) {
     if (stage.rope().has_theta()) effective_model_.set_rope_theta(stage.rope().theta());
@@ -178,6 +181,9 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
   manifest.set_data_state(data_->SaveState());
   manifest.set_rng_state(rng_.SaveState());
   manifest.set_final(final);
+  manifest.set_tokenizer_sha256(options_.tokenizer_sha256);
+  if (!options_.tokenizer_path.empty()) (*manifest.mutable_metadata())["tokenizer"] = options_.tokenizer_path;
+  if (!options_.chat_template.empty()) (*manifest.mutable_metadata())["chat_template"] = options_.chat_template;
   LOOM_RETURN_IF_ERROR(parallel_->Save(dir, std::move(manifest)));
   return dir;
 }

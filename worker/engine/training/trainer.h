@@ -54,6 +54,13 @@ struct TrainerOptions {
   int64_t bucket_floats = int64_t{1} << 20;
   // What the steps optimise; null: language modelling (objective.h).
   std::shared_ptr<Objective> objective;
+  // What the model reads, recorded in every checkpoint's manifest so that an export can ship it
+  // (`loom export-hf`): the tokenizer file and its sha256, and the chat template ("chatml",
+  // "alpaca"; "" for a stage of plain text, whose checkpoints keep the template of the checkpoint
+  // it started from, if any).
+  std::string tokenizer_path;
+  std::string tokenizer_sha256;
+  std::string chat_template;
 };
 
 struct StepReport {
