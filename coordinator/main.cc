@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/clock.h"
 #include "common/command_line.h"
 #include "common/heartbeat_datagram.h"
 #include "common/logging.h"
@@ -122,7 +123,8 @@ int Run(const std::vector<std::string>& args) {
   options.heartbeat_interval = heartbeat;
   options.heartbeat_timeout = heartbeat_timeout;
   options.adopt_grace = adopt_grace;
-  auto clock = [] { return absl::ToUnixMillis(absl::Now()); };
+  // Deadlines (heartbeats, retries, adoption) must not move when the wall clock steps.
+  auto clock = [] { return loom::MonotonicUnixMillis(); };
   absl::StatusOr<std::unique_ptr<loom::coordinator::Coordinator>> coordinator =
       loom::coordinator::Coordinator::Create(store->get(), options, clock);
   if (!coordinator.ok()) {

@@ -11,6 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
+#include "common/clock.h"
 #include "common/files.h"
 #include "common/heartbeat_datagram.h"
 #include "common/logging.h"
@@ -62,8 +63,8 @@ void WorkerDaemon::Run() {
     if (registered) backoff = absl::Milliseconds(100);
     Log(LogLevel::kInfo, kLog, options_.worker_id, ": no coordinator at ", options_.coordinator,
         "; retrying in ", absl::FormatDuration(backoff));
-    const absl::Time until = absl::Now() + backoff;
-    while (!stop_ && absl::Now() < until) {
+    const absl::Time until = MonotonicNow() + backoff;
+    while (!stop_ && MonotonicNow() < until) {
       ReapFinished();
       absl::SleepFor(absl::Milliseconds(20));
     }

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/clock.h"
 #include "common/command_line.h"
 #include "common/rank_exit.h"
 #include "common/rank_lifecycle.h"
@@ -115,12 +116,12 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
     lease_store = std::move(store);
     loom::SetWriteFence([lease_store, attempt = a.rank().attempt(), coordinator]() -> absl::Status {
       constexpr absl::Duration kLeaseWait = absl::Minutes(5);
-      const absl::Time give_up = absl::Now() + kLeaseWait;
+      const absl::Time give_up = loom::MonotonicNow() + kLeaseWait;
       absl::Duration pause = absl::Milliseconds(200);
       for (bool said = false;; said = true) {
         absl::StatusOr<std::string> lease = lease_store->Get("lease", absl::ZeroDuration());
         if (lease.ok()) return absl::OkStatus();
-        if (lease.status().code() != absl::StatusCode::kUnavailable || absl::Now() + pause > give_up) {
+        if (lease.status().code() != absl::StatusCode::kUnavailable || loom::MonotonicNow() + pause > give_up) {
           return absl::Status(lease.status().code(), absl::StrCat("attempt ", attempt, " holds no write lease: ",
                                                                   lease.status().message()));
         }

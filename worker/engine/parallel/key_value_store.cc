@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "common/clock.h"
 #include "common/files.h"
 
 namespace loom::engine {
@@ -28,12 +29,12 @@ class DirectoryKeyValueStore : public KeyValueStore {
   }
 
   absl::StatusOr<std::string> Get(const std::string& key, absl::Duration timeout) override {
-    const absl::Time deadline = absl::Now() + timeout;
+    const absl::Time deadline = MonotonicNow() + timeout;
     const std::string path = Path(key);
     absl::Duration pause = absl::Milliseconds(1);
     while (true) {
       if (fs::exists(path)) return ReadFile(path);
-      if (absl::Now() > deadline) {
+      if (MonotonicNow() > deadline) {
         return absl::DeadlineExceededError(absl::StrCat("rendezvous: key '", key, "' did not appear in ",
                                                         dir_, " within ", absl::FormatDuration(timeout),
                                                         " (is every rank of the group running?)"));

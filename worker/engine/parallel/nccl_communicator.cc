@@ -8,6 +8,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/status_macros.h"
 
 namespace loom::engine {
@@ -105,7 +106,7 @@ class NcclCommunicator : public Communicator {
     if (aborted_) return absl::AbortedError(absl::StrCat(name_, ": ", what, " after abort"));
     if (broken_) return absl::UnavailableError(absl::StrCat(name_, ": ", what, " on a broken group"));
     if (!Launched(issued)) return fail(absl::StatusCode::kUnavailable, ncclGetErrorString(issued));
-    const absl::Time deadline = absl::Now() + timeout_;
+    const absl::Time deadline = MonotonicNow() + timeout_;
     while (true) {
       // Non-blocking: until NCCL stops answering ncclInProgress the call may not be on the stream
       // yet, and an empty stream would look finished.
@@ -118,7 +119,7 @@ class NcclCommunicator : public Communicator {
         if (e != cudaErrorNotReady) return fail(absl::StatusCode::kInternal, cudaGetErrorString(e));
       }
       if (aborted_) return fail(absl::StatusCode::kAborted, "aborted");
-      if (absl::Now() > deadline) {
+      if (MonotonicNow() > deadline) {
         return fail(absl::StatusCode::kDeadlineExceeded, absl::StrCat("timed out after ", absl::FormatDuration(timeout_)));
       }
       std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -166,9 +167,9 @@ absl::StatusOr<std::unique_ptr<Communicator>> NewNcclCommunicator(KeyValueStore*
   config.blocking = 0;  // so that a missing peer times out here instead of blocking forever
   ncclComm_t comm = nullptr;
   ncclResult_t r = ncclCommInitRankConfig(&comm, options.size, id, options.rank, &config);
-  const absl::Time deadline = absl::Now() + options.timeout;
+  const absl::Time deadline = MonotonicNow() + options.timeout;
   while (r == ncclInProgress) {
-    if (absl::Now() > deadline) {
+    if (MonotonicNow() > deadline) {
       ncclCommAbort(comm);
       return absl::DeadlineExceededError(absl::StrCat("nccl: rank ", options.rank, " of ", options.size,
                                                       " could not join group '", options.prefix, "' within ",

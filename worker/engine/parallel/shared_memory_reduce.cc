@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/status_macros.h"
 
 namespace loom::engine {
@@ -125,7 +126,7 @@ float* SharedMemoryReduce::slot(int set, int rank) const {
 
 absl::Status SharedMemoryReduce::Arrive(uint64_t value, const std::atomic<bool>& aborted) {
   counter(rank_).store(value, std::memory_order_release);
-  const absl::Time deadline = absl::Now() + timeout_;
+  const absl::Time deadline = MonotonicNow() + timeout_;
   for (int r = 0; r < size_; ++r) {
     for (int64_t spins = 0; counter(r).load(std::memory_order_acquire) < value; ++spins) {
       if (spins < 1000) continue;  // the peer is about to arrive
@@ -144,7 +145,7 @@ absl::Status SharedMemoryReduce::Arrive(uint64_t value, const std::atomic<bool>&
         return absl::UnavailableError(absl::StrCat("shared-memory all-reduce: rank ", r, " (pid ", peer,
                                                    ") exited"));
       }
-      if (absl::Now() > deadline) {
+      if (MonotonicNow() > deadline) {
         return absl::DeadlineExceededError(absl::StrCat("shared-memory all-reduce: timed out after ",
                                                         absl::FormatDuration(timeout_), " waiting for rank ", r));
       }

@@ -6,6 +6,7 @@
 // computed on the spot. Either way the loss is training/preference_objective.h's.
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/clock.h"
 #include "common/status_macros.h"
 #include "worker/engine/sources/online_preference_source.h"
 #include "worker/engine/stages/runners.h"
@@ -34,7 +35,7 @@ class DpoRunner : public StageRunner {
     // checkpoints, so a later attempt reads them back.
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Transformer> reference,
                           context.LoadInput(run.inputs.reference(), "dpo.reference"));
-    const absl::Time start = absl::Now();
+    const absl::Time start = MonotonicNow();
     LOOM_RETURN_IF_ERROR(pairs->ComputeReference(
         *reference, run.inputs.reference(), setup.pairs_seq_len,
         run.checkpoint_dir.empty()
@@ -44,7 +45,7 @@ class DpoRunner : public StageRunner {
     reporter.Log(absl::StrFormat(
         "reference log-probabilities of %d pairs %s in %.1f s (%d pairs longer than seq_len %d are cut)",
         pairs->pairs(), pairs->reference_from_cache() ? "read from the cache" : "computed",
-        absl::ToDoubleSeconds(absl::Now() - start), pairs->truncated_pairs(), setup.pairs_seq_len));
+        absl::ToDoubleSeconds(MonotonicNow() - start), pairs->truncated_pairs(), setup.pairs_seq_len));
     return RunTraining(context, setup, reporter);
   }
 

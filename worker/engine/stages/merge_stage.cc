@@ -2,6 +2,7 @@
 // (model/merge.h), written by rank 0 alone whatever the layout and reported as final.
 #include "absl/time/clock.h"
 #include "common/checkpoint_io.h"
+#include "common/clock.h"
 #include "common/status_macros.h"
 #include "worker/engine/model/merge.h"
 #include "worker/engine/stages/runners.h"
@@ -33,13 +34,13 @@ class MergeRunner : public StageRunner {
       }
     }
     const std::string out = run.checkpoint_dir + "/" + CheckpointDirName(0);
-    const absl::Time start = absl::Now();
+    const absl::Time start = MonotonicNow();
     LOOM_RETURN_IF_ERROR(
         MergeCheckpoints(paths, base, MergeOptionsFromStage(stage, stage.seed()), out, run.plan_id, stage.name(), 0));
     CheckpointWritten c;
     c.path = out;
     c.final = true;
-    c.save_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    c.save_seconds = absl::ToDoubleSeconds(MonotonicNow() - start);
     return reporter.Checkpoint(c);
   }
 };

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/clock.h"
 #include "common/files.h"
 #include "common/status_macros.h"
 #include "data/chat.h"
@@ -48,7 +49,7 @@ class RejectionSamplingRunner : public StageRunner {
     PromptBlock(problems.size(), layout.dp_rank, std::max(1, layout.dp), &first, &count);
     reporter.Log(absl::StrFormat("sampling prompts %d..%d of %d, %d samples each", first, first + count,
                                  problems.size(), options.samples_per_prompt));
-    const absl::Time start = absl::Now();
+    const absl::Time start = MonotonicNow();
     LOOM_ASSIGN_OR_RETURN(RejectionSamplingResult result,
                           SampleAndVerify(*model, context.tokenizer(), problems, first, count, options));
 
@@ -71,7 +72,7 @@ class RejectionSamplingRunner : public StageRunner {
     p.eval_metrics["rs/kept"] = counts[4];
     reporter.Log(absl::StrFormat(
         "rejection sampling: %.0f prompts x %d samples in %.1f s: pass@1 %.4f, best-of-%d %.4f, %.0f examples kept",
-        counts[0], options.samples_per_prompt, absl::ToDoubleSeconds(absl::Now() - start),
+        counts[0], options.samples_per_prompt, absl::ToDoubleSeconds(MonotonicNow() - start),
         p.eval_metrics["rs/pass@1"], options.samples_per_prompt, p.eval_metrics["rs/best_of_n"], counts[4]));
     LOOM_RETURN_IF_ERROR(reporter.Progress(p));
 

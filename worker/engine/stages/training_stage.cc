@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/strings/str_format.h"
+#include "common/clock.h"
 #include "common/status_macros.h"
 #include "worker/engine/evaluation/preference_accuracy.h"
 
@@ -223,7 +224,7 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
   const loom::v1::EvalConfig& eval = run.stage.eval();
   const int every = eval.has_every_steps() ? eval.every_steps() : 0;
   absl::Status eval_status;
-  absl::Time checkpoint_start = absl::Now();
+  absl::Time checkpoint_start = MonotonicNow();
   const absl::Status status = trainer->Run(
       [&](const StepReport& r) {
         ProgressReport p;
@@ -243,7 +244,7 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
           eval_status.Update(measures.After(r, &p));
         }
         report(p);
-        checkpoint_start = absl::Now();  // a checkpoint, if any, is written right after the step
+        checkpoint_start = MonotonicNow();  // a checkpoint, if any, is written right after the step
       },
       [&](const std::string& dir) {
         CheckpointWritten c;
@@ -255,7 +256,7 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
         c.num_shards = std::max(1, run.layout.world_size());
         c.shard = run.layout.rank();
         c.final = trainer->Done();
-        c.save_seconds = absl::ToDoubleSeconds(absl::Now() - checkpoint_start);
+        c.save_seconds = absl::ToDoubleSeconds(MonotonicNow() - checkpoint_start);
         report_status.Update(reporter.Checkpoint(c));
       });
   // An evaluation that failed came before whatever failed training after it.
