@@ -156,7 +156,9 @@ class Event:
     """One change of a watched plan: its whole status after the change."""
     time_ms: int
     status: PlanStatus
-    message: str      # e.g. "core: RUNNING -> RECOVERING (worker w2 lost)"; may be empty
+    # The latest change, e.g. "core: checkpoint step 10 committed"; events that only carry new
+    # progress repeat it, so compare with the previous one to print each change once.
+    message: str
 
     @staticmethod
     def from_proto(e: "pb.PlanEvent") -> "Event":
@@ -189,7 +191,8 @@ class Worker:
 
     @staticmethod
     def from_proto(w: "pb.WorkerStatus") -> "Worker":
-        devices = [Device(kind=pb.Device.Kind.Name(d.kind)[len("KIND_"):].lower(), index=d.index, name=d.name,
+        kinds = {v.number: v.name[len("KIND_"):].lower() for v in pb.Device.Kind.DESCRIPTOR.values}
+        devices = [Device(kind=kinds.get(d.kind, "unspecified"), index=d.index, name=d.name,
                           memory_bytes=d.memory_bytes, threads=d.threads) for d in w.devices]
         return Worker(worker_id=w.worker_id, host=w.host, state=_enum(WorkerState, w.state), devices=devices,
                       slots=w.slots, slots_used=w.slots_used, last_heartbeat_ms=w.last_heartbeat_ms,
