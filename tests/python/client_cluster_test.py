@@ -75,6 +75,15 @@ class ClientClusterTest(unittest.TestCase):
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp(prefix="loom-python-client-")
         cls.processes = []
+        cls.client = None
+        try:
+            cls.start_cluster()
+        except BaseException:
+            cls.tearDownClass()  # unittest does not call it when setUpClass fails
+            raise
+
+    @classmethod
+    def start_cluster(cls):
         loom = os.path.join(BUILD, "cli", "loom")
         data = os.path.join(cls.dir, "prepared")
         log = os.path.join(cls.dir, "prepare.log")
@@ -107,7 +116,8 @@ class ClientClusterTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.client.close()
+        if cls.client is not None:
+            cls.client.close()
         for p in reversed(cls.processes):
             p.kill()
             p.wait()
