@@ -141,14 +141,28 @@ void AttachLocations(const std::map<std::string, std::pair<int, int>>& locations
   }
 }
 
+namespace {
+
+// Validates a parsed plan and places its errors: the plan, or INVALID_ARGUMENT naming `source`.
+absl::StatusOr<loom::v1::TrainingPlan> CheckParsed(ParsedPlan parsed, std::string_view source) {
+  std::vector<PlanError> errors = std::move(parsed.errors);
+  if (errors.empty()) errors = ValidatePlan(parsed.plan);
+  AttachLocations(parsed.locations, &errors);
+  if (!errors.empty()) return PlanErrorsToStatus(errors, source);
+  return std::move(parsed.plan);
+}
+
+}  // namespace
+
 absl::StatusOr<loom::v1::TrainingPlan> LoadPlan(const std::string& path) {
   absl::StatusOr<ParsedPlan> parsed = ReadPlanFile(path);
   if (!parsed.ok()) return parsed.status();
-  std::vector<PlanError> errors = std::move(parsed->errors);
-  if (errors.empty()) errors = ValidatePlan(parsed->plan);
-  AttachLocations(parsed->locations, &errors);
-  if (!errors.empty()) return PlanErrorsToStatus(errors, path);
-  return std::move(parsed->plan);
+  return CheckParsed(std::move(*parsed), path);
+}
+
+absl::StatusOr<loom::v1::TrainingPlan> LoadPlanText(std::string_view text, PlanFormat format,
+                                                    std::string_view source) {
+  return CheckParsed(ParsePlanText(text, format), source);
 }
 
 }  // namespace loom

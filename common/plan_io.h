@@ -47,4 +47,9 @@ void AttachLocations(const std::map<std::string, std::pair<int, int>>& locations
 // "file:line:col: path: message (hint: ...)", one per line.
 absl::StatusOr<loom::v1::TrainingPlan> LoadPlan(const std::string& path);
 
+// LoadPlan for text already in memory (the coordinator reading SubmitPlanRequest.plan_yaml):
+// parses and validates `text`, naming `source` (a file name, may be empty) in every error.
+absl::StatusOr<loom::v1::TrainingPlan> LoadPlanText(std::string_view text, PlanFormat format,
+                                                    std::string_view source);
+
 }  // namespace loom

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/logging.h"
+#include "common/plan_io.h"
 
 namespace loom::coordinator {
 
@@ -15,7 +16,19 @@ grpc::Status ToGrpc(const absl::Status& status) {
 
 grpc::Status PlanServiceImpl::SubmitPlan(grpc::ServerContext*, const loom::v1::SubmitPlanRequest* request,
                                          loom::v1::SubmitPlanResponse* response) {
-  absl::StatusOr<std::string> id = coordinator_->SubmitPlan(request->plan(), request->source());
+  loom::v1::TrainingPlan plan = request->plan();
+  if (!request->plan_yaml().empty()) {
+    if (request->has_plan()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "SubmitPlanRequest: set either `plan` or `plan_yaml`, not both");
+    }
+    // The same reading as `loom validate`: parse errors and validation errors, with lines.
+    absl::StatusOr<loom::v1::TrainingPlan> read = LoadPlanText(
+        request->plan_yaml(), PlanFormat::kYaml, request->source().empty() ? "the plan" : request->source());
+    if (!read.ok()) return ToGrpc(read.status());
+    plan = std::move(*read);
+  }
+  absl::StatusOr<std::string> id = coordinator_->SubmitPlan(plan, request->source());
   if (!id.ok()) return ToGrpc(id.status());
   response->set_plan_id(*id);
   return grpc::Status::OK;

@@ -12,6 +12,8 @@
 #include "absl/strings/str_format.h"
 #include "common/plan_io.h"
 #include "common/plan_resolve.h"
+#include "common/plan_validation.h"
+#include "coordinator/service.h"
 #include "google/protobuf/util/message_differencer.h"
 
 namespace loom::coordinator {
@@ -773,6 +775,59 @@ TEST_F(CoordinatorTest, MissingFilesAreRefusedAtSubmitWithTheirFieldPaths) {
   std::filesystem::create_directories(prepared_data_ + "/code/train");
   plan_.mutable_stages(1)->set_from("core");
   EXPECT_TRUE(coordinator_->SubmitPlan(plan_, "plan.yaml").ok());
+}
+
+
+// SubmitPlanRequest.plan_yaml (the Python client's way in): the coordinator reads the text with the
+// same code as `loom validate`, so a valid file becomes the same plan and an invalid one is refused
+// with every error's source, line, column and field path; oversized text and a request that sets
+// both forms are refused before anything is stored.
+TEST_F(CoordinatorTest, PlanTextIsReadAndValidatedLikeAPlanFile) {
+  PlanServiceImpl service(coordinator_.get());
+  const std::string path = std::string(LOOM_SOURCE_DIR) + "/tests/integration/two_stage_plan.yaml";
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  auto submit = [&](const std::string& yaml, SubmitPlanResponse* response, bool with_plan = false) {
+    SubmitPlanRequest request;
+    request.set_plan_yaml(yaml);
+    request.set_source("/plans/two.yaml");
+    if (with_plan) *request.mutable_plan() = plan_;
+    return service.SubmitPlan(nullptr, &request, response);
+  };
+
+  SubmitPlanResponse response;
+  grpc::Status ok = submit(text.str(), &response);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(response.plan_id(), "twostage-1");
+  absl::StatusOr<GetPlanResponse> stored = coordinator_->GetPlan("twostage-1");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(stored->plan(), plan_))
+      << "plan_yaml read differently from LoadPlan:\n" << stored->plan().DebugString();
+
+  std::string invalid = text.str();
+  const size_t at = invalid.find("tokens: 2560");
+  ASSERT_NE(at, std::string::npos);
+  invalid.replace(at, 12, "tokens: -5  ");
+  grpc::Status refused = submit(invalid, &response);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find("1 error in /plans/two.yaml:\n/plans/two.yaml:20:13: stages[1].tokens: "),
+            std::string::npos)
+      << refused.error_message();
+
+  refused = submit("name: [unclosed\n", &response);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find("not valid YAML"), std::string::npos) << refused.error_message();
+
+  refused = submit(text.str() + "#" + std::string(kMaxPlanBytes, 'x') + "\n", &response);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find("the limit is 1048576"), std::string::npos) << refused.error_message();
+
+  refused = submit(text.str(), &response, /*with_plan=*/true);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find("not both"), std::string::npos) << refused.error_message();
+
+  EXPECT_EQ(coordinator_->ListPlans(true).plans_size(), 1) << "a refused plan was stored";
 }
 
 }  // namespace
