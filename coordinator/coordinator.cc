@@ -583,7 +583,7 @@ void Coordinator::OnRankExit(Worker& w, const loom::v1::RankExit& exit) {
     all_ok &= p.exited_ok();
   }
   Persist(*plan);
-  if (all_ok && WritesCheckpoint(*plan, index) && job->final_checkpoint().attempt() != job->attempt()) {
+  if (all_ok && WritesCheckpoint(*plan, index) && !job->has_final_checkpoint()) {
     FailAttempt(*plan, index, ClusterFault("crash", "every rank exited without a committed final checkpoint"));
     return;
   }
@@ -731,6 +731,17 @@ void Coordinator::AbortRanks(PlanRecord& plan, int index, const std::string& rea
 void Coordinator::FailAttempt(PlanRecord& plan, int index, const Failure& failure) {
   JobStatus* job = plan.mutable_status()->mutable_jobs(index);
   loom::v1::JobRuntime* runtime = plan.mutable_runtime(index);
+  if (WritesCheckpoint(plan, index) && job->has_final_checkpoint()) {
+    // The stage's result is committed: what fails after it (an evaluation at the last step, a
+    // worker lost before its ranks exit) is reported and costs nothing.
+    runtime->set_last_error(failure.message);
+    Log(LogLevel::kWarning, kLog, "job ", job->job_id(), ": ", Describe(failure), " after its final checkpoint (",
+        failure.message, "); the job succeeded");
+    Succeed(plan, index,
+            absl::StrCat("final checkpoint ", job->final_checkpoint().path(), "; after it, ", Describe(failure), " (",
+                         failure.message, ") changed nothing"));
+    return;
+  }
   AbortRanks(plan, index, failure.message);
   runtime->set_last_error(failure.message);
   const int64_t now = clock_();
@@ -829,19 +840,24 @@ void Coordinator::MaybeSucceed(PlanRecord& plan, int index) {
   JobStatus* job = plan.mutable_status()->mutable_jobs(index);
   if (!HasAttemptPlaced(job->state())) return;
   const bool writes_checkpoint = WritesCheckpoint(plan, index);
-  if (writes_checkpoint &&
-      (!job->has_final_checkpoint() || job->final_checkpoint().attempt() != job->attempt())) {
-    return;
-  }
+  if (writes_checkpoint && !job->has_final_checkpoint()) return;
   for (const auto& p : plan.runtime(index).ranks()) {
     if (!p.exited_ok()) return;
   }
+  Succeed(plan, index,
+          writes_checkpoint ? absl::StrCat("final checkpoint ", job->final_checkpoint().path())
+                            : std::string("measured (an eval stage writes no checkpoint)"));
+}
+
+void Coordinator::Succeed(PlanRecord& plan, int index, const std::string& reason) {
+  JobStatus* job = plan.mutable_status()->mutable_jobs(index);
+  bool running = false;
+  for (const auto& p : plan.runtime(index).ranks()) running |= !p.exited_ok();
+  if (running) AbortRanks(plan, index, "the job succeeded: its final checkpoint is committed");
   rendezvous_.DropPrefix(absl::StrCat(AttemptKey(job->job_id(), job->attempt()), "/"));
   plan.mutable_runtime(index)->clear_ranks();
   progressed_.erase(job->job_id());
-  SetJobState(plan, index, loom::v1::JOB_STATE_SUCCEEDED,
-              writes_checkpoint ? absl::StrCat("final checkpoint ", job->final_checkpoint().path())
-                                : std::string("measured (an eval stage writes no checkpoint)"));
+  SetJobState(plan, index, loom::v1::JOB_STATE_SUCCEEDED, reason);
   SettlePlan(plan);
   Persist(plan);
   Log(LogLevel::kInfo, kLog, "job ", job->job_id(), " succeeded in attempt ", job->attempt());

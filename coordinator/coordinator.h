@@ -185,7 +185,13 @@ class Coordinator {
   // Fails jobs whose dependencies can no longer succeed; updates the plan state.
   void SettlePlan(loom::v1::PlanRecord& plan) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static bool WritesCheckpoint(const loom::v1::PlanRecord& plan, int index);
+  // SUCCEEDED once the stage's result is in: its final checkpoint committed (by this attempt or
+  // an earlier one) and every rank exited cleanly; for an eval stage, every rank exited cleanly.
   void MaybeSucceed(loom::v1::PlanRecord& plan, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the job SUCCEEDED now, whatever its ranks still do (they are aborted): the final
+  // checkpoint is committed, so a failure after it or an attempt with nothing left to do costs
+  // nothing.
+  void Succeed(loom::v1::PlanRecord& plan, int index, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One input of a job (a reference of its resolved stage, common/stage_inputs.h): the stage it
   // names and which checkpoint of it, or a path.
   struct Dependency {

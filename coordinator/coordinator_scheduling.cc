@@ -166,6 +166,13 @@ void Coordinator::ScheduleLocked() {
         }
         continue;
       }
+      // Nothing left to do: the final checkpoint was committed before the job came back here (by
+      // a coordinator that did not yet settle such jobs at once, say).
+      if (WritesCheckpoint(*plan, i) && job->has_final_checkpoint()) {
+        --pending;
+        Succeed(*plan, i, absl::StrCat("final checkpoint ", job->final_checkpoint().path(), " (nothing left to do)"));
+        continue;
+      }
       // A retry waits out its backoff (the job's reason says until when).
       if (const int64_t not_before = plan->runtime(i).retry_not_before_ms(); not_before > now) {
         next_retry_ms_ = next_retry_ms_ > 0 ? std::min(next_retry_ms_, not_before) : not_before;

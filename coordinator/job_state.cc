@@ -27,8 +27,9 @@ bool CanTransition(JobState from, JobState to) {
     case JOB_STATE_RECOVERING:
       return from == JOB_STATE_SCHEDULED || from == JOB_STATE_RUNNING;
     case JOB_STATE_SUCCEEDED:
-      // A short attempt may finish before every rank reported progress.
-      return from == JOB_STATE_SCHEDULED || from == JOB_STATE_RUNNING;
+      // A short attempt may finish before every rank reported progress; a recovering job whose
+      // final checkpoint is committed has nothing left to do.
+      return from == JOB_STATE_SCHEDULED || from == JOB_STATE_RUNNING || from == JOB_STATE_RECOVERING;
     case JOB_STATE_FAILED:
     case JOB_STATE_CANCELLED:
       return true;

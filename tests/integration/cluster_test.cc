@@ -162,6 +162,25 @@ TEST(Cluster, KilledWorkerIsRecoveredFromTheLastCommittedCheckpoint) {
   EXPECT_GT(compared, 0) << "attempt 1 never ran past the checkpoint it was resumed from";
 }
 
+// A rank that fails after the final checkpoint is committed (an evaluation at the very end, say)
+// costs nothing: the job is SUCCEEDED on its first attempt and the next stage starts from that
+// checkpoint. Before, every attempt resumed from the final checkpoint with nothing left to do,
+// failed the same way, and the job ended FAILED.
+TEST(Cluster, AFailureAfterTheFinalCheckpointIsCommittedStillSucceeds) {
+  Cluster cluster({.worker_env = {"LOOM_FAKE_CRASH_AFTER_FINAL=1", "LOOM_FAKE_CRASH_ATTEMPT=0"}});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  const std::string id = cluster.Submit(kPlan);
+  const PlanStatus s = cluster.WaitForPlan(id, Ended, std::chrono::seconds(60));
+  ASSERT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  for (const auto& job : s.jobs()) {
+    EXPECT_EQ(job.attempt(), 1) << job.stage();
+    EXPECT_EQ(job.final_checkpoint().attempt(), 1) << job.stage();
+    EXPECT_NE(job.reason().find("after it, "), std::string::npos) << job.reason();
+  }
+  EXPECT_NE(cluster.coordinator()->log().find("after its final checkpoint"), std::string::npos) << cluster.Logs();
+}
+
 // A worker that stalls past the heartbeat timeout (SIGSTOP here; a cut link or a swapping host
 // alike) is declared lost while its stream is still open. The coordinator ends that stream, so when
 // the worker wakes it reconnects: its stale rank of attempt 1 is aborted and the job, which had

@@ -8,7 +8,9 @@
 // writes, every rank reports its shard). It resumes from assignment.resume_from (the step read
 // from its manifest), verifies the manifest of inputs.from when set, and ends with a final
 // checkpoint. Fault injection: LOOM_FAKE_CRASH_AT_STEP=N exits 3 at step N on rank
-// LOOM_FAKE_CRASH_RANK (default 0) in attempt LOOM_FAKE_CRASH_ATTEMPT (default 1; 0 = every).
+// LOOM_FAKE_CRASH_RANK (default 0) in attempt LOOM_FAKE_CRASH_ATTEMPT (default 1; 0 = every);
+// LOOM_FAKE_CRASH_AFTER_FINAL=1 makes that rank exit 3 instead half a second after it reported
+// the final checkpoint (an evaluation failing at the very end).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -73,6 +75,7 @@ int main(int argc, char** argv) {
   const int64_t crash_step = EnvInt("LOOM_FAKE_CRASH_AT_STEP", -1);
   const int64_t crash_attempt = EnvInt("LOOM_FAKE_CRASH_ATTEMPT", 1);
   const int64_t crash_rank = EnvInt("LOOM_FAKE_CRASH_RANK", 0);
+  const bool crash_after_final = EnvInt("LOOM_FAKE_CRASH_AFTER_FINAL", 0) == 1;
 
   if (!a->inputs().from().empty()) {
     absl::StatusOr<loom::v1::CheckpointManifest> m = loom::ReadCheckpointManifest(a->inputs().from());
@@ -160,5 +163,10 @@ int main(int argc, char** argv) {
     }
   }
   if (absl::Status s = checkpoint(true); !s.ok()) return Fail(std::string(s.message()));
+  if (crash_after_final && rank == crash_rank && (crash_attempt == 0 || crash_attempt == a->rank().attempt())) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    std::fprintf(stderr, "fake rank: injected crash after the final checkpoint\n");
+    return 3;
+  }
   return 0;
 }

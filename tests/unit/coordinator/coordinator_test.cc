@@ -257,6 +257,47 @@ TEST_F(CoordinatorTest, TrainingRanksExitingWithoutAFinalCheckpointFailTheAttemp
   EXPECT_TRUE(said) << job.DebugString();
 }
 
+// Once the final checkpoint is committed the job has its result: a worker lost before its ranks
+// exit, or ranks never re-adopted after a coordinator restart, leave it SUCCEEDED on attempt 1.
+// Before, the next attempt resumed from the final checkpoint with no step left, wrote nothing, and
+// failed "without a committed final checkpoint" until the job was FAILED.
+TEST_F(CoordinatorTest, AWorkerLostAfterTheFinalCommitLeavesTheJobSucceeded) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  const std::vector<Assignment> a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  for (const auto& rank : a) Progress("w1", conn, rank, 1);
+  for (const auto& rank : a) Checkpoint("w1", conn, rank, 10, /*final=*/true);
+  now_ += 6000;  // past the 5 s heartbeat timeout, before any rank exited
+  coordinator_->Tick();
+  const JobStatus job = Job(id, 0);
+  EXPECT_EQ(job.state(), JOB_STATE_SUCCEEDED) << job.DebugString();
+  EXPECT_EQ(job.attempt(), 1);
+  EXPECT_NE(job.reason().find("after it, cluster fault: worker lost (worker w1 lost"), std::string::npos) << job.reason();
+}
+
+TEST_F(CoordinatorTest, RanksNotReadoptedAfterARestartFollowingTheFinalCommitLeaveTheJobSucceeded) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "");
+  {
+    FakeLink link;
+    const int64_t conn = Register("w1", &link, 2);
+    coordinator_->Tick();
+    const std::vector<Assignment> a = link.TakeAssignments();
+    ASSERT_EQ(a.size(), 2u);
+    for (const auto& rank : a) Progress("w1", conn, rank, 1);
+    for (const auto& rank : a) Checkpoint("w1", conn, rank, 10, /*final=*/true);
+  }
+  Open();  // the coordinator restarts; no worker comes back within the adoption grace
+  now_ += 11'000;
+  coordinator_->Tick();
+  const JobStatus job = Job(id, 0);
+  EXPECT_EQ(job.state(), JOB_STATE_SUCCEEDED) << job.DebugString();
+  EXPECT_EQ(job.attempt(), 1);
+  EXPECT_EQ(Job(id, 1).state(), JOB_STATE_PENDING) << "the next stage waits for slots, not for this one";
+}
+
 TEST_F(CoordinatorTest, LostWorkerMeansRecoveringThenANewAttemptFromTheLastCheckpoint) {
   const std::string id = *coordinator_->SubmitPlan(plan_, "");
   FakeLink l1, l2;
