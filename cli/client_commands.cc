@@ -288,6 +288,7 @@ int RunCheckpoints(const Args& args) {
     std::printf("%-16s step %-8lld tokens %-12lld attempt %d%s  %s\n", c.stage().c_str(),
                 static_cast<long long>(c.step()), static_cast<long long>(c.tokens()), c.attempt(),
                 c.final() ? "  final" : "", c.path().c_str());
+    if (!c.bad().empty()) std::printf("%-16s   BAD, never resumed from: %s\n", "", c.bad().c_str());
   }
   if (response.checkpoints_size() == 0) std::printf("no checkpoints\n");
   return 0;

@@ -1,8 +1,22 @@
 #include "common/rank_exit.h"
 
+#include "absl/strings/cord.h"
+
 namespace loom {
 
+namespace {
+constexpr char kResumeCheckpointBad[] = "loom.dev/resume-checkpoint-bad";
+}  // namespace
+
+absl::Status ResumeCheckpointBad(absl::Status status) {
+  if (status.code() == absl::StatusCode::kDataLoss || status.code() == absl::StatusCode::kNotFound) {
+    status.SetPayload(kResumeCheckpointBad, absl::Cord("1"));
+  }
+  return status;
+}
+
 int RankExitCodeFor(const absl::Status& status) {
+  if (status.GetPayload(kResumeCheckpointBad).has_value()) return kRankExitResumeCheckpointBad;
   switch (status.code()) {
     case absl::StatusCode::kOk:
       return 0;

@@ -761,6 +761,8 @@ void Coordinator::FailAttempt(PlanRecord& plan, int index, const Failure& failur
     not_retried = "";  // the cap says it all
   } else if (failure.cause == "worker_left") {
     retry.retry = true;  // a planned departure: at once, outside the retry budget
+  } else if (failure.cause == "checkpoint_bad" && RetireBadCheckpoint(plan, index, failure.message)) {
+    retry.retry = true;  // from the checkpoint before it, at once, outside the retry budget
   } else {
     std::vector<int64_t> times(runtime->retry_times_ms().begin(), runtime->retry_times_ms().end());
     retry = DecideRetry(RetrySettings::FromPlan(plan.plan()), now, Jitter(), &times);
@@ -784,6 +786,33 @@ void Coordinator::FailAttempt(PlanRecord& plan, int index, const Failure& failur
   Persist(plan);
   Announce(plan, absl::StrCat(job->stage(), ": ", Upper(job->state()), " (", job->reason(), ")"));
   dirty_schedule_ = true;
+}
+
+bool Coordinator::RetireBadCheckpoint(PlanRecord& plan, int index, const std::string& why) {
+  JobStatus* job = plan.mutable_status()->mutable_jobs(index);
+  std::vector<loom::v1::CheckpointInfo>& committed = checkpoints_[plan.status().plan_id()];
+  loom::v1::CheckpointInfo* bad = nullptr;
+  for (loom::v1::CheckpointInfo& c : committed) {
+    if (c.stage() == job->stage() && c.path() == job->resumed_from() && c.bad().empty()) bad = &c;
+  }
+  if (bad == nullptr) return false;  // not a committed checkpoint of this job: an ordinary crash
+  bad->set_bad(why);
+  ++checkpoints_bad_;
+  const loom::v1::CheckpointInfo* fallback = nullptr;
+  for (const loom::v1::CheckpointInfo& c : committed) {
+    if (c.stage() == job->stage() && c.bad().empty() && (fallback == nullptr || c.step() > fallback->step()))
+      fallback = &c;
+  }
+  if (fallback != nullptr) {
+    *job->mutable_last_checkpoint() = *fallback;
+  } else {
+    job->clear_last_checkpoint();
+  }
+  Log(LogLevel::kWarning, kLog, "job ", job->job_id(), ": checkpoint step ", bad->step(), " at ", bad->path(),
+      " is bad (", why, "); ", fallback != nullptr ? absl::StrCat("falling back to step ", fallback->step())
+                                                   : std::string("no good checkpoint is left: starting afresh"));
+  Persist(plan, bad);
+  return true;
 }
 
 void Coordinator::MaybeFailForPlanFault(const loom::v1::RankExit& exit, const std::string& worker_id) {
@@ -970,6 +999,7 @@ MetricsSnapshot Coordinator::Metrics() {
   }
   m.pending_jobs = pending_jobs_;
   m.checkpoints_committed = checkpoints_committed_;
+  m.checkpoints_bad = checkpoints_bad_;
   m.attempt_failures = attempt_failures_;
   return m;
 }

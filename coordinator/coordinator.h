@@ -78,6 +78,8 @@ struct MetricsSnapshot {
   std::map<std::string, double> heartbeat_age_seconds;  // connected workers
   int pending_jobs = 0;
   int64_t checkpoints_committed = 0;
+  // Committed checkpoints a resume found corrupt or incomplete, since this coordinator started.
+  int64_t checkpoints_bad = 0;
   std::map<loom::v1::PlanState, int> plans;
   // Failed attempts since this coordinator started, by (class, cause): coordinator/failures.h.
   std::map<std::pair<std::string, std::string>, int64_t> attempt_failures;
@@ -169,6 +171,12 @@ class Coordinator {
   // spent retry budget or max_attempts, else RECOVERING (placed again after the backoff).
   void FailAttempt(loom::v1::PlanRecord& plan, int index, const Failure& failure)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The attempt failed resuming from job.resumed_from (corrupt or incomplete): marks that committed
+  // checkpoint bad (persisted, listed so) and makes the newest good one of the stage the job's
+  // last_checkpoint (none: start afresh). False when resumed_from is no committed checkpoint of
+  // the job's that is still good.
+  bool RetireBadCheckpoint(loom::v1::PlanRecord& plan, int index, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A rank of the attempt that just failed (not yet placed again) exits with a plan fault: the
   // job fails now instead of retrying (a peer's exit may have been reported first).
   void MaybeFailForPlanFault(const loom::v1::RankExit& exit, const std::string& worker_id)
@@ -245,6 +253,7 @@ class Coordinator {
   int64_t plan_seq_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t next_connection_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t checkpoints_committed_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t checkpoints_bad_ ABSL_GUARDED_BY(mu_) = 0;
   int pending_jobs_ ABSL_GUARDED_BY(mu_) = 0;
   bool dirty_schedule_ ABSL_GUARDED_BY(mu_) = true;
   int heartbeat_udp_port_ ABSL_GUARDED_BY(mu_) = 0;

@@ -8,6 +8,7 @@
 //   a rank killed by a signal                      cluster   signal
 //   exit 75: a collective timed out, a peer lost   cluster   timeout
 //   exit 74: a node I/O error (EIO, disk full)     cluster   io
+//   exit 65: the checkpoint resumed from is bad    cluster   checkpoint_bad
 //   any other non-zero exit                        cluster   crash
 //   exit 66: an input missing or unreadable        plan      input
 //   exit 78: the configuration rejected            plan      config
@@ -17,7 +18,9 @@
 // cluster's are retried: the first retry at once, then with exponential backoff and jitter, within
 // a budget of retries per window of time (plan.proto RetryPolicy). A worker that left was stopped
 // on purpose (maintenance, a Slurm allocation's end): its jobs move at once and the move uses none
-// of the budget, however often hosts are drained.
+// of the budget, however often hosts are drained. A bad checkpoint (corrupt or incomplete) is
+// marked so, and the job resumes at once from the newest good one of its stage, also outside the
+// budget (each such failure retires one checkpoint, so it cannot loop).
 #pragma once
 
 #include <cstdint>

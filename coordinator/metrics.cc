@@ -24,7 +24,7 @@ CoordinatorMetrics::CoordinatorMetrics()
       attempt_failures_(prometheus::BuildCounter()
                             .Name("loom_attempt_failures_total")
                             .Help("Failed job attempts by whose fault (class: cluster or plan) and cause "
-                                  "(worker_lost, rank_lost, signal, timeout, io, crash, input, config, repeat)")
+                                  "(worker_lost, worker_left, rank_lost, signal, timeout, io, checkpoint_bad, crash, input, config, repeat)")
                             .Register(*registry_)),
       pending_jobs_(prometheus::BuildGauge()
                         .Name("loom_scheduler_pending_jobs")
@@ -35,7 +35,13 @@ CoordinatorMetrics::CoordinatorMetrics()
                        .Name("loom_checkpoints_committed_total")
                        .Help("Checkpoints committed (every shard durable)")
                        .Register(*registry_)
-                       .Add({})) {}
+                       .Add({})),
+      checkpoints_bad_(prometheus::BuildCounter()
+                           .Name("loom_checkpoints_bad_total")
+                           .Help("Committed checkpoints a resume found corrupt or incomplete (each is retired; "
+                                 "the job falls back to the one before)")
+                           .Register(*registry_)
+                           .Add({})) {}
 
 void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
   static constexpr loom::v1::JobState kStates[] = {
@@ -90,6 +96,10 @@ void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
     }
   }
   pending_jobs_.Set(s.pending_jobs);
+  if (s.checkpoints_bad > checkpoints_bad_seen_) {
+    checkpoints_bad_.Increment(static_cast<double>(s.checkpoints_bad - checkpoints_bad_seen_));
+    checkpoints_bad_seen_ = s.checkpoints_bad;
+  }
   if (s.checkpoints_committed > checkpoints_seen_) {
     checkpoints_.Increment(static_cast<double>(s.checkpoints_committed - checkpoints_seen_));
     checkpoints_seen_ = s.checkpoints_committed;

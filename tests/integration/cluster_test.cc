@@ -162,6 +162,41 @@ TEST(Cluster, KilledWorkerIsRecoveredFromTheLastCommittedCheckpoint) {
   EXPECT_GT(compared, 0) << "attempt 1 never ran past the checkpoint it was resumed from";
 }
 
+// The newest committed checkpoint is damaged on disk (a flipped byte) before the attempt that
+// would resume from it: that attempt reports it bad (exit 65), the checkpoint is listed as bad and
+// counted, and the job resumes from the checkpoint before it, reproducing the same losses. Before,
+// every attempt resumed from the damaged checkpoint and failed until the job was FAILED.
+TEST(Cluster, ACorruptNewestCheckpointIsRetiredAndTheJobResumesFromThePreviousOne) {
+  Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=100", "LOOM_FAKE_CRASH_AT_STEP=13"}});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  const std::string id = cluster.Submit(kPlan);
+  const PlanStatus before = cluster.WaitForPlan(id, [](const PlanStatus& s) { return s.jobs(0).last_checkpoint().step() >= 10; });
+  const std::string newest = before.jobs(0).last_checkpoint().path();
+  {
+    std::fstream f(newest + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(3);
+    f.put('#');
+  }
+  const PlanStatus s = cluster.WaitForPlan(id, Ended, std::chrono::seconds(60));
+  ASSERT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  const auto& core = s.jobs(0);
+  EXPECT_EQ(core.attempt(), 3) << "attempt 2 found step 10 bad, attempt 3 resumed from step 5";
+  EXPECT_TRUE(HasTransition(core, loom::v1::JOB_STATE_RECOVERING, "checkpoint to resume from corrupt or incomplete"))
+      << core.DebugString();
+  EXPECT_EQ(core.resumed_from(), cluster.checkpoint_root() + "/twostage-1/core/step-000005");
+  const CommandResult listed = cluster.Loom({"checkpoints", id, "--stage", "core"});
+  EXPECT_NE(listed.out.find("BAD, never resumed from:"), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("model.safetensors"), std::string::npos) << listed.out;
+  EXPECT_EQ(MetricValue(cluster.Get(cluster.coordinator_metrics(), "/metrics"), "loom_checkpoints_bad_total"), 1);
+  // Attempt 3 redid steps 6..20 with attempt 1's losses.
+  const auto first = Losses(cluster.work_dir("w1") + "/twostage-1/core#1/rank0/losses.txt");
+  const auto third = Losses(cluster.work_dir("w1") + "/twostage-1/core#3/rank0/losses.txt");
+  ASSERT_FALSE(third.empty());
+  EXPECT_EQ(third.begin()->first, 6);
+  for (int64_t step = 6; step <= 12; ++step) EXPECT_EQ(third.at(step), first.at(step)) << "step " << step;
+}
+
 // A rank that fails after the final checkpoint is committed (an evaluation at the very end, say)
 // costs nothing: the job is SUCCEEDED on its first attempt and the next stage starts from that
 // checkpoint. Before, every attempt resumed from the final checkpoint with nothing left to do,

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint_io.h"
 #include "common/command_line.h"
+#include "common/rank_exit.h"
 #include "worker/rank_protocol.h"
 
 namespace {
@@ -84,7 +85,10 @@ int main(int argc, char** argv) {
   int64_t step = 0;
   if (!a->resume_from().empty()) {
     absl::StatusOr<loom::v1::CheckpointManifest> m = loom::ReadCheckpointManifest(a->resume_from());
-    if (!m.ok()) return Fail(absl::StrCat("resume_from: ", m.status().message()));
+    if (!m.ok()) {  // as loom-rank does: a corrupt or incomplete checkpoint is reported as such
+      std::fprintf(stderr, "fake rank: resume_from: %s\n", std::string(m.status().message()).c_str());
+      return loom::RankExitCodeFor(loom::ResumeCheckpointBad(m.status()));
+    }
     step = m->step();
   }
   const std::string rank_dir = std::filesystem::path(assignment_path).parent_path().string();

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_format.h"
 #include "common/plan_io.h"
+#include "common/rank_exit.h"
 #include "common/plan_resolve.h"
 #include "common/plan_validation.h"
 #include "coordinator/service.h"
@@ -296,6 +297,57 @@ TEST_F(CoordinatorTest, RanksNotReadoptedAfterARestartFollowingTheFinalCommitLea
   EXPECT_EQ(job.state(), JOB_STATE_SUCCEEDED) << job.DebugString();
   EXPECT_EQ(job.attempt(), 1);
   EXPECT_EQ(Job(id, 1).state(), JOB_STATE_PENDING) << "the next stage waits for slots, not for this one";
+}
+
+// An attempt that finds the checkpoint it resumes from corrupt (exit 65) retires it: it is listed
+// as bad, the job resumes at once from the newest good checkpoint (outside the retry budget), and
+// never from the bad one again; with no good one left it starts afresh.
+TEST_F(CoordinatorTest, ABadCheckpointIsRetiredAndTheJobFallsBackToThePreviousGoodOne) {
+  plan_.mutable_retry()->set_max_retries(1);  // the fallbacks must not spend it
+  const std::string id = *coordinator_->SubmitPlan(plan_, "");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  for (const auto& rank : a) Progress("w1", conn, rank, 1);
+  for (int64_t step : {5, 10}) {
+    for (const auto& rank : a) Checkpoint("w1", conn, rank, step, false);
+  }
+  Exit("w1", conn, a[0], 1, "killed");  // attempt 1 fails: resume from step 10
+  Exit("w1", conn, a[1], kRankExitTransient, "aborted");
+  coordinator_->Tick();
+  a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].resume_from(), "/ckpt/twostage-1/core/step-10");
+  Exit("w1", conn, a[0], kRankExitResumeCheckpointBad, "model.safetensors: sha256 mismatch");
+  Exit("w1", conn, a[1], kRankExitResumeCheckpointBad, "model.safetensors: sha256 mismatch");
+  coordinator_->Tick();
+  a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u) << Job(id, 0).DebugString();
+  EXPECT_EQ(a[0].rank().attempt(), 3);
+  EXPECT_EQ(a[0].resume_from(), "/ckpt/twostage-1/core/step-5");
+  const auto listed = coordinator_->ListCheckpoints(id, "");
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->checkpoints_size(), 2);
+  EXPECT_EQ(listed->checkpoints(0).bad(), "");
+  EXPECT_NE(listed->checkpoints(1).bad().find("sha256 mismatch"), std::string::npos);
+  EXPECT_EQ(Job(id, 0).last_failure().cause(), "checkpoint_bad") << Job(id, 0).DebugString();
+  // The mark survives a restart; the last good one too is found bad: a fresh start.
+  Exit("w1", conn, a[0], kRankExitResumeCheckpointBad, "manifest.json: no such file");
+  Exit("w1", conn, a[1], kRankExitResumeCheckpointBad, "manifest.json: no such file");
+  EXPECT_EQ(coordinator_->Metrics().checkpoints_bad, 2);
+  Open();
+  Register("w1", &link, 2);
+  coordinator_->Tick();
+  a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u) << Job(id, 0).DebugString();
+  EXPECT_EQ(a[0].rank().attempt(), 4);
+  EXPECT_EQ(a[0].resume_from(), "");
+  const auto after_restart = coordinator_->ListCheckpoints(id, "");
+  ASSERT_TRUE(after_restart.ok());
+  EXPECT_FALSE(after_restart->checkpoints(0).bad().empty());
+  EXPECT_FALSE(after_restart->checkpoints(1).bad().empty());
 }
 
 TEST_F(CoordinatorTest, LostWorkerMeansRecoveringThenANewAttemptFromTheLastCheckpoint) {

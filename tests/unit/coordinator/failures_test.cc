@@ -39,6 +39,12 @@ TEST(Failures, StatusCodesMapToTheRanksExitCodes) {
   EXPECT_EQ(RankExitCodeFor(absl::UnavailableError("peer")), kRankExitTransient);
   EXPECT_EQ(RankExitCodeFor(absl::ResourceExhaustedError("disk full")), kRankExitIoError);
   EXPECT_EQ(RankExitCodeFor(absl::InternalError("?")), kRankExitFailed);
+  // Loading the checkpoint to resume from: corrupt or incomplete is its own code; a transient
+  // error stays transient (a flaky mount must not retire a good checkpoint).
+  EXPECT_EQ(RankExitCodeFor(ResumeCheckpointBad(absl::DataLossError("sha256"))), kRankExitResumeCheckpointBad);
+  EXPECT_EQ(RankExitCodeFor(ResumeCheckpointBad(absl::NotFoundError("manifest"))), kRankExitResumeCheckpointBad);
+  EXPECT_EQ(RankExitCodeFor(ResumeCheckpointBad(absl::UnavailableError("EIO"))), kRankExitTransient);
+  EXPECT_EQ(ClassifyRankExit(kRankExitResumeCheckpointBad, "x").cause, "checkpoint_bad");
 }
 
 // The first retry at once; then waits double from initial_backoff up to max_backoff, each drawn

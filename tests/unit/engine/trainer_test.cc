@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "common/checkpoint_io.h"
+#include "common/rank_exit.h"
 #include "engine_test_util.h"
 #include "worker/engine/model/checkpoint.h"
 
@@ -119,6 +120,46 @@ TEST(Trainer, ResumedRunEqualsUninterruptedRunBitwise) {
   for (int i = 0; i < 7; ++i) EXPECT_EQ(resumed[i], full[5 + i]) << "step " << 6 + i;
   Transformer& m = (*trainer)->model();
   EXPECT_EQ(0, std::memcmp(m.params(), full_weights.data(), full_weights.size() * sizeof(float)));
+}
+
+// A checkpoint to resume from that is corrupt (a flipped byte) or incomplete (a file gone) is
+// reported as such (exit 65), so the coordinator retires it and falls back to the one before; a
+// corrupt checkpoint to start `from` is an input problem as before.
+TEST(Trainer, ACorruptOrIncompleteCheckpointToResumeFromIsReportedAsBad) {
+  const auto plan = TinyPlan(kStage);
+  const std::string dir = FreshDir("bad_resume");
+  {
+    TokenStreamSource data(Bytes(RepetitiveText()));
+    auto trainer = Trainer::Create(Options(plan, dir), &data);
+    ASSERT_TRUE(trainer.ok());
+    Train(**trainer, 2);
+    ASSERT_TRUE((*trainer)->SaveCheckpoint(false).ok());
+  }
+  const std::string checkpoint = dir + "/" + CheckpointDirName(2);
+  {
+    std::fstream f(checkpoint + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-3, std::ios::end);
+    f.put('\x42');
+  }
+  TokenStreamSource data(Bytes(RepetitiveText()));
+  TrainerOptions options = Options(plan, dir);
+  options.resume_from = checkpoint;
+  auto corrupt = Trainer::Create(options, &data);
+  ASSERT_FALSE(corrupt.ok());
+  EXPECT_EQ(RankExitCodeFor(corrupt.status()), kRankExitResumeCheckpointBad) << corrupt.status();
+  EXPECT_NE(corrupt.status().message().find("model.safetensors"), std::string::npos) << corrupt.status();
+
+  std::filesystem::remove(checkpoint + "/optimizer.safetensors");
+  std::filesystem::remove(checkpoint + "/manifest.json");
+  auto incomplete = Trainer::Create(options, &data);
+  ASSERT_FALSE(incomplete.ok());
+  EXPECT_EQ(RankExitCodeFor(incomplete.status()), kRankExitResumeCheckpointBad) << incomplete.status();
+
+  options.resume_from.clear();
+  options.init_from = checkpoint;
+  auto from = Trainer::Create(options, &data);
+  ASSERT_FALSE(from.ok());
+  EXPECT_EQ(RankExitCodeFor(from.status()), kRankExitInputMissing) << from.status();
 }
 
 TEST(Trainer, RunStopsAtTheBudgetWritesCheckpointsAndKeepsTheNewest) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint_io.h"
 #include "common/plan_resolve.h"
+#include "common/rank_exit.h"
 #include "common/rank_lifecycle.h"
 #include "common/status_macros.h"
 #include "worker/engine/parallel/pipeline_parallel.h"
@@ -31,7 +32,9 @@ absl::Status Trainer::Init() {
   // sets its own: an SFT stage after a context extension must not fall back to the old base.
   const std::string& source = !options_.resume_from.empty() ? options_.resume_from : options_.init_from;
   if (!source.empty()) {
-    LOOM_ASSIGN_OR_RETURN(loom::v1::CheckpointManifest manifest, ReadCheckpointManifest(source, /*verify=*/false));
+    absl::StatusOr<loom::v1::CheckpointManifest> read = ReadCheckpointManifest(source, /*verify=*/false);
+    if (!read.ok()) return source == options_.resume_from ? ResumeCheckpointBad(read.status()) : read.status();
+    const loom::v1::CheckpointManifest& manifest = *read;
     if (manifest.model().has_rope_theta()) effective_model_.set_rope_theta(manifest.model().rope_theta());
     if (manifest.model().has_rope_scaling()) *effective_model_.mutable_rope_scaling() = manifest.model().rope_scaling();
     if (options_.chat_template.empty() && manifest.metadata().contains("chat_template")) {
@@ -60,7 +63,9 @@ absl::Status Trainer::Init() {
 
   rng_ = Random(stage.seed());
   if (!options_.resume_from.empty()) {
-    LOOM_ASSIGN_OR_RETURN(loom::v1::CheckpointManifest manifest, parallel_->Resume(options_.resume_from));
+    absl::StatusOr<loom::v1::CheckpointManifest> resumed = parallel_->Resume(options_.resume_from);
+    if (!resumed.ok()) return ResumeCheckpointBad(resumed.status());  // corrupt or incomplete: the coordinator falls back
+    const loom::v1::CheckpointManifest& manifest = *resumed;
     LOOM_RETURN_IF_ERROR(data_->RestoreState(manifest.data_state()));
     if (!rng_.RestoreState(manifest.rng_state())) {
       return absl::DataLossError(absl::StrCat("checkpoint ", options_.resume_from, " has a malformed RNG state"));
