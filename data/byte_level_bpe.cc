@@ -260,8 +260,9 @@ class Reader {
   std::string name_;
 };
 
-// The pattern of pre_tokenizer (a ByteLevel with use_regex, or a Sequence of Split + ByteLevel).
-absl::StatusOr<std::string> PreTokenizerPattern(const Json& root, const Reader& r) {
+// The pattern of pre_tokenizer (a ByteLevel with use_regex, or a Sequence of Split + ByteLevel)
+// and the field it came from.
+absl::StatusOr<std::pair<std::string, std::string>> PreTokenizerPattern(const Json& root, const Reader& r) {
   if (!root.contains("pre_tokenizer") || !root["pre_tokenizer"].is_object()) {
     return r.Error("pre_tokenizer", "missing: a byte-level BPE needs a ByteLevel pre-tokenizer");
   }
@@ -280,7 +281,7 @@ absl::StatusOr<std::string> PreTokenizerPattern(const Json& root, const Reader& 
   const std::string type = pre.value("type", "");
   if (type == "ByteLevel") {
     LOOM_RETURN_IF_ERROR(check_byte_level(pre, "pre_tokenizer", true));
-    return std::string(kGpt2Pattern);
+    return std::make_pair(std::string(kGpt2Pattern), std::string("pre_tokenizer.use_regex"));
   }
   if (type != "Sequence") {
     return r.Error("pre_tokenizer.type", absl::StrCat(Quoted(type), " is not supported: use ByteLevel, or a "
@@ -310,7 +311,8 @@ absl::StatusOr<std::string> PreTokenizerPattern(const Json& root, const Reader& 
       !split["pattern"]["Regex"].is_string()) {
     return r.Error("pre_tokenizer.pretokenizers[0].pattern", "expected {\"Regex\": \"...\"}");
   }
-  return split["pattern"]["Regex"].get<std::string>();
+  return std::make_pair(split["pattern"]["Regex"].get<std::string>(),
+                        std::string("pre_tokenizer.pretokenizers[0].pattern.Regex"));
 }
 
 }  // namespace
@@ -492,10 +494,9 @@ absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_v
     if (ntype != "NFC") return r.Error("normalizer.type", Quoted(ntype) + " is not supported: use null or \"NFC\"");
     bpe->nfc_ = true;
   }
-  std::string pattern;
-  LOOM_ASSIGN_OR_RETURN(pattern, PreTokenizerPattern(root, r));
+  LOOM_ASSIGN_OR_RETURN(const auto pattern, PreTokenizerPattern(root, r));
   LOOM_ASSIGN_OR_RETURN(bpe->pre_tokenizer_,
-                  PreTokenizer::Create(pattern, absl::StrCat(name, ": pre_tokenizer pattern")));
+                        PreTokenizer::Create(pattern.first, absl::StrCat(name, ": ", pattern.second)));
   if (!root.contains("decoder") || !root["decoder"].is_object() || root["decoder"].value("type", "") != "ByteLevel") {
     return r.Error("decoder", "must be {\"type\": \"ByteLevel\"} (text is decoded through the byte alphabet)");
   }
