@@ -124,6 +124,11 @@ absl::StatusOr<PrepareResult> Prepare(const PrepareOptions& o,
     if (log) log(line);
   };
   if (o.out_dir.empty()) return absl::InvalidArgumentError("prepare: --out is required");
+  // A given tokenizer is checked first: a bad file fails in a second, not after the cleaning.
+  std::unique_ptr<Tokenizer> given;
+  if (!o.tokenizer.empty()) {
+    LOOM_ASSIGN_OR_RETURN(given, Tokenizer::Load(o.tokenizer));
+  }
   LOOM_ASSIGN_OR_RETURN(std::vector<CorpusSourceInfo> corpus, ReadCorpusManifest(o.corpus_dir));
   std::vector<CorpusSourceInfo> chosen;
   for (const CorpusSourceInfo& info : corpus) {
@@ -206,8 +211,7 @@ absl::StatusOr<PrepareResult> Prepare(const PrepareOptions& o,
   // Tokenizer: a given one is copied in under its kind's name (tokenizer.model or
   // tokenizer.json), and the other name removed, so DefaultTokenizerPath finds this one.
   std::string model_path = (fs::path(o.out_dir) / kSentencePieceFile).string();
-  if (!o.tokenizer.empty()) {
-    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> given, Tokenizer::Load(o.tokenizer));
+  if (given != nullptr) {
     const bool json = given->kind() != "sentencepiece";
     model_path = (fs::path(o.out_dir) / (json ? kHuggingFaceTokenizerFile : kSentencePieceFile)).string();
     if (fs::absolute(o.tokenizer) != fs::absolute(model_path)) {

@@ -11,6 +11,7 @@
 #include "data/chat.h"
 #include "data/tokenizer.h"
 #include "data_test_util.h"
+#include "tests/unit/data/bpe_fixture.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -18,74 +19,14 @@ namespace loom::data {
 namespace {
 
 using Json = nlohmann::json;
+using testing::ByteChar;
+using testing::HandTokenizer;
+using testing::Mapped;
 using testing::TempDir;
 using testing::WriteText;
 
-// GPT-2's byte alphabet, written out again from its definition (not shared with the code under test).
-std::string ByteChar(unsigned char b) {
-  static const std::vector<std::string> table = [] {
-    std::vector<std::string> t(256);
-    int moved = 0;
-    for (int c = 0; c < 256; ++c) {
-      const bool keep = (c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255);
-      const int cp = keep ? c : 256 + moved++;
-      std::string s;
-      if (cp < 0x80) {
-        s.push_back(static_cast<char>(cp));
-      } else {
-        s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-        s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-      }
-      t[c] = s;
-    }
-    return t;
-  }();
-  return table[b];
-}
-
-std::string Mapped(const std::string& text) {
-  std::string out;
-  for (char c : text) out += ByteChar(static_cast<unsigned char>(c));
-  return out;
-}
-
-// Vocab: the 256 bytes (id = byte), then the merge results in order, then the added tokens.
-struct Hand {
-  std::vector<std::pair<std::string, std::string>> merges;  // plain text, mapped when written
-  std::vector<std::string> added = {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|im"};
-  bool pairs = false;  // merges as ["a", "b"] instead of "a b"
-
-  Json Build() const {
-    Json vocab = Json::object();
-    for (int b = 0; b < 256; ++b) vocab[ByteChar(static_cast<unsigned char>(b))] = b;
-    Json merge_list = Json::array();
-    for (const auto& [a, b] : merges) {
-      if (!vocab.contains(Mapped(a + b))) vocab[Mapped(a + b)] = vocab.size();
-      if (pairs) {
-        merge_list.push_back(Json::array({Mapped(a), Mapped(b)}));
-      } else {
-        merge_list.push_back(Mapped(a) + " " + Mapped(b));
-      }
-    }
-    Json added_tokens = Json::array();
-    for (const std::string& t : added) {
-      added_tokens.push_back({{"id", vocab.size() + added_tokens.size()}, {"content", t}, {"special", true},
-                              {"lstrip", false}, {"rstrip", false}, {"single_word", false}, {"normalized", false}});
-    }
-    return Json{{"version", "1.0"},
-                {"added_tokens", added_tokens},
-                {"normalizer", nullptr},
-                {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-                {"post_processor", nullptr},
-                {"decoder", {{"type", "ByteLevel"}}},
-                {"model",
-                 {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"vocab", vocab},
-                  {"merges", merge_list}}}};
-  }
-};
-
-Hand Words() {
-  Hand h;
+HandTokenizer Words() {
+  HandTokenizer h;
   h.merges = {{" ", "t"}, {"l", "l"}, {"e", "ll"}, {"h", "ell"}, {"hell", "o"}, {"h", "e"}, {" t", "he"}, {"a", "a"}};
   return h;
 }
@@ -128,7 +69,7 @@ TEST_F(ByteLevelBpeTest, MergesByRankAndDecodesBack) {
 }
 
 TEST_F(ByteLevelBpeTest, MergesAsPairsEqualMergesAsStrings) {
-  Hand pairs = Words();
+  HandTokenizer pairs = Words();
   pairs.pairs = true;
   auto a = Load(Words().Build(), "a.json");
   auto b = Load(pairs.Build(), "b.json");
@@ -136,6 +77,24 @@ TEST_F(ByteLevelBpeTest, MergesAsPairsEqualMergesAsStrings) {
   const std::string text = "hello there, the hell of it\n  aaa";
   EXPECT_EQ(a->Encode(text), b->Encode(text));
   EXPECT_NE(a->hash(), b->hash());
+}
+
+TEST_F(ByteLevelBpeTest, Llama3PatternGroupsDigitsInThreesAndFoldsContractions) {
+  HandTokenizer h;
+  h.merges = {{"3", "4"}, {"1", "2"}, {"12", "3"}, {"'", "S"}};
+  auto gpt2 = Load(h.Build(), "gpt2.json");
+  h.llama3 = true;
+  h.pairs = true;
+  auto llama3 = Load(h.Build(), "llama3.json");
+  ASSERT_TRUE(gpt2 && llama3);
+  const int32_t m34 = gpt2->PieceToId("34"), m12 = gpt2->PieceToId("12"), m123 = gpt2->PieceToId("123");
+  const int32_t apostrophe_s = gpt2->PieceToId("'S");
+  // GPT-2: one piece of digits, so 3+4 (rank 0) wins; Llama-3: "123" and "4".
+  EXPECT_EQ(gpt2->Encode("1234"), (std::vector<int32_t>{m12, m34}));
+  EXPECT_EQ(llama3->Encode("1234"), (std::vector<int32_t>{m123, '4'}));
+  // GPT-2's contractions are lower case only; Llama-3's (?i:...) takes "'S" as one piece.
+  EXPECT_EQ(gpt2->Encode("IT'S"), (std::vector<int32_t>{'I', 'T', '\'', 'S'}));
+  EXPECT_EQ(llama3->Encode("IT'S"), (std::vector<int32_t>{'I', 'T', apostrophe_s}));
 }
 
 TEST_F(ByteLevelBpeTest, AddedTokensAreMatchedLongestFirstAndNeverSplit) {
@@ -159,7 +118,7 @@ TEST_F(ByteLevelBpeTest, AddedTokensAreMatchedLongestFirstAndNeverSplit) {
 }
 
 TEST_F(ByteLevelBpeTest, ChatTemplateWithoutItsPiecesSaysWhatIsMissing) {
-  Hand h = Words();
+  HandTokenizer h = Words();
   h.added = {"<|endoftext|>"};
   auto tok = Load(h.Build());
   ASSERT_NE(tok, nullptr);
