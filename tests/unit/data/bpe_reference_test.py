@@ -263,6 +263,13 @@ def main():
         text = read(rel)
         lines += [text[i:i + 700] for i in range(0, min(len(text), 14000), 700)]
 
+    # Every code point's Unicode class as the pattern sees it (\p{L}, \p{N}, \s; ICU in Loom,
+    # `regex` here): each in a few contexts, all of them below U+3000 and a sample above.
+    sweep = [c for c in range(1, 0x3000) if c != 0x0A] + list(range(0x3000, 0x30000, 11))
+    sweep = [c for c in sweep if not 0xD800 <= c < 0xE000]
+    for k in range(0, len(sweep), 32):
+        lines.append("".join(f"a{chr(c)} b{chr(c)}{chr(c)}1 {chr(c)}" for c in sweep[k:k + 32]))
+
     failures = 0
     out_dir = args.keep or tempfile.mkdtemp(prefix="loom-bpe-")
     os.makedirs(out_dir, exist_ok=True)
