@@ -74,11 +74,12 @@ int RunPrepare(const Args& args) {
   data::PrepareOptions o;
   std::string sources;
   int64_t seed = static_cast<int64_t>(o.seed);
-  CommandLine cl("loom data prepare",
-                 "Cleans and deduplicates a corpus, decontaminates training splits against the held-out "
-                 "ones, trains a SentencePiece BPE tokenizer (or uses --tokenizer), and encodes token shards in "
-                 "parallel. "
-                 "Prints what each filter removed per source.");
+  CommandLine cl(
+      "loom data prepare",
+      "Cleans and deduplicates a corpus, decontaminates training splits against the held-out "
+      "ones, trains a SentencePiece BPE tokenizer (or uses --tokenizer), and encodes token shards in "
+      "parallel. "
+      "Prints what each filter removed per source.");
   cl.AddFlag("corpus", &o.corpus_dir, "corpus directory from `loom data corpus` (required)");
   cl.AddFlag("out", &o.out_dir, "output directory (required)");
   cl.AddFlag("sources", &sources, "comma-separated sources (default: all of the corpus)");
@@ -217,9 +218,10 @@ std::string ReadStdin() {
 int RunTokenize(const Args& args) {
   std::string path;
   bool jsonl = false, decode = false;
-  CommandLine cl("loom data tokenize",
-                 "Encodes stdin with a tokenizer (a SentencePiece model or a Hugging Face tokenizer.json) and "
-                 "prints the token ids, one line; with --decode, reads ids and prints the text.");
+  CommandLine cl(
+      "loom data tokenize",
+      "Encodes stdin with a tokenizer (a SentencePiece model or a Hugging Face tokenizer.json) and "
+      "prints the token ids, one line; with --decode, reads ids and prints the text.");
   cl.AddFlag("tokenizer", &path, "tokenizer file (required): tokenizer.model or tokenizer.json");
   cl.AddFlag("jsonl", &jsonl,
              "each stdin line is a JSON string; prints one line per input: {\"ids\": [...], \"roundtrip\": "
@@ -238,7 +240,8 @@ int RunTokenize(const Args& args) {
   const std::string input = ReadStdin();
   if (decode) {
     std::vector<int32_t> ids;
-    const std::vector<std::string> words = absl::StrSplit(input, absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty());
+    const std::vector<std::string> words =
+        absl::StrSplit(input, absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty());
     for (const std::string& word : words) {
       int32_t id = 0;
       if (!absl::SimpleAtoi(word, &id) || id < 0 || id >= tok.vocab_size()) {

@@ -68,7 +68,8 @@ class Checker {
         Error("data.tokenizer", absl::StrCat("is empty, and its default: ", p), hint);
       }
     } else if (std::string p = Problem(tokenizer, false); !p.empty()) {
-      Error("data.tokenizer", p, "name the tokenizer the data was prepared with (tokenizer.model or tokenizer.json)");
+      Error("data.tokenizer", p,
+            "name the tokenizer the data was prepared with (tokenizer.model or tokenizer.json)");
     }
     return true;
   }

@@ -59,7 +59,9 @@ uint32_t NextCodepoint(std::string_view s, size_t* i) {
   return cp;
 }
 
-std::string Quoted(const std::string& s) { return Json(s).dump(-1, ' ', false, Json::error_handler_t::replace); }
+std::string Quoted(const std::string& s) {
+  return Json(s).dump(-1, ' ', false, Json::error_handler_t::replace);
+}
 
 struct AddedToken {
   std::string content;
@@ -124,7 +126,7 @@ class ByteLevelBpe : public TokenizerBackend {
 
  private:
   friend absl::StatusOr<std::unique_ptr<TokenizerBackend>> internal::LoadByteLevelBpe(std::string_view,
-                                                                                     const std::string&);
+                                                                                      const std::string&);
 
   void EncodeSegment(std::string_view segment, std::vector<int32_t>* ids) const {
     if (segment.empty()) return;
@@ -271,10 +273,12 @@ absl::StatusOr<std::pair<std::string, std::string>> PreTokenizerPattern(const Js
     bool prefix = false, use_regex = true;
     LOOM_ASSIGN_OR_RETURN(prefix, r.Bool(b, "add_prefix_space", field + ".add_prefix_space", false));
     LOOM_ASSIGN_OR_RETURN(use_regex, r.Bool(b, "use_regex", field + ".use_regex", true));
-    if (prefix) return r.Error(field + ".add_prefix_space", "true is not supported (it changes the text: use false)");
+    if (prefix)
+      return r.Error(field + ".add_prefix_space", "true is not supported (it changes the text: use false)");
     if (use_regex != want_regex) {
-      return r.Error(field + ".use_regex", want_regex ? "must be true (a lone ByteLevel splits with GPT-2's pattern)"
-                                                      : "must be false after a Split (the text is split once)");
+      return r.Error(field + ".use_regex", want_regex
+                                               ? "must be true (a lone ByteLevel splits with GPT-2's pattern)"
+                                               : "must be false after a Split (the text is split once)");
     }
     return absl::OkStatus();
   };
@@ -284,10 +288,12 @@ absl::StatusOr<std::pair<std::string, std::string>> PreTokenizerPattern(const Js
     return std::make_pair(std::string(kGpt2Pattern), std::string("pre_tokenizer.use_regex"));
   }
   if (type != "Sequence") {
-    return r.Error("pre_tokenizer.type", absl::StrCat(Quoted(type), " is not supported: use ByteLevel, or a "
-                                                                      "Sequence of Split and ByteLevel"));
+    return r.Error("pre_tokenizer.type", absl::StrCat(Quoted(type),
+                                                      " is not supported: use ByteLevel, or a "
+                                                      "Sequence of Split and ByteLevel"));
   }
-  if (!pre.contains("pretokenizers") || !pre["pretokenizers"].is_array() || pre["pretokenizers"].size() != 2) {
+  if (!pre.contains("pretokenizers") || !pre["pretokenizers"].is_array() ||
+      pre["pretokenizers"].size() != 2) {
     return r.Error("pre_tokenizer.pretokenizers", "expected [Split, ByteLevel]");
   }
   const Json& split = pre["pretokenizers"][0];
@@ -300,9 +306,11 @@ absl::StatusOr<std::pair<std::string, std::string>> PreTokenizerPattern(const Js
   }
   LOOM_RETURN_IF_ERROR(check_byte_level(byte_level, "pre_tokenizer.pretokenizers[1]", false));
   std::string behavior;
-  LOOM_ASSIGN_OR_RETURN(behavior, r.String(split, "behavior", "pre_tokenizer.pretokenizers[0].behavior", "Isolated"));
+  LOOM_ASSIGN_OR_RETURN(behavior,
+                        r.String(split, "behavior", "pre_tokenizer.pretokenizers[0].behavior", "Isolated"));
   if (behavior != "Isolated") {
-    return r.Error("pre_tokenizer.pretokenizers[0].behavior", Quoted(behavior) + " is not supported: use \"Isolated\"");
+    return r.Error("pre_tokenizer.pretokenizers[0].behavior",
+                   Quoted(behavior) + " is not supported: use \"Isolated\"");
   }
   bool invert = false;
   LOOM_ASSIGN_OR_RETURN(invert, r.Bool(split, "invert", "pre_tokenizer.pretokenizers[0].invert", false));
@@ -317,40 +325,50 @@ absl::StatusOr<std::pair<std::string, std::string>> PreTokenizerPattern(const Js
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_view text, const std::string& name) {
+absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_view text,
+                                                                   const std::string& name) {
   const Reader r(name);
   if (text.size() > kMaxTokenizerJsonBytes) {
-    return r.Error("file", absl::StrCat(text.size(), " bytes is more than the limit of ", kMaxTokenizerJsonBytes));
+    return r.Error("file",
+                   absl::StrCat(text.size(), " bytes is more than the limit of ", kMaxTokenizerJsonBytes));
   }
   const Json root = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded() || !root.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": not a JSON object (expected a Hugging Face tokenizer.json)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": not a JSON object (expected a Hugging Face tokenizer.json)"));
   }
   auto bpe = std::make_unique<ByteLevelBpe>();
 
   // model
-  if (!root.contains("model") || !root["model"].is_object()) return r.Error("model", "missing or not an object");
+  if (!root.contains("model") || !root["model"].is_object())
+    return r.Error("model", "missing or not an object");
   const Json& model = root["model"];
   std::string type;
   LOOM_ASSIGN_OR_RETURN(type, r.String(model, "type", "model.type"));
-  if (type != "BPE") return r.Error("model.type", Quoted(type) + " is not supported: Loom reads BPE models only");
+  if (type != "BPE")
+    return r.Error("model.type", Quoted(type) + " is not supported: Loom reads BPE models only");
   if (model.contains("dropout") && !model["dropout"].is_null() &&
       !(model["dropout"].is_number() && model["dropout"].get<double>() == 0)) {
-    return r.Error("model.dropout", "BPE dropout is not supported (encoding must be deterministic): use null");
+    return r.Error("model.dropout",
+                   "BPE dropout is not supported (encoding must be deterministic): use null");
   }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     std::string value;
     LOOM_ASSIGN_OR_RETURN(value, r.String(model, key, absl::StrCat("model.", key)));
-    if (!value.empty()) return r.Error(absl::StrCat("model.", key), "is not supported in a byte-level BPE: use null");
+    if (!value.empty())
+      return r.Error(absl::StrCat("model.", key), "is not supported in a byte-level BPE: use null");
   }
   bool byte_fallback = false;
   LOOM_ASSIGN_OR_RETURN(byte_fallback, r.Bool(model, "byte_fallback", "model.byte_fallback", false));
-  if (byte_fallback) return r.Error("model.byte_fallback", "true is not supported (byte-level BPE needs none)");
+  if (byte_fallback)
+    return r.Error("model.byte_fallback", "true is not supported (byte-level BPE needs none)");
   LOOM_ASSIGN_OR_RETURN(bpe->ignore_merges_, r.Bool(model, "ignore_merges", "model.ignore_merges", false));
 
-  if (!model.contains("vocab") || !model["vocab"].is_object()) return r.Error("model.vocab", "missing or not an object");
+  if (!model.contains("vocab") || !model["vocab"].is_object())
+    return r.Error("model.vocab", "missing or not an object");
   if (model["vocab"].size() > static_cast<size_t>(kMaxBpeVocab)) {
-    return r.Error("model.vocab", absl::StrCat(model["vocab"].size(), " pieces is more than the limit of ", kMaxBpeVocab));
+    return r.Error("model.vocab",
+                   absl::StrCat(model["vocab"].size(), " pieces is more than the limit of ", kMaxBpeVocab));
   }
   std::vector<std::string>& pieces = bpe->pieces_;
   std::vector<bool> from_vocab;
@@ -386,7 +404,8 @@ absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_v
       const Json& t = root["added_tokens"][k];
       const std::string field = absl::StrCat("added_tokens[", k, "]");
       if (!t.is_object()) return r.Error(field, "expected an object");
-      if (!t.contains("id") || !t["id"].is_number_integer()) return r.Error(field + ".id", "expected an integer");
+      if (!t.contains("id") || !t["id"].is_number_integer())
+        return r.Error(field + ".id", "expected an integer");
       std::string content;
       LOOM_ASSIGN_OR_RETURN(content, r.String(t, "content", field + ".content"));
       LOOM_RETURN_IF_ERROR(place(t["id"].get<int64_t>(), content, field + ".content"));
@@ -397,9 +416,11 @@ absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_v
       }
       const int32_t id = static_cast<int32_t>(t["id"].get<int64_t>());
       if (!pieces[id].empty() && pieces[id] != content) {
-        return r.Error(field + ".id", absl::StrCat(id, " is model.vocab's ", Quoted(pieces[id]), ", not ", Quoted(content)));
+        return r.Error(field + ".id",
+                       absl::StrCat(id, " is model.vocab's ", Quoted(pieces[id]), ", not ", Quoted(content)));
       }
-      if (bpe->added_ids_.count(content) != 0) return r.Error(field + ".content", Quoted(content) + " is added twice");
+      if (bpe->added_ids_.count(content) != 0)
+        return r.Error(field + ".content", Quoted(content) + " is added twice");
       pieces[id] = content;
       bpe->added_ids_[content] = id;
       bpe->added_.push_back({content, id});
@@ -429,15 +450,16 @@ absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_v
     cp_byte[byte_cp[b]] = static_cast<unsigned char>(b);
     auto it = bpe->vocab_.find(bpe->byte_piece_[b]);
     if (it == bpe->vocab_.end()) {
-      return r.Error("model.vocab", absl::StrCat("has no piece for byte 0x", absl::Hex(b, absl::kZeroPad2), " (",
-                                                 Quoted(bpe->byte_piece_[b]),
+      return r.Error("model.vocab", absl::StrCat("has no piece for byte 0x", absl::Hex(b, absl::kZeroPad2),
+                                                 " (", Quoted(bpe->byte_piece_[b]),
                                                  "): a byte-level BPE vocabulary holds all 256 byte pieces"));
     }
     bpe->byte_id_[b] = it->second;
   }
   bpe->decoded_.resize(pieces.size());
   for (size_t id = 0; id < pieces.size(); ++id) {
-    if (bpe->added_ids_.count(pieces[id]) != 0 && bpe->added_ids_.at(pieces[id]) == static_cast<int32_t>(id)) {
+    if (bpe->added_ids_.count(pieces[id]) != 0 &&
+        bpe->added_ids_.at(pieces[id]) == static_cast<int32_t>(id)) {
       bpe->decoded_[id] = pieces[id];
       continue;
     }
@@ -453,10 +475,12 @@ absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_v
   }
 
   // merges: "a b" strings (older files) or ["a", "b"] pairs (newer ones); rank = position.
-  if (!model.contains("merges") || !model["merges"].is_array()) return r.Error("model.merges", "missing or not an array");
+  if (!model.contains("merges") || !model["merges"].is_array())
+    return r.Error("model.merges", "missing or not an array");
   const Json& merges = model["merges"];
   if (merges.size() > static_cast<size_t>(kMaxBpeMerges)) {
-    return r.Error("model.merges", absl::StrCat(merges.size(), " merges is more than the limit of ", kMaxBpeMerges));
+    return r.Error("model.merges",
+                   absl::StrCat(merges.size(), " merges is more than the limit of ", kMaxBpeMerges));
   }
   for (size_t k = 0; k < merges.size(); ++k) {
     const std::string field = absl::StrCat("model.merges[", k, "]");
@@ -469,7 +493,8 @@ absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_v
       }
       a = m.substr(0, space);
       b = m.substr(space + 1);
-    } else if (merges[k].is_array() && merges[k].size() == 2 && merges[k][0].is_string() && merges[k][1].is_string()) {
+    } else if (merges[k].is_array() && merges[k].size() == 2 && merges[k][0].is_string() &&
+               merges[k][1].is_string()) {
       a = merges[k][0].get<std::string>();
       b = merges[k][1].get<std::string>();
     } else {
@@ -477,8 +502,10 @@ absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_v
     }
     const std::string shown = Quoted(a + " " + b);
     auto ia = bpe->vocab_.find(a), ib = bpe->vocab_.find(b), ir = bpe->vocab_.find(a + b);
-    if (ia == bpe->vocab_.end()) return r.Error(field, absl::StrCat(shown, ": ", Quoted(a), " is not in model.vocab"));
-    if (ib == bpe->vocab_.end()) return r.Error(field, absl::StrCat(shown, ": ", Quoted(b), " is not in model.vocab"));
+    if (ia == bpe->vocab_.end())
+      return r.Error(field, absl::StrCat(shown, ": ", Quoted(a), " is not in model.vocab"));
+    if (ib == bpe->vocab_.end())
+      return r.Error(field, absl::StrCat(shown, ": ", Quoted(b), " is not in model.vocab"));
     if (ir == bpe->vocab_.end()) {
       return r.Error(field, absl::StrCat(shown, ": the result ", Quoted(a + b), " is not in model.vocab"));
     }
@@ -491,14 +518,17 @@ absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_v
   if (root.contains("normalizer") && !root["normalizer"].is_null()) {
     const Json& n = root["normalizer"];
     const std::string ntype = n.is_object() ? n.value("type", "") : "";
-    if (ntype != "NFC") return r.Error("normalizer.type", Quoted(ntype) + " is not supported: use null or \"NFC\"");
+    if (ntype != "NFC")
+      return r.Error("normalizer.type", Quoted(ntype) + " is not supported: use null or \"NFC\"");
     bpe->nfc_ = true;
   }
   LOOM_ASSIGN_OR_RETURN(const auto pattern, PreTokenizerPattern(root, r));
   LOOM_ASSIGN_OR_RETURN(bpe->pre_tokenizer_,
                         PreTokenizer::Create(pattern.first, absl::StrCat(name, ": ", pattern.second)));
-  if (!root.contains("decoder") || !root["decoder"].is_object() || root["decoder"].value("type", "") != "ByteLevel") {
-    return r.Error("decoder", "must be {\"type\": \"ByteLevel\"} (text is decoded through the byte alphabet)");
+  if (!root.contains("decoder") || !root["decoder"].is_object() ||
+      root["decoder"].value("type", "") != "ByteLevel") {
+    return r.Error("decoder",
+                   "must be {\"type\": \"ByteLevel\"} (text is decoded through the byte alphabet)");
   }
 
   // Special ids by name (tokenizer.json does not say which is which).
@@ -510,8 +540,9 @@ absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_v
   };
   bpe->eos_ = first_of({"<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"});
   if (bpe->eos_ < 0) {
-    return r.Error("added_tokens", "has no end-of-text token (one of <|endoftext|>, <|end_of_text|>, </s>, <eos>): "
-                                   "Loom ends every document with it");
+    return r.Error("added_tokens",
+                   "has no end-of-text token (one of <|endoftext|>, <|end_of_text|>, </s>, <eos>): "
+                   "Loom ends every document with it");
   }
   bpe->bos_ = first_of({"<|begin_of_text|>", "<s>", "<bos>"});
   bpe->pad_ = first_of({"<|pad|>", "<pad>"});

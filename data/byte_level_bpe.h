@@ -38,6 +38,7 @@ inline constexpr int kMaxBpeMerges = 1 << 22;
 inline constexpr int kMaxBpePieceBytes = 4096;
 
 // Parses and checks `json` (the contents of a tokenizer.json; `name` prefixes every error).
-absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_view json, const std::string& name);
+absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_view json,
+                                                                   const std::string& name);
 
 }  // namespace loom::data::internal

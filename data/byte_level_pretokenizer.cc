@@ -50,16 +50,17 @@ class IcuPreTokenizer : public PreTokenizer {
 absl::StatusOr<std::unique_ptr<PreTokenizer>> PreTokenizer::Create(const std::string& pattern,
                                                                    const std::string& field) {
   if (pattern != kGpt2Pattern && pattern != kLlama3Pattern && pattern != kQwen2Pattern) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": the pattern ", pattern.substr(0, 200),
-        " is not one Loom supports: use the GPT-2, Llama-3 or Qwen2 pattern (data/byte_level_pretokenizer.h)"));
+    return absl::InvalidArgumentError(absl::StrCat(field, ": the pattern ", pattern.substr(0, 200),
+                                                   " is not one Loom supports: use the GPT-2, Llama-3 or "
+                                                   "Qwen2 pattern (data/byte_level_pretokenizer.h)"));
   }
   UErrorCode status = U_ZERO_ERROR;
   UParseError parse_error;
   std::unique_ptr<icu::RegexPattern> compiled(
       icu::RegexPattern::compile(icu::UnicodeString::fromUTF8(pattern), 0, parse_error, status));
   if (U_FAILURE(status) || compiled == nullptr) {
-    return absl::InternalError(absl::StrCat(field, ": ICU cannot compile ", pattern, ": ", u_errorName(status)));
+    return absl::InternalError(
+        absl::StrCat(field, ": ICU cannot compile ", pattern, ": ", u_errorName(status)));
   }
   return std::unique_ptr<PreTokenizer>(new IcuPreTokenizer(std::move(compiled)));
 }

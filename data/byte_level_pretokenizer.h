@@ -30,7 +30,8 @@ inline constexpr char kQwen2Pattern[] =
 class PreTokenizer {
  public:
   // Compiles one of the patterns above; any other pattern is refused (the error names `field`).
-  static absl::StatusOr<std::unique_ptr<PreTokenizer>> Create(const std::string& pattern, const std::string& field);
+  static absl::StatusOr<std::unique_ptr<PreTokenizer>> Create(const std::string& pattern,
+                                                              const std::string& field);
   virtual ~PreTokenizer() = default;
   // Cuts `text` into consecutive pieces that cover it exactly (matches, and the text between
   // matches: Hugging Face's "Isolated" split). Thread-safe. Bytes that are not UTF-8 stay in

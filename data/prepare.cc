@@ -221,7 +221,8 @@ absl::StatusOr<PrepareResult> Prepare(const PrepareOptions& o,
             absl::StrCat("cannot copy ", o.tokenizer, " to ", model_path, ": ", ec.message()));
     }
     if (json) {
-      for (const char* stale : {kSentencePieceFile, "tokenizer.vocab"}) fs::remove(fs::path(o.out_dir) / stale, ec);
+      for (const char* stale : {kSentencePieceFile, "tokenizer.vocab"})
+        fs::remove(fs::path(o.out_dir) / stale, ec);
     } else {
       fs::remove(fs::path(o.out_dir) / kHuggingFaceTokenizerFile, ec);
     }

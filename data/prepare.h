@@ -8,8 +8,9 @@
 //   <source>/<split>/shard-*.bin       text sources: documents + EOS as token shards (data/shard.h)
 //   <source>/<split>.jsonl             chat and preference sources: the cleaned JSONL lines (rendered
 //                                      with a chat template at training time, data/chat.h)
-//   prepare.json                       tokenizer file, kind, hash and vocab, per source/split documents, tokens
-//                                      and shards, the per-filter removal counts, the options
+//   prepare.json                       tokenizer file, kind, hash and vocab; per source/split
+//                                      documents, tokens and shards; the per-filter removal
+//                                      counts; the options
 // Order of the steps, per document: normalise; quality filters (UTF-8, length, character class);
 // exact dedup (held-out splits first, so a training copy of an evaluation document is the one
 // removed); then for training splits n-gram decontamination against every held-out split, and

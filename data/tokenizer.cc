@@ -12,8 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/sha256.h"
 #include "common/files.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "data/byte_level_bpe.h"
 #include "data/sentencepiece_backend.h"
@@ -71,7 +71,8 @@ absl::StatusOr<const internal::SentencePieceApi*> SentencePiece() {
 // The SentencePiece module's model as a TokenizerBackend.
 class SentencePieceBackend : public internal::TokenizerBackend {
  public:
-  explicit SentencePieceBackend(std::unique_ptr<internal::SentencePieceModel> model) : model_(std::move(model)) {}
+  explicit SentencePieceBackend(std::unique_ptr<internal::SentencePieceModel> model)
+      : model_(std::move(model)) {}
   std::vector<int32_t> Encode(std::string_view text) const override {
     std::vector<int32_t> ids;
     std::string error;
@@ -124,18 +125,22 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
     const uintmax_t size = std::filesystem::file_size(path, ec);
     if (!ec && size > internal::kMaxTokenizerJsonBytes) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": ", size, " bytes is more than the limit of ",
-                                                     internal::kMaxTokenizerJsonBytes, " for a tokenizer.json"));
+                                                     internal::kMaxTokenizerJsonBytes,
+                                                     " for a tokenizer.json"));
     }
     LOOM_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<internal::TokenizerBackend> bpe, internal::LoadByteLevelBpe(text, path));
-    return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(bpe), "byte-level-bpe", path, *std::move(hash)));
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<internal::TokenizerBackend> bpe,
+                          internal::LoadByteLevelBpe(text, path));
+    return std::unique_ptr<Tokenizer>(
+        new Tokenizer(std::move(bpe), "byte-level-bpe", path, *std::move(hash)));
   }
   LOOM_ASSIGN_OR_RETURN(const internal::SentencePieceApi* spm, SentencePiece());
   std::string error;
   std::unique_ptr<internal::SentencePieceModel> model = spm->load(path, &error);
   if (model == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer model ", path, " is not a SentencePiece model (",
-                                                   error, ") nor a Hugging Face tokenizer.json"));
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer model ", path,
+                                                   " is not a SentencePiece model (", error,
+                                                   ") nor a Hugging Face tokenizer.json"));
   }
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::make_unique<SentencePieceBackend>(std::move(model)),
                                                   "sentencepiece", path, *std::move(hash)));

@@ -70,7 +70,8 @@ class Tokenizer {
   int32_t unk_id() const;  // -1 when the model has none (BPE)
 
  private:
-  Tokenizer(std::unique_ptr<internal::TokenizerBackend> model, std::string kind, std::string path, std::string hash);
+  Tokenizer(std::unique_ptr<internal::TokenizerBackend> model, std::string kind, std::string path,
+            std::string hash);
   std::unique_ptr<internal::TokenizerBackend> model_;
   std::string kind_;
   std::string path_;

@@ -22,7 +22,7 @@ class TokenizerBackend {
   virtual int32_t unk_id() const = 0;                           // -1 when none
   virtual int32_t bos_id() const = 0;                           // -1 when none
   virtual int32_t eos_id() const = 0;
-  virtual int32_t pad_id() const = 0;                           // -1 when none
+  virtual int32_t pad_id() const = 0;  // -1 when none
 };
 
 }  // namespace loom::data::internal

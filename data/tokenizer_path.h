@@ -7,7 +7,7 @@
 
 namespace loom::data {
 
-inline constexpr char kSentencePieceFile[] = "tokenizer.model";  // the default: SentencePiece
+inline constexpr char kSentencePieceFile[] = "tokenizer.model";        // the default: SentencePiece
 inline constexpr char kHuggingFaceTokenizerFile[] = "tokenizer.json";  // prepared with --tokenizer X.json
 
 // <dir>/tokenizer.model when it exists, else <dir>/tokenizer.json when that exists, else

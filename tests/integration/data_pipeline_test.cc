@@ -92,9 +92,9 @@ TEST(LoomData, PrepareWithHuggingFaceTokenizerJson) {
   loom::data::testing::HandTokenizer hand;
   hand.llama3 = true;
   hand.pairs = true;
-  hand.merges = {{" ", "t"}, {"h", "e"}, {" t", "he"}, {"i", "n"}, {" ", "a"}, {"e", "r"}, {"o", "n"},
-                 {"r", "e"}, {" ", "s"}, {"a", "t"}, {"e", "n"}, {" ", "w"}, {"1", "2"}, {"P", "r"},
-                 {"Pr", "o"}, {"b", "l"}, {"bl", "e"}, {"ble", "m"}, {"Pro", "blem"}};
+  hand.merges = {{" ", "t"},  {"h", "e"}, {" t", "he"}, {"i", "n"},   {" ", "a"},     {"e", "r"}, {"o", "n"},
+                 {"r", "e"},  {" ", "s"}, {"a", "t"},   {"e", "n"},   {" ", "w"},     {"1", "2"}, {"P", "r"},
+                 {"Pr", "o"}, {"b", "l"}, {"bl", "e"},  {"ble", "m"}, {"Pro", "blem"}};
   const std::string given = (dir / "my-bpe.json").string();
   ASSERT_TRUE(loom::WriteFileDurably(given, hand.Build().dump(1)).ok());
 
@@ -134,8 +134,9 @@ TEST(LoomData, PrepareWithHuggingFaceTokenizerJson) {
   EXPECT_EQ(first.back(), (*tokenizer)->eos_id());
   first.pop_back();
   EXPECT_NE((*tokenizer)->Decode(first).find("Problem:"), std::string::npos) << (*tokenizer)->Decode(first);
-  EXPECT_NE(std::find(first.begin(), first.end(), (*tokenizer)->PieceToId(loom::data::testing::Mapped("Problem"))),
-            first.end());
+  EXPECT_NE(
+      std::find(first.begin(), first.end(), (*tokenizer)->PieceToId(loom::data::testing::Mapped("Problem"))),
+      first.end());
 
   const Result inspect = RunLoom("data inspect " + prepared.string() + " --decode 12");
   ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
@@ -168,8 +169,9 @@ TEST(LoomData, PrepareWithHuggingFaceTokenizerJson) {
   nlohmann::json bad = hand.Build();
   bad["model"]["merges"][3] = {"i", "zz"};
   ASSERT_TRUE(loom::WriteFileDurably((dir / "bad.json").string(), bad.dump()).ok());
-  const Result refused = RunLoom("data prepare --corpus " + (dir / "corpus").string() + " --out " +
-                                 (dir / "prepared-bad").string() + " --tokenizer " + (dir / "bad.json").string());
+  const Result refused =
+      RunLoom("data prepare --corpus " + (dir / "corpus").string() + " --out " +
+              (dir / "prepared-bad").string() + " --tokenizer " + (dir / "bad.json").string());
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_NE(refused.output.find("model.merges[3]: \"i zz\": \"zz\" is not in model.vocab"), std::string::npos)
       << refused.output;
@@ -177,8 +179,8 @@ TEST(LoomData, PrepareWithHuggingFaceTokenizerJson) {
 }
 
 TEST(LoomData, HelpAndUsageErrors) {
-  for (const char* sub :
-       {"data --help", "data corpus --help", "data prepare --help", "data inspect --help", "data tokenize --help"}) {
+  for (const char* sub : {"data --help", "data corpus --help", "data prepare --help", "data inspect --help",
+                          "data tokenize --help"}) {
     const Result r = RunLoom(sub);
     EXPECT_EQ(r.exit_code, 0) << sub << "\n" << r.output;
   }

@@ -46,8 +46,8 @@ inline constexpr char kLlama3PatternForTests[] =
 struct HandTokenizer {
   std::vector<std::pair<std::string, std::string>> merges;  // plain text, mapped when written
   std::vector<std::string> added = {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|im"};
-  bool pairs = false;        // merges as ["a", "b"] instead of "a b"
-  bool llama3 = false;       // Sequence[Split{Llama-3 pattern}, ByteLevel] instead of ByteLevel{use_regex}
+  bool pairs = false;   // merges as ["a", "b"] instead of "a b"
+  bool llama3 = false;  // Sequence[Split{Llama-3 pattern}, ByteLevel] instead of ByteLevel{use_regex}
 
   nlohmann::json Build() const {
     using Json = nlohmann::json;
@@ -64,14 +64,21 @@ struct HandTokenizer {
     }
     Json added_tokens = Json::array();
     for (const std::string& t : added) {
-      added_tokens.push_back({{"id", vocab.size() + added_tokens.size()}, {"content", t}, {"special", true},
-                              {"lstrip", false}, {"rstrip", false}, {"single_word", false}, {"normalized", false}});
+      added_tokens.push_back({{"id", vocab.size() + added_tokens.size()},
+                              {"content", t},
+                              {"special", true},
+                              {"lstrip", false},
+                              {"rstrip", false},
+                              {"single_word", false},
+                              {"normalized", false}});
     }
     Json pre = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
     if (llama3) {
       pre = {{"type", "Sequence"},
              {"pretokenizers",
-              {{{"type", "Split"}, {"pattern", {{"Regex", kLlama3PatternForTests}}}, {"behavior", "Isolated"},
+              {{{"type", "Split"},
+                {"pattern", {{"Regex", kLlama3PatternForTests}}},
+                {"behavior", "Isolated"},
                 {"invert", false}},
                {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
     }
@@ -82,7 +89,10 @@ struct HandTokenizer {
                 {"post_processor", nullptr},
                 {"decoder", {{"type", "ByteLevel"}}},
                 {"model",
-                 {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"vocab", vocab},
+                 {{"type", "BPE"},
+                  {"dropout", nullptr},
+                  {"unk_token", nullptr},
+                  {"vocab", vocab},
                   {"merges", merge_list}}}};
   }
 };

@@ -11,9 +11,9 @@
 #include "data/chat.h"
 #include "data/tokenizer.h"
 #include "data_test_util.h"
-#include "tests/unit/data/bpe_fixture.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/unit/data/bpe_fixture.h"
 
 namespace loom::data {
 namespace {
@@ -27,7 +27,8 @@ using testing::WriteText;
 
 HandTokenizer Words() {
   HandTokenizer h;
-  h.merges = {{" ", "t"}, {"l", "l"}, {"e", "ll"}, {"h", "ell"}, {"hell", "o"}, {"h", "e"}, {" t", "he"}, {"a", "a"}};
+  h.merges = {{" ", "t"},    {"l", "l"}, {"e", "ll"},  {"h", "ell"},
+              {"hell", "o"}, {"h", "e"}, {" t", "he"}, {"a", "a"}};
   return h;
 }
 
@@ -125,7 +126,8 @@ TEST_F(ByteLevelBpeTest, ChatTemplateWithoutItsPiecesSaysWhatIsMissing) {
   Conversation c = {{"user", "hello"}, {"assistant", "the"}};
   auto example = TokenizeConversation(c, ChatTemplate::kChatML, *tok);
   ASSERT_FALSE(example.ok());
-  EXPECT_NE(std::string(example.status().message()).find("has no piece <|im_start|>: a tokenizer.json needs it in added_tokens"),
+  EXPECT_NE(std::string(example.status().message())
+                .find("has no piece <|im_start|>: a tokenizer.json needs it in added_tokens"),
             std::string::npos)
       << example.status();
   // Alpaca's end of response is the tokenizer's end of text.
@@ -149,7 +151,9 @@ TEST_F(ByteLevelBpeTest, EncodeBatchOnThreadsEqualsEncode) {
   auto tok = Load(Words().Build());
   ASSERT_NE(tok, nullptr);
   std::vector<std::string> docs;
-  for (int i = 0; i < 400; ++i) docs.push_back("hello " + std::to_string(i * 7919) + " the hell<|im_end|> aaa" + std::string(i % 13, ' '));
+  for (int i = 0; i < 400; ++i)
+    docs.push_back("hello " + std::to_string(i * 7919) + " the hell<|im_end|> aaa" +
+                   std::string(i % 13, ' '));
   std::vector<std::string_view> views(docs.begin(), docs.end());
   const auto batch = tok->EncodeBatch(views, 4);
   ASSERT_EQ(batch.size(), docs.size());
@@ -196,18 +200,19 @@ TEST_F(ByteLevelBpeTest, BadFilesAreRefusedNamingTheField) {
     std::string expected;
   };
   const std::vector<Case> cases = {
-      {"model type", [](Json& j) { j["model"]["type"] = "WordPiece"; }, "model.type: \"WordPiece\" is not supported"},
-      {"merge of a piece not in the vocab",
-       [](Json& j) { j["model"]["merges"][2] = Mapped(" t") + " zz"; },
+      {"model type", [](Json& j) { j["model"]["type"] = "WordPiece"; },
+       "model.type: \"WordPiece\" is not supported"},
+      {"merge of a piece not in the vocab", [](Json& j) { j["model"]["merges"][2] = Mapped(" t") + " zz"; },
        "model.merges[2]: \"" + Mapped(" t") + " zz\": \"zz\" is not in model.vocab"},
-      {"merge result not in the vocab",
-       [](Json& j) { j["model"]["merges"].push_back("x y"); },
+      {"merge result not in the vocab", [](Json& j) { j["model"]["merges"].push_back("x y"); },
        "model.merges[8]: \"x y\": the result \"xy\" is not in model.vocab"},
       {"merge that is not two pieces", [](Json& j) { j["model"]["merges"][0] = "a b c"; },
        "model.merges[0]: \"a b c\" is not two pieces"},
       {"merge of another type", [](Json& j) { j["model"]["merges"][1] = 7; }, "model.merges[1]: expected"},
-      {"gap in the ids", [](Json& j) { j["model"]["vocab"].erase("hello"); }, "model.vocab: no piece has id 260"},
-      {"negative id", [](Json& j) { j["model"]["vocab"]["zz"] = -3; }, "model.vocab[\"zz\"]: id -3 is out of range"},
+      {"gap in the ids", [](Json& j) { j["model"]["vocab"].erase("hello"); },
+       "model.vocab: no piece has id 260"},
+      {"negative id", [](Json& j) { j["model"]["vocab"]["zz"] = -3; },
+       "model.vocab[\"zz\"]: id -3 is out of range"},
       {"two pieces, one id", [](Json& j) { j["model"]["vocab"]["zz"] = 5; }, "is also"},
       {"missing byte",
        [](Json& j) {
@@ -217,33 +222,43 @@ TEST_F(ByteLevelBpeTest, BadFilesAreRefusedNamingTheField) {
        "model.vocab: has no piece for byte 0x00"},
       {"added token on a vocab id", [](Json& j) { j["added_tokens"][0]["id"] = 65; },
        "added_tokens[0].id: 65 is model.vocab's \"A\""},
-      {"lstrip", [](Json& j) { j["added_tokens"][1]["lstrip"] = true; }, "added_tokens[1].lstrip: true is not supported"},
-      {"no end of text",
-       [](Json& j) { j["added_tokens"][0]["content"] = "<|something|>"; },
+      {"lstrip", [](Json& j) { j["added_tokens"][1]["lstrip"] = true; },
+       "added_tokens[1].lstrip: true is not supported"},
+      {"no end of text", [](Json& j) { j["added_tokens"][0]["content"] = "<|something|>"; },
        "added_tokens: has no end-of-text token"},
       {"other pattern",
        [](Json& j) {
-         j["pre_tokenizer"] = {{"type", "Sequence"},
-                               {"pretokenizers",
-                                {{{"type", "Split"}, {"pattern", {{"Regex", "\\w+"}}}, {"behavior", "Isolated"}},
-                                 {{"type", "ByteLevel"}, {"use_regex", false}}}}};
+         j["pre_tokenizer"] = {
+             {"type", "Sequence"},
+             {"pretokenizers",
+              {{{"type", "Split"}, {"pattern", {{"Regex", "\\w+"}}}, {"behavior", "Isolated"}},
+               {{"type", "ByteLevel"}, {"use_regex", false}}}}};
        },
        "pre_tokenizer.pretokenizers[0].pattern.Regex: the pattern \\w+ is not one Loom supports"},
-      {"double split", [](Json& j) {
-         j["pre_tokenizer"] = {{"type", "Sequence"},
-                               {"pretokenizers",
-                                {{{"type", "Split"}, {"pattern", {{"Regex", "x"}}}}, {{"type", "ByteLevel"}}}}};
+      {"double split",
+       [](Json& j) {
+         j["pre_tokenizer"] = {
+             {"type", "Sequence"},
+             {"pretokenizers",
+              {{{"type", "Split"}, {"pattern", {{"Regex", "x"}}}}, {{"type", "ByteLevel"}}}}};
        },
        "pre_tokenizer.pretokenizers[1].use_regex: must be false"},
       {"prefix space", [](Json& j) { j["pre_tokenizer"]["add_prefix_space"] = true; },
        "pre_tokenizer.add_prefix_space: true is not supported"},
-      {"metaspace", [](Json& j) { j["pre_tokenizer"] = {{"type", "Metaspace"}}; },
+      {"metaspace",
+       [](Json& j) {
+         j["pre_tokenizer"] = {{"type", "Metaspace"}};
+       },
        "pre_tokenizer.type: \"Metaspace\" is not supported"},
       {"no decoder", [](Json& j) { j.erase("decoder"); }, "decoder: must be {\"type\": \"ByteLevel\"}"},
-      {"normalizer", [](Json& j) { j["normalizer"] = {{"type", "Lowercase"}}; },
+      {"normalizer",
+       [](Json& j) {
+         j["normalizer"] = {{"type", "Lowercase"}};
+       },
        "normalizer.type: \"Lowercase\" is not supported"},
       {"dropout", [](Json& j) { j["model"]["dropout"] = 0.1; }, "model.dropout"},
-      {"vocab of strings", [](Json& j) { j["model"]["vocab"]["zz"] = "1"; }, "model.vocab[\"zz\"]: expected an integer id"},
+      {"vocab of strings", [](Json& j) { j["model"]["vocab"]["zz"] = "1"; },
+       "model.vocab[\"zz\"]: expected an integer id"},
       {"no model", [](Json& j) { j.erase("model"); }, "model: missing"},
   };
   for (const Case& c : cases) {
@@ -256,7 +271,8 @@ TEST_F(ByteLevelBpeTest, BadFilesAreRefusedNamingTheField) {
   WriteText(dir_ / "broken.json", "{\"model\": ");
   auto broken = Tokenizer::Load(dir_ / "broken.json");
   ASSERT_FALSE(broken.ok());
-  EXPECT_NE(std::string(broken.status().message()).find("not a JSON object"), std::string::npos) << broken.status();
+  EXPECT_NE(std::string(broken.status().message()).find("not a JSON object"), std::string::npos)
+      << broken.status();
 }
 
 }  // namespace
