@@ -5,6 +5,9 @@
 #include <unicode/unistr.h>
 #include <unicode/utext.h>
 
+#include <climits>
+#include <cstdint>
+
 #include "absl/strings/str_cat.h"
 
 namespace loom::data::internal {
@@ -66,9 +69,15 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> PreTokenizer::Create(const std::st
 }
 
 std::string NormalizeNfc(std::string_view text) {
+  // Fetched once, under C++'s guarded static initialisation (ICU's own lazy init is not visible
+  // to ThreadSanitizer, which then reports the first concurrent calls as a race).
+  static const icu::Normalizer2* const nfc = [] {
+    UErrorCode status = U_ZERO_ERROR;
+    const icu::Normalizer2* instance = icu::Normalizer2::getNFCInstance(status);
+    return U_SUCCESS(status) ? instance : nullptr;
+  }();
+  if (nfc == nullptr || text.size() > INT32_MAX) return std::string(text);
   UErrorCode status = U_ZERO_ERROR;
-  const icu::Normalizer2* nfc = icu::Normalizer2::getNFCInstance(status);
-  if (U_FAILURE(status)) return std::string(text);
   const icu::UnicodeString in =
       icu::UnicodeString::fromUTF8(icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
   if (nfc->isNormalized(in, status) && U_SUCCESS(status)) return std::string(text);
