@@ -4,6 +4,7 @@
 // on real text against a reference encoder is bpe_reference_test.py's job.
 #include <chrono>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -144,6 +145,14 @@ TEST_F(ByteLevelBpeTest, BytesThatAreNotUtf8RoundTrip) {
                                  std::string("nul \0 inside", 12), std::string("\xc3\xa9\xcc\x81")}) {
     const std::vector<int32_t> ids = tok->Encode(text);
     EXPECT_EQ(tok->Decode(ids), text);
+  }
+  // Random bytes, with pieces of added tokens and whitespace mixed in.
+  std::mt19937 rng(7);
+  const std::string bits = "<|im_start|>\n \t";
+  for (int i = 0; i < 2000; ++i) {
+    std::string text(rng() % 120, '\0');
+    for (char& c : text) c = static_cast<char>(rng() % 3 == 0 ? bits[rng() % bits.size()] : rng());
+    ASSERT_EQ(tok->Decode(tok->Encode(text)), text) << "random text " << i;
   }
 }
 
