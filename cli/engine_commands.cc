@@ -293,7 +293,9 @@ int RunEval(const Args& args) {
   cl.AddFlag("max-new-tokens", &max_new_tokens, "tokens an answer may take");
   cl.AddFlag("seq-len", &seq_len, "tokens per sequence for the held-out loss");
   cl.AddFlag("max-tokens", &max_tokens, "held-out tokens per set");
-  cl.AddFlag("tokenizer", &tokenizer_path, "tokenizer file (default: DATA/tokenizer.model, or DATA/tokenizer.json if that is what DATA holds)");
+  cl.AddFlag(
+      "tokenizer", &tokenizer_path,
+      "tokenizer file (default: DATA/tokenizer.model, or DATA/tokenizer.json if that is what DATA holds)");
   cl.AddFlag("threads", &threads, "CPU threads for the kernels");
   cl.AddFlag("json", &json, "print {\"eval_loss\": {...}, \"eval_metrics\": {...}} as `status --json` does");
   cl.AddEpilog("example:\n  loom eval ~/.cache/loom-demo/ckpt/step-000040 --data ~/.cache/loom-demo/data --set math,code --math");
