@@ -509,9 +509,10 @@ absl::StatusOr<std::unique_ptr<TokenizerBackend>> LoadByteLevelBpe(std::string_v
     if (ir == bpe->vocab_.end()) {
       return r.Error(field, absl::StrCat(shown, ": the result ", Quoted(a + b), " is not in model.vocab"));
     }
-    // A repeated merge keeps its first (lowest) rank, as the `tokenizers` library does.
-    bpe->merges_.emplace(ByteLevelBpe::PairKey(ia->second, ib->second),
-                         Merge{static_cast<int32_t>(k), ir->second});
+    // A merge listed twice takes its last rank: the `tokenizers` library builds its map from the
+    // list in order, and a later entry replaces an earlier one.
+    bpe->merges_.insert_or_assign(ByteLevelBpe::PairKey(ia->second, ib->second),
+                                  Merge{static_cast<int32_t>(k), ir->second});
   }
 
   // normalizer: none or NFC (Qwen2).

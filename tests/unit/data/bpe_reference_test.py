@@ -152,7 +152,7 @@ class Reference:
 
     def __init__(self, vocab, merges, added, pattern, ignore_merges=False, nfc=False):
         self.vocab = vocab
-        self.ranks = {m: i for i, m in reversed(list(enumerate(merges)))}
+        self.ranks = {m: i for i, m in enumerate(merges)}  # a merge listed twice: its last rank
         self.added = dict(added)
         self.pattern = pattern
         self.ignore_merges = ignore_merges
