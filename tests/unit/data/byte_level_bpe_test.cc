@@ -70,6 +70,15 @@ TEST_F(ByteLevelBpeTest, MergesByRankAndDecodesBack) {
   EXPECT_EQ(tok->Encode("h e"), (std::vector<int32_t>{'h', ' ', 'e'}));
 }
 
+TEST_F(ByteLevelBpeTest, AMergeListedTwiceTakesItsLastRank) {
+  HandTokenizer h;
+  h.merges = {{"a", "b"}, {"b", "c"}, {"a", "b"}};
+  auto tok = Load(h.Build());
+  ASSERT_NE(tok, nullptr);
+  // a+b is rank 2 (its second listing), b+c rank 1: "abc" is "a" + "bc".
+  EXPECT_EQ(tok->Encode("abc"), (std::vector<int32_t>{'a', tok->PieceToId("bc")}));
+}
+
 TEST_F(ByteLevelBpeTest, MergesAsPairsEqualMergesAsStrings) {
   HandTokenizer pairs = Words();
   pairs.pairs = true;
