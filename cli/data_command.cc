@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -73,17 +74,21 @@ int RunPrepare(const Args& args) {
   data::PrepareOptions o;
   std::string sources;
   int64_t seed = static_cast<int64_t>(o.seed);
-  CommandLine cl("loom data prepare",
-                 "Cleans and deduplicates a corpus, decontaminates training splits against the held-out "
-                 "ones, trains a SentencePiece BPE tokenizer, and encodes token shards in parallel. "
-                 "Prints what each filter removed per source.");
+  CommandLine cl(
+      "loom data prepare",
+      "Cleans and deduplicates a corpus, decontaminates training splits against the held-out "
+      "ones, trains a SentencePiece BPE tokenizer (or uses --tokenizer), and encodes token shards in "
+      "parallel. "
+      "Prints what each filter removed per source.");
   cl.AddFlag("corpus", &o.corpus_dir, "corpus directory from `loom data corpus` (required)");
   cl.AddFlag("out", &o.out_dir, "output directory (required)");
   cl.AddFlag("sources", &sources, "comma-separated sources (default: all of the corpus)");
   cl.AddFlag("vocab", &o.vocab_size, "tokenizer vocabulary size");
   cl.AddFlag("threads", &o.threads, "encoding threads (0: all cores)");
   cl.AddFlag("seed", &seed, "seed of the tokenizer's sentence sampling and of MinHash");
-  cl.AddFlag("tokenizer", &o.tokenizer, "use this SentencePiece model instead of training one");
+  cl.AddFlag("tokenizer", &o.tokenizer,
+             "use this tokenizer instead of training one: a SentencePiece model, or a Hugging Face "
+             "byte-level BPE tokenizer.json (copied to OUT/tokenizer.json)");
   cl.AddFlag("sample-bytes", &o.tokenizer_sample_bytes, "bytes of text the tokenizer is trained on");
   cl.AddFlag("min-chars", &o.prose.min_chars, "prose documents shorter than this are dropped");
   cl.AddFlag("min-alnum", &o.prose.min_alnum_fraction, "prose: least share of letters and digits");
@@ -114,8 +119,8 @@ int RunPrepare(const Args& args) {
     std::printf("%-24s %9lld %12lld %7d\n", key.c_str(), static_cast<long long>(split.docs),
                 static_cast<long long>(split.tokens), split.shards);
   }
-  std::printf("\ntokenizer %s/tokenizer.model: %d pieces, sha256 %s\n", o.out_dir.c_str(), result->vocab_size,
-              result->tokenizer_hash.c_str());
+  std::printf("\ntokenizer %s: %d pieces, sha256 %s\n", data::DefaultTokenizerPath(o.out_dir).c_str(),
+              result->vocab_size, result->tokenizer_hash.c_str());
   if (result->encode_seconds > 0) {
     std::printf("encoded %.1f MB in %.2f s (%.1f MB/s)\n", result->encoded_bytes / 1e6,
                 result->encode_seconds, result->encoded_bytes / 1e6 / result->encode_seconds);
@@ -166,7 +171,7 @@ int RunInspect(const Args& args) {
     return Fail(absl::DataLossError(manifest_path.string() + " is not a prepare manifest"));
   }
   absl::StatusOr<std::unique_ptr<data::Tokenizer>> tokenizer =
-      data::Tokenizer::Load((fs::path(path) / "tokenizer.model").string());
+      data::Tokenizer::Load(data::DefaultTokenizerPath(path));
   if (!tokenizer.ok()) return Fail(tokenizer.status());
   std::printf("tokenizer: %d pieces, sha256 %s\n", (*tokenizer)->vocab_size(), (*tokenizer)->hash().c_str());
   const data::ShardExpectation expected{(*tokenizer)->hash(), (*tokenizer)->vocab_size()};
@@ -201,6 +206,75 @@ int RunInspect(const Args& args) {
   return 0;
 }
 
+// Reads all of stdin (binary).
+std::string ReadStdin() {
+  std::string text;
+  char buffer[1 << 16];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, stdin)) > 0) text.append(buffer, n);
+  return text;
+}
+
+int RunTokenize(const Args& args) {
+  std::string path;
+  bool jsonl = false, decode = false;
+  CommandLine cl(
+      "loom data tokenize",
+      "Encodes stdin with a tokenizer (a SentencePiece model or a Hugging Face tokenizer.json) and "
+      "prints the token ids, one line; with --decode, reads ids and prints the text.");
+  cl.AddFlag("tokenizer", &path, "tokenizer file (required): tokenizer.model or tokenizer.json");
+  cl.AddFlag("jsonl", &jsonl,
+             "each stdin line is a JSON string; prints one line per input: {\"ids\": [...], \"roundtrip\": "
+             "true when decoding the ids gives the string back}");
+  cl.AddFlag("decode", &decode, "stdin holds token ids (whitespace separated): print their text");
+  cl.AddEpilog("example:\n  echo -n 'Hello world' | loom data tokenize --tokenizer /tmp/data/tokenizer.json");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  if (path.empty()) {
+    std::fprintf(stderr, "loom data tokenize: --tokenizer is required (see --help)\n");
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<data::Tokenizer>> tokenizer = data::Tokenizer::Load(path);
+  if (!tokenizer.ok()) return Fail(tokenizer.status());
+  const data::Tokenizer& tok = **tokenizer;
+  const std::string input = ReadStdin();
+  if (decode) {
+    std::vector<int32_t> ids;
+    const std::vector<std::string> words =
+        absl::StrSplit(input, absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty());
+    for (const std::string& word : words) {
+      int32_t id = 0;
+      if (!absl::SimpleAtoi(word, &id) || id < 0 || id >= tok.vocab_size()) {
+        std::fprintf(stderr, "loom data tokenize: '%s' is not a token id below %d\n", word.c_str(),
+                     tok.vocab_size());
+        return 1;
+      }
+      ids.push_back(id);
+    }
+    const std::string text = tok.Decode(ids);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return 0;
+  }
+  if (!jsonl) {
+    std::printf("%s\n", absl::StrJoin(tok.Encode(input), " ").c_str());
+    return 0;
+  }
+  int line_number = 0;
+  const std::vector<std::string> lines = absl::StrSplit(input, '\n', absl::SkipEmpty());
+  for (const std::string& line : lines) {
+    ++line_number;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_string()) {
+      std::fprintf(stderr, "loom data tokenize: stdin line %d: expected a JSON string\n", line_number);
+      return 1;
+    }
+    const std::string text = j.get<std::string>();
+    const std::vector<int32_t> ids = tok.Encode(text);
+    std::printf("%s\n", nlohmann::json{{"ids", ids}, {"roundtrip", tok.Decode(ids) == text}}.dump().c_str());
+  }
+  return 0;
+}
+
 struct Sub {
   const char* name;
   const char* summary;
@@ -211,6 +285,7 @@ constexpr Sub kSubs[] = {
     {"corpus", "assemble the default corpus from installed packages and generated math", RunCorpus},
     {"prepare", "clean, dedup, decontaminate, train the tokenizer, write token shards", RunPrepare},
     {"inspect", "describe and verify prepared data, shard directories or shard files", RunInspect},
+    {"tokenize", "encode stdin with a tokenizer (or decode ids) and print the result", RunTokenize},
 };
 
 void PrintUsage(FILE* out) {

@@ -170,7 +170,7 @@ int RunGenerate(const Args& args) {
   cl.AddPositional("CHECKPOINT", &checkpoint, "checkpoint directory (with manifest.json)");
   cl.AddFlag("prompt", &prompt, "prompt text (with --tokenizer, or for byte-level models: vocab_size 256)");
   cl.AddFlag("tokenizer", &tokenizer_path,
-             "SentencePiece model the checkpoint was trained with (e.g. DATA/tokenizer.model)");
+             "tokenizer the checkpoint was trained with (e.g. DATA/tokenizer.model or DATA/tokenizer.json)");
   cl.AddFlag("ids", &ids, "prompt as token ids separated by spaces or commas (any model)");
   cl.AddFlag("max-new-tokens", &max_new_tokens, "tokens to generate");
   cl.AddFlag("temperature", &temperature, "0 = greedy; otherwise sample at this temperature");
@@ -318,7 +318,9 @@ int RunEval(const Args& args) {
   cl.AddFlag("max-new-tokens", &max_new_tokens, "tokens an answer may take");
   cl.AddFlag("seq-len", &seq_len, "tokens per sequence for the held-out loss");
   cl.AddFlag("max-tokens", &max_tokens, "held-out tokens per set");
-  cl.AddFlag("tokenizer", &tokenizer_path, "tokenizer model (default: DATA/tokenizer.model)");
+  cl.AddFlag(
+      "tokenizer", &tokenizer_path,
+      "tokenizer file (default: DATA/tokenizer.model, or DATA/tokenizer.json if that is what DATA holds)");
   cl.AddFlag("threads", &threads, "CPU threads for the kernels");
   cl.AddFlag("json", &json, "print {\"eval_loss\": {...}, \"eval_metrics\": {...}} as `status --json` does");
   cl.AddEpilog("example:\n  loom eval ~/.cache/loom-demo/ckpt/step-000040 --data ~/.cache/loom-demo/data --set math,code --math");

@@ -43,3 +43,6 @@ add_library(Loom::openblas ALIAS loom_openblas)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
 add_library(Loom::sentencepiece ALIAS PkgConfig::SENTENCEPIECE)
+
+# ICU (libicu-dev): regex and NFC for Hugging Face byte-level BPE tokenizers (data/byte_level_bpe.cc).
+find_package(ICU REQUIRED COMPONENTS uc i18n)       # ICU::uc, ICU::i18n

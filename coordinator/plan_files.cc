@@ -9,6 +9,7 @@
 #include "common/checkpoint_ref.h"
 #include "common/plan_resolve.h"
 #include "common/stage_inputs.h"
+#include "data/tokenizer_path.h"
 
 namespace loom::coordinator {
 namespace {
@@ -63,11 +64,12 @@ class Checker {
     }
     const std::string& tokenizer = record_.plan().data().tokenizer();
     if (tokenizer.empty()) {
-      if (std::string p = Problem(data_dir_ + "/tokenizer.model", false); !p.empty()) {
+      if (std::string p = Problem(data::DefaultTokenizerPath(data_dir_), false); !p.empty()) {
         Error("data.tokenizer", absl::StrCat("is empty, and its default: ", p), hint);
       }
     } else if (std::string p = Problem(tokenizer, false); !p.empty()) {
-      Error("data.tokenizer", p, "name the SentencePiece model the data was prepared with");
+      Error("data.tokenizer", p,
+            "name the tokenizer the data was prepared with (tokenizer.model or tokenizer.json)");
     }
     return true;
   }

@@ -138,17 +138,27 @@ class SpanRenderer {
   std::vector<ChatSpan> spans_;
 };
 
+// The id of a template's special piece. Alpaca's </s> is the tokenizer's end of text, whatever
+// its spelling (<|endoftext|> in a GPT-2 style tokenizer.json).
+int32_t SpecialId(const Tokenizer& tokenizer, std::string_view piece) {
+  const int32_t id = tokenizer.PieceToId(piece);
+  return id < 0 && piece == kEos ? tokenizer.eos_id() : id;
+}
+
+std::string MissingPiece(const Tokenizer& tokenizer, std::string_view piece) {
+  return absl::StrCat("tokenizer ", tokenizer.path(), " has no piece ", std::string(piece),
+                      tokenizer.kind() == "sentencepiece"
+                          ? ": train it with `loom data prepare` (which adds the chat-template pieces)"
+                          : ": a tokenizer.json needs it in added_tokens for this chat template (Qwen2's has "
+                            "<|im_start|> and <|im_end|>), or use a template whose pieces it has");
+}
+
 absl::Status EncodeSpans(const std::vector<ChatSpan>& spans, const Tokenizer& tokenizer,
                          std::vector<int32_t>* tokens, std::vector<uint8_t>* mask) {
   for (const ChatSpan& span : spans) {
     if (span.special) {
-      const int32_t id = tokenizer.PieceToId(span.text);
-      if (id < 0) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("tokenizer ", tokenizer.path(), " has no piece ", span.text,
-                         ": train it with `loom data prepare` (which adds the "
-                         "chat-template pieces)"));
-      }
+      const int32_t id = SpecialId(tokenizer, span.text);
+      if (id < 0) return absl::FailedPreconditionError(MissingPiece(tokenizer, span.text));
       tokens->push_back(id);
       mask->push_back(span.trained ? 1 : 0);
       continue;
@@ -314,11 +324,8 @@ absl::StatusOr<std::vector<int32_t>> TokenizePrompt(const Conversation& prompt, 
 
 absl::StatusOr<int32_t> EndOfTurnToken(ChatTemplate tmpl, const Tokenizer& tokenizer) {
   const char* piece = tmpl == ChatTemplate::kChatML ? kImEnd : kEos;
-  const int32_t id = tokenizer.PieceToId(piece);
-  if (id < 0) {
-    return absl::FailedPreconditionError(absl::StrCat("tokenizer ", tokenizer.path(), " has no piece ", piece,
-                                                      ": train it with `loom data prepare`"));
-  }
+  const int32_t id = SpecialId(tokenizer, piece);
+  if (id < 0) return absl::FailedPreconditionError(MissingPiece(tokenizer, piece));
   return id;
 }
 

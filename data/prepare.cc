@@ -124,6 +124,11 @@ absl::StatusOr<PrepareResult> Prepare(const PrepareOptions& o,
     if (log) log(line);
   };
   if (o.out_dir.empty()) return absl::InvalidArgumentError("prepare: --out is required");
+  // A given tokenizer is checked first: a bad file fails in a second, not after the cleaning.
+  std::unique_ptr<Tokenizer> given;
+  if (!o.tokenizer.empty()) {
+    LOOM_ASSIGN_OR_RETURN(given, Tokenizer::Load(o.tokenizer));
+  }
   LOOM_ASSIGN_OR_RETURN(std::vector<CorpusSourceInfo> corpus, ReadCorpusManifest(o.corpus_dir));
   std::vector<CorpusSourceInfo> chosen;
   for (const CorpusSourceInfo& info : corpus) {
@@ -203,16 +208,27 @@ absl::StatusOr<PrepareResult> Prepare(const PrepareOptions& o,
                         counts.input));
   }
 
-  // Tokenizer.
-  const std::string model_path = (fs::path(o.out_dir) / "tokenizer.model").string();
-  if (!o.tokenizer.empty()) {
+  // Tokenizer: a given one is copied in under its kind's name (tokenizer.model or
+  // tokenizer.json), and the other name removed, so DefaultTokenizerPath finds this one.
+  std::string model_path = (fs::path(o.out_dir) / kSentencePieceFile).string();
+  if (given != nullptr) {
+    const bool json = given->kind() != "sentencepiece";
+    model_path = (fs::path(o.out_dir) / (json ? kHuggingFaceTokenizerFile : kSentencePieceFile)).string();
     if (fs::absolute(o.tokenizer) != fs::absolute(model_path)) {
       fs::copy_file(o.tokenizer, model_path, fs::copy_options::overwrite_existing, ec);
       if (ec)
         return absl::InternalError(
             absl::StrCat("cannot copy ", o.tokenizer, " to ", model_path, ": ", ec.message()));
     }
+    if (json) {
+      for (const char* stale : {kSentencePieceFile, "tokenizer.vocab"})
+        fs::remove(fs::path(o.out_dir) / stale, ec);
+    } else {
+      fs::remove(fs::path(o.out_dir) / kHuggingFaceTokenizerFile, ec);
+    }
+    say(absl::StrFormat("tokenizer %s (%s): %d pieces", o.tokenizer, given->kind(), given->vocab_size()));
   } else {
+    fs::remove(fs::path(o.out_dir) / kHuggingFaceTokenizerFile, ec);
     const std::string sample = (fs::path(o.out_dir) / "tokenizer-sample.txt").string();
     LOOM_RETURN_IF_ERROR(WriteTokenizerSample(splits, o.tokenizer_sample_bytes, sample));
     say(absl::StrFormat("training a %d-piece BPE tokenizer on %d KiB of text", o.vocab_size,
@@ -272,7 +288,8 @@ absl::StatusOr<PrepareResult> Prepare(const PrepareOptions& o,
                                                     o.max_tokens_per_shard));
   }
 
-  Json manifest{{"tokenizer", "tokenizer.model"},
+  Json manifest{{"tokenizer", fs::path(model_path).filename().string()},
+                {"tokenizer_kind", tokenizer->kind()},
                 {"tokenizer_sha256", result.tokenizer_hash},
                 {"vocab_size", result.vocab_size},
                 {"seed", o.seed},

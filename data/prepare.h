@@ -2,12 +2,15 @@
 // token shards. Deterministic for a given corpus, options and seed.
 //
 // Output directory:
-//   tokenizer.model, tokenizer.vocab   the SentencePiece model (unless one was given)
+//   tokenizer.model, tokenizer.vocab   the SentencePiece model (trained, or the one given), or
+//   tokenizer.json                     the Hugging Face byte-level BPE given with --tokenizer
+//                                      (DefaultTokenizerPath finds whichever is there)
 //   <source>/<split>/shard-*.bin       text sources: documents + EOS as token shards (data/shard.h)
 //   <source>/<split>.jsonl             chat and preference sources: the cleaned JSONL lines (rendered
 //                                      with a chat template at training time, data/chat.h)
-//   prepare.json                       tokenizer hash and vocab, per source/split documents, tokens
-//                                      and shards, the per-filter removal counts, the options
+//   prepare.json                       tokenizer file, kind, hash and vocab; per source/split
+//                                      documents, tokens and shards; the per-filter removal
+//                                      counts; the options
 // Order of the steps, per document: normalise; quality filters (UTF-8, length, character class);
 // exact dedup (held-out splits first, so a training copy of an evaluation document is the one
 // removed); then for training splits n-gram decontamination against every held-out split, and
@@ -37,7 +40,8 @@ struct PrepareOptions {
   uint64_t seed = 1;
   // Bytes of training text sampled (round-robin over sources) to train the tokenizer.
   int64_t tokenizer_sample_bytes = 8 << 20;
-  // Use this SentencePiece model instead of training one (it is copied to the output).
+  // Use this tokenizer instead of training one: a SentencePiece model (copied to
+  // tokenizer.model) or a Hugging Face tokenizer.json (copied to tokenizer.json).
   std::string tokenizer;
   QualityOptions prose;                   // english, multilingual, other text
   QualityOptions code{32, 1 << 20, 0.3};  // code: braces and operators are fine

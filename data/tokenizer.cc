@@ -7,13 +7,17 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/files.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "data/byte_level_bpe.h"
 #include "data/sentencepiece_backend.h"
+#include "data/tokenizer_backend.h"
 
 namespace loom::data {
 namespace {
@@ -64,10 +68,50 @@ absl::StatusOr<const internal::SentencePieceApi*> SentencePiece() {
   return api;
 }
 
+// The SentencePiece module's model as a TokenizerBackend.
+class SentencePieceBackend : public internal::TokenizerBackend {
+ public:
+  explicit SentencePieceBackend(std::unique_ptr<internal::SentencePieceModel> model)
+      : model_(std::move(model)) {}
+  std::vector<int32_t> Encode(std::string_view text) const override {
+    std::vector<int32_t> ids;
+    std::string error;
+    // With byte fallback the encoder has no failure mode on any input; an error here would be a
+    // corrupted model, which Load already refused.
+    model_->Encode(text, &ids, &error);
+    return ids;
+  }
+  std::string Decode(const std::vector<int32_t>& ids) const override { return model_->Decode(ids); }
+  int vocab_size() const override { return model_->vocab_size(); }
+  int32_t PieceToId(std::string_view piece) const override {
+    const int32_t id = model_->PieceToId(piece);
+    if (id == model_->unk_id() && piece != model_->IdToPiece(id)) return -1;
+    return id;
+  }
+  std::string IdToPiece(int32_t id) const override { return model_->IdToPiece(id); }
+  int32_t unk_id() const override { return model_->unk_id(); }
+  int32_t bos_id() const override { return model_->bos_id(); }
+  int32_t eos_id() const override { return model_->eos_id(); }
+  int32_t pad_id() const override { return model_->pad_id(); }
+
+ private:
+  std::unique_ptr<internal::SentencePieceModel> model_;
+};
+
+bool IsHuggingFaceJson(const std::string& path) {
+  if (std::filesystem::path(path).extension() == ".json") return true;
+  std::ifstream in(path, std::ios::binary);
+  char c = 0;
+  while (in.get(c) && (c == ' ' || c == '\n' || c == '\r' || c == '\t')) {
+  }
+  return in && c == '{';
+}
+
 }  // namespace
 
-Tokenizer::Tokenizer(std::unique_ptr<internal::SentencePieceModel> model, std::string path, std::string hash)
-    : model_(std::move(model)), path_(std::move(path)), hash_(std::move(hash)) {}
+Tokenizer::Tokenizer(std::unique_ptr<internal::TokenizerBackend> model, std::string kind, std::string path,
+                     std::string hash)
+    : model_(std::move(model)), kind_(std::move(kind)), path_(std::move(path)), hash_(std::move(hash)) {}
 Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
@@ -76,24 +120,33 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
     return absl::Status(hash.status().code(), absl::StrCat("tokenizer model ", path, ": ", hash.status().message(),
                                                            " (train one with `loom data prepare`)"));
   }
+  if (IsHuggingFaceJson(path)) {
+    std::error_code ec;
+    const uintmax_t size = std::filesystem::file_size(path, ec);
+    if (!ec && size > internal::kMaxTokenizerJsonBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", size, " bytes is more than the limit of ",
+                                                     internal::kMaxTokenizerJsonBytes,
+                                                     " for a tokenizer.json"));
+    }
+    LOOM_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<internal::TokenizerBackend> bpe,
+                          internal::LoadByteLevelBpe(text, path));
+    return std::unique_ptr<Tokenizer>(
+        new Tokenizer(std::move(bpe), "byte-level-bpe", path, *std::move(hash)));
+  }
   LOOM_ASSIGN_OR_RETURN(const internal::SentencePieceApi* spm, SentencePiece());
   std::string error;
   std::unique_ptr<internal::SentencePieceModel> model = spm->load(path, &error);
   if (model == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tokenizer model ", path, " is not a SentencePiece model: ", error));
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer model ", path,
+                                                   " is not a SentencePiece model (", error,
+                                                   ") nor a Hugging Face tokenizer.json"));
   }
-  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(model), path, *std::move(hash)));
+  return std::unique_ptr<Tokenizer>(new Tokenizer(std::make_unique<SentencePieceBackend>(std::move(model)),
+                                                  "sentencepiece", path, *std::move(hash)));
 }
 
-std::vector<int32_t> Tokenizer::Encode(std::string_view text) const {
-  std::vector<int32_t> ids;
-  std::string error;
-  // With byte fallback the encoder has no failure mode on any input; an error here would be a
-  // corrupted model, which Load already refused.
-  model_->Encode(text, &ids, &error);
-  return ids;
-}
+std::vector<int32_t> Tokenizer::Encode(std::string_view text) const { return model_->Encode(text); }
 
 std::string Tokenizer::Decode(const std::vector<int32_t>& ids) const { return model_->Decode(ids); }
 
@@ -132,11 +185,7 @@ std::vector<std::vector<int32_t>> Tokenizer::EncodeBatch(
 }
 
 int Tokenizer::vocab_size() const { return model_->vocab_size(); }
-int32_t Tokenizer::PieceToId(std::string_view piece) const {
-  const int32_t id = model_->PieceToId(piece);
-  if (id == model_->unk_id() && piece != model_->IdToPiece(id)) return -1;
-  return id;
-}
+int32_t Tokenizer::PieceToId(std::string_view piece) const { return model_->PieceToId(piece); }
 std::string Tokenizer::IdToPiece(int32_t id) const { return model_->IdToPiece(id); }
 int32_t Tokenizer::bos_id() const { return model_->bos_id(); }
 int32_t Tokenizer::eos_id() const { return model_->eos_id(); }

@@ -1,10 +1,12 @@
-// Loom's tokenizer: a SentencePiece model behind a small interface, so that no other translation
-// unit includes SentencePiece's headers (they clash with Debian's Abseil; see data/README.md).
+// Loom's tokenizer: a SentencePiece model (the default, trained by `loom data prepare`) or a
+// Hugging Face byte-level BPE tokenizer.json (GPT-2, Llama-3, Qwen2 style; data/byte_level_bpe.h),
+// behind one small interface, so that no other translation unit includes SentencePiece's headers
+// (they clash with Debian's Abseil; see data/README.md).
 //
-//   LOOM_ASSIGN_OR_RETURN(auto tok, Tokenizer::Load(dir + "/tokenizer.model"));
+//   LOOM_ASSIGN_OR_RETURN(auto tok, Tokenizer::Load(DefaultTokenizerPath(dir)));
 //   std::vector<int32_t> ids = tok->Encode("Hello");
 //
-// Models trained by TrainTokenizer are byte-level BPE with byte fallback, no text normalisation
+// SentencePiece models trained by TrainTokenizer are byte-level BPE with byte fallback, no text normalisation
 // and no dummy prefix, so Decode(Encode(a) ++ Encode(b)) == a + b for any UTF-8 strings a and b:
 // chat templates can encode their pieces separately and still mask exact spans.
 #pragma once
@@ -18,27 +20,31 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "data/tokenizer_path.h"
 
 namespace loom::data {
 
 namespace internal {
-class SentencePieceModel;
+class TokenizerBackend;
 }
 
-// Special pieces every Loom tokenizer has (user-defined symbols, never split), for chat templates.
+// Special pieces every tokenizer Loom trains has (user-defined symbols, never split), for chat
+// templates. A tokenizer.json has them only if its added_tokens do (Qwen2's do, Llama-3's not).
 inline constexpr char kImStart[] = "<|im_start|>";
 inline constexpr char kImEnd[] = "<|im_end|>";
 
 class Tokenizer {
  public:
-  // Loads a SentencePiece model file and hashes it (SHA-256 of the file's bytes).
+  // Loads a tokenizer file and hashes it (SHA-256 of the file's bytes). A file named *.json, or
+  // whose content starts with `{`, is a Hugging Face tokenizer.json; anything else is a
+  // SentencePiece model. Errors name the file and, for tokenizer.json, the field.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& path);
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
   // Token ids of `text` (no BOS/EOS added). Thread-safe. Text that is not valid UTF-8 is encoded
-  // through byte fallback, never dropped.
+  // through byte fallback (SentencePiece) or byte pieces (BPE), never dropped.
   std::vector<int32_t> Encode(std::string_view text) const;
   std::string Decode(const std::vector<int32_t>& ids) const;
 
@@ -49,20 +55,25 @@ class Tokenizer {
       const std::function<void(size_t done, size_t total)>& progress = nullptr) const;
 
   int vocab_size() const;
+  // "sentencepiece" or "byte-level-bpe".
+  const std::string& kind() const { return kind_; }
   // SHA-256 (hex) of the model file: token shards record it and refuse a different tokenizer.
   const std::string& hash() const { return hash_; }
   const std::string& path() const { return path_; }
-  // The id of a piece (e.g. kImEnd); -1 when the model has no such piece.
+  // The id of a piece (e.g. kImEnd); -1 when the model has no such piece. BPE pieces are spelled
+  // in the byte alphabet ("Ġthe"); added tokens as their content.
   int32_t PieceToId(std::string_view piece) const;
   std::string IdToPiece(int32_t id) const;
-  int32_t bos_id() const;
+  int32_t bos_id() const;  // -1 when the model has none (BPE)
   int32_t eos_id() const;
   int32_t pad_id() const;  // -1 when the model has none
-  int32_t unk_id() const;
+  int32_t unk_id() const;  // -1 when the model has none (BPE)
 
  private:
-  Tokenizer(std::unique_ptr<internal::SentencePieceModel> model, std::string path, std::string hash);
-  std::unique_ptr<internal::SentencePieceModel> model_;
+  Tokenizer(std::unique_ptr<internal::TokenizerBackend> model, std::string kind, std::string path,
+            std::string hash);
+  std::unique_ptr<internal::TokenizerBackend> model_;
+  std::string kind_;
   std::string path_;
   std::string hash_;
 };

@@ -864,9 +864,13 @@ TEST_F(CoordinatorTest, MissingFilesAreRefusedAtSubmitWithTheirFieldPaths) {
       << message;
   EXPECT_TRUE(coordinator_->ListPlans(true).plans().empty());
 
-  std::ofstream(prepared_data_ + "/tokenizer.model") << "a stand-in: only its presence is checked here";
+  // Data prepared with `--tokenizer X.json` holds tokenizer.json, which the default finds too.
+  std::ofstream(prepared_data_ + "/tokenizer.json") << "a stand-in: only its presence is checked here";
   std::filesystem::create_directories(prepared_data_ + "/code/train");
   plan_.mutable_stages(1)->set_from("core");
+  EXPECT_TRUE(coordinator_->SubmitPlan(plan_, "plan.yaml").ok());
+  std::filesystem::remove(prepared_data_ + "/tokenizer.json");
+  std::ofstream(prepared_data_ + "/tokenizer.model") << "a stand-in: only its presence is checked here";
   EXPECT_TRUE(coordinator_->SubmitPlan(plan_, "plan.yaml").ok());
 }
 

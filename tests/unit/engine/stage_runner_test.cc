@@ -2,6 +2,7 @@
 // the reports to the wire, and asserts what a runner reports (steps, measures, checkpoints), that a
 // runner trains exactly as the trainer does, and that a later stage's runner reads an earlier
 // stage's result through the typed inputs.
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -12,6 +13,7 @@
 #include "common/checkpoint_io.h"
 #include "data/math_gen.h"
 #include "engine_test_util.h"
+#include "tests/unit/data/bpe_fixture.h"
 #include "tests/unit/data/data_test_util.h"
 #include "worker/engine/model/checkpoint.h"
 #include "worker/engine/stages/rejection_sampling.h"
@@ -118,10 +120,19 @@ TEST(StageRunners, PretrainRunnerReportsTheTrainersStepsAndItsFinalCheckpoint) {
 }
 
 // Prepared data for the chat runners: the tiny tokenizer and an sft_math source of math chats.
+// With `hugging_face`, the tokenizer is a byte-level BPE tokenizer.json (as `loom data prepare
+// --tokenizer X.json` leaves it) with the ChatML pieces among its added tokens.
 class ChatData {
  public:
-  ChatData() {
-    fs::copy_file(data::testing::TinyTokenizerModel(320), dir_ / "tokenizer.model");
+  explicit ChatData(bool hugging_face = false) {
+    if (hugging_face) {
+      data::testing::HandTokenizer bpe;
+      bpe.llama3 = true;
+      bpe.merges = {{" ", "t"}, {"h", "e"}, {" t", "he"}, {" ", "="}, {"1", "2"}, {"i", "s"}, {" ", "i"}};
+      std::ofstream(dir_ / "tokenizer.json") << bpe.Build().dump();
+    } else {
+      fs::copy_file(data::testing::TinyTokenizerModel(320), dir_ / "tokenizer.model");
+    }
     fs::create_directories(dir_ / "sft_math");
     data::SplitMix64 rng(11);
     std::vector<data::Conversation> chats;
@@ -248,6 +259,40 @@ TEST(StageRunners, SftThenAverageAndEvalReadTheirInputs) {
   const absl::Status unresolved = RunStage(measure, measured);
   ASSERT_FALSE(unresolved.ok());
   EXPECT_NE(unresolved.message().find("from was not resolved"), std::string::npos) << unresolved;
+}
+
+// A data directory prepared with a Hugging Face tokenizer.json: the sft stage finds it in place
+// of tokenizer.model (data::DefaultTokenizerPath) and renders ChatML with its added tokens.
+TEST(StageRunners, SftTrainsOnDataPreparedWithATokenizerJson) {
+  const ChatData data(/*hugging_face=*/true);
+  ASSERT_FALSE(fs::exists(data.path() + "/tokenizer.model"));
+  data::testing::TempDir checkpoints;
+  const std::string base = checkpoints / "base";
+  {
+    loom::v1::ModelConfig config;
+    config.set_layers(2);
+    config.set_d_model(64);
+    config.set_heads(4);
+    config.set_kv_heads(2);
+    config.set_ffn_size(128);
+    config.set_vocab_size(320);
+    ApplyModelDefaults(&config);
+    Transformer model(*TransformerConfig::FromProto(config));
+    model.InitWeights(3);
+    loom::v1::CheckpointManifest manifest;
+    *manifest.mutable_model() = config;
+    ASSERT_TRUE(SaveCheckpoint(base, model, nullptr, manifest).ok());
+  }
+  const loom::v1::TrainingPlan plan = ChatPlan(base);
+  Recorder sft;
+  StageRun train = ChatRun(plan, 0, data.path(), checkpoints.path());
+  train.inputs.set_from(base);
+  ASSERT_TRUE(RunStage(train, sft).ok()) << (sft.log.empty() ? "" : sft.log.back());
+  const std::vector<double> losses = sft.StepLosses();
+  ASSERT_EQ(losses.size(), 8u);
+  for (double loss : losses) EXPECT_TRUE(std::isfinite(loss));
+  EXPECT_LT(losses.back(), losses.front());
+  EXPECT_TRUE(sft.EvalMetrics().contains("sft_math/accuracy"));
 }
 
 }  // namespace

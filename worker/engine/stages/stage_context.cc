@@ -7,6 +7,7 @@
 #include "common/proto_names.h"
 #include "common/status_macros.h"
 #include "data/chat.h"
+#include "data/tokenizer_path.h"
 #include "worker/engine/evaluation/math_eval.h"
 #include "worker/engine/model/checkpoint.h"
 
@@ -28,7 +29,7 @@ absl::StatusOr<StageContext> StageContext::Open(const StageRun& run, bool join_g
   }
   if (data_dir.empty()) return absl::InvalidArgumentError("the stage has no data.dir (prepared data directory)");
   const std::string tokenizer_path =
-      run.data.tokenizer().empty() ? data_dir + "/tokenizer.model" : run.data.tokenizer();
+      run.data.tokenizer().empty() ? data::DefaultTokenizerPath(data_dir) : run.data.tokenizer();
   LOOM_ASSIGN_OR_RETURN(c.tokenizer_, data::Tokenizer::Load(tokenizer_path));
   if (run.model.vocab_size() > 0 && c.tokenizer_->vocab_size() > run.model.vocab_size()) {
     return absl::InvalidArgumentError(absl::StrCat("model.vocab_size ", run.model.vocab_size(),

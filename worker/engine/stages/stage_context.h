@@ -20,7 +20,8 @@ namespace loom::engine {
 
 class StageContext {
  public:
-  // Loads the stage's tokenizer (data.tokenizer, default <data.dir>/tokenizer.model; a model
+  // Loads the stage's tokenizer (data.tokenizer, default <data.dir>/tokenizer.model or
+  // tokenizer.json, data::DefaultTokenizerPath; a model
   // whose vocab_size is smaller is refused) and, with `join_groups`, joins the rank's groups. A
   // stage given a token_source may have no data.dir: it then has no tokenizer, and what needs
   // one (held-out sets, math accuracy) fails with a message saying so.

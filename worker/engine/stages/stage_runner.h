@@ -38,8 +38,8 @@ struct StageRun {
   // seed set: plan_resolve.h).
   loom::v1::Stage stage;
   loom::v1::ModelConfig model;
-  // data.dir: the prepared data (`loom data prepare`); data.tokenizer: its SentencePiece model
-  // (default <data.dir>/tokenizer.model).
+  // data.dir: the prepared data (`loom data prepare`); data.tokenizer: its tokenizer
+  // (default <data.dir>/tokenizer.model, or tokenizer.json).
   loom::v1::DataConfig data;
   // The checkpoints and datasets the stage reads, resolved to directories.
   loom::v1::StageInputs inputs;
