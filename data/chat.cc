@@ -221,6 +221,8 @@ std::string JinjaChatTemplate(ChatTemplate tmpl) {
                         "assistant\\n' }}{% endif %}");
   }
   // Alpaca: a leading system message replaces the preamble; later ones are dropped, as Loom does.
+  // An assistant turn ends with the tokenizer's end of sequence, which Hugging Face passes to the
+  // template as eos_token (</s>, or <|endoftext|> for a tokenizer.json).
   const std::string preamble = absl::StrCat("'", kAlpacaPreamble, "'");
   return absl::StrCat(
       "{% set ns = namespace(opened=false) %}"
@@ -229,7 +231,7 @@ std::string JinjaChatTemplate(ChatTemplate tmpl) {
       "{% if not ns.opened %}{{ message['content'] }}{% set ns.opened = true %}{% endif %}"
       "{% else %}"
       "{% if not ns.opened %}{{ ", preamble, " }}{% set ns.opened = true %}{% endif %}"
-      "{% if message['role'] == 'assistant' %}{{ '\\n\\n### Response:\\n' + message['content'] + '", kEos, "' }}"
+      "{% if message['role'] == 'assistant' %}{{ '\\n\\n### Response:\\n' + message['content'] + eos_token }}"
       "{% else %}{{ '\\n\\n### Instruction:\\n' + message['content'] }}{% endif %}"
       "{% endif %}"
       "{% endfor %}"

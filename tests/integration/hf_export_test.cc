@@ -17,6 +17,7 @@
 #include "data/chat.h"
 #include "data/tokenizer.h"
 #include "tests/integration/run_command.h"
+#include "tests/unit/data/bpe_fixture.h"
 #include "tests/unit/data/data_test_util.h"
 #include "worker/engine/model/checkpoint.h"
 #include "worker/engine/model/hf_format.h"
@@ -34,13 +35,25 @@ struct Fixture {
   std::unique_ptr<data::Tokenizer> tokenizer;
 };
 
-Fixture Make(const std::string& name) {
+// With `bpe`, a Hugging Face byte-level BPE tokenizer.json (Llama-3 pre-tokenizer, a few merges,
+// ChatML's special tokens), else Loom's own SentencePiece model.
+Fixture Make(const std::string& name, bool bpe = false) {
   Fixture f;
   f.root = ::testing::TempDir() + "/hf_export_" + name;
   fs::remove_all(f.root);
   fs::create_directories(f.root);
-  f.tokenizer_path = data::testing::TinyTokenizerModel(320);
-  f.tokenizer = *data::Tokenizer::Load(f.tokenizer_path);
+  if (bpe) {
+    data::testing::HandTokenizer hand;
+    hand.llama3 = true;
+    hand.merges = {{"t", "h"}, {"th", "e"}, {" ", "the"}, {"a", "n"}, {" ", "an"}, {"e", "r"}, {"o", "u"}};
+    f.tokenizer_path = f.root + "/tokenizer.json";
+    EXPECT_TRUE(WriteFileDurably(f.tokenizer_path, hand.Build().dump()).ok());
+  } else {
+    f.tokenizer_path = data::testing::TinyTokenizerModel(320);
+  }
+  absl::StatusOr<std::unique_ptr<data::Tokenizer>> tokenizer = data::Tokenizer::Load(f.tokenizer_path);
+  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+  f.tokenizer = *std::move(tokenizer);
   return f;
 }
 
@@ -187,8 +200,8 @@ std::vector<int32_t> HuggingFaceStyleEncode(const data::Tokenizer& tokenizer, co
   return out;
 }
 
-void ExpectTemplateMatches(const std::string& name) {
-  const Fixture f = Make("chat_" + name);
+void ExpectTemplateMatches(const std::string& name, bool bpe = false) {
+  const Fixture f = Make("chat_" + name + (bpe ? "_bpe" : ""), bpe);
   const std::string ckpt = SaveCheckpointOf(f, Model(false), name);
   ASSERT_TRUE(ExportHuggingFace(ckpt, f.root + "/hf").ok());
   const auto config = nlohmann::json::parse(*ReadFile(f.root + "/hf/tokenizer_config.json"));
@@ -214,7 +227,7 @@ void ExpectTemplateMatches(const std::string& name) {
   for (size_t i = 0; i < conversations.size(); ++i) {
     SCOPED_TRACE(absl::StrCat(name, " conversation ", i));
     const std::string text = rendered[i]["text"].get<std::string>();
-    EXPECT_EQ(text, data::RenderText(conversations[i], tmpl));
+    if (!bpe) EXPECT_EQ(text, data::RenderText(conversations[i], tmpl));  // a BPE's EOS is not </s>
     absl::StatusOr<data::TokenizedExample> loom = data::TokenizeConversation(conversations[i], tmpl, *f.tokenizer);
     ASSERT_TRUE(loom.ok()) << loom.status();
     EXPECT_EQ(HuggingFaceStyleEncode(*f.tokenizer, config, text), loom->tokens);
@@ -229,6 +242,19 @@ void ExpectTemplateMatches(const std::string& name) {
 
 TEST(HfExport, TheJinjaChatTemplateGivesLoomsTextAndTokensForChatML) { ExpectTemplateMatches("chatml"); }
 TEST(HfExport, TheJinjaChatTemplateGivesLoomsTextAndTokensForAlpaca) { ExpectTemplateMatches("alpaca"); }
+
+TEST(HfExport, WithAHuggingFaceBpeTokenizerTheTemplatesGiveLoomsTokensToo) {
+  ExpectTemplateMatches("chatml", /*bpe=*/true);
+  ExpectTemplateMatches("alpaca", /*bpe=*/true);
+  const Fixture f = Make("files_bpe", /*bpe=*/true);
+  ASSERT_TRUE(ExportHuggingFace(SaveCheckpointOf(f, Model(false), "chatml"), f.root + "/hf").ok());
+  EXPECT_EQ(*ReadFile(f.root + "/hf/tokenizer.json"), *ReadFile(f.tokenizer_path));
+  EXPECT_FALSE(fs::exists(f.root + "/hf/tokenizer.model"));
+  const auto tc = nlohmann::json::parse(*ReadFile(f.root + "/hf/tokenizer_config.json"));
+  EXPECT_EQ(tc["tokenizer_class"], "PreTrainedTokenizerFast");
+  EXPECT_EQ(tc["eos_token"], "<|endoftext|>");
+  EXPECT_FALSE(tc.contains("bos_token"));
+}
 
 TEST(HfExport, TheExportShipsTheTokenizerAndItsSpecialTokens) {
   const Fixture f = Make("files");
