@@ -83,11 +83,12 @@ class Checkpoint:
     attempt: int
     committed_ms: int
     final: bool        # written when the stage finished
+    bad: str = ""      # why a resume found it corrupt or incomplete; "" while good (never resumed from once bad)
 
     @staticmethod
     def from_proto(c: "pb.CheckpointInfo") -> "Checkpoint":
         return Checkpoint(plan_id=c.plan_id, stage=c.stage, step=c.step, tokens=c.tokens, path=c.path,
-                          attempt=c.attempt, committed_ms=c.committed_ms, final=c.final)
+                          attempt=c.attempt, committed_ms=c.committed_ms, final=c.final, bad=c.bad)
 
 
 @dataclasses.dataclass(frozen=True)
