@@ -114,6 +114,16 @@ class CoordinatorTest : public ::testing::Test {
     }
     for (const auto& rank : a) Exit(w, conn, rank, 0);
   }
+  // Worker w1 (2 slots, on `link`) gets the first stage's two ranks, which train and commit their
+  // final checkpoint (step 10) but do not exit.
+  void CommitFinalCheckpointOfTheFirstStage(FakeLink* link) {
+    const int64_t conn = Register("w1", link, 2);
+    coordinator_->Tick();
+    const std::vector<Assignment> a = link->TakeAssignments();
+    ASSERT_EQ(a.size(), 2u);
+    for (const auto& rank : a) Progress("w1", conn, rank, 1);
+    for (const auto& rank : a) Checkpoint("w1", conn, rank, 10, /*final=*/true);
+  }
   // Rank 0's assignment of each job, by stage.
   static std::map<std::string, Assignment> ByStage(const std::vector<Assignment>& a) {
     std::map<std::string, Assignment> out;
@@ -265,12 +275,7 @@ TEST_F(CoordinatorTest, TrainingRanksExitingWithoutAFinalCheckpointFailTheAttemp
 TEST_F(CoordinatorTest, AWorkerLostAfterTheFinalCommitLeavesTheJobSucceeded) {
   const std::string id = *coordinator_->SubmitPlan(plan_, "");
   FakeLink link;
-  const int64_t conn = Register("w1", &link, 2);
-  coordinator_->Tick();
-  const std::vector<Assignment> a = link.TakeAssignments();
-  ASSERT_EQ(a.size(), 2u);
-  for (const auto& rank : a) Progress("w1", conn, rank, 1);
-  for (const auto& rank : a) Checkpoint("w1", conn, rank, 10, /*final=*/true);
+  CommitFinalCheckpointOfTheFirstStage(&link);
   now_ += 6000;  // past the 5 s heartbeat timeout, before any rank exited
   coordinator_->Tick();
   const JobStatus job = Job(id, 0);
@@ -283,12 +288,7 @@ TEST_F(CoordinatorTest, RanksNotReadoptedAfterARestartFollowingTheFinalCommitLea
   const std::string id = *coordinator_->SubmitPlan(plan_, "");
   {
     FakeLink link;
-    const int64_t conn = Register("w1", &link, 2);
-    coordinator_->Tick();
-    const std::vector<Assignment> a = link.TakeAssignments();
-    ASSERT_EQ(a.size(), 2u);
-    for (const auto& rank : a) Progress("w1", conn, rank, 1);
-    for (const auto& rank : a) Checkpoint("w1", conn, rank, 10, /*final=*/true);
+    CommitFinalCheckpointOfTheFirstStage(&link);
   }
   Open();  // the coordinator restarts; no worker comes back within the adoption grace
   now_ += 11'000;

@@ -192,6 +192,23 @@ StageRun ChatRun(const loom::v1::TrainingPlan& plan, int index, const std::strin
   return run;
 }
 
+// The model the sft stages start from, freshly initialised, saved as a checkpoint at `dir`.
+absl::Status SaveFreshBase(const std::string& dir) {
+  loom::v1::ModelConfig config;
+  config.set_layers(2);
+  config.set_d_model(64);
+  config.set_heads(4);
+  config.set_kv_heads(2);
+  config.set_ffn_size(128);
+  config.set_vocab_size(320);
+  ApplyModelDefaults(&config);
+  Transformer model(*TransformerConfig::FromProto(config));
+  model.InitWeights(3);
+  loom::v1::CheckpointManifest manifest;
+  *manifest.mutable_model() = config;
+  return SaveCheckpoint(dir, model, nullptr, manifest);
+}
+
 // sft, then an average of its last two checkpoints and an eval of its result, each stage by its
 // runner and each reading the one before through StageInputs, as loom-rank runs them.
 TEST(StageRunners, SftThenAverageAndEvalReadTheirInputs) {
@@ -199,21 +216,7 @@ TEST(StageRunners, SftThenAverageAndEvalReadTheirInputs) {
   data::testing::TempDir checkpoints;
   // The model the sft stage starts from: freshly initialised.
   const std::string base = checkpoints / "base";
-  {
-    loom::v1::ModelConfig config;
-    config.set_layers(2);
-    config.set_d_model(64);
-    config.set_heads(4);
-    config.set_kv_heads(2);
-    config.set_ffn_size(128);
-    config.set_vocab_size(320);
-    ApplyModelDefaults(&config);
-    Transformer model(*TransformerConfig::FromProto(config));
-    model.InitWeights(3);
-    loom::v1::CheckpointManifest manifest;
-    *manifest.mutable_model() = config;
-    ASSERT_TRUE(SaveCheckpoint(base, model, nullptr, manifest).ok());
-  }
+  ASSERT_TRUE(SaveFreshBase(base).ok());
   const loom::v1::TrainingPlan plan = ChatPlan(base);
 
   Recorder sft;
@@ -268,21 +271,7 @@ TEST(StageRunners, SftTrainsOnDataPreparedWithATokenizerJson) {
   ASSERT_FALSE(fs::exists(data.path() + "/tokenizer.model"));
   data::testing::TempDir checkpoints;
   const std::string base = checkpoints / "base";
-  {
-    loom::v1::ModelConfig config;
-    config.set_layers(2);
-    config.set_d_model(64);
-    config.set_heads(4);
-    config.set_kv_heads(2);
-    config.set_ffn_size(128);
-    config.set_vocab_size(320);
-    ApplyModelDefaults(&config);
-    Transformer model(*TransformerConfig::FromProto(config));
-    model.InitWeights(3);
-    loom::v1::CheckpointManifest manifest;
-    *manifest.mutable_model() = config;
-    ASSERT_TRUE(SaveCheckpoint(base, model, nullptr, manifest).ok());
-  }
+  ASSERT_TRUE(SaveFreshBase(base).ok());
   const loom::v1::TrainingPlan plan = ChatPlan(base);
   Recorder sft;
   StageRun train = ChatRun(plan, 0, data.path(), checkpoints.path());
