@@ -61,29 +61,42 @@ absl::StatusOr<loom::v1::StageInputs> Coordinator::ResolveInputs(const PlanRecor
       SetInput(d.ref, dep.final_checkpoint().path(), &inputs);
       continue;
     }
-    std::string path;
+    const loom::v1::CheckpointInfo* found = nullptr;
     for (const auto& c : checkpoints_[plan.status().plan_id()]) {
-      if (c.stage() == dep.stage() && c.step() == d.step) path = c.path();
+      if (c.stage() == dep.stage() && c.step() == d.step) found = &c;
     }
-    if (path.empty()) {
+    if (found == nullptr) {
       return absl::NotFoundError(
           absl::StrCat(d.ref.field, ": stage '", dep.stage(), "' committed no checkpoint at step ", d.step));
     }
-    SetInput(d.ref, path, &inputs);
+    if (!found->bad().empty()) {
+      return absl::DataLossError(absl::StrCat(d.ref.field, ": stage '", dep.stage(), "''s checkpoint at step ",
+                                              d.step, " is bad (", found->bad(),
+                                              "); name another step or the stage's final checkpoint"));
+    }
+    SetInput(d.ref, found->path(), &inputs);
   }
-  // average {last_k: K}: the last K committed checkpoints of the `from` stage, oldest first.
+  // average {last_k: K}: the last K good committed checkpoints of the `from` stage, oldest first
+  // (one a resume found bad is never read again).
   const loom::v1::Stage& stage = plan.resolved(index).stage();
   if (stage.kind() == loom::v1::STAGE_KIND_AVERAGE && stage.average().has_last_k()) {
     const std::string& from = stage.from();
     std::vector<const loom::v1::CheckpointInfo*> found;
+    int bad = 0;
     for (const auto& c : checkpoints_[plan.status().plan_id()]) {
-      if (c.stage() == from) found.push_back(&c);
+      if (c.stage() != from) continue;
+      if (c.bad().empty()) {
+        found.push_back(&c);
+      } else {
+        ++bad;
+      }
     }
     std::sort(found.begin(), found.end(), [](auto* a, auto* b) { return a->step() < b->step(); });
     const int k = stage.average().last_k();
     if (static_cast<int>(found.size()) < k) {
       return absl::NotFoundError(absl::StrCat("average.last_k: stage '", from, "' committed ", found.size(),
-                                              " checkpoints, fewer than ", k));
+                                              " good checkpoints", bad > 0 ? absl::StrCat(" (", bad, " bad)") : "",
+                                              ", fewer than ", k));
     }
     for (int i = 0; i < k; ++i) inputs.add_checkpoints(found[found.size() - k + i]->path());
   }

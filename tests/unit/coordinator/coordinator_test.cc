@@ -515,6 +515,52 @@ TEST_F(CoordinatorTest, ARecordStoredWithoutResolvedStagesIsResolvedAtLoad) {
   EXPECT_EQ(a[0].inputs().from(), "/ckpt/twostage-1/core/step-20");
 }
 
+// Later stages never read a checkpoint known bad: `stage@STEP` naming one fails the job saying
+// so, and `last_k` takes the last K good ones.
+TEST_F(CoordinatorTest, LaterStagesNeverReadACheckpointKnownBad) {
+  std::ifstream in(std::string(LOOM_SOURCE_DIR) + "/tests/integration/two_stage_plan.yaml");
+  std::stringstream text;
+  text << in.rdbuf() << R"(
+  - {name: avg, kind: average, average: {checkpoints: [core@15, core]}}
+  - {name: last, kind: average, from: core, average: {last_k: 2}}
+)";
+  ParsedPlan parsed = ParsePlanText(text.str(), PlanFormat::kYaml);
+  ASSERT_TRUE(parsed.errors.empty()) << FormatPlanErrors(parsed.errors);
+  const std::string id = *coordinator_->SubmitPlan(parsed.plan, "plan.yaml");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 8);
+  coordinator_->Tick();
+  std::vector<Assignment> a;
+  for (const Assignment& x : link.TakeAssignments()) {
+    if (x.stage().name() == "core") a.push_back(x);
+  }
+  ASSERT_EQ(a.size(), 2u);
+  for (const auto& rank : a) Progress("w1", conn, rank, 1);
+  for (int64_t step : {5, 10, 15}) {
+    for (const auto& rank : a) Checkpoint("w1", conn, rank, step, false);
+  }
+  for (const auto& rank : a) Exit("w1", conn, rank, 1, "killed");
+  coordinator_->Tick();
+  a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(a[0].resume_from(), "/ckpt/twostage-1/core/step-15");
+  for (const auto& rank : a) Exit("w1", conn, rank, kRankExitResumeCheckpointBad, "sha256 mismatch");
+  coordinator_->Tick();
+  a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(a[0].resume_from(), "/ckpt/twostage-1/core/step-10");
+  Finish("w1", conn, a, {20});
+  coordinator_->Tick();
+  std::map<std::string, Assignment> started = ByStage(link.TakeAssignments());
+  ASSERT_TRUE(started.contains("last"));
+  EXPECT_EQ(started["last"].inputs().checkpoints(0), "/ckpt/twostage-1/core/step-10");
+  EXPECT_EQ(started["last"].inputs().checkpoints(1), "/ckpt/twostage-1/core/step-20");
+  EXPECT_FALSE(started.contains("avg"));
+  const JobStatus avg = Job(id, 2);
+  EXPECT_EQ(avg.state(), JOB_STATE_FAILED) << avg.DebugString();
+  EXPECT_NE(avg.reason().find("average.checkpoints[0]: stage 'core''s checkpoint at step 15 is bad (rank 0 on w1 exited with code 65: sha256 mismatch)"), std::string::npos) << avg.reason();
+}
+
 // Inputs arrive as typed fields: an average's checkpoints in order (listed, or the last K of
 // `from`), a merge's inputs and base, a distillation teacher with its model; the job's status
 // shows what its attempt reads.
