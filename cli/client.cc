@@ -129,6 +129,11 @@ std::string JobLine(const loom::v1::JobStatus& job, size_t name_width) {
   if (!evals.empty()) absl::StrAppend(&line, "  eval ", absl::StrJoin(evals, ", "));
   if (!job.reason().empty() && job.state() != loom::v1::JOB_STATE_RUNNING)
     absl::StrAppend(&line, "  (", job.reason(), ")");
+  if (job.checkpoint_save_failures() > 0) {
+    absl::StrAppend(&line, "  ", job.checkpoint_save_failures(), " checkpoint save(s) failed, last at ",
+                    job.last_checkpoint_save_error());
+  }
+  if (!job.warning().empty()) absl::StrAppend(&line, "  WARNING: ", job.warning());
   return line;
 }
 

@@ -265,14 +265,23 @@ int RunWorkers(const Args& args) {
 
 int RunCheckpoints(const Args& args) {
   std::string plan_id, address, stage;
-  bool json = false;
+  bool json = false, final_only = false;
   CommandLine cl("loom checkpoints", "Lists a plan's committed checkpoints (every shard durable).");
   cl.AddPositional("PLAN", &plan_id, "plan id");
   AddCoordinatorFlag(cl, &address);
   cl.AddFlag("stage", &stage, "only this stage");
   cl.AddFlag("json", &json, "print loom.v1.ListCheckpointsResponse as JSON");
+  cl.AddFlag("final", &final_only,
+             "print only the path of --stage's final checkpoint (for scripts); exit 1 when it has none yet");
+  cl.AddEpilog("Checkpoints live under <checkpoint root>/<plan>/<stage>/attempt-<N>/step-<S>; the coordinator\n"
+               "deletes those that checkpoint.keep_last no longer keeps and no later stage needs.\n\n"
+               "example:\n  loom generate $(loom checkpoints demo-1 --stage averaged --final) --tokenizer ...");
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  if (final_only && stage.empty()) {
+    std::fprintf(stderr, "loom checkpoints: --final needs --stage STAGE (whose final checkpoint to print)\n");
+    return 2;
+  }
   Client client = Connect(address);
   loom::v1::ListCheckpointsRequest request;
   request.set_plan_id(plan_id);
@@ -283,6 +292,17 @@ int RunCheckpoints(const Args& args) {
   if (json) {
     std::printf("%s\n", ToJson(response).c_str());
     return 0;
+  }
+  if (final_only) {
+    for (const auto& c : response.checkpoints()) {
+      if (c.final()) {
+        std::printf("%s\n", c.path().c_str());
+        return 0;
+      }
+    }
+    std::fprintf(stderr, "loom checkpoints: stage '%s' of %s has committed no final checkpoint\n", stage.c_str(),
+                 plan_id.c_str());
+    return 1;
   }
   for (const auto& c : response.checkpoints()) {
     std::printf("%-16s step %-8lld tokens %-12lld attempt %d%s  %s\n", c.stage().c_str(),

@@ -7,6 +7,7 @@
 
 #include "absl/random/distributions.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -18,6 +19,7 @@
 #include "common/plan_validation.h"
 #include "common/proto_names.h"
 #include "common/stage_inputs.h"
+#include "coordinator/checkpoint_files.h"
 #include "coordinator/job_state.h"
 #include "coordinator/plan_files.h"
 #include "coordinator/scheduler.h"
@@ -431,7 +433,7 @@ void Coordinator::HandleWorkerMessage(const std::string& worker_id, int64_t conn
     }
     // A heartbeat usually queues nothing: then there is nothing to flush (two locks saved on the
     // coordinator's most frequent event).
-    if (outbox_.empty()) return;
+    if (outbox_.empty() && deletions_.empty()) return;
   }
   Flush();
 }
@@ -499,6 +501,21 @@ void Coordinator::OnProgress(const loom::v1::Progress& p) {
     *job->mutable_progress() = p;
     for (const auto& [k, v] : p.eval_loss()) (*job->mutable_eval_loss())[k] = v;
     for (const auto& [k, v] : p.eval_metrics()) (*job->mutable_eval_metrics())[k] = v;
+    // No commit for kOverdueIntervals checkpoint intervals: training goes on, but a crash now
+    // would cost all of it.
+    const int every = plan->resolved(index).stage().checkpoint().every_steps();
+    const int64_t since = p.step() - job->last_checkpoint().step();
+    if (every > 0 && since >= int64_t{kOverdueIntervals} * every) {
+      const std::string warning = absl::StrCat(
+          "no checkpoint committed for ", since, " steps (", kOverdueIntervals, " intervals of checkpoint.every_steps ",
+          every, ")",
+          job->last_checkpoint_save_error().empty() ? ""
+                                                    : absl::StrCat("; last failed save: ", job->last_checkpoint_save_error()));
+      if (job->warning() != warning) {
+        if (job->warning().empty()) Log(LogLevel::kWarning, kLog, "job ", job->job_id(), ": ", warning);
+        job->set_warning(warning);
+      }
+    }
   }
   std::set<int>& seen = progressed_[job->job_id()];
   seen.insert(p.rank().rank());
@@ -517,12 +534,34 @@ void Coordinator::OnCheckpoint(const loom::v1::CheckpointReport& report) {
   PlanRecord* plan = FindJob(report.rank().job_id(), &index);
   JobStatus* job = plan->mutable_status()->mutable_jobs(index);
   const std::string key = absl::StrCat(AttemptKey(job->job_id(), job->attempt()), "@", report.step());
+  if (!report.error().empty()) {
+    // A rank could not save its part: this checkpoint is never committed; training goes on.
+    pending_checkpoints_.erase(key);
+    job->set_checkpoint_save_failures(job->checkpoint_save_failures() + 1);
+    job->set_last_checkpoint_save_error(absl::StrCat("step ", report.step(), ": ", report.error()));
+    ++checkpoint_save_failures_;
+    Persist(*plan);
+    Log(LogLevel::kWarning, kLog, "job ", job->job_id(), " attempt ", job->attempt(), ": checkpoint step ",
+        report.step(), " was not saved by rank ", report.rank().rank(), ": ", report.error(),
+        "; training goes on and the next interval tries again");
+    Announce(*plan, absl::StrCat(job->stage(), ": checkpoint step ", report.step(), " not saved (", report.error(),
+                                 ")"));
+    return;
+  }
   PendingCheckpoint& pending = pending_checkpoints_[key];
   if (pending.shards.empty()) pending.report = report;
   pending.shards.insert(report.shard());
   if (static_cast<int>(pending.shards.size()) < std::max(1, report.num_shards())) return;
   pending_checkpoints_.erase(key);
 
+  // Fencing: an attempt commits only what it wrote under its own directory.
+  const std::string own = AttemptDir(plan->status().plan_id(), job->stage(), job->attempt());
+  if (!IsInside(report.path(), own)) {
+    Log(LogLevel::kError, kLog, "job ", job->job_id(), " attempt ", job->attempt(), ": checkpoint step ",
+        report.step(), " refused: its path ", report.path(), " is not under the attempt's directory ", own);
+    return;
+  }
+  std::vector<loom::v1::CheckpointInfo>& committed = checkpoints_[plan->status().plan_id()];
   loom::v1::CheckpointInfo info;
   info.set_plan_id(plan->status().plan_id());
   info.set_stage(job->stage());
@@ -534,13 +573,31 @@ void Coordinator::OnCheckpoint(const loom::v1::CheckpointReport& report) {
   info.set_final(report.final());
   *job->mutable_last_checkpoint() = info;
   if (report.final()) *job->mutable_final_checkpoint() = info;
-  checkpoints_[info.plan_id()].push_back(info);
+  // A later attempt that resumed from an earlier step commits the same step again: the new one
+  // replaces the old (its record, under the same key; its directory, deleted).
+  for (auto it = committed.begin(); it != committed.end(); ++it) {
+    if (it->stage() == info.stage() && it->step() == info.step()) {
+      if (it->path() != info.path()) deletions_.push_back({it->path()});
+      committed.erase(it);
+      break;
+    }
+  }
+  committed.push_back(info);
   ++checkpoints_committed_;
+  job->clear_warning();
+  // Earlier saves of the attempt that never completed (a rank's part failed) are abandoned.
+  const std::string attempt_prefix = absl::StrCat(AttemptKey(job->job_id(), job->attempt()), "@");
+  for (auto it = pending_checkpoints_.begin(); it != pending_checkpoints_.end();) {
+    it = absl::StartsWith(it->first, attempt_prefix) && it->second.report.step() < info.step()
+             ? pending_checkpoints_.erase(it)
+             : std::next(it);
+  }
   Persist(*plan, &info);
   Log(LogLevel::kInfo, kLog, "job ", job->job_id(), " attempt ", job->attempt(), ": checkpoint step ",
       info.step(), " committed", info.final() ? " (final)" : "", " at ", info.path());
   Announce(*plan, absl::StrCat(job->stage(), ": checkpoint step ", info.step(), " committed",
                                info.final() ? " (final)" : ""));
+  ApplyRetention(*plan, index);
   MaybeSucceed(*plan, index);
 }
 
@@ -889,6 +946,7 @@ void Coordinator::Succeed(PlanRecord& plan, int index, const std::string& reason
   SetJobState(plan, index, loom::v1::JOB_STATE_SUCCEEDED, reason);
   SettlePlan(plan);
   Persist(plan);
+  if (WritesCheckpoint(plan, index)) SweepStageDir(plan, index);
   Log(LogLevel::kInfo, kLog, "job ", job->job_id(), " succeeded in attempt ", job->attempt());
   Announce(plan, absl::StrCat(job->stage(), ": SUCCEEDED"));
   dirty_schedule_ = true;
@@ -923,6 +981,92 @@ void Coordinator::SettlePlan(PlanRecord& plan) {
       Log(LogLevel::kInfo, kLog, "plan ", plan.status().plan_id(), " ended: ", EnumName(state));
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoint retention
+
+std::string Coordinator::StageDir(const std::string& plan_id, const std::string& stage) const {
+  return absl::StrCat(options_.checkpoint_root, "/", plan_id, "/", stage);
+}
+
+std::string Coordinator::AttemptDir(const std::string& plan_id, const std::string& stage, int attempt) const {
+  return absl::StrCat(StageDir(plan_id, stage), "/attempt-", attempt);
+}
+
+void Coordinator::ApplyRetention(PlanRecord& plan, int index) {
+  const JobStatus& job = plan.status().jobs(index);
+  const int keep_last = plan.resolved(index).stage().checkpoint().keep_last();
+  if (keep_last <= 0) return;  // keep every checkpoint
+  std::vector<loom::v1::CheckpointInfo>& committed = checkpoints_[plan.status().plan_id()];
+  // What the plan still needs of this stage: steps named by `stage@STEP`, and the newest `last_k`
+  // good ones for an averaging window.
+  std::set<int64_t> named_steps;
+  int window = 0;
+  for (int j = 0; j < plan.status().jobs_size(); ++j) {
+    for (const Dependency& d : Dependencies(plan, j)) {
+      if (d.stage == index && d.step >= 0) named_steps.insert(d.step);
+    }
+    const loom::v1::Stage& stage = plan.resolved(j).stage();
+    if (stage.kind() == loom::v1::STAGE_KIND_AVERAGE && stage.average().has_last_k() &&
+        stage.from() == job.stage()) {
+      window = std::max(window, stage.average().last_k());
+    }
+  }
+  std::vector<const loom::v1::CheckpointInfo*> good;
+  for (const loom::v1::CheckpointInfo& c : committed) {
+    if (c.stage() == job.stage() && c.bad().empty()) good.push_back(&c);
+  }
+  std::sort(good.begin(), good.end(), [](auto* a, auto* b) { return a->step() > b->step(); });
+  std::set<std::string> kept;
+  for (int i = 0; i < static_cast<int>(good.size()) && i < std::max(keep_last, window); ++i) {
+    kept.insert(good[i]->path());
+  }
+  const int64_t newest = good.empty() ? -1 : good.front()->step();
+  std::vector<loom::v1::CheckpointInfo> doomed;
+  for (const loom::v1::CheckpointInfo& c : committed) {
+    if (c.stage() != job.stage() || kept.count(c.path()) > 0) continue;
+    if (c.step() >= newest) continue;  // only once a newer one of the job is committed
+    if (named_steps.count(c.step()) > 0 || c.path() == job.resumed_from() || c.final()) continue;
+    doomed.push_back(c);
+  }
+  if (!doomed.empty()) DropCheckpoints(plan, doomed, absl::StrCat("checkpoint.keep_last: ", keep_last));
+}
+
+void Coordinator::DropCheckpoints(PlanRecord& plan, const std::vector<loom::v1::CheckpointInfo>& doomed,
+                                  const std::string& why) {
+  std::vector<loom::v1::CheckpointInfo>& committed = checkpoints_[plan.status().plan_id()];
+  StoreWrite write;
+  for (const loom::v1::CheckpointInfo& c : doomed) write.deleted_checkpoints.push_back(&c);
+  // Forgotten first (durably), deleted after: a crash in between leaves a directory no one lists,
+  // which the sweep at the job's end removes, and never a listed checkpoint that is gone.
+  if (absl::Status s = store_->Write(write); !s.ok()) {
+    Log(LogLevel::kError, kLog, "plan ", plan.status().plan_id(), ": retention keeps ", doomed.size(),
+        " checkpoints it could not forget: ", s.message());
+    return;
+  }
+  for (const loom::v1::CheckpointInfo& c : doomed) {
+    committed.erase(std::remove_if(committed.begin(), committed.end(),
+                                   [&](const loom::v1::CheckpointInfo& x) {
+                                     return x.stage() == c.stage() && x.step() == c.step() && x.path() == c.path();
+                                   }),
+                    committed.end());
+    deletions_.push_back({c.path()});
+    ++checkpoints_deleted_;
+    Log(LogLevel::kInfo, kLog, "plan ", plan.status().plan_id(), ": deleting checkpoint ", c.stage(), " step ",
+        c.step(), " at ", c.path(), " (", why, ")");
+  }
+}
+
+void Coordinator::SweepStageDir(const PlanRecord& plan, int index) {
+  const JobStatus& job = plan.status().jobs(index);
+  Deletion sweep;
+  sweep.path = StageDir(plan.status().plan_id(), job.stage());
+  sweep.sweep = true;
+  for (const loom::v1::CheckpointInfo& c : checkpoints_[plan.status().plan_id()]) {
+    if (c.stage() == job.stage()) sweep.keep.push_back(c.path());
+  }
+  deletions_.push_back(std::move(sweep));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -968,17 +1112,30 @@ void Coordinator::RefreshWorkerStatus(Worker& w) {
 }
 
 void Coordinator::Flush() {
-  absl::MutexLock order(&flush_mu_);
-  std::vector<Outgoing> out;
+  std::vector<Deletion> deletions;
   {
-    absl::MutexLock lock(&mu_);
-    out.swap(outbox_);
+    absl::MutexLock order(&flush_mu_);
+    std::vector<Outgoing> out;
+    {
+      absl::MutexLock lock(&mu_);
+      out.swap(outbox_);
+      deletions.swap(deletions_);
+    }
+    for (Outgoing& o : out) {
+      if (o.end) {
+        o.link->End();
+      } else {
+        o.link->Send(o.message);
+      }
+    }
   }
-  for (Outgoing& o : out) {
-    if (o.end) {
-      o.link->End();
-    } else {
-      o.link->Send(o.message);
+  // Deleting a large checkpoint takes a while on a shared file system: messages do not wait for
+  // it. Whatever is deleted here was already forgotten (durably) under mu_.
+  for (const Deletion& d : deletions) {
+    // Never outside the checkpoint root, whatever a record says.
+    if (!IsInside(d.path, options_.checkpoint_root) || d.path == options_.checkpoint_root) continue;
+    if (absl::Status s = d.sweep ? SweepAttempts(d.path, d.keep) : RemoveTree(d.path); !s.ok()) {
+      Log(LogLevel::kWarning, kLog, "retention: ", s.message());
     }
   }
 }
@@ -1000,6 +1157,8 @@ MetricsSnapshot Coordinator::Metrics() {
   m.pending_jobs = pending_jobs_;
   m.checkpoints_committed = checkpoints_committed_;
   m.checkpoints_bad = checkpoints_bad_;
+  m.checkpoints_deleted = checkpoints_deleted_;
+  m.checkpoint_save_failures = checkpoint_save_failures_;
   m.attempt_failures = attempt_failures_;
   return m;
 }

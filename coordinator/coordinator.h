@@ -33,7 +33,8 @@
 namespace loom::coordinator {
 
 struct CoordinatorOptions {
-  // Checkpoint root: Assignment.checkpoint_dir = <root>/<plan_id>/<stage>.
+  // Checkpoint root: an attempt writes under <root>/<plan_id>/<stage>/attempt-<N>
+  // (Assignment.checkpoint_dir). The coordinator deletes the checkpoints retention no longer needs.
   std::string checkpoint_root;
   // Prepared data (`loom data prepare` output) for plans whose data.dir is empty.
   std::string prepared_data;
@@ -80,6 +81,8 @@ struct MetricsSnapshot {
   int64_t checkpoints_committed = 0;
   // Committed checkpoints a resume found corrupt or incomplete, since this coordinator started.
   int64_t checkpoints_bad = 0;
+  int64_t checkpoints_deleted = 0;
+  int64_t checkpoint_save_failures = 0;
   std::map<loom::v1::PlanState, int> plans;
   // Failed attempts since this coordinator started, by (class, cause): coordinator/failures.h.
   std::map<std::pair<std::string, std::string>, int64_t> attempt_failures;
@@ -214,6 +217,22 @@ class Coordinator {
   // Inputs of a job whose dependencies succeeded; an error when a referenced step is missing.
   absl::StatusOr<loom::v1::StageInputs> ResolveInputs(const loom::v1::PlanRecord& plan, int index)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // <checkpoint_root>/<plan>/<stage>, and the attempt's own directory under it.
+  std::string StageDir(const std::string& plan_id, const std::string& stage) const;
+  std::string AttemptDir(const std::string& plan_id, const std::string& stage, int attempt) const;
+  // Retention, which belongs to the coordinator (ranks never delete): after a commit of the job at
+  // `index`, the stage's committed checkpoints that nothing needs any more are dropped from the
+  // list and the store, then their directories are deleted (outside mu_, by Flush). Kept: the
+  // newest checkpoint.keep_last good ones (0: all), the one the current attempt resumed from, and
+  // every one a stage of the plan names (`stage@STEP`, the newest `last_k` of an averaging window).
+  void ApplyRetention(loom::v1::PlanRecord& plan, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Once the job at `index` has ended: deletes whatever its attempts wrote that is no committed
+  // checkpoint (uncommitted saves, replaced attempts' directories).
+  void SweepStageDir(const loom::v1::PlanRecord& plan, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops `doomed` from the committed list and the store (one synced write), then queues their
+  // directories for deletion.
+  void DropCheckpoints(loom::v1::PlanRecord& plan, const std::vector<loom::v1::CheckpointInfo>& doomed,
+                       const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   loom::v1::Assignment MakeAssignment(const loom::v1::PlanRecord& plan, int index, int rank, int device,
                                       const loom::v1::StageInputs& inputs) const;
 
@@ -250,6 +269,18 @@ class Coordinator {
   std::map<std::string, std::string> last_event_ ABSL_GUARDED_BY(mu_);  // by plan
   std::map<std::string, uint64_t> plan_version_ ABSL_GUARDED_BY(mu_);
   std::vector<Outgoing> outbox_ ABSL_GUARDED_BY(mu_);
+  // Deletions Flush carries out after mu_ is released: a directory to remove whole, or (sweep) a
+  // stage directory to clear of everything but the listed paths.
+  struct Deletion {
+    std::string path;
+    std::vector<std::string> keep;  // a sweep when non-empty or `sweep`
+    bool sweep = false;
+  };
+  std::vector<Deletion> deletions_ ABSL_GUARDED_BY(mu_);
+  int64_t checkpoints_deleted_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t checkpoint_save_failures_ ABSL_GUARDED_BY(mu_) = 0;
+  // Intervals without a commit after which a running job carries a warning.
+  static constexpr int kOverdueIntervals = 3;
   int64_t plan_seq_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t next_connection_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t checkpoints_committed_ ABSL_GUARDED_BY(mu_) = 0;

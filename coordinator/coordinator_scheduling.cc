@@ -133,8 +133,8 @@ loom::v1::Assignment Coordinator::MakeAssignment(const PlanRecord& plan, int ind
   layout->set_dp_rank(rank / (tp * pp));
   a.set_rendezvous_prefix(absl::StrCat(AttemptKey(job.job_id(), job.attempt()), "/"));
   a.set_resume_from(job.last_checkpoint().path());
-  a.set_checkpoint_dir(
-      absl::StrCat(options_.checkpoint_root, "/", plan.status().plan_id(), "/", job.stage()));
+  a.set_cache_dir(StageDir(plan.status().plan_id(), job.stage()));
+  a.set_checkpoint_dir(AttemptDir(plan.status().plan_id(), job.stage(), job.attempt()));
   *a.mutable_inputs() = inputs;
   a.set_device_index(device);
   return a;

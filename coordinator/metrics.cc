@@ -41,7 +41,31 @@ CoordinatorMetrics::CoordinatorMetrics()
                            .Help("Committed checkpoints a resume found corrupt or incomplete (each is retired; "
                                  "the job falls back to the one before)")
                            .Register(*registry_)
-                           .Add({})) {}
+                           .Add({})),
+      checkpoints_deleted_(prometheus::BuildCounter()
+                               .Name("loom_checkpoints_deleted_total")
+                               .Help("Committed checkpoints deleted by retention (checkpoint.keep_last), none a "
+                                     "later stage still needed")
+                               .Register(*registry_)
+                               .Add({})),
+      checkpoint_save_failures_(prometheus::BuildCounter()
+                                    .Name("loom_checkpoint_save_failures_total")
+                                    .Help("Checkpoint saves that failed (a full disk, an I/O error); training "
+                                          "went on and the next interval tried again")
+                                    .Register(*registry_)
+                                    .Add({})) {}
+
+namespace {
+
+// Counters follow the coordinator's running totals.
+void Advance(prometheus::Counter& counter, int64_t total, int64_t* seen) {
+  if (total > *seen) {
+    counter.Increment(static_cast<double>(total - *seen));
+    *seen = total;
+  }
+}
+
+}  // namespace
 
 void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
   static constexpr loom::v1::JobState kStates[] = {
@@ -96,14 +120,10 @@ void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
     }
   }
   pending_jobs_.Set(s.pending_jobs);
-  if (s.checkpoints_bad > checkpoints_bad_seen_) {
-    checkpoints_bad_.Increment(static_cast<double>(s.checkpoints_bad - checkpoints_bad_seen_));
-    checkpoints_bad_seen_ = s.checkpoints_bad;
-  }
-  if (s.checkpoints_committed > checkpoints_seen_) {
-    checkpoints_.Increment(static_cast<double>(s.checkpoints_committed - checkpoints_seen_));
-    checkpoints_seen_ = s.checkpoints_committed;
-  }
+  Advance(checkpoints_bad_, s.checkpoints_bad, &checkpoints_bad_seen_);
+  Advance(checkpoints_, s.checkpoints_committed, &checkpoints_seen_);
+  Advance(checkpoints_deleted_, s.checkpoints_deleted, &checkpoints_deleted_seen_);
+  Advance(checkpoint_save_failures_, s.checkpoint_save_failures, &checkpoint_save_failures_seen_);
 }
 
 }  // namespace loom::coordinator

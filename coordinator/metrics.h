@@ -31,10 +31,14 @@ class CoordinatorMetrics {
   prometheus::Gauge& pending_jobs_;
   prometheus::Counter& checkpoints_;
   prometheus::Counter& checkpoints_bad_;
+  prometheus::Counter& checkpoints_deleted_;
+  prometheus::Counter& checkpoint_save_failures_;
   std::map<std::string, int> attempts_seen_;
   std::map<std::string, prometheus::Gauge*> heartbeat_gauges_;
   int64_t checkpoints_seen_ = 0;
   int64_t checkpoints_bad_seen_ = 0;
+  int64_t checkpoints_deleted_seen_ = 0;
+  int64_t checkpoint_save_failures_seen_ = 0;
   std::map<std::pair<std::string, std::string>, int64_t> failures_seen_;
 };
 

@@ -60,6 +60,10 @@ absl::Status Store::Write(const StoreWrite& write) {
     plan->SerializeToString(&bytes);
     batch.Put(PlanKey(plan->status().plan_id()), bytes);
   }
+  // Deletions first: a checkpoint that replaces a deleted one at the same step survives.
+  for (const loom::v1::CheckpointInfo* c : write.deleted_checkpoints) {
+    batch.Delete(CheckpointKey(c->plan_id(), c->stage(), c->step()));
+  }
   for (const loom::v1::CheckpointInfo* c : write.checkpoints) {
     c->SerializeToString(&bytes);
     batch.Put(CheckpointKey(c->plan_id(), c->stage(), c->step()), bytes);

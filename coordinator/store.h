@@ -23,6 +23,8 @@ struct StoreWrite {
   std::vector<const loom::v1::PlanRecord*> plans;
   std::vector<const loom::v1::CheckpointInfo*> checkpoints;
   std::vector<const loom::v1::WorkerStatus*> workers;
+  // Committed checkpoints to forget (retention deleted them).
+  std::vector<const loom::v1::CheckpointInfo*> deleted_checkpoints;
   // When >= 0, the new value of the plan sequence counter.
   int64_t plan_seq = -1;
 };

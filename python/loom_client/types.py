@@ -109,6 +109,9 @@ class Job:
     eval_loss: Dict[str, float]
     eval_metrics: Dict[str, float]
     rank_workers: List[str]
+    checkpoint_save_failures: int  # saves that failed (training went on)
+    last_checkpoint_save_error: str
+    warning: str                  # e.g. no checkpoint committed for several intervals; "" when all is well
 
     @staticmethod
     def from_proto(j: "pb.JobStatus") -> "Job":
@@ -120,7 +123,8 @@ class Job:
                    final_checkpoint=(Checkpoint.from_proto(j.final_checkpoint)
                                      if j.HasField("final_checkpoint") else None),
                    resumed_from=j.resumed_from, eval_loss=dict(j.eval_loss), eval_metrics=dict(j.eval_metrics),
-                   rank_workers=list(j.rank_workers))
+                   rank_workers=list(j.rank_workers), checkpoint_save_failures=j.checkpoint_save_failures,
+                   last_checkpoint_save_error=j.last_checkpoint_save_error, warning=j.warning)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -188,7 +188,7 @@ TEST_F(Hosts, AKilledHostIsRecoveredFromTheLastCommittedCheckpointOnTheOtherHost
   PlanStatus done = cluster.WaitForPlan(id, Ended, std::chrono::seconds(180));
   ASSERT_EQ(done.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
   EXPECT_EQ(done.jobs(0).attempt(), 2);
-  EXPECT_NE(done.jobs(0).resumed_from().find("/core/step-"), std::string::npos) << done.DebugString();
+  EXPECT_NE(done.jobs(0).resumed_from().find("/core/attempt-1/step-"), std::string::npos) << done.DebugString();
   for (const std::string& w : done.jobs(0).rank_workers()) EXPECT_NE(w, victim);
   std::printf("recovery after a host kill (SIGKILL of every process on host %d) to the first step of attempt 2: "
               "%.1f s\n",

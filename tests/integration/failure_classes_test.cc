@@ -152,7 +152,7 @@ TEST(FailureClasses, LoomUpRestartsAKilledWorkerAndTheJobResumesOnIt) {
   EXPECT_EQ(core.last_failure().cause(), "worker_lost") << core.DebugString();
   // The second attempt resumed from a committed checkpoint at or after the one seen before the kill.
   ASSERT_FALSE(core.resumed_from().empty()) << core.DebugString();
-  EXPECT_NE(core.resumed_from().find(up_dir + "/checkpoints/healing-1/core/step-"), std::string::npos);
+  EXPECT_NE(core.resumed_from().find(up_dir + "/checkpoints/healing-1/core/attempt-1/step-"), std::string::npos);
   EXPECT_GE(std::stoi(core.resumed_from().substr(core.resumed_from().rfind('-') + 1)), 10);
   EXPECT_EQ(core.final_checkpoint().step(), 400);
   const std::string log = up.log();

@@ -325,7 +325,7 @@ TEST(TrainingCluster, ADrainedWorkerStoppedWithSigtermStopsItsRankAtAStepBoundar
   EXPECT_EQ(s.jobs(0).attempt(), 2);
   EXPECT_EQ(s.jobs(0).rank_workers(0), "w2");
   EXPECT_EQ(s.jobs(0).last_failure().cause(), "worker_left") << s.jobs(0).DebugString();
-  EXPECT_NE(s.jobs(0).resumed_from().find("/core/step-"), std::string::npos);
+  EXPECT_NE(s.jobs(0).resumed_from().find("/core/attempt-1/step-"), std::string::npos);
 }
 
 // Elastic data parallelism: a dp=2 job whose second worker dies comes back on the one that is

@@ -17,7 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/clock.h"
@@ -78,6 +80,7 @@ class WireReporter : public loom::engine::StageReporter {
     report.set_shard(c.shard);
     report.set_final(c.final);
     report.set_save_seconds(c.save_seconds);
+    report.set_error(c.error);
     return pipe_.Send(m);
   }
 
@@ -138,6 +141,15 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   }
   run.resume_from = a.resume_from();
   run.checkpoint_dir = a.checkpoint_dir();
+  run.cache_dir = a.cache_dir();
+  run.prune_checkpoints = false;  // the coordinator deletes what retention no longer needs
+  // Fault injection for tests: LOOM_TEST_FAIL_SAVES="10,15" makes the saves at those steps fail.
+  if (const char* fail = std::getenv("LOOM_TEST_FAIL_SAVES"); fail != nullptr) {
+    for (absl::string_view step : absl::StrSplit(fail, ',', absl::SkipEmpty())) {
+      int64_t n = 0;
+      if (absl::SimpleAtoi(step, &n)) run.fail_saves_at_steps.insert(n);
+    }
+  }
   run.threads = threads;
   LOOM_ASSIGN_OR_RETURN(loom::RankReporter pipe, loom::RankReporter::FromEnvironment());
   WireReporter reporter(a.rank(), std::move(pipe));

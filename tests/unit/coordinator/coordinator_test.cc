@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include <gtest/gtest.h>
@@ -63,7 +64,7 @@ class CoordinatorTest : public ::testing::Test {
     store_.reset();
     store_ = std::move(*Store::Open(dir_));
     CoordinatorOptions o;
-    o.checkpoint_root = "/ckpt";
+    o.checkpoint_root = checkpoint_root_;
     o.prepared_data = prepared_data_;
     o.jitter = [this] { return jitter_; };
     o.heartbeat_timeout = absl::Seconds(5);
@@ -138,6 +139,7 @@ class CoordinatorTest : public ::testing::Test {
 
   std::string dir_;
   std::string prepared_data_;  // the coordinator's --prepared-data
+  std::string checkpoint_root_ = "/ckpt";  // a name only, unless a test makes it a directory
   double jitter_ = 1.0;        // every backoff its longest
   int64_t now_ = 1'000'000;
   TrainingPlan plan_;
@@ -158,7 +160,8 @@ TEST_F(CoordinatorTest, RunsStagesInOrderAndHandsOverTheFinalCheckpoint) {
   EXPECT_EQ(a[1].layout().dp_rank(), 1);
   EXPECT_EQ(a[1].layout().world_size(), 2);
   EXPECT_EQ(a[0].rendezvous_prefix(), "twostage-1/core#1/");
-  EXPECT_EQ(a[0].checkpoint_dir(), "/ckpt/twostage-1/core");
+  EXPECT_EQ(a[0].checkpoint_dir(), "/ckpt/twostage-1/core/attempt-1");
+  EXPECT_EQ(a[0].cache_dir(), "/ckpt/twostage-1/core");
   EXPECT_EQ(a[0].seed(), StageSeed(7, "core"));
   EXPECT_TRUE(a[0].resume_from().empty());
   EXPECT_NE(a[0].device_index(), a[1].device_index());
@@ -181,7 +184,7 @@ TEST_F(CoordinatorTest, RunsStagesInOrderAndHandsOverTheFinalCheckpoint) {
   std::vector<Assignment> b = link.TakeAssignments();
   ASSERT_EQ(b.size(), 2u);
   EXPECT_EQ(b[0].stage().name(), "more");
-  EXPECT_EQ(b[0].inputs().from(), "/ckpt/twostage-1/core/step-20");
+  EXPECT_EQ(b[0].inputs().from(), "/ckpt/twostage-1/core/attempt-1/step-20");
   EXPECT_EQ(coordinator_->ListCheckpoints(id, "")->checkpoints_size(), 2);
 }
 
@@ -233,7 +236,7 @@ TEST_F(CoordinatorTest, EvalStageSucceedsWithoutACheckpointAndKeepsItsResults) {
   std::vector<Assignment> a = link.TakeAssignments();
   ASSERT_EQ(a.size(), 2u);
   EXPECT_EQ(a[0].stage().kind(), STAGE_KIND_EVAL);
-  EXPECT_EQ(a[0].inputs().from(), "/ckpt/twostage-1/more/step-10");
+  EXPECT_EQ(a[0].inputs().from(), "/ckpt/twostage-1/more/attempt-1/step-10");
   WorkerMessage m;
   *m.mutable_progress()->mutable_rank() = a[0].rank();
   (*m.mutable_progress()->mutable_eval_loss())["english"] = 2.5;
@@ -319,14 +322,14 @@ TEST_F(CoordinatorTest, ABadCheckpointIsRetiredAndTheJobFallsBackToThePreviousGo
   coordinator_->Tick();
   a = link.TakeAssignments();
   ASSERT_EQ(a.size(), 2u);
-  EXPECT_EQ(a[0].resume_from(), "/ckpt/twostage-1/core/step-10");
+  EXPECT_EQ(a[0].resume_from(), "/ckpt/twostage-1/core/attempt-1/step-10");
   Exit("w1", conn, a[0], kRankExitResumeCheckpointBad, "model.safetensors: sha256 mismatch");
   Exit("w1", conn, a[1], kRankExitResumeCheckpointBad, "model.safetensors: sha256 mismatch");
   coordinator_->Tick();
   a = link.TakeAssignments();
   ASSERT_EQ(a.size(), 2u) << Job(id, 0).DebugString();
   EXPECT_EQ(a[0].rank().attempt(), 3);
-  EXPECT_EQ(a[0].resume_from(), "/ckpt/twostage-1/core/step-5");
+  EXPECT_EQ(a[0].resume_from(), "/ckpt/twostage-1/core/attempt-1/step-5");
   const auto listed = coordinator_->ListCheckpoints(id, "");
   ASSERT_TRUE(listed.ok());
   ASSERT_EQ(listed->checkpoints_size(), 2);
@@ -378,9 +381,9 @@ TEST_F(CoordinatorTest, LostWorkerMeansRecoveringThenANewAttemptFromTheLastCheck
   std::vector<Assignment> b = l2.TakeAssignments();
   ASSERT_EQ(b.size(), 2u);
   EXPECT_EQ(b[0].rank().attempt(), 2);
-  EXPECT_EQ(b[0].resume_from(), "/ckpt/twostage-1/core/step-5");
+  EXPECT_EQ(b[0].resume_from(), "/ckpt/twostage-1/core/attempt-1/step-5");
   EXPECT_EQ(b[0].rendezvous_prefix(), "twostage-1/core#2/");
-  EXPECT_EQ(core.resumed_from(), "/ckpt/twostage-1/core/step-5");
+  EXPECT_EQ(core.resumed_from(), "/ckpt/twostage-1/core/attempt-1/step-5");
   // Late reports of the old attempt change nothing.
   Checkpoint("w1", c1, a[0], 10, false);
   EXPECT_EQ(Job(id, 0).last_checkpoint().step(), 5);
@@ -512,7 +515,7 @@ TEST_F(CoordinatorTest, ARecordStoredWithoutResolvedStagesIsResolvedAtLoad) {
   coordinator_->Tick();
   a = link.TakeAssignments();
   ASSERT_EQ(a.size(), 2u);
-  EXPECT_EQ(a[0].inputs().from(), "/ckpt/twostage-1/core/step-20");
+  EXPECT_EQ(a[0].inputs().from(), "/ckpt/twostage-1/core/attempt-1/step-20");
 }
 
 // Later stages never read a checkpoint known bad: `stage@STEP` naming one fails the job saying
@@ -543,18 +546,18 @@ TEST_F(CoordinatorTest, LaterStagesNeverReadACheckpointKnownBad) {
   coordinator_->Tick();
   a = link.TakeAssignments();
   ASSERT_EQ(a.size(), 2u);
-  ASSERT_EQ(a[0].resume_from(), "/ckpt/twostage-1/core/step-15");
+  ASSERT_EQ(a[0].resume_from(), "/ckpt/twostage-1/core/attempt-1/step-15");
   for (const auto& rank : a) Exit("w1", conn, rank, kRankExitResumeCheckpointBad, "sha256 mismatch");
   coordinator_->Tick();
   a = link.TakeAssignments();
   ASSERT_EQ(a.size(), 2u);
-  ASSERT_EQ(a[0].resume_from(), "/ckpt/twostage-1/core/step-10");
+  ASSERT_EQ(a[0].resume_from(), "/ckpt/twostage-1/core/attempt-1/step-10");
   Finish("w1", conn, a, {20});
   coordinator_->Tick();
   std::map<std::string, Assignment> started = ByStage(link.TakeAssignments());
   ASSERT_TRUE(started.contains("last"));
-  EXPECT_EQ(started["last"].inputs().checkpoints(0), "/ckpt/twostage-1/core/step-10");
-  EXPECT_EQ(started["last"].inputs().checkpoints(1), "/ckpt/twostage-1/core/step-20");
+  EXPECT_EQ(started["last"].inputs().checkpoints(0), "/ckpt/twostage-1/core/attempt-1/step-10");
+  EXPECT_EQ(started["last"].inputs().checkpoints(1), "/ckpt/twostage-1/core/attempt-3/step-20");
   EXPECT_FALSE(started.contains("avg"));
   const JobStatus avg = Job(id, 2);
   EXPECT_EQ(avg.state(), JOB_STATE_FAILED) << avg.DebugString();
@@ -603,26 +606,26 @@ TEST_F(CoordinatorTest, InputsOfAveragesMergesAndTeachersArriveTypedAndInOrder) 
 
   const StageInputs& avg = a["avg"].inputs();
   ASSERT_EQ(avg.checkpoints_size(), 2) << avg.DebugString();
-  EXPECT_EQ(avg.checkpoints(0), "/ckpt/twostage-1/core/step-5");
-  EXPECT_EQ(avg.checkpoints(1), "/ckpt/twostage-1/more/step-10");
+  EXPECT_EQ(avg.checkpoints(0), "/ckpt/twostage-1/core/attempt-1/step-5");
+  EXPECT_EQ(avg.checkpoints(1), "/ckpt/twostage-1/more/attempt-1/step-10");
   EXPECT_TRUE(avg.from().empty());
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(Job(*id, 2).inputs(), avg))
       << Job(*id, 2).DebugString();
 
   const StageInputs& last = a["last"].inputs();
   ASSERT_EQ(last.checkpoints_size(), 2) << last.DebugString();
-  EXPECT_EQ(last.checkpoints(0), "/ckpt/twostage-1/core/step-10");
-  EXPECT_EQ(last.checkpoints(1), "/ckpt/twostage-1/core/step-20");
-  EXPECT_EQ(last.from(), "/ckpt/twostage-1/core/step-20");
+  EXPECT_EQ(last.checkpoints(0), "/ckpt/twostage-1/core/attempt-1/step-10");
+  EXPECT_EQ(last.checkpoints(1), "/ckpt/twostage-1/core/attempt-1/step-20");
+  EXPECT_EQ(last.from(), "/ckpt/twostage-1/core/attempt-1/step-20");
   EXPECT_TRUE(CheckInputsResolved(a["last"].stage(), last).ok());
 
   const StageInputs& mix = a["mix"].inputs();
   ASSERT_EQ(mix.merge_inputs_size(), 2) << mix.DebugString();
-  EXPECT_EQ(mix.merge_inputs(0), "/ckpt/twostage-1/more/step-10");
+  EXPECT_EQ(mix.merge_inputs(0), "/ckpt/twostage-1/more/attempt-1/step-10");
   EXPECT_EQ(mix.merge_inputs(1), outside);
-  EXPECT_EQ(mix.merge_base(), "/ckpt/twostage-1/core/step-20");
+  EXPECT_EQ(mix.merge_base(), "/ckpt/twostage-1/core/attempt-1/step-20");
 
-  EXPECT_EQ(a["kd"].inputs().teacher(), "/ckpt/twostage-1/more/step-10");
+  EXPECT_EQ(a["kd"].inputs().teacher(), "/ckpt/twostage-1/more/attempt-1/step-10");
   EXPECT_EQ(a["kd"].teacher_model().layers(), 2);
   EXPECT_EQ(a["kd"].teacher_model().rope_theta(), 10000);
   EXPECT_FALSE(a["avg"].has_teacher_model());
@@ -971,6 +974,160 @@ TEST_F(CoordinatorTest, PlanTextIsReadAndValidatedLikeAPlanFile) {
   EXPECT_NE(refused.error_message().find("not both"), std::string::npos) << refused.error_message();
 
   EXPECT_EQ(coordinator_->ListPlans(true).plans_size(), 1) << "a refused plan was stored";
+}
+
+}  // namespace
+}  // namespace loom::coordinator
+
+namespace loom::coordinator {
+namespace {
+
+using namespace loom::v1;
+
+// Retention belongs to the coordinator: a checkpoint is deleted (from the list, the store and the
+// disk) only once newer ones are committed, beyond checkpoint.keep_last and never while a later
+// stage names it (`core@5`); once the job succeeds, what its attempts wrote that
+// no committed checkpoint needs is swept, and the stage's caches stay.
+TEST_F(CoordinatorTest, RetentionDeletesOnlyWhatNoStageStillNeeds) {
+  checkpoint_root_ = dir_ + "/ckpt";
+  Open();
+  std::ifstream in(std::string(LOOM_SOURCE_DIR) + "/tests/integration/two_stage_plan.yaml");
+  std::stringstream text;
+  text << in.rdbuf() << R"(
+  - {name: avg, kind: average, average: {checkpoints: [core@5, core]}}
+  - {name: last, kind: average, from: core, average: {last_k: 2}}
+)";
+  std::string yaml = text.str();
+  yaml.replace(yaml.find("checkpoint: {every_steps: 5}"), 28, "checkpoint: {every_steps: 5, keep_last: 2}");
+  ParsedPlan parsed = ParsePlanText(yaml, PlanFormat::kYaml);
+  ASSERT_TRUE(parsed.errors.empty()) << FormatPlanErrors(parsed.errors);
+  const std::string id = *coordinator_->SubmitPlan(parsed.plan, "plan.yaml");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  const std::vector<Assignment> a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  const std::string stage_dir = checkpoint_root_ + "/twostage-1/core";
+  ASSERT_EQ(a[0].checkpoint_dir(), stage_dir + "/attempt-1");
+  auto on_disk = [&](int64_t step) {
+    return std::filesystem::exists(a[0].checkpoint_dir() + "/step-" + std::to_string(step));
+  };
+  auto listed = [&] {
+    std::set<int64_t> steps;
+    absl::StatusOr<ListCheckpointsResponse> list = coordinator_->ListCheckpoints(id, "core");
+    EXPECT_TRUE(list.ok()) << list.status();
+    if (list.ok()) {
+      for (const auto& c : list->checkpoints()) steps.insert(c.step());
+    }
+    return steps;
+  };
+  // What the ranks write: the checkpoints, a cache beside the attempts, a save that never
+  // completed, and the directory of an attempt that was replaced.
+  for (int64_t step : {5, 10, 15, 20}) {
+    std::filesystem::create_directories(a[0].checkpoint_dir() + "/step-" + std::to_string(step));
+  }
+  std::ofstream(stage_dir + "/reference_logprobs.rank0.bin") << "cache";
+  std::filesystem::create_directories(a[0].checkpoint_dir() + "/.tmp-step-000025-1-2");
+  std::filesystem::create_directories(stage_dir + "/attempt-9/step-5");
+
+  for (const auto& rank : a) Progress("w1", conn, rank, 1);
+  for (int64_t step : {5, 10, 15}) {
+    for (const auto& rank : a) Checkpoint("w1", conn, rank, step, false);
+  }
+  // keep_last 2 (which `last`'s window needs), and `avg` names step 5: nothing is deleted yet.
+  EXPECT_EQ(listed(), (std::set<int64_t>{5, 10, 15}));
+  EXPECT_TRUE(on_disk(5) && on_disk(10) && on_disk(15));
+  for (const auto& rank : a) Checkpoint("w1", conn, rank, 20, true);
+  EXPECT_EQ(listed(), (std::set<int64_t>{5, 15, 20}));
+  EXPECT_FALSE(on_disk(10));
+  EXPECT_TRUE(on_disk(5) && on_disk(15) && on_disk(20));
+  // Still uncommitted: the partial save and the replaced attempt's directory wait for the job's end.
+  EXPECT_TRUE(std::filesystem::exists(stage_dir + "/attempt-9"));
+  for (const auto& rank : a) Exit("w1", conn, rank, 0);
+  ASSERT_EQ(Job(id, 0).state(), JOB_STATE_SUCCEEDED) << Job(id, 0).DebugString();
+  EXPECT_FALSE(std::filesystem::exists(stage_dir + "/attempt-9"));
+  EXPECT_FALSE(std::filesystem::exists(a[0].checkpoint_dir() + "/.tmp-step-000025-1-2"));
+  EXPECT_TRUE(std::filesystem::exists(stage_dir + "/reference_logprobs.rank0.bin"));
+  EXPECT_TRUE(on_disk(5) && on_disk(15) && on_disk(20));
+  // The deletion is durable: a restarted coordinator lists what is on disk.
+  Open();
+  EXPECT_EQ(listed(), (std::set<int64_t>{5, 15, 20}));
+}
+
+// Fencing: an attempt commits only what it wrote under its own directory, and a rank of an
+// attempt that was replaced commits nothing.
+TEST_F(CoordinatorTest, AnAttemptCommitsOnlyUnderItsOwnDirectory) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  for (const auto& rank : a) Progress("w1", conn, rank, 1);
+  auto report = [&](const Assignment& rank, const std::string& path, int64_t step) {
+    WorkerMessage m;
+    CheckpointReport* r = m.mutable_checkpoint();
+    *r->mutable_rank() = rank.rank();
+    r->set_step(step);
+    r->set_path(path);
+    r->set_num_shards(2);
+    r->set_shard(rank.rank().rank());
+    coordinator_->HandleWorkerMessage("w1", conn, m);
+  };
+  for (const std::string& path : {std::string("/etc"), std::string("/ckpt/twostage-1/core/attempt-2/step-5"),
+                                  std::string("/ckpt/twostage-1/core/attempt-1/../attempt-2/step-5"),
+                                  std::string("/ckpt/twostage-1/more/attempt-1/step-5")}) {
+    for (const auto& rank : a) report(rank, path, 5);
+  }
+  EXPECT_EQ(coordinator_->ListCheckpoints(id, "")->checkpoints_size(), 0);
+  for (const auto& rank : a) report(rank, "/ckpt/twostage-1/core/attempt-1/step-5", 5);
+  EXPECT_EQ(coordinator_->ListCheckpoints(id, "")->checkpoints_size(), 1);
+  // Attempt 1 fails; attempt 2 runs. Attempt 1's late reports change nothing.
+  for (const auto& rank : a) Exit("w1", conn, rank, 1, "killed");
+  coordinator_->Tick();
+  const std::vector<Assignment> second = link.TakeAssignments();
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_EQ(second[0].checkpoint_dir(), "/ckpt/twostage-1/core/attempt-2");
+  for (const auto& rank : a) report(rank, "/ckpt/twostage-1/core/attempt-1/step-10", 10);
+  EXPECT_EQ(coordinator_->ListCheckpoints(id, "")->checkpoints_size(), 1);
+  EXPECT_EQ(Job(id, 0).last_checkpoint().step(), 5);
+}
+
+// A save that failed is reported, counted and never committed, and training goes on; a job that
+// has committed nothing for three checkpoint intervals carries a warning until its next commit.
+TEST_F(CoordinatorTest, AFailedSaveIsReportedAndThreeIntervalsWithoutACommitWarn) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  for (const auto& rank : a) Progress("w1", conn, rank, 1);
+  WorkerMessage failed;
+  CheckpointReport* r = failed.mutable_checkpoint();
+  *r->mutable_rank() = a[0].rank();
+  r->set_step(5);
+  r->set_path(a[0].checkpoint_dir() + "/step-5");
+  r->set_num_shards(2);
+  r->set_error("No space left on device");
+  coordinator_->HandleWorkerMessage("w1", conn, failed);
+  Checkpoint("w1", conn, a[1], 5, false);  // the other rank's part was fine
+  JobStatus job = Job(id, 0);
+  EXPECT_EQ(job.checkpoint_save_failures(), 1);
+  EXPECT_EQ(job.last_checkpoint_save_error(), "step 5: No space left on device");
+  EXPECT_FALSE(job.has_last_checkpoint());
+  EXPECT_EQ(coordinator_->ListCheckpoints(id, "")->checkpoints_size(), 0);
+  EXPECT_EQ(job.state(), JOB_STATE_RUNNING);
+  EXPECT_EQ(coordinator_->Metrics().checkpoint_save_failures, 1);
+  Progress("w1", conn, a[0], 14);
+  EXPECT_EQ(Job(id, 0).warning(), "");
+  Progress("w1", conn, a[0], 15);
+  EXPECT_EQ(Job(id, 0).warning(),
+            "no checkpoint committed for 15 steps (3 intervals of checkpoint.every_steps 5); last failed save: step "
+            "5: No space left on device");
+  for (const auto& rank : a) Checkpoint("w1", conn, rank, 15, false);
+  EXPECT_EQ(Job(id, 0).warning(), "");
+  EXPECT_EQ(Job(id, 0).last_checkpoint().step(), 15);
 }
 
 }  // namespace

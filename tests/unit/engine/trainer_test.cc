@@ -174,7 +174,11 @@ TEST(Trainer, RunStopsAtTheBudgetWritesCheckpointsAndKeepsTheNewest) {
   std::vector<std::string> written;
   ASSERT_TRUE(
       (*trainer)
-          ->Run([&](const StepReport&) { ++steps; }, [&](const std::string& d) { written.push_back(d); })
+          ->Run([&](const StepReport&) { ++steps; },
+                [&](const std::string& d, const absl::Status& saved) {
+                  EXPECT_TRUE(saved.ok()) << saved;
+                  written.push_back(d);
+                })
           .ok());
   EXPECT_EQ(steps, 12);           // 6144 tokens / 512 per step
   ASSERT_EQ(written.size(), 3u);  // steps 4, 8, 12 (final)
@@ -186,6 +190,37 @@ TEST(Trainer, RunStopsAtTheBudgetWritesCheckpointsAndKeepsTheNewest) {
   EXPECT_TRUE(manifest->final());
   EXPECT_EQ(manifest->tokens(), 6144);
   EXPECT_EQ(manifest->stage(), "core");
+}
+
+// A save that fails (its first try, as on a disk full for a moment) costs that checkpoint only:
+// training goes on, the callback hears the error, nothing is pruned for it. The final save is
+// tried again and lands; its steps are those of an undisturbed run.
+TEST(Trainer, AFailedSaveCostsThatCheckpointAndTheFinalOneIsTriedAgain) {
+  auto plan = TinyPlan(std::string(kStage).replace(std::string(kStage).find("100K"), 4, "6Ki"));
+  plan.mutable_stages(0)->mutable_checkpoint()->set_every_steps(4);
+  plan.mutable_stages(0)->mutable_checkpoint()->set_keep_last(0);
+  const std::string dir = FreshDir("failed_save");
+  TokenStreamSource data(Bytes(RepetitiveText()));
+  TrainerOptions options = Options(plan, dir);
+  options.fail_saves_at_steps = {8, 12};
+  auto trainer = Trainer::Create(options, &data);
+  ASSERT_TRUE(trainer.ok());
+  std::vector<std::pair<std::string, absl::Status>> saves;
+  int steps = 0;
+  const absl::Status run =
+      (*trainer)->Run([&](const StepReport&) { ++steps; },
+                      [&](const std::string& d, const absl::Status& saved) { saves.emplace_back(d, saved); });
+  ASSERT_TRUE(run.ok()) << run;
+  EXPECT_EQ(steps, 12);
+  ASSERT_EQ(saves.size(), 3u);
+  EXPECT_TRUE(saves[0].second.ok());
+  EXPECT_EQ(saves[1].second.code(), absl::StatusCode::kResourceExhausted) << saves[1].second;
+  EXPECT_NE(saves[1].second.message().find("No space left on device"), std::string::npos);
+  EXPECT_TRUE(saves[2].second.ok()) << saves[2].second;  // the final save's second try
+  const auto kept = ListCheckpointDirs(dir);
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_EQ(std::filesystem::path(kept[0]).filename(), "step-000004");
+  EXPECT_EQ(std::filesystem::path(kept[1]).filename(), "step-000012");
 }
 
 TEST(Trainer, GradientAccumulationDoesNotChangeTheStep) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -197,7 +198,9 @@ absl::StatusOr<std::unique_ptr<Optimizer>> ParallelModel::WholeOptimizer() {
   return whole;
 }
 
-absl::Status ParallelModel::Save(const std::string& dir, loom::v1::CheckpointManifest manifest) {
+absl::Status ParallelModel::Save(const std::string& dir, loom::v1::CheckpointManifest manifest,
+                                 const SaveRetry& retry, absl::Status* written) {
+  *written = absl::OkStatus();
   // Every rank takes part in gathering the state the writer writes.
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Optimizer> gathered, WholeOptimizer());
   std::unique_ptr<Transformer> whole_model;
@@ -213,8 +216,20 @@ absl::Status ParallelModel::Save(const std::string& dir, loom::v1::CheckpointMan
     manifest.set_dp(dp_size());
     manifest.set_tp(tp_size());
     manifest.set_pp(pp_size());
-    LOOM_RETURN_IF_ERROR(SaveCheckpoint(dir, whole_model ? *whole_model : *model_,
-                                        gathered ? gathered.get() : optimizer_.get(), std::move(manifest)));
+    absl::Duration pause = retry.backoff;
+    for (int attempt = 1;; ++attempt) {
+      *written = retry.inject ? retry.inject() : absl::OkStatus();
+      if (written->ok()) {
+        *written = SaveCheckpoint(dir, whole_model ? *whole_model : *model_,
+                                  gathered ? gathered.get() : optimizer_.get(), manifest);
+      }
+      if (written->ok() || attempt >= retry.tries) break;
+      std::fprintf(stderr, "checkpoint %s: the write failed (try %d of %d): %s; trying again in %s\n", dir.c_str(),
+                   attempt, retry.tries, std::string(written->message()).c_str(),
+                   absl::FormatDuration(pause).c_str());
+      absl::SleepFor(pause);
+      pause *= 2;
+    }
   }
   // The writer holds one copy of the (replicated or gathered) state; every rank returns once it
   // is durable. Model-parallel groups first, then the data group: each data-parallel peer of the

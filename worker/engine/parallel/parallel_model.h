@@ -19,11 +19,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "loom/v1/checkpoint.pb.h"
 #include "worker/engine/model/optimizer.h"
 #include "worker/engine/model/transformer.h"
@@ -81,10 +83,23 @@ class ParallelModel {
   // The whole model's weights laid out by ParameterLayout(whole_config()): gathered from the group
   // under tensor or pipeline parallelism (a collective every rank of the group must join).
   absl::StatusOr<std::vector<float>> WholeWeights();
+  // How the writer handles a failed write (a full disk, an I/O error): it tries `tries` times in
+  // all, waiting `backoff`, then twice that, ... between tries, while its peers wait at the
+  // barrier that ends Save. `inject` (tests) runs before each try; an error from it fails the try
+  // as the disk would.
+  struct SaveRetry {
+    int tries = 1;
+    absl::Duration backoff = absl::Seconds(1);
+    std::function<absl::Status()> inject;
+  };
   // Writes checkpoint `dir` (the whole model and optimizer state, gathered: a collective) with
   // `manifest` (what the caller knows: step, tokens, data and RNG state); the layout is added
-  // here. Only the writer writes; every rank returns once the writer's copy is durable.
-  absl::Status Save(const std::string& dir, loom::v1::CheckpointManifest manifest);
+  // here. Only the writer writes; every rank returns once the writer is done. The result is an
+  // error only when the collectives fail (the group is broken); whether the writer's copy is
+  // durable goes to `*written` (always OK on the other ranks), so that a failed write costs a
+  // checkpoint, not the group.
+  absl::Status Save(const std::string& dir, loom::v1::CheckpointManifest manifest, const SaveRetry& retry,
+                    absl::Status* written);
   // The rank that writes checkpoints: the first of its data-, tensor- and pipeline-parallel groups.
   bool writer() const { return dp_rank() == 0 && tp_rank() == 0 && pp_rank() == 0; }
 

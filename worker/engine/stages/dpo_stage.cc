@@ -40,7 +40,8 @@ class DpoRunner : public StageRunner {
         *reference, run.inputs.reference(), setup.pairs_seq_len,
         run.checkpoint_dir.empty()
             ? std::string()  // no checkpoints, no cache
-            : absl::StrCat(run.checkpoint_dir, "/reference_logprobs.rank", run.layout.dp_rank, ".bin"),
+            : absl::StrCat(run.cache_dir.empty() ? run.checkpoint_dir : run.cache_dir, "/reference_logprobs.rank",
+                           run.layout.dp_rank, ".bin"),
         context.groups().data));
     reporter.Log(absl::StrFormat(
         "reference log-probabilities of %d pairs %s in %.1f s (%d pairs longer than seq_len %d are cut)",

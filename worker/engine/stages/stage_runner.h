@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -57,6 +58,15 @@ struct StageRun {
   // (empty: none).
   std::string resume_from;
   std::string checkpoint_dir;
+  // A directory shared by every attempt of the stage, for caches a later attempt may reuse (DPO's
+  // reference log-probabilities); empty: checkpoint_dir.
+  std::string cache_dir;
+  // Delete checkpoints beyond checkpoint.keep_last (a local run); false on a cluster's ranks,
+  // whose coordinator owns retention.
+  bool prune_checkpoints = true;
+  // Steps whose checkpoint save fails its first try as on a full disk (fault injection for tests:
+  // LOOM_TEST_FAIL_SAVES on a rank).
+  std::set<int64_t> fail_saves_at_steps;
   // Stop after this many optimizer steps in total (0: the stage's budget).
   int64_t max_steps = 0;
   // CPU threads for the kernels.
@@ -94,6 +104,9 @@ struct CheckpointWritten {
   int shard = 0;
   bool final = false;  // the stage's result
   double save_seconds = 0;
+  // Non-empty: this rank could not save its part (the checkpoint is not committed; training went
+  // on and the next interval tries again).
+  std::string error;
 };
 
 // Where a runner's reports go. Calls come from the runner's thread, in order.

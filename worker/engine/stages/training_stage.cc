@@ -198,6 +198,8 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
   options.stage = run.stage;
   options.plan_id = run.plan_id;
   options.checkpoint_dir = run.checkpoint_dir;
+  options.prune_checkpoints = run.prune_checkpoints;
+  options.fail_saves_at_steps = run.fail_saves_at_steps;
   options.resume_from = run.resume_from;
   options.init_from = run.inputs.from();
   options.max_steps = run.max_steps;
@@ -246,8 +248,13 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
         report(p);
         checkpoint_start = MonotonicNow();  // a checkpoint, if any, is written right after the step
       },
-      [&](const std::string& dir) {
+      [&](const std::string& dir, const absl::Status& written) {
         CheckpointWritten c;
+        if (!written.ok()) {
+          c.error = std::string(written.message());
+          reporter.Log(absl::StrCat("checkpoint step ", trainer->step(), " was not saved: ", c.error,
+                                    "; training goes on and the next interval tries again"));
+        }
         c.path = dir;
         c.step = trainer->step();
         c.tokens = trainer->tokens();

@@ -175,6 +175,13 @@ absl::Status Trainer::AddBatchMetrics(StepReport* r) {
 }
 
 absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
+  absl::Status written;
+  LOOM_ASSIGN_OR_RETURN(std::string dir, Save(final, &written));
+  LOOM_RETURN_IF_ERROR(written);
+  return dir;
+}
+
+absl::StatusOr<std::string> Trainer::Save(bool final, absl::Status* written) {
   if (options_.checkpoint_dir.empty()) return absl::FailedPreconditionError("no checkpoint directory was given");
   const std::string dir = (std::filesystem::path(options_.checkpoint_dir) / CheckpointDirName(step())).string();
   loom::v1::CheckpointManifest manifest;
@@ -189,7 +196,18 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint(bool final) {
   manifest.set_tokenizer_sha256(options_.tokenizer_sha256);
   if (!options_.tokenizer_path.empty()) (*manifest.mutable_metadata())["tokenizer"] = options_.tokenizer_path;
   if (!options_.chat_template.empty()) (*manifest.mutable_metadata())["chat_template"] = options_.chat_template;
-  LOOM_RETURN_IF_ERROR(parallel_->Save(dir, std::move(manifest)));
+  ParallelModel::SaveRetry retry;
+  // The final checkpoint is the stage's result: worth waiting for a disk that frees up.
+  retry.tries = final ? kFinalSaveTries : 1;
+  if (options_.fail_saves_at_steps.count(step()) > 0) {
+    // The first try fails, as on a disk that is full for a moment.
+    retry.inject = [step = step(), tries = 0]() mutable {
+      return ++tries > 1 ? absl::OkStatus()
+                         : absl::ResourceExhaustedError(absl::StrCat(
+                               "No space left on device (injected at step ", step, " by LOOM_TEST_FAIL_SAVES)"));
+    };
+  }
+  LOOM_RETURN_IF_ERROR(parallel_->Save(dir, std::move(manifest), retry, written));
   return dir;
 }
 
@@ -204,7 +222,7 @@ void Trainer::PruneCheckpoints() {
 }
 
 absl::Status Trainer::Run(const std::function<void(const StepReport&)>& on_step,
-                          const std::function<void(const std::string&)>& on_checkpoint) {
+                          const std::function<void(const std::string&, const absl::Status&)>& on_checkpoint) {
   const int every = options_.stage.checkpoint().every_steps();
   while (!Done()) {
     LOOM_ASSIGN_OR_RETURN(StepReport report, Step());
@@ -217,9 +235,16 @@ absl::Status Trainer::Run(const std::function<void(const StepReport&)>& on_step,
                                                  " on SIGTERM (the worker is stopping; the job resumes elsewhere)"));
     }
     if (!options_.checkpoint_dir.empty() && (last || (every > 0 && report.step % every == 0))) {
-      LOOM_ASSIGN_OR_RETURN(std::string dir, SaveCheckpoint(last));
-      if (on_checkpoint) on_checkpoint(dir);
-      if (parallel_->writer()) PruneCheckpoints();
+      absl::Status written;
+      LOOM_ASSIGN_OR_RETURN(std::string dir, Save(last, &written));
+      if (!written.ok()) {
+        // The stage's result could not be written, or this attempt was replaced: stop. Any other
+        // failed save costs this checkpoint only; the next interval tries again.
+        if (last) return written;
+        if (absl::Status fence = CheckWriteFence(); !fence.ok()) return fence;
+      }
+      if (on_checkpoint) on_checkpoint(dir, written);
+      if (written.ok() && parallel_->writer() && options_.prune_checkpoints) PruneCheckpoints();
     }
   }
   return absl::OkStatus();

@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,12 @@ struct TrainerOptions {
   std::string plan_id;
   // Where checkpoints go: `<checkpoint_dir>/step-<N>`. Empty: no checkpoints.
   std::string checkpoint_dir;
+  // Delete checkpoints beyond checkpoint.keep_last after each save (a local run). False on a
+  // cluster's ranks: there the coordinator, which knows what is committed and what later stages
+  // need, deletes.
+  bool prune_checkpoints = true;
+  // Steps whose save fails its first try as on a full disk (fault injection for tests).
+  std::set<int64_t> fail_saves_at_steps;
   // A checkpoint to resume from (weights, optimizer, step, tokens, data, RNG), or empty.
   std::string resume_from;
   // A checkpoint to start from (weights only: the stage's `from`), or empty for random init.
@@ -97,10 +104,14 @@ class Trainer {
   absl::StatusOr<std::string> SaveCheckpoint(bool final);
 
   // Steps until Done, checkpointing every checkpoint.every_steps and at the end (keeping the
-  // newest checkpoint.keep_last); calls on_step after every step and on_checkpoint after every
-  // checkpoint (on every rank, once the checkpoint is durable).
+  // newest checkpoint.keep_last when prune_checkpoints); calls on_step after every step and
+  // on_checkpoint(dir, written) after every save, on every rank once the writer is done:
+  // `written` is the writer's outcome on the writer, OK elsewhere. A failed save does not stop
+  // training (the next interval tries again) unless it is the final one, which the writer tries
+  // kFinalSaveTries times, or this attempt lost its write lease (it was replaced).
   absl::Status Run(const std::function<void(const StepReport&)>& on_step,
-                   const std::function<void(const std::string&)>& on_checkpoint);
+                   const std::function<void(const std::string& dir, const absl::Status& written)>& on_checkpoint);
+  static constexpr int kFinalSaveTries = 4;
 
   // This rank's model: under tensor parallelism its shard, under pipeline parallelism its stage.
   Transformer& model() { return parallel_->model(); }
@@ -118,6 +129,8 @@ class Trainer {
   // The data source's measures of this step's batch, averaged over the data-parallel ranks.
   absl::Status AddBatchMetrics(StepReport* report);
   void PruneCheckpoints();
+  // SaveCheckpoint with the writer's outcome apart: an error only when the group is broken.
+  absl::StatusOr<std::string> Save(bool final, absl::Status* written);
   Communicator* data_parallel() const { return options_.parallel.data; }
 
   TrainerOptions options_;
