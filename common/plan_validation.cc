@@ -153,6 +153,15 @@ void Validator::CheckPlanFields() {
           absl::StrCat(r.max_backoff_seconds(), " is less than retry.initial_backoff_seconds (",
                        r.initial_backoff_seconds(), ")"));
   }
+  const loom::v1::HangPolicy& hang = plan_.hang();
+  if (hang.has_step_time_factor() && !(hang.step_time_factor() >= 2 && hang.step_time_factor() <= 1000)) {
+    Error("hang.step_time_factor", absl::StrCat(hang.step_time_factor(), " is not in [2, 1000]"),
+          "how many median step times without a step make a job hung, e.g. 10");
+  }
+  if (hang.has_min_seconds() && !(hang.min_seconds() >= 1 && hang.min_seconds() <= 7 * 86400.0)) {
+    Error("hang.min_seconds", absl::StrCat(hang.min_seconds(), " is not in [1, 604800]"),
+          "the shortest time without a step that makes a job hung, e.g. 300 (it covers model loading)");
+  }
   if (plan_.priority() < -1000 || plan_.priority() > 1000) {
     Error("priority", absl::StrCat(plan_.priority(), " is not in [-1000, 1000]"));
   }

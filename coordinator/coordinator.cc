@@ -498,6 +498,19 @@ void Coordinator::OnProgress(const loom::v1::Progress& p) {
   PlanRecord* plan = FindJob(p.rank().job_id(), &index);
   JobStatus* job = plan->mutable_status()->mutable_jobs(index);
   if (p.rank().rank() == 0) {
+    StepClock& clock = step_clocks_[job->job_id()];
+    if (clock.last_step_ms == 0) clock.last_step_ms = clock_();  // adopted after a restart
+    if (p.step() > clock.last_step) {
+      const int64_t now = clock_();
+      if (clock.last_step >= 0) {
+        std::vector<double>& recent = clock.recent_step_seconds;
+        recent.push_back((now - clock.last_step_ms) / 1000.0 / static_cast<double>(p.step() - clock.last_step));
+        constexpr size_t kRecentSteps = 64;
+        if (recent.size() > kRecentSteps) recent.erase(recent.begin());
+      }
+      clock.last_step = p.step();
+      clock.last_step_ms = now;
+    }
     *job->mutable_progress() = p;
     for (const auto& [k, v] : p.eval_loss()) (*job->mutable_eval_loss())[k] = v;
     for (const auto& [k, v] : p.eval_metrics()) (*job->mutable_eval_metrics())[k] = v;
@@ -726,10 +739,43 @@ void Coordinator::Tick() {
                   ClusterFault("rank_lost", absl::StrCat("rank(s) ", absl::StrJoin(missing, ","),
                                                          " not reported running by their workers")));
     }
+    if (now - last_hang_scan_ms_ >= 1000 || now < last_hang_scan_ms_) {
+      DetectHungJobs(now);
+      last_hang_scan_ms_ = now;
+    }
     if (next_retry_ms_ > 0 && now >= next_retry_ms_) dirty_schedule_ = true;
     if (dirty_schedule_) ScheduleLocked();
   }
   Flush();
+}
+
+double Coordinator::StepClock::Median() const {
+  if (recent_step_seconds.size() < 3) return 0;  // too few to say what is normal
+  std::vector<double> sorted = recent_step_seconds;
+  std::nth_element(sorted.begin(), sorted.begin() + sorted.size() / 2, sorted.end());
+  return sorted[sorted.size() / 2];
+}
+
+void Coordinator::DetectHungJobs(int64_t now) {
+  for (auto& [plan_id, plan] : plans_) {
+    if (plan.status().state() != loom::v1::PLAN_STATE_ACTIVE) continue;
+    const HangSettings settings = HangSettings::FromPlan(plan.plan());
+    for (int i = 0; i < plan.status().jobs_size(); ++i) {
+      const JobStatus& job = plan.status().jobs(i);
+      if (job.state() != loom::v1::JOB_STATE_SCHEDULED && job.state() != loom::v1::JOB_STATE_RUNNING) continue;
+      if (!IsTraining(plan.resolved(i).stage().kind())) continue;  // no optimizer steps to count
+      StepClock& clock = step_clocks_[job.job_id()];
+      if (clock.last_step_ms == 0) clock.last_step_ms = now;  // adopted after a restart: count from now
+      const double median = clock.Median();
+      const double limit = settings.LimitSeconds(median);
+      const double idle = (now - clock.last_step_ms) / 1000.0;
+      if (idle <= limit) continue;
+      FailAttempt(plan, i,
+                  ClusterFault("hung", absl::StrFormat("no step for %.1f s (median %.2f s; the plan's hang policy "
+                                                       "allows %.1f s)",
+                                                       idle, median, limit)));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -943,6 +989,7 @@ void Coordinator::Succeed(PlanRecord& plan, int index, const std::string& reason
   rendezvous_.DropPrefix(absl::StrCat(AttemptKey(job->job_id(), job->attempt()), "/"));
   plan.mutable_runtime(index)->clear_ranks();
   progressed_.erase(job->job_id());
+  step_clocks_.erase(job->job_id());
   SetJobState(plan, index, loom::v1::JOB_STATE_SUCCEEDED, reason);
   SettlePlan(plan);
   Persist(plan);

@@ -277,6 +277,18 @@ class Coordinator {
     bool sweep = false;
   };
   std::vector<Deletion> deletions_ ABSL_GUARDED_BY(mu_);
+  // Step progress of each placed job, for hang detection: when its rank 0 last reported a new
+  // step (or the attempt was placed), that step, and the recent times per step (across attempts).
+  struct StepClock {
+    int64_t last_step_ms = 0;
+    int64_t last_step = -1;  // none yet in this attempt
+    std::vector<double> recent_step_seconds;
+    double Median() const;
+  };
+  std::map<std::string, StepClock> step_clocks_ ABSL_GUARDED_BY(mu_);  // by job
+  int64_t last_hang_scan_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  // Fails the attempts of jobs that made no step for longer than their plan's HangPolicy allows.
+  void DetectHungJobs(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t checkpoints_deleted_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t checkpoint_save_failures_ ABSL_GUARDED_BY(mu_) = 0;
   // Intervals without a commit after which a running job carries a warning.

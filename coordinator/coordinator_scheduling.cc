@@ -293,6 +293,9 @@ void Coordinator::ScheduleLocked() {
     SetJobState(plan, i, loom::v1::JOB_STATE_SCHEDULED, reason);
     Persist(plan);
     GrantWriteLease(*job);
+    StepClock& clock = step_clocks_[job->job_id()];
+    clock.last_step_ms = now;
+    clock.last_step = -1;
     for (size_t r = 0; r < d.ranks.size(); ++r) {
       Worker& w = workers_[d.ranks[r].worker_id];
       loom::v1::CoordinatorMessage m;

@@ -44,6 +44,7 @@ std::string Describe(const Failure& f) {
   if (f.cause == "io") what = "node I/O error";
   if (f.cause == "checkpoint_bad") what = "checkpoint to resume from corrupt or incomplete";
   if (f.cause == "crash") what = "rank crashed";
+  if (f.cause == "hung") what = "no step progress";
   if (f.cause == "input") what = "input missing or unreadable";
   if (f.cause == "config") what = "configuration rejected";
   if (f.cause == "repeat") what = "the same error as the attempt before";
@@ -58,6 +59,17 @@ RetrySettings RetrySettings::FromPlan(const loom::v1::TrainingPlan& plan) {
   if (r.has_initial_backoff_seconds()) s.initial_backoff_s = r.initial_backoff_seconds();
   if (r.has_max_backoff_seconds()) s.max_backoff_s = r.max_backoff_seconds();
   return s;
+}
+
+HangSettings HangSettings::FromPlan(const loom::v1::TrainingPlan& plan) {
+  HangSettings s;
+  if (plan.hang().has_step_time_factor()) s.step_time_factor = plan.hang().step_time_factor();
+  if (plan.hang().has_min_seconds()) s.min_seconds = plan.hang().min_seconds();
+  return s;
+}
+
+double HangSettings::LimitSeconds(double median_step_seconds) const {
+  return std::max(step_time_factor * median_step_seconds, min_seconds);
 }
 
 RetryDecision DecideRetry(const RetrySettings& s, int64_t now_ms, double jitter, std::vector<int64_t>* times) {

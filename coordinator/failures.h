@@ -9,6 +9,7 @@
 //   exit 75: a collective timed out, a peer lost   cluster   timeout
 //   exit 74: a node I/O error (EIO, disk full)     cluster   io
 //   exit 65: the checkpoint resumed from is bad    cluster   checkpoint_bad
+//   no step for max(k x median step, floor)        cluster   hung
 //   any other non-zero exit                        cluster   crash
 //   exit 66: an input missing or unreadable        plan      input
 //   exit 78: the configuration rejected            plan      config
@@ -51,6 +52,16 @@ struct RetrySettings {
   double initial_backoff_s = 1;
   double max_backoff_s = 300;
   static RetrySettings FromPlan(const loom::v1::TrainingPlan& plan);
+};
+
+// The plan's HangPolicy with its defaults applied.
+struct HangSettings {
+  double step_time_factor = 10;
+  double min_seconds = 300;
+  static HangSettings FromPlan(const loom::v1::TrainingPlan& plan);
+  // How long a job may go without a step, given the median of its recent step times (0: none
+  // measured yet).
+  double LimitSeconds(double median_step_seconds) const;
 };
 
 struct RetryDecision {

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -380,6 +381,23 @@ inline void ExpectSameTraining(const std::map<int64_t, std::string>& reference,
 
 inline std::string SourcePath(const std::string& relative) {
   return std::string(LOOM_SOURCE_DIR) + "/" + relative;
+}
+
+// The pid of the process whose command line holds every one of `words`, or -1.
+inline pid_t FindProcess(const std::vector<std::string>& words) {
+  DIR* proc = opendir("/proc");
+  pid_t found = -1;
+  while (dirent* e = proc ? readdir(proc) : nullptr) {
+    const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::string cmdline = ReadAll("/proc/" + std::string(e->d_name) + "/cmdline");
+    for (char& c : cmdline) c = c == '\0' ? ' ' : c;
+    bool all = !cmdline.empty();
+    for (const std::string& w : words) all &= cmdline.find(w) != std::string::npos;
+    if (all) found = pid;
+  }
+  if (proc) closedir(proc);
+  return found;
 }
 
 // Value of the first sample of `name` whose label set contains `labels` (e.g. `state="running"`)

@@ -247,6 +247,34 @@ TEST(Cluster, AStalledWorkerIsLostThenRejoinsWhenItWakes) {
       << cluster.Logs();
 }
 
+// A rank that is alive but makes no step (SIGSTOP here; a hung file system or a deadlock alike)
+// while its worker heartbeats on: after max(10 x the median step time, the plan's 2 s floor)
+// without a step the job is declared hung, the attempt's ranks are aborted (SIGKILL reaches a
+// stopped process) and attempt 2 resumes from the last checkpoint. Before, it hung until someone
+// looked.
+TEST(Cluster, ARankThatMakesNoStepIsDetectedAndTheJobResumes) {
+  Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=100"}});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  const std::string id = cluster.Submit(PlanWith(cluster, "hang: {step_time_factor: 10, min_seconds: 2}"));
+  cluster.WaitForPlan(id, [](const PlanStatus& s) { return s.jobs(0).progress().step() >= 7; });
+  const pid_t rank0 = FindProcess({"loom-fake-rank", "core#1/rank0"});
+  ASSERT_GT(rank0, 0);
+  ASSERT_EQ(kill(rank0, SIGSTOP), 0);
+  const PlanStatus s = cluster.WaitForPlan(id, Ended, std::chrono::seconds(60));
+  ASSERT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+  const loom::v1::JobStatus& core = s.jobs(0);
+  EXPECT_EQ(core.attempt(), 2) << core.DebugString();
+  EXPECT_EQ(core.last_failure().cause(), "hung") << core.DebugString();
+  EXPECT_TRUE(HasTransition(core, loom::v1::JOB_STATE_RECOVERING, "cluster fault: no step progress")) << core.DebugString();
+  EXPECT_NE(core.last_failure().message().find("no step for 2."), std::string::npos) << core.last_failure().message();
+  EXPECT_NE(core.last_failure().message().find("(median 0.1"), std::string::npos) << core.last_failure().message();
+  EXPECT_EQ(core.resumed_from(), cluster.checkpoint_root() + "/twostage-1/core/attempt-1/step-000005");
+  EXPECT_EQ(MetricValue(cluster.Get(cluster.coordinator_metrics(), "/metrics"), "loom_attempt_failures_total",
+                        "cause=\"hung\""),
+            1);
+}
+
 // Where the coordinator cannot have its UDP port (another program holds it), it says so and does
 // not offer heartbeat datagrams: workers heartbeat on their streams and stay alive.
 TEST(Cluster, WithoutItsUdpPortTheCoordinatorKeepsWorkersAliveOnStreamHeartbeats) {

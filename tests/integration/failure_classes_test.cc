@@ -96,23 +96,6 @@ TEST(FailureClasses, APlanFaultOnARankFailsTheJobAtOnce) {
   EXPECT_EQ(failures, 1);
 }
 
-// The pid of the process whose command line holds every one of `words`, or -1.
-pid_t FindProcess(const std::vector<std::string>& words) {
-  DIR* proc = opendir("/proc");
-  pid_t found = -1;
-  while (dirent* e = proc ? readdir(proc) : nullptr) {
-    const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
-    if (pid <= 0) continue;
-    std::string cmdline = ReadAll("/proc/" + std::string(e->d_name) + "/cmdline");
-    for (char& c : cmdline) c = c == '\0' ? ' ' : c;
-    bool all = !cmdline.empty();
-    for (const std::string& w : words) all &= cmdline.find(w) != std::string::npos;
-    if (all) found = pid;
-  }
-  if (proc) closedir(proc);
-  return found;
-}
-
 TEST(FailureClasses, LoomUpRestartsAKilledWorkerAndTheJobResumesOnIt) {
   Cluster cluster;  // for its directory, port and client
   const std::string up_dir = cluster.dir() + "/up";

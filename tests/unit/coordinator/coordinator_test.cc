@@ -1132,3 +1132,55 @@ TEST_F(CoordinatorTest, AFailedSaveIsReportedAndThreeIntervalsWithoutACommitWarn
 
 }  // namespace
 }  // namespace loom::coordinator
+
+namespace loom::coordinator {
+namespace {
+
+using namespace loom::v1;
+
+// A job whose ranks make no step for max(step_time_factor x median step time, min_seconds) is
+// hung: its attempt fails as a cluster fault with the reason, and the next attempt is placed.
+TEST_F(CoordinatorTest, AJobWithoutAStepForLongerThanItsHangPolicyAllowsIsRetried) {
+  plan_.mutable_hang()->set_step_time_factor(10);
+  plan_.mutable_hang()->set_min_seconds(2);
+  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  auto RegisterHeartbeat = [&](int64_t connection) {
+    WorkerMessage m;
+    m.mutable_heartbeat();
+    coordinator_->HandleWorkerMessage("w1", connection, m);
+  };
+  // Steps of 0.5 s: the median is 0.5 s, the limit max(10 x 0.5, 2) = 5 s.
+  for (int64_t step = 1; step <= 8; ++step) {
+    now_ += 500;
+    for (const auto& rank : a) Progress("w1", conn, rank, step);
+    RegisterHeartbeat(conn);
+    coordinator_->Tick();
+  }
+  ASSERT_EQ(Job(id, 0).state(), JOB_STATE_RUNNING);
+  for (int i = 0; i < 4; ++i) {  // 4.8 s without a step, heartbeats still coming: not hung yet
+    now_ += 1200;
+    RegisterHeartbeat(conn);
+    coordinator_->Tick();
+  }
+  ASSERT_EQ(Job(id, 0).state(), JOB_STATE_RUNNING) << Job(id, 0).reason();
+  now_ += 1200;
+  RegisterHeartbeat(conn);
+  coordinator_->Tick();
+  const JobStatus job = Job(id, 0);
+  EXPECT_EQ(job.last_failure().cause(), "hung") << job.DebugString();
+  EXPECT_EQ(job.last_failure().failure_class(), FAILURE_CLASS_CLUSTER);
+  EXPECT_NE(job.last_failure().message().find("no step for 6.0 s (median 0.50 s"), std::string::npos)
+      << job.last_failure().message();
+  EXPECT_GE(link.Aborts(), 2);  // the hung attempt's ranks are aborted
+  for (const auto& rank : a) Exit("w1", conn, rank, -9, "killed");
+  coordinator_->Tick();
+  EXPECT_EQ(Job(id, 0).attempt(), 2) << Job(id, 0).DebugString();
+}
+
+}  // namespace
+}  // namespace loom::coordinator
