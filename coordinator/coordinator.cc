@@ -765,7 +765,9 @@ void Coordinator::DetectHungJobs(int64_t now) {
       if (job.state() != loom::v1::JOB_STATE_SCHEDULED && job.state() != loom::v1::JOB_STATE_RUNNING) continue;
       if (!IsTraining(plan.resolved(i).stage().kind())) continue;  // no optimizer steps to count
       StepClock& clock = step_clocks_[job.job_id()];
-      if (clock.last_step_ms == 0) clock.last_step_ms = now;  // adopted after a restart: count from now
+      // After a restart, count from when the attempt's ranks are all re-adopted: until then their
+      // reports cannot arrive.
+      if (clock.last_step_ms == 0 || adopt_deadline_.contains(job.job_id())) clock.last_step_ms = now;
       const double median = clock.Median();
       const double limit = settings.LimitSeconds(median);
       const double idle = (now - clock.last_step_ms) / 1000.0;
