@@ -47,8 +47,11 @@ extern char** environ;
 
 namespace loom::testing {
 
+// The build tree's binaries; LOOM_BINARY_DIR in the environment points elsewhere (a copy that a
+// long benchmark runs while the tree is rebuilt).
 inline std::string BinaryPath(const std::string& relative) {
-  return std::string(LOOM_BINARY_DIR) + "/" + relative;
+  const char* dir = std::getenv("LOOM_BINARY_DIR");
+  return std::string(dir != nullptr && *dir != '\0' ? dir : LOOM_BINARY_DIR) + "/" + relative;
 }
 inline std::string CoordinatorBinary() { return BinaryPath("coordinator/loom-coordinator"); }
 inline std::string WorkerBinary() { return BinaryPath("worker/daemon/loom-worker"); }
