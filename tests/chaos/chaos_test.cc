@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -133,11 +134,19 @@ loom::v1::ListCheckpointsResponse Checkpoints(Cluster& cluster, const std::strin
   return list;
 }
 
+// A coordinator and two workers of one slot each, running real ranks.
+std::unique_ptr<Cluster> StartCluster() {
+  auto cluster = std::make_unique<Cluster>(
+      ClusterOptions{.rank_binary = BinaryPath("worker/loom-rank"), .prepared_data = PreparedData()});
+  cluster->StartCoordinator();
+  cluster->StartWorker("w1", 1);
+  cluster->StartWorker("w2", 1);
+  return cluster;
+}
+
 Outcome RunUndisturbed() {
-  Cluster cluster({.rank_binary = BinaryPath("worker/loom-rank"), .prepared_data = PreparedData()});
-  cluster.StartCoordinator();
-  cluster.StartWorker("w1", 1);
-  cluster.StartWorker("w2", 1);
+  std::unique_ptr<Cluster> started = StartCluster();
+  Cluster& cluster = *started;
   const auto start = Clock::now();
   const std::string id = cluster.Submit(WritePlan(cluster.dir() + "/plan.yaml"));
   const PlanStatus s = cluster.WaitForPlan(id, Ended, std::chrono::seconds(300));
@@ -162,10 +171,8 @@ void RunSeed(uint64_t seed, int faults) {
   SCOPED_TRACE(absl::StrCat("seed ", seed, "; replay: ", Replay(seed)));
   const Outcome& reference = Undisturbed();
   ASSERT_TRUE(reference.succeeded);
-  Cluster cluster({.rank_binary = BinaryPath("worker/loom-rank"), .prepared_data = PreparedData()});
-  cluster.StartCoordinator();
-  cluster.StartWorker("w1", 1);
-  cluster.StartWorker("w2", 1);
+  std::unique_ptr<Cluster> started = StartCluster();
+  Cluster& cluster = *started;
   const auto start = Clock::now();
   const std::string id = cluster.Submit(WritePlan(cluster.dir() + "/plan.yaml"));
   std::map<std::string, loom::v1::CheckpointInfo> seen;  // committed before some fault, by path

@@ -125,6 +125,17 @@ class CoordinatorTest : public ::testing::Test {
     for (const auto& rank : a) Progress("w1", conn, rank, 1);
     for (const auto& rank : a) Checkpoint("w1", conn, rank, 10, /*final=*/true);
   }
+  // Submits `plan`, registers w1 (2 slots, on `link`) and places the first stage's two ranks,
+  // which report step 1.
+  std::vector<Assignment> PlaceFirstStage(const TrainingPlan& plan, FakeLink* link, int64_t* conn, std::string* id) {
+    *id = *coordinator_->SubmitPlan(plan, "plan.yaml");
+    *conn = Register("w1", link, 2);
+    coordinator_->Tick();
+    std::vector<Assignment> a = link->TakeAssignments();
+    EXPECT_EQ(a.size(), 2u);
+    for (const auto& rank : a) Progress("w1", *conn, rank, 1);
+    return a;
+  }
   // Rank 0's assignment of each job, by stage.
   static std::map<std::string, Assignment> ByStage(const std::vector<Assignment>& a) {
     std::map<std::string, Assignment> out;
@@ -1001,11 +1012,10 @@ TEST_F(CoordinatorTest, RetentionDeletesOnlyWhatNoStageStillNeeds) {
   yaml.replace(yaml.find("checkpoint: {every_steps: 5}"), 28, "checkpoint: {every_steps: 5, keep_last: 2}");
   ParsedPlan parsed = ParsePlanText(yaml, PlanFormat::kYaml);
   ASSERT_TRUE(parsed.errors.empty()) << FormatPlanErrors(parsed.errors);
-  const std::string id = *coordinator_->SubmitPlan(parsed.plan, "plan.yaml");
   FakeLink link;
-  const int64_t conn = Register("w1", &link, 2);
-  coordinator_->Tick();
-  const std::vector<Assignment> a = link.TakeAssignments();
+  int64_t conn = 0;
+  std::string id;
+  const std::vector<Assignment> a = PlaceFirstStage(parsed.plan, &link, &conn, &id);
   ASSERT_EQ(a.size(), 2u);
   const std::string stage_dir = checkpoint_root_ + "/twostage-1/core";
   ASSERT_EQ(a[0].checkpoint_dir(), stage_dir + "/attempt-1");
@@ -1030,7 +1040,6 @@ TEST_F(CoordinatorTest, RetentionDeletesOnlyWhatNoStageStillNeeds) {
   std::filesystem::create_directories(a[0].checkpoint_dir() + "/.tmp-step-000025-1-2");
   std::filesystem::create_directories(stage_dir + "/attempt-9/step-5");
 
-  for (const auto& rank : a) Progress("w1", conn, rank, 1);
   for (int64_t step : {5, 10, 15}) {
     for (const auto& rank : a) Checkpoint("w1", conn, rank, step, false);
   }
@@ -1057,13 +1066,11 @@ TEST_F(CoordinatorTest, RetentionDeletesOnlyWhatNoStageStillNeeds) {
 // Fencing: an attempt commits only what it wrote under its own directory, and a rank of an
 // attempt that was replaced commits nothing.
 TEST_F(CoordinatorTest, AnAttemptCommitsOnlyUnderItsOwnDirectory) {
-  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
   FakeLink link;
-  const int64_t conn = Register("w1", &link, 2);
-  coordinator_->Tick();
-  std::vector<Assignment> a = link.TakeAssignments();
+  int64_t conn = 0;
+  std::string id;
+  const std::vector<Assignment> a = PlaceFirstStage(plan_, &link, &conn, &id);
   ASSERT_EQ(a.size(), 2u);
-  for (const auto& rank : a) Progress("w1", conn, rank, 1);
   auto report = [&](const Assignment& rank, const std::string& path, int64_t step) {
     WorkerMessage m;
     CheckpointReport* r = m.mutable_checkpoint();
@@ -1096,13 +1103,11 @@ TEST_F(CoordinatorTest, AnAttemptCommitsOnlyUnderItsOwnDirectory) {
 // A save that failed is reported, counted and never committed, and training goes on; a job that
 // has committed nothing for three checkpoint intervals carries a warning until its next commit.
 TEST_F(CoordinatorTest, AFailedSaveIsReportedAndThreeIntervalsWithoutACommitWarn) {
-  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
   FakeLink link;
-  const int64_t conn = Register("w1", &link, 2);
-  coordinator_->Tick();
-  std::vector<Assignment> a = link.TakeAssignments();
+  int64_t conn = 0;
+  std::string id;
+  const std::vector<Assignment> a = PlaceFirstStage(plan_, &link, &conn, &id);
   ASSERT_EQ(a.size(), 2u);
-  for (const auto& rank : a) Progress("w1", conn, rank, 1);
   WorkerMessage failed;
   CheckpointReport* r = failed.mutable_checkpoint();
   *r->mutable_rank() = a[0].rank();
@@ -1143,11 +1148,10 @@ using namespace loom::v1;
 TEST_F(CoordinatorTest, AJobWithoutAStepForLongerThanItsHangPolicyAllowsIsRetried) {
   plan_.mutable_hang()->set_step_time_factor(10);
   plan_.mutable_hang()->set_min_seconds(2);
-  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
   FakeLink link;
-  const int64_t conn = Register("w1", &link, 2);
-  coordinator_->Tick();
-  std::vector<Assignment> a = link.TakeAssignments();
+  int64_t conn = 0;
+  std::string id;
+  const std::vector<Assignment> a = PlaceFirstStage(plan_, &link, &conn, &id);
   ASSERT_EQ(a.size(), 2u);
   auto RegisterHeartbeat = [&](int64_t connection) {
     WorkerMessage m;
@@ -1155,7 +1159,7 @@ TEST_F(CoordinatorTest, AJobWithoutAStepForLongerThanItsHangPolicyAllowsIsRetrie
     coordinator_->HandleWorkerMessage("w1", connection, m);
   };
   // Steps of 0.5 s: the median is 0.5 s, the limit max(10 x 0.5, 2) = 5 s.
-  for (int64_t step = 1; step <= 8; ++step) {
+  for (int64_t step = 2; step <= 9; ++step) {
     now_ += 500;
     for (const auto& rank : a) Progress("w1", conn, rank, step);
     RegisterHeartbeat(conn);
