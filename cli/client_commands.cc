@@ -217,7 +217,8 @@ int RunWorkers(const Args& args) {
   bool json = false;
   CommandLine cl("loom workers",
                  "Lists the worker daemons: state, slots used, last heartbeat, ranks. `loom workers drain ID` "
-                 "stops placing new ranks on a worker (its running ranks go on); `undrain ID` ends that.");
+                 "stops placing new ranks on a worker and makes its running ranks checkpoint at their next step "
+                 "and stop, so their jobs move to other workers losing no step; `undrain ID` ends the drain.");
   cl.AddPositional("ACTION", &action, "drain or undrain (optional)", /*required=*/false);
   cl.AddPositional("WORKER", &worker_id, "worker id, for drain and undrain", /*required=*/false);
   AddCoordinatorFlag(cl, &address);

@@ -1,11 +1,13 @@
 #include "common/rank_exit.h"
 
 #include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
 
 namespace loom {
 
 namespace {
 constexpr char kResumeCheckpointBad[] = "loom.dev/resume-checkpoint-bad";
+constexpr char kPreempted[] = "loom.dev/preempted";
 }  // namespace
 
 absl::Status ResumeCheckpointBad(absl::Status status) {
@@ -15,8 +17,16 @@ absl::Status ResumeCheckpointBad(absl::Status status) {
   return status;
 }
 
+absl::Status Preempted(int64_t step) {
+  absl::Status status = absl::UnavailableError(
+      absl::StrCat("stopped on request after the checkpoint at step ", step, " (the worker is drained)"));
+  status.SetPayload(kPreempted, absl::Cord("1"));
+  return status;
+}
+
 int RankExitCodeFor(const absl::Status& status) {
   if (status.GetPayload(kResumeCheckpointBad).has_value()) return kRankExitResumeCheckpointBad;
+  if (status.GetPayload(kPreempted).has_value()) return kRankExitPreempted;
   switch (status.code()) {
     case absl::StatusCode::kOk:
       return 0;

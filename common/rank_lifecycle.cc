@@ -9,6 +9,7 @@ namespace loom {
 namespace {
 
 std::atomic<bool> stop_requested{false};
+std::atomic<bool> checkpoint_and_stop_requested{false};
 std::function<absl::Status()>& Fence() {
   static auto* fence = new std::function<absl::Status()>();
   return *fence;
@@ -18,6 +19,8 @@ std::function<absl::Status()>& Fence() {
 
 void RequestStop() { stop_requested.store(true, std::memory_order_relaxed); }
 bool StopRequested() { return stop_requested.load(std::memory_order_relaxed); }
+void RequestCheckpointAndStop() { checkpoint_and_stop_requested.store(true, std::memory_order_relaxed); }
+bool CheckpointAndStopRequested() { return checkpoint_and_stop_requested.load(std::memory_order_relaxed); }
 
 void SetWriteFence(std::function<absl::Status()> fence) { Fence() = std::move(fence); }
 

@@ -1,4 +1,6 @@
 // Two process-wide facts a rank's main sets and the engine's long loops read:
+//  - checkpoint and stop requested: SIGUSR1 arrived (a drain). The training loop saves a
+//    checkpoint at its next step boundary, with its peers, and ends (common/rank_exit.h: 76).
 //  - stop requested: SIGTERM arrived (its worker is stopping: systemctl stop, the end of a Slurm
 //    allocation). A training loop stops at its next step boundary.
 //  - the write fence: whether this process may still commit or delete checkpoints. A rank of an
@@ -16,6 +18,12 @@ namespace loom {
 // Async-signal-safe: only sets a flag.
 void RequestStop();
 bool StopRequested();
+
+// Checkpoint, then stop (SIGUSR1: its worker is drained, or stopping with time to save). The
+// training loop agrees on it with its peers at the next step boundary (any rank's request stops
+// them all), saves a checkpoint there and returns Preempted(). Async-signal-safe.
+void RequestCheckpointAndStop();
+bool CheckpointAndStopRequested();
 
 // `fence` returns OK while this process may write checkpoints, else why not.
 void SetWriteFence(std::function<absl::Status()> fence);

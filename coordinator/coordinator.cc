@@ -18,6 +18,7 @@
 #include "common/plan_resolve.h"
 #include "common/plan_validation.h"
 #include "common/proto_names.h"
+#include "common/rank_exit.h"
 #include "common/stage_inputs.h"
 #include "coordinator/checkpoint_files.h"
 #include "coordinator/job_state.h"
@@ -230,20 +231,35 @@ absl::Status Coordinator::CancelPlan(const std::string& plan_id, const std::stri
 }
 
 absl::StatusOr<loom::v1::WorkerStatus> Coordinator::DrainWorker(const std::string& worker_id, bool undrain) {
-  absl::MutexLock lock(&mu_);
-  auto it = workers_.find(worker_id);
-  if (it == workers_.end()) {
-    return absl::NotFoundError(absl::StrCat("no worker '", worker_id, "' (see `loom workers`)"));
+  loom::v1::WorkerStatus status;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end()) {
+      return absl::NotFoundError(absl::StrCat("no worker '", worker_id, "' (see `loom workers`)"));
+    }
+    Worker& w = it->second;
+    if (w.status.draining() != !undrain) {
+      w.status.set_draining(!undrain);
+      PersistWorker(w);
+      Log(LogLevel::kInfo, kLog, "worker ", worker_id,
+          undrain ? " undrained"
+                  : (w.occupied.empty() ? " draining: no new ranks"
+                                        : " draining: no new ranks; its ranks checkpoint at their next step and stop"));
+      dirty_schedule_ = true;
+      // Its ranks save a checkpoint with their peers at the next step boundary and stop; their
+      // jobs then move (OnRankExit, exit 76), losing no step.
+      if (!undrain && !w.occupied.empty()) {
+        loom::v1::CoordinatorMessage preempt;
+        preempt.mutable_preempt()->set_reason("the worker is drained");
+        Send(worker_id, std::move(preempt));
+      }
+    }
+    RefreshWorkerStatus(w);
+    status = w.status;
   }
-  Worker& w = it->second;
-  if (w.status.draining() != !undrain) {
-    w.status.set_draining(!undrain);
-    PersistWorker(w);
-    Log(LogLevel::kInfo, kLog, "worker ", worker_id, undrain ? " undrained" : " draining: no new ranks");
-    dirty_schedule_ = true;
-  }
-  RefreshWorkerStatus(w);
-  return w.status;
+  Flush();
+  return status;
 }
 
 loom::v1::ListWorkersResponse Coordinator::ListWorkers() {
@@ -420,6 +436,16 @@ void Coordinator::HandleWorkerMessage(const std::string& worker_id, int64_t conn
         break;
       case loom::v1::WorkerMessage::kRankExit:
         OnRankExit(w, message.rank_exit());
+        break;
+      case loom::v1::WorkerMessage::kDraining:
+        // Stopping with time to save: no new ranks here while its ranks checkpoint and stop.
+        if (!w.status.draining()) {
+          w.status.set_draining(true);
+          PersistWorker(w);
+          dirty_schedule_ = true;
+          Log(LogLevel::kInfo, kLog, "worker ", worker_id, " draining (", message.draining().reason(),
+              "): its ranks checkpoint at their next step and stop");
+        }
         break;
       case loom::v1::WorkerMessage::kLeave:
         // Its jobs move now rather than after the heartbeat timeout; rank exits that follow on
@@ -633,6 +659,27 @@ void Coordinator::OnRankExit(Worker& w, const loom::v1::RankExit& exit) {
   JobStatus* job = plan->mutable_status()->mutable_jobs(index);
   if (!HasAttemptPlaced(job->state())) return;
   adopted_[job->job_id()].insert(exit.rank().rank());
+  if (exit.exit_code() == kRankExitPreempted) {
+    // Drained: every rank saves a checkpoint at the same step, reports it, then exits 76. The
+    // attempt moves once all have exited, so that the last rank's report, and the commit, come
+    // first (each worker's messages arrive in order).
+    bool all_exited = true;
+    for (auto& p : *plan->mutable_runtime(index)->mutable_ranks()) {
+      if (p.rank() == exit.rank().rank()) p.set_exited_ok(true);
+      all_exited &= p.exited_ok();
+    }
+    Persist(*plan);
+    if (!all_exited) return;
+    if (WritesCheckpoint(*plan, index) && job->has_final_checkpoint()) {
+      MaybeSucceed(*plan, index);
+      return;
+    }
+    FailAttempt(*plan, index,
+                ClusterFault("preempted", absl::StrCat(RankExitMessage(exit, w.status.worker_id()),
+                                                       "; every rank stopped after the checkpoint at step ",
+                                                       job->last_checkpoint().step())));
+    return;
+  }
   if (exit.exit_code() != 0) {
     loom::v1::JobRuntime* runtime = plan->mutable_runtime(index);
     Failure failure = ClassifyRankExit(exit.exit_code(), RankExitMessage(exit, w.status.worker_id()));
@@ -864,7 +911,7 @@ void Coordinator::FailAttempt(PlanRecord& plan, int index, const Failure& failur
                                             : "retrying does not heal a fault of the plan";
   } else if (capped) {
     not_retried = "";  // the cap says it all
-  } else if (failure.cause == "worker_left") {
+  } else if (failure.cause == "worker_left" || failure.cause == "preempted") {
     retry.retry = true;  // a planned departure: at once, outside the retry budget
   } else if (failure.cause == "checkpoint_bad" && RetireBadCheckpoint(plan, index, failure.message)) {
     retry.retry = true;  // from the checkpoint before it, at once, outside the retry budget

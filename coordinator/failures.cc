@@ -26,6 +26,8 @@ Failure ClassifyRankExit(int exit_code, std::string message) {
       return {FAILURE_CLASS_CLUSTER, "io", std::move(message)};
     case kRankExitResumeCheckpointBad:
       return {FAILURE_CLASS_CLUSTER, "checkpoint_bad", std::move(message)};
+    case kRankExitPreempted:
+      return {FAILURE_CLASS_CLUSTER, "preempted", std::move(message)};
     default:
       return {FAILURE_CLASS_CLUSTER, "crash", std::move(message)};
   }
@@ -42,6 +44,7 @@ std::string Describe(const Failure& f) {
   if (f.cause == "signal") what = "rank killed";
   if (f.cause == "timeout") what = "collective timeout or lost peer";
   if (f.cause == "io") what = "node I/O error";
+  if (f.cause == "preempted") what = "drained after a checkpoint";
   if (f.cause == "checkpoint_bad") what = "checkpoint to resume from corrupt or incomplete";
   if (f.cause == "crash") what = "rank crashed";
   if (f.cause == "hung") what = "no step progress";

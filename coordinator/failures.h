@@ -7,6 +7,7 @@
 //   ranks not reported after a restart             cluster   rank_lost
 //   a rank killed by a signal                      cluster   signal
 //   exit 75: a collective timed out, a peer lost   cluster   timeout
+//   exit 76: stopped after a checkpoint (a drain)  cluster   preempted
 //   exit 74: a node I/O error (EIO, disk full)     cluster   io
 //   exit 65: the checkpoint resumed from is bad    cluster   checkpoint_bad
 //   no step for max(k x median step, floor)        cluster   hung

@@ -11,6 +11,8 @@
 // LOOM_FAKE_CRASH_RANK (default 0) in attempt LOOM_FAKE_CRASH_ATTEMPT (default 1; 0 = every);
 // LOOM_FAKE_CRASH_AFTER_FINAL=1 makes that rank exit 3 instead half a second after it reported
 // the final checkpoint (an evaluation failing at the very end).
+#include <signal.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -24,6 +26,7 @@
 #include "common/checkpoint_io.h"
 #include "common/command_line.h"
 #include "common/rank_exit.h"
+#include "common/rank_lifecycle.h"
 #include "worker/rank_protocol.h"
 
 namespace {
@@ -54,7 +57,12 @@ int Fail(const std::string& message) {
 
 }  // namespace
 
+void OnSigusr1(int) { loom::RequestCheckpointAndStop(); }
+
 int main(int argc, char** argv) {
+  struct sigaction drain = {};
+  drain.sa_handler = OnSigusr1;
+  sigaction(SIGUSR1, &drain, nullptr);
   std::string assignment_path;
   loom::CommandLine cl("loom-fake-rank", "Test fixture: a fake rank for control-plane tests (no training).");
   cl.AddFlag("assignment", &assignment_path, "binary loom.v1.Assignment written by loom-worker");
@@ -164,6 +172,15 @@ int main(int argc, char** argv) {
     if (absl::Status s = reporter->Send(m); !s.ok()) return Fail(std::string(s.message()));
     if (step % every == 0 && step < total_steps) {
       if (absl::Status s = checkpoint(false); !s.ok()) return Fail(std::string(s.message()));
+    }
+    // Drained (SIGUSR1): checkpoint here and stop, as loom-rank does (without agreeing with peers:
+    // a fake rank has none, so its peers may stop a step apart and the checkpoint not commit).
+    if (loom::CheckpointAndStopRequested() && step < total_steps) {
+      if (step % every != 0) {
+        if (absl::Status s = checkpoint(false); !s.ok()) return Fail(std::string(s.message()));
+      }
+      std::fprintf(stderr, "fake rank: %s\n", std::string(loom::Preempted(step).message()).c_str());
+      return loom::kRankExitPreempted;
     }
   }
   if (absl::Status s = checkpoint(true); !s.ok()) return Fail(std::string(s.message()));

@@ -1,5 +1,7 @@
 #include "worker/daemon/daemon.h"
 
+#include <signal.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -199,6 +201,13 @@ bool WorkerDaemon::Session() {
       StartRank(message.assign());
     } else if (message.has_abort()) {
       AbortRank(message.abort().rank(), message.abort().reason());
+    } else if (message.has_preempt()) {
+      // Drained: each rank saves a checkpoint with its peers at its next step boundary and exits.
+      absl::MutexLock lock(&ranks_mu_);
+      for (auto& [name, rank] : ranks_) {
+        Log(LogLevel::kInfo, kLog, name, ": checkpoint and stop (", message.preempt().reason(), ")");
+        rank.process->Signal(SIGUSR1);
+      }
     }
   }
   {

@@ -176,6 +176,10 @@ void RankProcess::Abort(absl::Duration grace) {
   }
 }
 
+void RankProcess::Signal(int signal) {
+  if (pid_ > 0 && !exited_) kill(pid_, signal);
+}
+
 RankProcess::~RankProcess() {
   Abort();
   if (reaper_.joinable()) reaper_.join();

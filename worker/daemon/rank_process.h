@@ -43,6 +43,8 @@ class RankProcess {
   // SIGTERM now, SIGKILL `grace` later if it has not exited. A rank stops at its next step
   // boundary on SIGTERM; the short default is for an attempt the coordinator gave up on. Idempotent.
   void Abort(absl::Duration grace = absl::Seconds(1));
+  // Sends `signal` to the rank's process alone (not its group), e.g. SIGUSR1: checkpoint and stop.
+  void Signal(int signal);
   bool exited() const { return exited_; }
   pid_t pid() const { return pid_; }
   const loom::v1::RankRef& rank() const { return options_.rank; }

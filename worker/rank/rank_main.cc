@@ -6,7 +6,9 @@
 // checkpoint is durable; anything else fails the attempt, with the last stderr line as reason and
 // the exit code saying whose fault it was (common/rank_exit.h: the plan's are not retried).
 //
-// SIGTERM (its worker is stopping) makes a training loop stop at its next step boundary. Before it
+// SIGUSR1 (its worker is drained) makes a training loop save a checkpoint with its peers at the
+// next step boundary and exit 76. SIGTERM (its worker is stopping) makes it stop at its next step
+// boundary. Before it
 // commits or prunes a checkpoint the rank checks the attempt's write lease at the coordinator, so a
 // rank of an attempt that was replaced while its host was cut off writes nothing
 // (common/rank_lifecycle.h). Its collective sockets bind LOOM_ADVERTISE, the worker's address.
@@ -159,11 +161,15 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
 }  // namespace
 
 static void OnSigterm(int) { loom::RequestStop(); }
+static void OnSigusr1(int) { loom::RequestCheckpointAndStop(); }
 
 int main(int argc, char** argv) {
   struct sigaction stop = {};
   stop.sa_handler = OnSigterm;
   sigaction(SIGTERM, &stop, nullptr);
+  struct sigaction drain = {};
+  drain.sa_handler = OnSigusr1;
+  sigaction(SIGUSR1, &drain, nullptr);
   const char* env_coordinator = std::getenv("LOOM_COORDINATOR");
   const char* env_threads = std::getenv("LOOM_THREADS");
   std::string assignment_path, coordinator = env_coordinator ? env_coordinator : "127.0.0.1:7070";

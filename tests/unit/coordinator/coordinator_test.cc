@@ -1188,3 +1188,43 @@ TEST_F(CoordinatorTest, AJobWithoutAStepForLongerThanItsHangPolicyAllowsIsRetrie
 
 }  // namespace
 }  // namespace loom::coordinator
+
+namespace loom::coordinator {
+namespace {
+
+using namespace loom::v1;
+
+// `loom workers drain`: the worker's ranks are told to checkpoint and stop; once every rank has
+// reported the checkpoint and exited 76 the job moves, from that checkpoint, at once and outside
+// the retry budget. A drained worker gets no new ranks.
+TEST_F(CoordinatorTest, ADrainedWorkersJobMovesFromTheCheckpointItsRanksSavedOnRequest) {
+  plan_.mutable_retry()->set_max_retries(0);  // any fault counted in the budget would fail the job
+  FakeLink link;
+  int64_t conn = 0;
+  std::string id;
+  const std::vector<Assignment> a = PlaceFirstStage(plan_, &link, &conn, &id);
+  ASSERT_EQ(a.size(), 2u);
+  FakeLink other;
+  const int64_t other_conn = Register("w2", &other, 2);
+  ASSERT_TRUE(coordinator_->DrainWorker("w1", /*undrain=*/false).ok());
+  int preempts = 0;
+  for (const auto& m : link.messages) preempts += m.has_preempt();
+  EXPECT_EQ(preempts, 1);
+  for (const auto& rank : a) Checkpoint("w1", conn, rank, 7, false);
+  Exit("w1", conn, a[0], kRankExitPreempted, "stopped on request after the checkpoint at step 7");
+  EXPECT_EQ(Job(id, 0).state(), JOB_STATE_RUNNING);  // rank 1 has not exited yet
+  Exit("w1", conn, a[1], kRankExitPreempted, "stopped on request after the checkpoint at step 7");
+  const JobStatus moved = Job(id, 0);
+  EXPECT_EQ(moved.state(), JOB_STATE_RECOVERING) << moved.DebugString();
+  EXPECT_EQ(moved.last_failure().cause(), "preempted");
+  EXPECT_NE(moved.reason().find("cluster fault: drained after a checkpoint"), std::string::npos) << moved.reason();
+  coordinator_->Tick();
+  const std::vector<Assignment> b = other.TakeAssignments();
+  ASSERT_EQ(b.size(), 2u) << "the drained worker gets no new ranks";
+  EXPECT_TRUE(link.TakeAssignments().empty());
+  EXPECT_EQ(b[0].resume_from(), "/ckpt/twostage-1/core/attempt-1/step-7");
+  (void)other_conn;
+}
+
+}  // namespace
+}  // namespace loom::coordinator

@@ -162,6 +162,16 @@ absl::StatusOr<StepReport> Trainer::Step() {
   return r;
 }
 
+absl::StatusOr<bool> Trainer::AgreeOnCheckpointAndStop() {
+  // One small all-reduce per group and step: data, then tensor, then pipeline spreads any rank's
+  // request to every rank of the layout.
+  double requested = CheckpointAndStopRequested() ? 1 : 0;
+  for (Communicator* group : {options_.parallel.data, options_.parallel.tensor, options_.parallel.pipeline}) {
+    if (group != nullptr && group->size() > 1) LOOM_RETURN_IF_ERROR(group->AllReduceSum(&requested, 1));
+  }
+  return requested > 0;
+}
+
 absl::Status Trainer::AddBatchMetrics(StepReport* r) {
   for (const auto& [name, value] : data_->BatchMetrics()) {
     double v = value;
@@ -233,6 +243,15 @@ absl::Status Trainer::Run(const std::function<void(const StepReport&)>& on_step,
     if (StopRequested() && !last) {
       return absl::UnavailableError(absl::StrCat("stopped after step ", report.step,
                                                  " on SIGTERM (the worker is stopping; the job resumes elsewhere)"));
+    }
+    // Drained: save here, with every peer (any rank's request stops them all), and stop.
+    LOOM_ASSIGN_OR_RETURN(const bool preempt, AgreeOnCheckpointAndStop());
+    if (preempt && !last && !options_.checkpoint_dir.empty()) {
+      absl::Status written;
+      LOOM_ASSIGN_OR_RETURN(std::string dir, Save(/*final=*/false, &written));
+      if (!written.ok()) return written;
+      if (on_checkpoint) on_checkpoint(dir, written);
+      return Preempted(report.step);
     }
     if (!options_.checkpoint_dir.empty() && (last || (every > 0 && report.step % every == 0))) {
       absl::Status written;

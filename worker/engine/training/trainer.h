@@ -108,7 +108,9 @@ class Trainer {
   // on_checkpoint(dir, written) after every save, on every rank once the writer is done:
   // `written` is the writer's outcome on the writer, OK elsewhere. A failed save does not stop
   // training (the next interval tries again) unless it is the final one, which the writer tries
-  // kFinalSaveTries times, or this attempt lost its write lease (it was replaced).
+  // kFinalSaveTries times, or this attempt lost its write lease (it was replaced). Asked to
+  // checkpoint and stop (RequestCheckpointAndStop on any rank), every rank saves at the same step
+  // boundary and Run returns Preempted(step).
   absl::Status Run(const std::function<void(const StepReport&)>& on_step,
                    const std::function<void(const std::string& dir, const absl::Status& written)>& on_checkpoint);
   static constexpr int kFinalSaveTries = 4;
@@ -129,6 +131,9 @@ class Trainer {
   // The data source's measures of this step's batch, averaged over the data-parallel ranks.
   absl::Status AddBatchMetrics(StepReport* report);
   void PruneCheckpoints();
+  // Whether any rank of the layout was asked to checkpoint and stop (a drain: SIGUSR1); a
+  // collective every rank joins after each step.
+  absl::StatusOr<bool> AgreeOnCheckpointAndStop();
   // SaveCheckpoint with the writer's outcome apart: an error only when the group is broken.
   absl::StatusOr<std::string> Save(bool final, absl::Status* written);
   Communicator* data_parallel() const { return options_.parallel.data; }
