@@ -293,48 +293,59 @@ TEST(TrainingCluster, ACoordinatorRestartDuringTrainingCostsNoAttempt) {
   EXPECT_EQ(log.find("fenced"), std::string::npos) << log;
 }
 
-// Taking a host out of service: `loom workers drain` keeps new ranks off the worker, and its rank
-// saves a checkpoint at its next step boundary and stops (exit 76): the job moves at once to the
-// other worker from that checkpoint, as a planned move (cause preempted, outside the retry
-// budget), losing no step, and trains on exactly as it would have. SIGTERM then stops the idle
-// worker (exit 0). Before, a drained worker's rank trained on, and the stop cost the steps since
-// the last checkpoint.
-TEST(TrainingCluster, ADrainedWorkersRankCheckpointsAtItsNextStepAndTheJobMovesLosingNoStep) {
-  Cluster cluster({.rank_binary = RankBinary()});
-  const std::string path = WriteSmallPlan(cluster, "drain");
-  cluster.StartCoordinator();
-  cluster.StartWorker("w1", 1);
-  const std::string id = cluster.Submit(path);
-  const PlanStatus running =
-      cluster.WaitForPlan(id, [](const PlanStatus& s) { return s.jobs(0).last_checkpoint().step() >= 10; });
-  cluster.StartWorker("w2", 1);
-  const int64_t at_drain = running.jobs(0).progress().step();
-  ASSERT_EQ(cluster.Loom({"workers", "drain", "w1"}).exit_code, 0);
-  const PlanStatus s = cluster.WaitForPlan(id, Ended, std::chrono::seconds(120));
-  ASSERT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
-  EXPECT_EQ(s.jobs(0).attempt(), 2);
-  EXPECT_EQ(s.jobs(0).rank_workers(0), "w2");
-  EXPECT_EQ(s.jobs(0).last_failure().cause(), "preempted") << s.jobs(0).DebugString();
-  EXPECT_NE(cluster.Loom({"workers"}).out.find("DRAINING"), std::string::npos);
-  // Attempt 1 stopped right after its checkpoint at step N (>= the step seen at the drain);
-  // attempt 2 resumed from that very checkpoint and began at N + 1: no step was lost or redone.
-  const std::string first_log = ReadAll(RankLog(cluster, "w1", id, "core", 1));
-  std::smatch stopped;
-  ASSERT_TRUE(std::regex_search(first_log, stopped, std::regex(R"(stopped on request after the checkpoint at step ([0-9]+))")))
-      << first_log;
-  const int64_t n = std::stoll(stopped[1]);
-  EXPECT_GE(n, at_drain);
-  EXPECT_NE(s.jobs(0).resumed_from().find("/core/attempt-1/" + CheckpointDirName(n)), std::string::npos)
-      << s.jobs(0).resumed_from();
-  EXPECT_NE(cluster.worker("w1")->log().find("core#1/rank0: exited with 76"), std::string::npos) << cluster.Logs();
-  const auto first = RankLosses(RankLog(cluster, "w1", id, "core", 1));
-  const auto second = RankLosses(RankLog(cluster, "w2", id, "core", 2));
-  ASSERT_FALSE(first.empty());
-  ASSERT_FALSE(second.empty());
-  EXPECT_EQ(first.rbegin()->first, n);
-  EXPECT_EQ(second.begin()->first, n + 1);
-  const int status = cluster.KillWorker("w1", SIGTERM);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status << "\n" << cluster.Logs();
+// Taking a host out of service, by `loom workers drain` or by stopping its worker (SIGTERM:
+// systemctl stop, Slurm's signal before a time limit): no new ranks go there, and its rank saves a
+// checkpoint at its next step boundary and stops (exit 76); the job moves at once to the other
+// worker from that checkpoint, as a planned move (cause preempted, outside the retry budget),
+// losing no step. Before, a drained worker's rank trained on, and a stop cost the steps since the
+// last checkpoint.
+TEST(TrainingCluster, ADrainedOrStoppedWorkersRankCheckpointsAtItsNextStepAndTheJobMovesLosingNoStep) {
+  for (const bool sigterm : {false, true}) {
+    SCOPED_TRACE(sigterm ? "SIGTERM" : "loom workers drain");
+    Cluster cluster({.rank_binary = RankBinary()});
+    const std::string path = WriteSmallPlan(cluster, "drain");
+    cluster.StartCoordinator();
+    cluster.StartWorker("w1", 1);
+    const std::string id = cluster.Submit(path);
+    const PlanStatus running =
+        cluster.WaitForPlan(id, [](const PlanStatus& s) { return s.jobs(0).last_checkpoint().step() >= 10; });
+    cluster.StartWorker("w2", 1);
+    const int64_t at_drain = running.jobs(0).progress().step();
+    if (sigterm) {
+      const int status = cluster.KillWorker("w1", SIGTERM);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status << "\n" << cluster.Logs();
+    } else {
+      ASSERT_EQ(cluster.Loom({"workers", "drain", "w1"}).exit_code, 0);
+    }
+    const PlanStatus s = cluster.WaitForPlan(id, Ended, std::chrono::seconds(120));
+    ASSERT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+    EXPECT_EQ(s.jobs(0).attempt(), 2);
+    EXPECT_EQ(s.jobs(0).rank_workers(0), "w2");
+    EXPECT_EQ(s.jobs(0).last_failure().cause(), "preempted") << s.jobs(0).DebugString();
+    if (!sigterm) EXPECT_NE(cluster.Loom({"workers"}).out.find("DRAINING"), std::string::npos);
+    // Attempt 1 stopped right after its checkpoint at step N (>= the step seen before the drain);
+    // attempt 2 resumed from that very checkpoint and began at N + 1: no step was lost or redone.
+    const std::string first_log = ReadAll(RankLog(cluster, "w1", id, "core", 1));
+    std::smatch stopped;
+    ASSERT_TRUE(std::regex_search(first_log, stopped,
+                                  std::regex(R"(stopped on request after the checkpoint at step ([0-9]+))")))
+        << first_log;
+    const int64_t n = std::stoll(stopped[1]);
+    EXPECT_GE(n, at_drain);
+    EXPECT_NE(s.jobs(0).resumed_from().find("/core/attempt-1/" + CheckpointDirName(n)), std::string::npos)
+        << s.jobs(0).resumed_from();
+    EXPECT_NE(cluster.worker("w1")->log().find("core#1/rank0: exited with 76"), std::string::npos) << cluster.Logs();
+    const auto first = RankLosses(RankLog(cluster, "w1", id, "core", 1));
+    const auto second = RankLosses(RankLog(cluster, "w2", id, "core", 2));
+    ASSERT_FALSE(first.empty());
+    ASSERT_FALSE(second.empty());
+    EXPECT_EQ(first.rbegin()->first, n);
+    EXPECT_EQ(second.begin()->first, n + 1);
+    if (!sigterm) {
+      const int status = cluster.KillWorker("w1", SIGTERM);  // idle now: it leaves at once
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status;
+    }
+  }
 }
 
 // Elastic data parallelism: a dp=2 job whose second worker dies comes back on the one that is

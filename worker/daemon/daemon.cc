@@ -35,6 +35,29 @@ bool WorkerDaemon::StreamEnded(Stream** stream) { return *stream == nullptr; }
 
 void WorkerDaemon::Stop() {
   if (stop_.exchange(true)) return;
+  // With ranks running and the coordinator reachable, stop as a drain does: the coordinator places
+  // no new ranks here, and each rank saves a checkpoint with its peers at its next step boundary
+  // and exits (76), so its job moves losing no step. Within stop_grace; then as below.
+  bool has_ranks = false;
+  {
+    absl::MutexLock lock(&ranks_mu_);
+    has_ranks = !ranks_.empty();
+  }
+  bool draining = false;
+  if (has_ranks) {
+    absl::MutexLock lock(&send_mu_);
+    loom::v1::WorkerMessage m;
+    m.mutable_draining()->set_reason("the worker is stopping (SIGTERM)");
+    draining = stream_ != nullptr && pending_.empty() && stream_->Write(m);
+  }
+  if (draining) {
+    Log(LogLevel::kInfo, kLog, options_.worker_id, ": stopping: its ranks checkpoint at their next step and stop (up to ",
+        absl::FormatDuration(options_.stop_grace), ")");
+    absl::MutexLock lock(&ranks_mu_);
+    for (auto& [name, rank] : ranks_) rank.process->Signal(SIGUSR1);
+    auto none_left = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(ranks_mu_) { return ranks_.empty(); };
+    ranks_mu_.AwaitWithTimeout(absl::Condition(&none_left), options_.stop_grace);
+  }
   // The ranks first (SIGTERM: they stop at their next step boundary, SIGKILL after the grace), so
   // that none reaches a checkpoint between the coordinator's handling of the Leave, which drops
   // its attempt's write lease, and its own stop.
