@@ -465,7 +465,7 @@ stages:
   EXPECT_NE(log.find("pairs computed"), std::string::npos) << log;
   EXPECT_NE(log.find("(0 pairs longer than seq_len 128 are cut)"), std::string::npos) << log;
   const std::string cache =
-      std::filesystem::path(prefs.final_checkpoint().path()).parent_path() / "reference_logprobs.rank0.bin";
+      std::filesystem::path(prefs.final_checkpoint().path()).parent_path().parent_path() / "reference_logprobs.rank0.bin";  // the stage's cache_dir
   EXPECT_TRUE(std::filesystem::exists(cache)) << cache;
 
   const auto& train = prefs.progress().train_metrics();

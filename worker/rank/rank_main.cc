@@ -6,9 +6,10 @@
 // checkpoint is durable; anything else fails the attempt, with the last stderr line as reason and
 // the exit code saying whose fault it was (common/rank_exit.h: the plan's are not retried).
 //
-// SIGUSR1 (its worker is drained) makes a training loop save a checkpoint with its peers at the
-// next step boundary and exit 76. SIGTERM (its worker is stopping) makes it stop at its next step
-// boundary. Before it
+// SIGUSR1 (its worker is drained) and SIGTERM (its worker is stopping, or Slurm's signal before a
+// time limit) make a training loop save a checkpoint with its peers at the next step boundary and
+// exit 76; when the attempt may no longer write (its worker has left) that save fails and the rank
+// exits 75. Before it
 // commits or prunes a checkpoint the rank checks the attempt's write lease at the coordinator, so a
 // rank of an attempt that was replaced while its host was cut off writes nothing
 // (common/rank_lifecycle.h). Its collective sockets bind LOOM_ADVERTISE, the worker's address.
@@ -160,7 +161,13 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
 
 }  // namespace
 
-static void OnSigterm(int) { loom::RequestStop(); }
+// SIGTERM comes from the worker (an abort, or its own stop) or straight from Slurm before a time
+// limit (a step signal reaches every process of the step): either way, checkpoint with the peers
+// at the next step boundary if the attempt may still write, and stop.
+static void OnSigterm(int) {
+  loom::RequestCheckpointAndStop();
+  loom::RequestStop();
+}
 static void OnSigusr1(int) { loom::RequestCheckpointAndStop(); }
 
 int main(int argc, char** argv) {

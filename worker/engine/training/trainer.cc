@@ -238,13 +238,9 @@ absl::Status Trainer::Run(const std::function<void(const StepReport&)>& on_step,
     LOOM_ASSIGN_OR_RETURN(StepReport report, Step());
     if (on_step) on_step(report);
     const bool last = Done();
-    // Stopping: no checkpoint of this step (its peers on other workers go on, so it would be a
-    // partial one, and the worker's Leave drops the attempt's write lease).
-    if (StopRequested() && !last) {
-      return absl::UnavailableError(absl::StrCat("stopped after step ", report.step,
-                                                 " on SIGTERM (the worker is stopping; the job resumes elsewhere)"));
-    }
-    // Drained: save here, with every peer (any rank's request stops them all), and stop.
+    // Drained or stopping: save here, with every peer (any rank's request stops them all), and
+    // stop. Without the attempt's write lease (its worker has left) the save fails and so does
+    // the rank, as a transient end.
     LOOM_ASSIGN_OR_RETURN(const bool preempt, AgreeOnCheckpointAndStop());
     if (preempt && !last && !options_.checkpoint_dir.empty()) {
       absl::Status written;
@@ -252,6 +248,11 @@ absl::Status Trainer::Run(const std::function<void(const StepReport&)>& on_step,
       if (!written.ok()) return written;
       if (on_checkpoint) on_checkpoint(dir, written);
       return Preempted(report.step);
+    }
+    // Stopping without a checkpoint to write: this step's is not written (its peers may go on).
+    if (StopRequested() && !last) {
+      return absl::UnavailableError(absl::StrCat("stopped after step ", report.step,
+                                                 " on SIGTERM (the worker is stopping; the job resumes elsewhere)"));
     }
     if (!options_.checkpoint_dir.empty() && (last || (every > 0 && report.step % every == 0))) {
       absl::Status written;
