@@ -210,8 +210,10 @@ void RunSeed(uint64_t seed, int faults) {
         break;
       case Fault::kCorruptCheckpoint: {
         PlanStatus now;
-        const std::string newest =
-            cluster.Status(id, &now) ? now.jobs(0).last_checkpoint().path() : before.jobs(0).last_checkpoint().path();
+        const loom::v1::CheckpointInfo& last =
+            cluster.Status(id, &now) ? now.jobs(0).last_checkpoint() : before.jobs(0).last_checkpoint();
+        // Not the final one: once committed, the stage is done and nothing reads it again.
+        const std::string newest = last.final() ? std::string() : last.path();
         if (!newest.empty()) {
           corrupted.insert(newest);
           std::fstream file(newest + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
