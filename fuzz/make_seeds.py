@@ -169,3 +169,25 @@ put("rank_protocol", "empty_message.bin", frame(b""))
 put("rank_protocol", "truncated.bin", frame(field(3, 2, progress))[:-3])
 # Also an Assignment (ReadAssignment reads the same bytes): rank, plan id, seed.
 put("rank_protocol", "assignment.pb", field(1, 2, rank_ref) + field(2, 2, b"plan") + field(7, 0, 42))
+
+# ---- dictionaries (libFuzzer -dict): plan.proto's field names and enum values ------------------
+import re
+
+proto = (ROOT / "proto" / "loom" / "v1" / "plan.proto").read_text()
+words = set()
+for m in re.finditer(r"^\s*(?:optional |repeated )?(?:map<[^>]+>|[\w.]+)\s+(\w+)\s*=\s*\d+;", proto, re.M):
+    words.add(m.group(1))
+for enum in re.finditer(r"enum (\w+) \{(.*?)\}", proto, re.S):
+    values = re.findall(r"^\s*([A-Z0-9_]+)\s*=", enum.group(2), re.M)
+    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.group(1)).upper() + "_"
+    for v in values:
+        words.add(v)
+        if not v.endswith("_UNSPECIFIED"):
+            words.add((v[len(prefix):] if v.startswith(prefix) else v.split("_", 1)[-1]).lower())
+words |= {"repeat", "times", "initial", "Ki", "Mi", "Gi", "K", "M", "G", "true", "false", "null",
+          "~", "- ", ": ", "{", "}", "[", "]", "&a", "*a", "<<: ", "---", "!!str", "1e-3", "-1"}
+(ROOT / "fuzz" / "dict").mkdir(exist_ok=True)
+with open(ROOT / "fuzz" / "dict" / "plan.dict", "w") as f:
+    f.write("# libFuzzer dictionary for fuzz_plan, written by fuzz/make_seeds.py from plan.proto.\n")
+    for w in sorted(words):
+        f.write('"%s"\n' % w.replace("\\", "\\\\").replace('"', '\\"'))
