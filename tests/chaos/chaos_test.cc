@@ -7,8 +7,9 @@
 //     step) and is gone from disk; nothing listed is gone;
 //   - the final model equals an undisturbed run's, bit for bit (the layout never changes here).
 // Faults: SIGKILL of a worker (restarted), of a rank, of the coordinator (restarted); SIGSTOP of a
-// rank (the hang detector must notice); the newest committed checkpoint corrupted, then a rank
-// killed so that the next attempt must resume from it.
+// rank (the hang detector must notice); SIGSTOP for 3 s of a worker or of the coordinator (past
+// the heartbeat timeout); the newest committed checkpoint corrupted (a flipped byte) or truncated,
+// then a rank killed so that the next attempt must resume from it.
 //
 //   LOOM_CHAOS_SEEDS=1,2,3 (default) or 1-50   which seeds to run
 //   LOOM_CHAOS_FAULTS=3                          faults per seed
@@ -75,7 +76,17 @@ stages:
   return path;
 }
 
-enum class Fault { kKillWorker, kKillRank, kStopRank, kKillCoordinator, kCorruptCheckpoint };
+enum class Fault {
+  kKillWorker,
+  kKillRank,
+  kStopRank,
+  kKillCoordinator,
+  kCorruptCheckpoint,
+  kStopWorker,
+  kStopCoordinator,
+  kTruncateCheckpoint,
+};
+constexpr int kFaultKinds = 8;
 const char* Name(Fault f) {
   switch (f) {
     case Fault::kKillWorker: return "SIGKILL worker";
@@ -83,6 +94,9 @@ const char* Name(Fault f) {
     case Fault::kStopRank: return "SIGSTOP rank";
     case Fault::kKillCoordinator: return "SIGKILL coordinator";
     case Fault::kCorruptCheckpoint: return "corrupt newest checkpoint";
+    case Fault::kStopWorker: return "SIGSTOP worker 3 s";
+    case Fault::kStopCoordinator: return "SIGSTOP coordinator 3 s";
+    case Fault::kTruncateCheckpoint: return "truncate newest checkpoint";
   }
   return "?";
 }
@@ -97,7 +111,7 @@ std::vector<ScheduledFault> DrawSchedule(uint64_t seed, int faults) {
   std::mt19937_64 random(seed);
   std::vector<ScheduledFault> out;
   for (int i = 0; i < faults; ++i) {
-    out.push_back({static_cast<Fault>(random() % 5), static_cast<int>(4 + random() % (kSteps - 12)),
+    out.push_back({static_cast<Fault>(random() % kFaultKinds), static_cast<int>(4 + random() % (kSteps - 12)),
                    static_cast<int>(random() % 2)});
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.at_step < b.at_step; });
@@ -208,6 +222,16 @@ void RunSeed(uint64_t seed, int faults) {
         std::this_thread::sleep_for(std::chrono::milliseconds(300));
         cluster.StartCoordinator();
         break;
+      case Fault::kStopWorker:
+      case Fault::kStopCoordinator: {
+        // Longer than the heartbeat timeout (2 s): a stalled host, or a stalled coordinator.
+        Process* p = f.kind == Fault::kStopWorker ? cluster.worker(worker) : cluster.coordinator();
+        kill(p->pid(), SIGSTOP);
+        std::this_thread::sleep_for(std::chrono::seconds(3));
+        kill(p->pid(), SIGCONT);
+        break;
+      }
+      case Fault::kTruncateCheckpoint:
       case Fault::kCorruptCheckpoint: {
         PlanStatus now;
         const loom::v1::CheckpointInfo& last =
@@ -216,23 +240,31 @@ void RunSeed(uint64_t seed, int faults) {
         const std::string newest = last.final() ? std::string() : last.path();
         if (!newest.empty()) {
           corrupted.insert(newest);
-          std::fstream file(newest + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
-          file.seekp(100);
-          file.put('#');
+          const std::string weights = newest + "/model.safetensors";
+          if (f.kind == Fault::kTruncateCheckpoint) {
+            std::error_code ec;
+            std::filesystem::resize_file(weights, std::filesystem::file_size(weights, ec) / 2, ec);
+          } else {
+            std::fstream file(weights, std::ios::in | std::ios::out | std::ios::binary);
+            file.seekp(100);
+            file.put('#');
+          }
         }
         const pid_t pid = FindProcess({"loom-rank", rank});
         if (pid > 0) kill(pid, SIGKILL);
         break;
       }
     }
-    // Recovered: the first step of a later attempt (or, after a coordinator restart that keeps
-    // the attempt, the next step).
+    // Recovered: the first step of a later attempt (or, after a coordinator restart or stall that
+    // keeps the attempt, the next step).
     const PlanStatus after = cluster.WaitForPlan(
         id,
         [&](const PlanStatus& s) {
           const auto& p = s.jobs(0).progress();
           return Ended(s) || p.rank().attempt() > attempt ||
-                 (f.kind == Fault::kKillCoordinator && p.step() > step);
+                 ((f.kind == Fault::kKillCoordinator || f.kind == Fault::kStopCoordinator ||
+                   f.kind == Fault::kStopWorker) &&
+                  p.step() > step);
         },
         std::chrono::seconds(300));
     RecoveryTimes()[Name(f.kind)].push_back(std::chrono::duration<double>(Clock::now() - fault_time).count());
