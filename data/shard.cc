@@ -100,8 +100,9 @@ absl::Status ShardWriter::AddDocument(std::span<const int32_t> tokens) {
                                                      " is outside the vocabulary [0, ", vocab_size_, ")"));
     }
   }
-  size_t written;
-  if (width_ == 2) {
+  size_t written = 0;  // an empty document writes nothing (fwrite with a null pointer is undefined)
+  if (tokens.empty()) {
+  } else if (width_ == 2) {
     std::vector<uint16_t> narrow(tokens.begin(), tokens.end());
     written = std::fwrite(narrow.data(), sizeof(uint16_t), narrow.size(), file_);
   } else {
@@ -239,6 +240,7 @@ absl::StatusOr<std::unique_ptr<ShardReader>> ShardReader::Open(const std::string
 }
 
 void ShardReader::Copy(int64_t begin, int64_t count, int32_t* out) const {
+  if (count <= 0) return;  // `out` may be null for an empty document
   if (width_ == 4) {
     std::memcpy(out, static_cast<const int32_t*>(tokens_) + begin, static_cast<size_t>(count) * 4);
     return;
