@@ -132,7 +132,20 @@ TEST(PlanRepeat, AnExpansionPastTheLimitIsRefusedBeforeExpanding) {
   ASSERT_FALSE(errors.empty());
   EXPECT_EQ(errors[0].path, "stages[0].repeat");
   EXPECT_NE(errors[0].message.find("more than 10000 stages"), std::string::npos) << errors[0].message;
-  EXPECT_LT(seconds, 1.0);
+  EXPECT_LT(seconds, 5.0) << "most of this is reading 380 KB of YAML; the refusal itself is below";
+
+  // The refusal alone, on the parsed form: a count, no expansion (this took minutes before).
+  loom::v1::TrainingPlan huge;
+  loom::v1::Stage* block = huge.add_stages();
+  block->set_name("block");
+  block->mutable_repeat()->set_times(100);
+  for (int k = 0; k < 8000; ++k) block->mutable_repeat()->add_stages()->set_name(absl::StrCat("s", k));
+  const auto refuse_start = std::chrono::steady_clock::now();
+  const auto refused = ExpandRepeats(&huge);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - refuse_start).count(), 0.5);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].path, "stages[0].repeat");
+  EXPECT_EQ(huge.stages_size(), 1) << "the plan is left as it was";
 
   // Under the limit, a block still expands (2 rounds x 4,000 stages), also quickly.
   loom::v1::TrainingPlan plan;
@@ -147,7 +160,7 @@ TEST(PlanRepeat, AnExpansionPastTheLimitIsRefusedBeforeExpanding) {
   entry->mutable_repeat()->mutable_initial()->insert({"s3999", "/ckpt"});
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_TRUE(ExpandRepeats(&plan).empty());
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
   EXPECT_EQ(plan.stages_size(), 8000);
   EXPECT_EQ(plan.stages(4000).from(), "s3999.r1");
 }
