@@ -82,6 +82,20 @@ absl::Status WriteCheckpointDir(const std::string& dir, const std::vector<Checkp
   return absl::OkStatus();
 }
 
+absl::Status CheckCheckpointFileName(std::string_view name) {
+  if (name.empty()) return absl::InvalidArgumentError("the file name is empty");
+  if (name.size() > 255) return absl::InvalidArgumentError("the file name is longer than 255 bytes");
+  if (name.find('\0') != std::string_view::npos) return absl::InvalidArgumentError("the file name holds a NUL byte");
+  const fs::path p{std::string(name)};
+  if (p.is_absolute() || name.front() == '/') {
+    return absl::InvalidArgumentError("the file name is an absolute path; it must be relative to the checkpoint");
+  }
+  for (const fs::path& part : p) {
+    if (part == "..") return absl::InvalidArgumentError("the file name contains '..'; it must stay inside the checkpoint");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<loom::v1::CheckpointManifest> ReadCheckpointManifest(const std::string& dir, bool verify) {
   const std::string path = (fs::path(dir) / "manifest.json").string();
   absl::StatusOr<std::string> json = ReadFile(path);
@@ -99,6 +113,22 @@ absl::StatusOr<loom::v1::CheckpointManifest> ReadCheckpointManifest(const std::s
   if (manifest.format_version() != 1) {
     return absl::FailedPreconditionError(
         absl::StrCat(path, " has format_version ", manifest.format_version(), "; this Loom reads version 1"));
+  }
+  // The manifest is untrusted (a plan can name any checkpoint directory): its file names must
+  // stay inside the directory, their count is bounded, and it must list the model's tensors.
+  if (manifest.files_size() > kMaxCheckpointFiles) {
+    return absl::DataLossError(absl::StrCat(path, " lists ", manifest.files_size(), " files; at most ",
+                                            kMaxCheckpointFiles, " are allowed"));
+  }
+  for (const auto& [name, entry] : manifest.files()) {
+    if (absl::Status s = CheckCheckpointFileName(name); !s.ok()) {
+      return absl::DataLossError(absl::StrCat(path, ": files[\"", name, "\"]: ", s.message(),
+                                              " (re-write the checkpoint with Loom)"));
+    }
+  }
+  if (!manifest.files().contains(kCheckpointTensorsFile)) {
+    return absl::DataLossError(absl::StrCat(path, " does not list ", kCheckpointTensorsFile,
+                                            " in files (not a complete Loom checkpoint)"));
   }
   if (!verify) return manifest;
   for (const auto& [name, entry] : manifest.files()) {

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "loom/v1/checkpoint.pb.h"
 
@@ -23,7 +25,18 @@ struct CheckpointFileData {
 absl::Status WriteCheckpointDir(const std::string& dir, const std::vector<CheckpointFileData>& files,
                                 loom::v1::CheckpointManifest manifest);
 
-// Reads `dir`/manifest.json; with `verify`, checks the size and sha256 of every listed file and
+// The file every Loom checkpoint has: the model's weights. A manifest that does not list it is
+// refused.
+inline constexpr char kCheckpointTensorsFile[] = "model.safetensors";
+// The most files a manifest may list.
+inline constexpr int kMaxCheckpointFiles = 1024;
+
+// OK when `name` is a manifest file name that stays inside the checkpoint directory: non-empty,
+// relative, no `..` component, no NUL, at most 255 bytes.
+absl::Status CheckCheckpointFileName(std::string_view name);
+
+// Reads `dir`/manifest.json and checks its file names (CheckCheckpointFileName), their count and
+// that it lists kCheckpointTensorsFile (DATA_LOSS naming the file otherwise); with `verify`, checks the size and sha256 of every listed file and
 // fails (DATA_LOSS) naming the first file that does not match.
 absl::StatusOr<loom::v1::CheckpointManifest> ReadCheckpointManifest(const std::string& dir,
                                                                     bool verify = true);

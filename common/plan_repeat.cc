@@ -1,5 +1,6 @@
 #include "common/plan_repeat.h"
 
+#include <cstdint>
 #include <map>
 #include <set>
 #include <string>
@@ -67,6 +68,23 @@ std::vector<PlanError> ExpandRepeats(loom::v1::TrainingPlan* plan) {
   for (const Stage& s : plan->stages()) any |= s.has_repeat();
   if (!any) return errors;
 
+  // Bound the cost before paying it: count the stages the expansion would make (int64, with each
+  // block's times checked first, so the sum cannot overflow before it passes the limit).
+  int64_t expanded = 0;
+  for (int i = 0; i < plan->stages_size(); ++i) {
+    const Stage& entry = plan->stages(i);
+    const int64_t times = entry.has_repeat() ? entry.repeat().times() : 1;
+    if (times < 1 || times > kMaxRepeatTimes) continue;  // reported below with its field path
+    expanded += entry.has_repeat() ? times * entry.repeat().stages_size() : 1;
+    if (expanded > kMaxExpandedStages) {
+      const std::string p = entry.has_repeat() ? absl::StrCat("stages[", i, "].repeat") : absl::StrCat("stages[", i, "]");
+      errors.push_back({p, absl::StrCat("expanding the plan's repeat blocks would make more than ",
+                                        kMaxExpandedStages, " stages"),
+                        "use fewer rounds (repeat.times) or fewer stages per round"});
+      return errors;
+    }
+  }
+
   google::protobuf::RepeatedPtrField<Stage> out;
   for (int i = 0; i < plan->stages_size(); ++i) {
     const Stage& entry = plan->stages(i);
@@ -76,8 +94,9 @@ std::vector<PlanError> ExpandRepeats(loom::v1::TrainingPlan* plan) {
     }
     const std::string p = absl::StrCat("stages[", i, "].repeat");
     const loom::v1::RepeatBlock& block = entry.repeat();
-    if (block.times() < 1 || block.times() > 100) {
-      errors.push_back({p + ".times", absl::StrCat(block.times(), " is not in [1, 100]"), "rounds to run"});
+    if (block.times() < 1 || block.times() > kMaxRepeatTimes) {
+      errors.push_back({p + ".times", absl::StrCat(block.times(), " is not in [1, ", kMaxRepeatTimes, "]"),
+                        "rounds to run"});
       continue;
     }
     if (block.stages().empty()) {
@@ -106,10 +125,20 @@ std::vector<PlanError> ExpandRepeats(loom::v1::TrainingPlan* plan) {
     for (int round = 1; round <= block.times(); ++round) {
       for (int k = 0; k < block.stages_size(); ++k) {
         const Stage& original = block.stages(k);
+        Stage* s = out.Add();
+        *s = original;
+        s->set_name(absl::StrCat(original.name(), ".r", round));
+        s->set_round(round);
         // Earlier in the block: this round; the same or later: the previous round (or initial).
+        // Only the names this stage references are looked at, so a round costs O(stages), not
+        // O(stages^2).
         std::map<std::string, std::string> rename;
         std::set<std::string> missing;  // round 1's references to a previous round without a stand-in
-        for (const auto& [name, at] : position) {
+        for (std::string* ref : ReferenceFields(s)) {
+          const std::string name = ReferencedStage(*ref);
+          auto found = position.find(name);
+          if (name.empty() || found == position.end()) continue;
+          const int at = found->second;
           if (at < k) {
             rename[name] = absl::StrCat(name, ".r", round);
           } else if (round > 1) {
@@ -120,10 +149,6 @@ std::vector<PlanError> ExpandRepeats(loom::v1::TrainingPlan* plan) {
             missing.insert(name);
           }
         }
-        Stage* s = out.Add();
-        *s = original;
-        s->set_name(absl::StrCat(original.name(), ".r", round));
-        s->set_round(round);
         for (std::string* ref : ReferenceFields(s)) {
           const std::string name = ReferencedStage(*ref);
           if (!missing.contains(name)) continue;

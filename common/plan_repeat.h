@@ -4,12 +4,19 @@
 // (RepeatBlock); expanded stages are named `<name>.r<round>` and carry `round`.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "common/plan_error.h"
 #include "loom/v1/plan.pb.h"
 
 namespace loom {
+
+// The most rounds one block may run.
+inline constexpr int kMaxRepeatTimes = 100;
+// The most stages a plan may have after expansion: counted (rounds x stages per block) before
+// anything is expanded, so a small plan cannot make the reader build millions of stages.
+inline constexpr int64_t kMaxExpandedStages = 10000;
 
 // Replaces every stage that holds a `repeat` block by its rounds. Errors name the block's field
 // (e.g. "stages[3].repeat.times"); on error the plan is left as it was. A plan without blocks is

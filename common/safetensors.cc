@@ -53,8 +53,11 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }  // namespace
 
 int64_t SafetensorsFile::Tensor::elements() const {
+  for (int64_t d : shape) {
+    if (d == 0) return 0;  // before multiplying: other dimensions may be huge
+  }
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) n *= d;  // fits: Open bounded the product by the file size
   return n;
 }
 
@@ -162,8 +165,24 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string bytes, const 
       t.end = offsets[1];
       const int width = DtypeBytes(t.dtype);
       if (width == 0) return bad(absl::StrCat("tensor ", it.key(), " has unknown dtype ", t.dtype));
+      // Shapes are untrusted: multiply dimension by dimension, refusing a product that could not
+      // fit in the file's data (so elements() * width below never overflows).
+      if (t.shape.size() > 16) return bad(absl::StrCat("tensor ", it.key(), " has more than 16 dimensions"));
+      const uint64_t max_elements = data_size / static_cast<uint64_t>(width);
+      bool has_zero = false;
       for (int64_t d : t.shape) {
         if (d < 0) return bad(absl::StrCat("tensor ", it.key(), " has a negative dimension"));
+        has_zero |= d == 0;
+      }
+      if (!has_zero) {
+        uint64_t n = 1;
+        for (int64_t d : t.shape) {
+          if (static_cast<uint64_t>(d) > max_elements / n) {
+            return bad(absl::StrCat("tensor ", it.key(), " of shape ", ShapeString(t.shape),
+                                    " has more elements than the file holds"));
+          }
+          n *= static_cast<uint64_t>(d);
+        }
       }
       if (static_cast<uint64_t>(t.elements()) * width != t.end - t.begin) {
         return bad(absl::StrCat("tensor ", it.key(), " of shape ", ShapeString(t.shape), " and dtype ",

@@ -143,7 +143,7 @@ absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan
   record.set_source(source);
   ResolveStages(&record);
   // What the plan reads must be there now: a missing file fails every attempt alike.
-  errors = CheckPlanFiles(record, options_.prepared_data);
+  errors = CheckPlanFiles(record, options_.prepared_data, options_.allowed_roots);
   if (!errors.empty()) return PlanErrorsToStatus(errors, source.empty() ? "the plan" : source);
 
   absl::MutexLock lock(&mu_);

@@ -38,6 +38,8 @@ struct CoordinatorOptions {
   std::string checkpoint_root;
   // Prepared data (`loom data prepare` output) for plans whose data.dir is empty.
   std::string prepared_data;
+  // Directories every path a plan names must resolve inside (plan_files.h); empty: not confined.
+  std::vector<std::string> allowed_roots;
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(5);
   // With heartbeat datagrams (EnableHeartbeatDatagrams): how often a worker still sends a full

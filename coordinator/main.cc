@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/clock.h"
@@ -38,6 +39,7 @@ int Run(const std::vector<std::string>& args) {
   std::string data_dir;
   std::string checkpoint_root;
   std::string prepared_data;
+  std::string allowed_roots;
   std::string advertise;
   std::string metrics_listen = "127.0.0.1:7071";
   absl::Duration heartbeat = absl::Seconds(1);
@@ -59,6 +61,10 @@ int Run(const std::vector<std::string>& args) {
              "mount it at the same path, and proves it does when it registers");
   cl.AddFlag("prepared-data", &prepared_data,
              "prepared data (`loom data prepare` output) for plans that set no data.dir");
+  cl.AddFlag("allowed-roots", &allowed_roots,
+             "colon-separated directories every path a plan names (data.dir, tokenizer, checkpoint paths) "
+             "must resolve inside, after symlinks; --prepared-data and --checkpoint-root are always "
+             "allowed then. Default: empty, paths are not confined");
   cl.AddFlag("metrics-listen", &metrics_listen,
              "HTTP address of /metrics and of Prometheus service discovery at /discovery (port 0: any free one)");
   cl.AddFlag("heartbeat", &heartbeat, "how often workers must heartbeat");
@@ -113,6 +119,13 @@ int Run(const std::vector<std::string>& args) {
   options.checkpoint_root = checkpoint_root;
   if (!prepared_data.empty()) {
     options.prepared_data = std::filesystem::absolute(prepared_data).lexically_normal().string();
+  }
+  if (!allowed_roots.empty()) {
+    for (absl::string_view root : absl::StrSplit(allowed_roots, ':', absl::SkipEmpty())) {
+      options.allowed_roots.push_back(std::filesystem::absolute(std::string(root)).lexically_normal().string());
+    }
+    if (!options.prepared_data.empty()) options.allowed_roots.push_back(options.prepared_data);
+    options.allowed_roots.push_back(std::filesystem::absolute(checkpoint_root).lexically_normal().string());
   }
   absl::StatusOr<std::string> token = loom::coordinator::EnsureStorageToken(checkpoint_root);
   if (!token.ok()) {

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/checkpoint_ref.h"
 #include "common/plan_resolve.h"
 #include "common/stage_inputs.h"
@@ -29,17 +30,43 @@ std::string Problem(const std::string& path, bool want_directory) {
   return "";
 }
 
+// `path` after `..` and symlinks are resolved (as far as it exists), absolute.
+fs::path Resolved(const std::string& path) {
+  std::error_code ec;
+  fs::path resolved = fs::weakly_canonical(fs::absolute(path, ec), ec);
+  if (ec) return fs::absolute(path).lexically_normal();
+  return resolved;
+}
+
+// True when `path` equals `root` or lies below it, component by component (so /data2 is not
+// inside /data).
+bool IsInside(const fs::path& path, const fs::path& root) {
+  auto p = path.begin();
+  for (auto r = root.begin(); r != root.end(); ++r, ++p) {
+    if (r->empty()) continue;  // a trailing separator
+    if (p == path.end() || *p != *r) return false;
+  }
+  return true;
+}
+
 class Checker {
  public:
-  Checker(const loom::v1::PlanRecord& record, std::string data_dir, bool data_dir_is_default)
-      : record_(record), data_dir_(std::move(data_dir)), default_(data_dir_is_default) {}
+  Checker(const loom::v1::PlanRecord& record, std::string data_dir, bool data_dir_is_default,
+          const std::vector<std::string>& allowed_roots)
+      : record_(record), data_dir_(std::move(data_dir)), default_(data_dir_is_default) {
+    for (const std::string& root : allowed_roots) roots_.push_back(Resolved(root));
+  }
 
   std::vector<PlanError> Run() {
     bool reads_data = false;
     for (const loom::v1::ResolvedStage& r : record_.resolved()) {
       reads_data |= r.stage().kind() != loom::v1::STAGE_KIND_AVERAGE && r.stage().kind() != loom::v1::STAGE_KIND_MERGE;
     }
-    if (reads_data && !data_dir_.empty() && CheckDataDir()) {
+    // Confinement applies to every path the plan names, whether or not a stage reads it.
+    const bool data_dir_ok = data_dir_.empty() || Confined("data.dir", data_dir_);
+    const std::string& tokenizer = record_.plan().data().tokenizer();
+    tokenizer_ok_ = tokenizer.empty() || Confined("data.tokenizer", tokenizer);
+    if (reads_data && data_dir_ok && !data_dir_.empty() && CheckDataDir()) {
       for (int i = 0; i < record_.resolved_size(); ++i) CheckStageData(i);
     }
     for (int i = 0; i < record_.resolved_size(); ++i) CheckCheckpointPaths(i);
@@ -49,6 +76,24 @@ class Checker {
  private:
   void Error(std::string path, std::string message, std::string hint) {
     errors_.push_back({std::move(path), std::move(message), std::move(hint)});
+  }
+
+  // False (with an error on `field`) when roots are configured and `path`, resolved after
+  // symlinks, is inside none of them.
+  bool Confined(const std::string& field, const std::string& path) {
+    if (roots_.empty()) return true;
+    const fs::path resolved = Resolved(path);
+    for (const fs::path& root : roots_) {
+      if (IsInside(resolved, root)) return true;
+    }
+    std::vector<std::string> names;
+    for (const fs::path& root : roots_) names.push_back(root.string());
+    Error(field,
+          absl::StrCat(path, resolved.string() == path ? "" : absl::StrCat(" (", resolved.string(), ")"),
+                       " is outside the coordinator's allowed roots (", absl::StrJoin(names, ", "), ")"),
+          "move the files under an allowed root, or start loom-coordinator with --allowed-roots naming "
+          "their directory");
+    return false;
   }
 
   // The data directory and the tokenizer; false when the directory is unusable (the per-stage
@@ -67,6 +112,7 @@ class Checker {
       if (std::string p = Problem(data::DefaultTokenizerPath(data_dir_), false); !p.empty()) {
         Error("data.tokenizer", absl::StrCat("is empty, and its default: ", p), hint);
       }
+    } else if (!tokenizer_ok_) {
     } else if (std::string p = Problem(tokenizer, false); !p.empty()) {
       Error("data.tokenizer", p,
             "name the tokenizer the data was prepared with (tokenizer.model or tokenizer.json)");
@@ -75,6 +121,7 @@ class Checker {
   }
 
   void Need(const std::string& field, const std::string& path, bool directory, const std::string& hint) {
+    if (!Confined(field, path)) return;
     if (std::string p = Problem(path, directory); !p.empty()) Error(field, p, hint);
   }
 
@@ -117,6 +164,7 @@ class Checker {
     for (const StageInputRef& ref : StageInputRefs(record_.resolved(i).stage())) {
       absl::StatusOr<CheckpointRef> parsed = ParseCheckpointRef(ref.text);
       if (!parsed.ok() || parsed->kind != CheckpointRef::Kind::kPath) continue;
+      if (!Confined(FieldPath(prefix, ref.field), parsed->path)) continue;
       if (std::string p = Problem(parsed->path + "/manifest.json", false); !p.empty()) {
         Error(FieldPath(prefix, ref.field), absl::StrCat("names checkpoint ", parsed->path, ", but ", p),
               "name an earlier stage, or a checkpoint directory (with manifest.json) on the shared filesystem");
@@ -127,14 +175,17 @@ class Checker {
   const loom::v1::PlanRecord& record_;
   const std::string data_dir_;
   const bool default_;
+  std::vector<fs::path> roots_;
+  bool tokenizer_ok_ = true;
   std::vector<PlanError> errors_;
 };
 
 }  // namespace
 
-std::vector<PlanError> CheckPlanFiles(const loom::v1::PlanRecord& record, const std::string& default_data_dir) {
+std::vector<PlanError> CheckPlanFiles(const loom::v1::PlanRecord& record, const std::string& default_data_dir,
+                                      const std::vector<std::string>& allowed_roots) {
   const std::string& dir = record.plan().data().dir();
-  return Checker(record, dir.empty() ? default_data_dir : dir, dir.empty()).Run();
+  return Checker(record, dir.empty() ? default_data_dir : dir, dir.empty(), allowed_roots).Run();
 }
 
 }  // namespace loom::coordinator

@@ -16,6 +16,12 @@ namespace loom::coordinator {
 // Every file problem of `record` (its plan and its resolved stages). `default_data_dir` is where
 // plans without data.dir read (the coordinator's --prepared-data). With neither, the data checks
 // are skipped: there is nothing to look at (checkpoint paths are still checked).
-std::vector<PlanError> CheckPlanFiles(const loom::v1::PlanRecord& record, const std::string& default_data_dir);
+//
+// With `allowed_roots`, every path the plan names (data.dir, data.tokenizer, the sources under the
+// data directory, checkpoint paths) must resolve, after `..` and symlinks, inside one of them;
+// anything else is refused with its field path (a plan must not make workers read /etc/passwd).
+// Empty: paths are not confined.
+std::vector<PlanError> CheckPlanFiles(const loom::v1::PlanRecord& record, const std::string& default_data_dir,
+                                      const std::vector<std::string>& allowed_roots = {});
 
 }  // namespace loom::coordinator

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 
@@ -99,8 +100,9 @@ absl::Status ShardWriter::AddDocument(std::span<const int32_t> tokens) {
                                                      " is outside the vocabulary [0, ", vocab_size_, ")"));
     }
   }
-  size_t written;
-  if (width_ == 2) {
+  size_t written = 0;  // an empty document writes nothing (fwrite with a null pointer is undefined)
+  if (tokens.empty()) {
+  } else if (width_ == 2) {
     std::vector<uint16_t> narrow(tokens.begin(), tokens.end());
     written = std::fwrite(narrow.data(), sizeof(uint16_t), narrow.size(), file_);
   } else {
@@ -187,13 +189,23 @@ absl::StatusOr<std::unique_ptr<ShardReader>> ShardReader::Open(const std::string
   if (header.token_width != 2 && header.token_width != 4) {
     return Corrupt(path, absl::StrCat("token width ", header.token_width));
   }
+  if (header.vocab_size == 0 || header.vocab_size > static_cast<uint32_t>(INT32_MAX)) {
+    return Corrupt(path, absl::StrCat("vocab size ", header.vocab_size, " is outside [1, 2^31)"));
+  }
+  // Counts come from the file: bound each by what the file could hold before any arithmetic, so
+  // nothing below can overflow (token_count * width and 8 * (doc_count + 1) stay below `size`).
+  if (header.token_count > (size - kShardHeaderBytes) / header.token_width ||
+      header.doc_count >= size / 8) {
+    return Corrupt(path, absl::StrFormat("%d tokens and %d documents cannot fit in %d bytes",
+                                         header.token_count, header.doc_count, size));
+  }
   reader->width_ = static_cast<int>(header.token_width);
   reader->vocab_size_ = static_cast<int>(header.vocab_size);
   reader->hash_.assign(header.tokenizer_hash, kHashBytes);
   reader->token_count_ = static_cast<int64_t>(header.token_count);
   reader->doc_count_ = static_cast<int64_t>(header.doc_count);
   if (header.index_offset != IndexOffset(header.token_count, reader->width_) ||
-      header.index_offset + 8 * (header.doc_count + 1) != size) {
+      header.index_offset > size || 8 * (header.doc_count + 1) != size - header.index_offset) {
     return Corrupt(path, absl::StrFormat("size %d does not match %d tokens and %d documents", size,
                                          header.token_count, header.doc_count));
   }
@@ -206,6 +218,11 @@ absl::StatusOr<std::unique_ptr<ShardReader>> ShardReader::Open(const std::string
     if (reader->index_[d] > reader->index_[d + 1])
       return Corrupt(path, absl::StrCat("document ", d, " ends before it starts"));
   }
+
+  // Every id is checked once here, before any batch can carry it into the embedding or
+  // cross-entropy kernels (which index by id without bounds checks). One sequential pass over the
+  // mapped tokens: cheap next to training on them.
+  LOOM_RETURN_IF_ERROR(reader->Verify());
 
   if (!expected.tokenizer_hash.empty() && expected.tokenizer_hash != reader->hash_) {
     return absl::FailedPreconditionError(
@@ -223,6 +240,7 @@ absl::StatusOr<std::unique_ptr<ShardReader>> ShardReader::Open(const std::string
 }
 
 void ShardReader::Copy(int64_t begin, int64_t count, int32_t* out) const {
+  if (count <= 0) return;  // `out` may be null for an empty document
   if (width_ == 4) {
     std::memcpy(out, static_cast<const int32_t*>(tokens_) + begin, static_cast<size_t>(count) * 4);
     return;
@@ -241,8 +259,12 @@ absl::Status ShardReader::Verify() const {
   for (int64_t i = 0; i < token_count_; ++i) {
     const int32_t id = token(i);
     if (id < 0 || id >= vocab_size_) {
-      return Corrupt(path_,
-                     absl::StrCat("token ", i, " has id ", id, ", outside the vocabulary of ", vocab_size_));
+      const int64_t offset = kShardHeaderBytes + i * width_;
+      return absl::DataLossError(absl::StrCat(
+          "token shard ", path_, ": token ", i, " (byte offset ", offset, ") has id ", id,
+          ", outside the vocabulary [0, ", vocab_size_,
+          "): re-prepare the data with this tokenizer (`loom data prepare`) and check that "
+          "model.vocab_size covers the tokenizer's vocabulary"));
     }
   }
   return absl::OkStatus();

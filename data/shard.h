@@ -72,8 +72,9 @@ class ShardWriter {
   bool finished_ = false;
 };
 
-// A memory-mapped shard. Cheap to open (the header and index are checked, ids are not: see
-// Verify); safe to read from many threads.
+// A memory-mapped shard. Open checks the header (overflow-safe), the index and every id (one
+// sequential pass, via Verify), so ids read later are always in [0, vocab_size); safe to read from
+// many threads.
 class ShardReader {
  public:
   static absl::StatusOr<std::unique_ptr<ShardReader>> Open(const std::string& path,

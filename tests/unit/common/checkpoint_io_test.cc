@@ -87,5 +87,35 @@ TEST(CheckpointIo, MissingManifestIsNotFound) {
   EXPECT_EQ(ReadCheckpointManifest("/nonexistent/step-000001").status().code(), absl::StatusCode::kNotFound);
 }
 
+// A manifest is untrusted: a file name that leaves the directory, or a manifest without the model's
+// tensors, is refused naming the manifest and the entry.
+TEST(CheckpointIo, ManifestFileNamesMustStayInsideAndListTheTensors) {
+  const std::string dir = FreshDir("names") + "/step-000001";
+  ASSERT_TRUE(WriteCheckpointDir(dir, {{"model.safetensors", "model", "weights"}}, Manifest(1)).ok());
+  ASSERT_TRUE(ReadCheckpointManifest(dir).ok());
+  const std::string manifest_path = dir + "/manifest.json";
+  auto original = ReadFile(manifest_path);
+  ASSERT_TRUE(original.ok());
+  auto with_name = [&](const std::string& from, const std::string& to) {
+    std::string json = *original;
+    const size_t at = json.find(from);
+    EXPECT_NE(at, std::string::npos);
+    json.replace(at, from.size(), to);
+    EXPECT_TRUE(WriteFileDurably(manifest_path, json).ok());
+    return ReadCheckpointManifest(dir, /*verify=*/false).status();
+  };
+  for (const std::string bad : {"../../etc/passwd", "/etc/passwd", "a/../../b", ""}) {
+    const absl::Status s = with_name("\"model.safetensors\"", "\"" + bad + "\"");
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << bad << ": " << s;
+    EXPECT_NE(s.message().find("manifest.json"), std::string::npos) << s;
+  }
+  EXPECT_NE(with_name("\"model.safetensors\"", "\"../x\"").message().find("'..'"), std::string::npos);
+  EXPECT_NE(with_name("\"model.safetensors\"", "\"/abs\"").message().find("absolute"), std::string::npos);
+  const absl::Status missing = with_name("\"model.safetensors\"", "\"weights.bin\"");
+  EXPECT_NE(missing.message().find("does not list model.safetensors"), std::string::npos) << missing;
+  EXPECT_TRUE(with_name("\"model.safetensors\"", "\"model.safetensors\"").ok());
+  EXPECT_TRUE(CheckCheckpointFileName("sub/dir/file..bin").ok());
+}
+
 }  // namespace
 }  // namespace loom

@@ -2,10 +2,12 @@
 // with the references of each round rewired, read through the same parser every client uses.
 #include "common/plan_repeat.h"
 
+#include <chrono>
 #include <string>
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "common/plan_io.h"
 #include "common/plan_validation.h"
 
@@ -112,6 +114,55 @@ TEST(PlanRepeat, BadBlocksAreRefusedWithTheirFieldPaths) {
   e = errors_of("initial: {dpo: sft0}", "initial: {dpo: sft0, ppo: sft0}");
   ASSERT_FALSE(e.empty());
   EXPECT_EQ(e[0].path, "stages[2].repeat.initial[ppo]");
+}
+
+// The case: a ~380 KB plan whose block has 8,000 stages and 100 rounds (800,000 stages)
+// is refused from a count, before anything is expanded, with the block's field path.
+TEST(PlanRepeat, AnExpansionPastTheLimitIsRefusedBeforeExpanding) {
+  std::string text = "name: huge\nmodel: {layers: 2, d_model: 64, heads: 4, kv_heads: 2, ffn_size: 128, "
+                     "vocab_size: 512}\nstages:\n  - name: block\n    repeat:\n      times: 100\n"
+                     "      stages:\n";
+  for (int k = 0; k < 8000; ++k) {
+    absl::StrAppend(&text, "        - {name: s", k, ", kind: sft, from: s", k == 0 ? 7999 : k - 1, "}\n");
+  }
+  ASSERT_GT(text.size(), 300u * 1024);
+  const auto start = std::chrono::steady_clock::now();
+  const auto errors = ParsePlanText(text, PlanFormat::kYaml).errors;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_FALSE(errors.empty());
+  EXPECT_EQ(errors[0].path, "stages[0].repeat");
+  EXPECT_NE(errors[0].message.find("more than 10000 stages"), std::string::npos) << errors[0].message;
+  EXPECT_LT(seconds, 5.0) << "most of this is reading 380 KB of YAML; the refusal itself is below";
+
+  // The refusal alone, on the parsed form: a count, no expansion (this took minutes before).
+  loom::v1::TrainingPlan huge;
+  loom::v1::Stage* block = huge.add_stages();
+  block->set_name("block");
+  block->mutable_repeat()->set_times(100);
+  for (int k = 0; k < 8000; ++k) block->mutable_repeat()->add_stages()->set_name(absl::StrCat("s", k));
+  const auto refuse_start = std::chrono::steady_clock::now();
+  const auto refused = ExpandRepeats(&huge);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - refuse_start).count(), 0.5);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].path, "stages[0].repeat");
+  EXPECT_EQ(huge.stages_size(), 1) << "the plan is left as it was";
+
+  // Under the limit, a block still expands (2 rounds x 4,000 stages), also quickly.
+  loom::v1::TrainingPlan plan;
+  loom::v1::Stage* entry = plan.add_stages();
+  entry->set_name("block");
+  entry->mutable_repeat()->set_times(2);
+  for (int k = 0; k < 4000; ++k) {
+    loom::v1::Stage* s = entry->mutable_repeat()->add_stages();
+    s->set_name(absl::StrCat("s", k));
+    s->set_from(absl::StrCat("s", k == 0 ? 3999 : k - 1));
+  }
+  entry->mutable_repeat()->mutable_initial()->insert({"s3999", "/ckpt"});
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(ExpandRepeats(&plan).empty());
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  EXPECT_EQ(plan.stages_size(), 8000);
+  EXPECT_EQ(plan.stages(4000).from(), "s3999.r1");
 }
 
 TEST(PlanRepeat, APlanWithoutBlocksIsUnchanged) {

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace loom {
 namespace {
 
@@ -89,6 +91,33 @@ TEST(Safetensors, DamagedFilesAreRefusedWithTheReason) {
   EXPECT_NE(SafetensorsFile::Parse(huge, "f.safetensors").status().message().find("f.safetensors"),
             std::string::npos);
   EXPECT_FALSE(SafetensorsFile::Parse("abc", "tiny").ok());
+}
+
+// A header whose shape's element count x dtype size wraps around 2^64 (here to 0 bytes, which
+// matches its empty data_offsets) must be refused, not read as an empty tensor of that shape.
+TEST(Safetensors, ShapesWhoseSizeOverflowsAreRefused) {
+  auto parse = [](const std::string& header, size_t data_bytes) {
+    std::string bytes(8, '\0');
+    const uint64_t length = header.size();
+    std::memcpy(bytes.data(), &length, 8);
+    bytes += header;
+    bytes.append(data_bytes, '\0');
+    return SafetensorsFile::Parse(bytes, "crafted.safetensors");
+  };
+  for (const std::string shape : {"[4294967296,4294967296]", "[4294967296,1073741824,4]",
+                                  "[9223372036854775807,2]"}) {
+    auto file = parse(absl::StrCat(R"({"w":{"dtype":"F32","shape":)", shape, R"(,"data_offsets":[0,0]}})"), 0);
+    ASSERT_FALSE(file.ok()) << shape;
+    EXPECT_EQ(file.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(file.status().message().find("more elements than the file holds"), std::string::npos)
+        << file.status();
+  }
+  // A zero dimension beside huge ones is an empty tensor, and fine.
+  auto empty = parse(R"({"w":{"dtype":"F32","shape":[9223372036854775807,0],"data_offsets":[0,0]}})", 0);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  // Offsets past the end, or reversed, are refused.
+  EXPECT_FALSE(parse(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,0]}})", 4).ok());
+  EXPECT_FALSE(parse(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4).ok());
 }
 
 }  // namespace

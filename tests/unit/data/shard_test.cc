@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "data_test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -78,6 +79,66 @@ TEST(Shard, CorruptFilesAreRefused) {
   EXPECT_THAT(std::string(truncated.status().message()), HasSubstr("corrupt"));
   testing::WriteText(dir / "other.bin", std::string(200, 'x'));
   EXPECT_THAT(std::string(ShardReader::Open(dir / "other.bin").status().message()), HasSubstr("magic"));
+}
+
+// Writes `docs` as a valid shard of `vocab`, then overwrites token `index` with `id` in place (as a
+// corrupted or hand-made file would carry it).
+std::string ShardWithPatchedToken(const TempDir& dir, int vocab, int64_t index, uint32_t id) {
+  const std::string path = dir / "patched.bin";
+  auto writer = ShardWriter::Create(path, kHashA, vocab);
+  EXPECT_TRUE(writer.ok()) << writer.status();
+  EXPECT_TRUE((*writer)->AddDocument(std::vector<int32_t>{1, 2, 3, 4, 5}).ok());
+  EXPECT_TRUE((*writer)->Finish().ok());
+  const int width = vocab <= 65536 ? 2 : 4;
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(kShardHeaderBytes + index * width);
+  f.write(reinterpret_cast<const char*>(&id), width);  // little-endian: the low bytes first
+  return path;
+}
+
+TEST(Shard, OutOfRangeIdIsRefusedAtOpenNamingFileAndOffset) {
+  for (int vocab : {500, 70000}) {
+    TempDir dir;
+    const std::string path = ShardWithPatchedToken(dir, vocab, 3, static_cast<uint32_t>(vocab));
+    auto reader = ShardReader::Open(path, {kHashA, vocab});
+    ASSERT_FALSE(reader.ok()) << "vocab " << vocab;
+    const std::string message(reader.status().message());
+    EXPECT_EQ(reader.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(message, HasSubstr(path));
+    EXPECT_THAT(message, HasSubstr("token 3"));
+    EXPECT_THAT(message, HasSubstr(absl::StrCat("byte offset ", kShardHeaderBytes + 3 * (vocab <= 65536 ? 2 : 4))));
+    EXPECT_THAT(message, HasSubstr("re-prepare"));
+    EXPECT_FALSE(OpenShardDir(dir.path()).ok());
+  }
+  TempDir dir;  // a negative id in a 4-byte shard
+  auto negative = ShardReader::Open(ShardWithPatchedToken(dir, 70000, 0, 0xFFFFFFFFu));
+  ASSERT_FALSE(negative.ok());
+  EXPECT_THAT(std::string(negative.status().message()), HasSubstr("has id -1"));
+}
+
+// Header fields are untrusted: counts that would overflow the size arithmetic are refused.
+TEST(Shard, HeaderCountsThatOverflowAreRefused) {
+  struct Patch {
+    int offset;
+    uint64_t value;
+    int bytes;
+  };
+  for (const Patch& p : {Patch{24, ~uint64_t{0}, 8}, Patch{24, uint64_t{1} << 63, 8},
+                         Patch{32, ~uint64_t{0}, 8}, Patch{32, (~uint64_t{0}) / 8, 8},
+                         Patch{40, ~uint64_t{0} - 7, 8}, Patch{16, 0, 4}, Patch{16, 0x80000000u, 4}}) {
+    TempDir dir;
+    ASSERT_TRUE(WriteShardDir(dir.path(), SomeDocs(500), kHashA, 500).ok());
+    const std::string path = dir / "shard-00000.bin";
+    {
+      std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(p.offset);
+      f.write(reinterpret_cast<const char*>(&p.value), p.bytes);
+    }
+    auto reader = ShardReader::Open(path);
+    ASSERT_FALSE(reader.ok()) << "offset " << p.offset << " value " << p.value;
+    EXPECT_EQ(reader.status().code(), absl::StatusCode::kDataLoss) << reader.status();
+    EXPECT_THAT(std::string(reader.status().message()), HasSubstr(path));
+  }
 }
 
 TEST(Shard, WriterRejectsIdsOutsideTheVocab) {
