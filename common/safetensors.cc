@@ -210,7 +210,7 @@ absl::Status SafetensorsFile::ReadF32(const std::string& name, const std::vector
   const char* src = bytes_.data() + data_start_ + t.begin;
   const int64_t n = t.elements();
   if (t.dtype == "F32") {
-    std::memcpy(out, src, static_cast<size_t>(n) * 4);
+    if (n > 0) std::memcpy(out, src, static_cast<size_t>(n) * 4);  // `out` may be null for no elements
   } else if (t.dtype == "BF16") {
     for (int64_t i = 0; i < n; ++i) {
       uint16_t h;
@@ -238,7 +238,7 @@ absl::StatusOr<std::vector<int32_t>> SafetensorsFile::ReadI32(const std::string&
   const char* src = bytes_.data() + data_start_ + t.begin;
   std::vector<int32_t> out(static_cast<size_t>(t.elements()));
   if (t.dtype == "I32") {
-    std::memcpy(out.data(), src, out.size() * 4);
+    if (!out.empty()) std::memcpy(out.data(), src, out.size() * 4);
   } else if (t.dtype == "I64") {
     for (size_t i = 0; i < out.size(); ++i) {
       int64_t v;
