@@ -156,15 +156,13 @@ TEST(TrainingCluster, KilledWorkerResumesAndReproducesTheUninterruptedLossesBitw
   EXPECT_NEAR(measured["eval_loss"]["math"].get<double>(), measure.eval_loss().at("math"),
               1e-6 * measure.eval_loss().at("math"))
       << local;
-  const std::string measure_metrics = HttpGet(cluster.worker_metrics(measure.rank_workers(0)), "/metrics");
-  EXPECT_EQ(MetricValue(measure_metrics, "loom_eval_accuracy", "set=\"sft_math\""), accuracy) << measure_metrics;
-  // Held-out losses reach `status --json` and the worker's /metrics, with the per-source counters.
+  // The worker's /metrics no longer has this job's series: it removes them when the job's ranks
+  // exit (worker_metrics_test covers the values while a job runs and their removal).
+  // Held-out losses reach `status --json`.
   EXPECT_TRUE(core.eval_loss().contains("math")) << core.DebugString();
   EXPECT_TRUE(core.eval_loss().contains("code")) << core.DebugString();
-  const std::string metrics = HttpGet(cluster.worker_metrics(core.rank_workers(0)), "/metrics");
-  EXPECT_GT(MetricValue(metrics, "loom_data_tokens_total", "source=\"math\""), 0) << metrics;
-  EXPECT_GT(MetricValue(metrics, "loom_data_tokens_total", "source=\"code\""), 0) << metrics;
-  EXPECT_GT(MetricValue(metrics, "loom_eval_loss", "source=\"math\""), 0.5) << metrics;
+  // The worker's /metrics no longer has this job's series: it removes them when the job's ranks
+  // exit (worker_metrics_test covers the values while a job runs and their removal).
   const std::map<int64_t, std::string> uninterrupted =
       RankLosses(RankLog(cluster, core.rank_workers(0), first, "core", 1));
   ASSERT_EQ(uninterrupted.size(), 120u) << ReadAll(RankLog(cluster, core.rank_workers(0), first, "core", 1));
@@ -396,8 +394,8 @@ TEST(TrainingCluster, AnElasticJobThatLosesAWorkerContinuesOnFewerRanksWithTheSa
 // Post-training through the control plane: pre-training on math, SFT on math chats, then an
 // offline DPO stage on math preference pairs whose reference (the SFT model) runs once, with its
 // log-probabilities cached beside the stage's checkpoints. The DPO metrics reach `status --json`
-// and /metrics, and the held-out preference margin (log p(chosen) − log p(rejected)) rises over
-// the SFT model's. A reward_model stage trains on the same pairs, and a rejection_sampling stage
+// and /metrics while the job runs, and the held-out preference margin (log p(chosen) −
+// log p(rejected)) rises over the SFT model's. A reward_model stage trains on the same pairs, and a rejection_sampling stage
 // scored by it keeps each prompt's best-scoring sample.
 TEST(TrainingCluster, DpoRewardModelAndRewardScoredSamplingRunThroughTheControlPlane) {
   const std::string data =
@@ -485,9 +483,8 @@ stages:
   // the accuracy moved by -0.05..+0.06: a model this small does not learn the arithmetic that
   // separates the pairs, so the robust claim asserted here is the margin.
   EXPECT_GT(eval.at("prefs_math/margin"), eval.at("prefs_math/margin/before") + 0.7) << prefs.DebugString();
-  const std::string metrics = HttpGet(cluster.worker_metrics(prefs.rank_workers(0)), "/metrics");
-  EXPECT_GT(MetricValue(metrics, "loom_train_metric", "name=\"dpo/margin\""), 0.0) << metrics;
-  EXPECT_EQ(MetricValue(metrics, "loom_eval_accuracy", "set=\"prefs_math\",stage=\"prefs\""), after) << metrics;
+  // The worker's /metrics no longer has this job's series: it removes them when the job's ranks
+  // exit (worker_metrics_test covers the values while a job runs and their removal).
 
   // The reward model (the SFT model with its end-of-turn logit as the scalar head, Bradley–Terry
   // loss) trains and reports its held-out pair accuracy. Measured: 0.570 at the start, 0.52-0.59

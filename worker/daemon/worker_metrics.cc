@@ -1,5 +1,8 @@
 #include "worker/daemon/worker_metrics.h"
 
+#include <algorithm>
+#include <iterator>
+
 #include "absl/strings/str_cat.h"
 
 namespace loom::worker {
@@ -17,7 +20,7 @@ WorkerMetrics::WorkerMetrics()
       loss_(Gauge(*registry_, "loom_train_loss", "Training loss of the latest step")),
       tokens_(prometheus::BuildCounter()
                   .Name("loom_train_tokens_total")
-                  .Help("Tokens consumed by the stage (global, all ranks)")
+                  .Help("Tokens consumed by the stage (global, all ranks; exported by rank 0 only)")
                   .Register(*registry_)),
       tokens_per_second_(Gauge(*registry_, "loom_train_tokens_per_second", "Training throughput (global)")),
       learning_rate_(Gauge(*registry_, "loom_train_learning_rate", "Learning rate in force")),
@@ -27,8 +30,8 @@ WorkerMetrics::WorkerMetrics()
       mix_weight_(Gauge(*registry_, "loom_data_mix_weight", "Data mix weight of each source in force")),
       data_tokens_(prometheus::BuildCounter()
                        .Name("loom_data_tokens_total")
-                       .Help("Training tokens drawn from each source by the stage (this rank's view of the "
-                             "global batch)")
+                       .Help("Training tokens drawn from each source by the stage (global; exported by rank 0 "
+                             "only)")
                        .Register(*registry_)),
       eval_loss_(Gauge(*registry_, "loom_eval_loss", "Held-out loss of the latest evaluation, by source")),
       train_metric_(Gauge(*registry_, "loom_train_metric",
@@ -52,57 +55,71 @@ WorkerMetrics::WorkerMetrics()
 
 void WorkerMetrics::OnProgress(const std::string& plan_id, const std::string& stage,
                                const loom::v1::Progress& p) {
-  const prometheus::Labels labels = {
-      {"plan", plan_id}, {"stage", stage}, {"rank", absl::StrCat(p.rank().rank())}};
+  // Every value below is job-global (identical on all ranks): only global rank 0 exports it.
+  if (p.rank().rank() != 0) return;
+  const prometheus::Labels labels = {{"plan", plan_id}, {"stage", stage}};
+  const std::string key = absl::StrCat(p.rank().job_id(), "/", p.rank().rank());
   absl::MutexLock lock(&mu_);
-  loss_.Add(labels).Set(p.loss());
-  tokens_per_second_.Add(labels).Set(p.tokens_per_second());
-  learning_rate_.Add(labels).Set(p.learning_rate());
-  grad_norm_.Add(labels).Set(p.grad_norm());
-  global_batch_.Add(labels).Set(static_cast<double>(p.global_batch_tokens()));
-  seq_len_.Add(labels).Set(p.seq_len());
-  step_.Add(labels).Set(static_cast<double>(p.step()));
+  Exported& ex = exported_[key];
+  auto set = [&ex](prometheus::Family<prometheus::Gauge>& family, const prometheus::Labels& l, double v) {
+    prometheus::Gauge& g = family.Add(l);
+    g.Set(v);
+    ex.gauges.emplace_back(&family, &g);
+  };
   // A counter only goes up: after a resume from an earlier checkpoint it waits until the stage
   // passes the tokens it had already shown.
-  const std::string key = absl::StrCat(plan_id, "/", stage, "/", p.rank().rank());
-  int64_t& seen = tokens_seen_[key];
-  auto& tokens = tokens_.Add(labels);
-  if (p.tokens() > seen) {
-    tokens.Increment(static_cast<double>(p.tokens() - seen));
-    seen = p.tokens();
-  }
+  auto add = [&ex](prometheus::Family<prometheus::Counter>& family, const prometheus::Labels& l,
+                   int64_t total, int64_t& seen) {
+    prometheus::Counter& c = family.Add(l);
+    if (total > seen) {
+      c.Increment(static_cast<double>(total - seen));
+      seen = total;
+    }
+    ex.counters.emplace_back(&family, &c);
+  };
+  set(loss_, labels, p.loss());
+  set(tokens_per_second_, labels, p.tokens_per_second());
+  set(learning_rate_, labels, p.learning_rate());
+  set(grad_norm_, labels, p.grad_norm());
+  set(global_batch_, labels, static_cast<double>(p.global_batch_tokens()));
+  set(seq_len_, labels, p.seq_len());
+  set(step_, labels, static_cast<double>(p.step()));
+  add(tokens_, labels, p.tokens(), tokens_seen_[key]);
   for (const auto& [source, weight] : p.mix_weights()) {
     prometheus::Labels l = labels;
     l["source"] = source;
-    mix_weight_.Add(l).Set(weight);
+    set(mix_weight_, l, weight);
   }
   for (const auto& [source, drawn] : p.source_tokens()) {
     prometheus::Labels l = labels;
     l["source"] = source;
-    int64_t& seen_source = tokens_seen_[absl::StrCat(key, "/", source)];
-    if (drawn > seen_source) {
-      data_tokens_.Add(l).Increment(static_cast<double>(drawn - seen_source));
-      seen_source = drawn;
-    }
+    add(data_tokens_, l, drawn, tokens_seen_[absl::StrCat(key, "/", source)]);
   }
-  for (const auto& [set, loss] : p.eval_loss()) {
+  for (const auto& [set_name, loss] : p.eval_loss()) {
     prometheus::Labels l = labels;
-    l["source"] = set;
-    eval_loss_.Add(l).Set(loss);
+    l["source"] = set_name;
+    set(eval_loss_, l, loss);
   }
   for (const auto& [name, value] : p.train_metrics()) {
     prometheus::Labels l = labels;
     l["name"] = name;
-    train_metric_.Add(l).Set(value);
+    set(train_metric_, l, value);
   }
   // eval_metrics keys are "<set>/<measure>"; accuracies become a gauge of their own.
-  for (const auto& [key, value] : p.eval_metrics()) {
-    const size_t slash = key.rfind('/');
-    if (slash == std::string::npos || key.substr(slash + 1) != "accuracy") continue;
+  for (const auto& [metric, value] : p.eval_metrics()) {
+    const size_t slash = metric.rfind('/');
+    if (slash == std::string::npos || metric.substr(slash + 1) != "accuracy") continue;
     prometheus::Labels l = labels;
-    l["set"] = key.substr(0, slash);
-    eval_accuracy_.Add(l).Set(value);
+    l["set"] = metric.substr(0, slash);
+    set(eval_accuracy_, l, value);
   }
+  // Family::Add returns the same series for the same labels: keep each pointer once.
+  auto dedupe = [](auto& v) {
+    std::sort(v.begin(), v.end());
+    v.erase(std::unique(v.begin(), v.end()), v.end());
+  };
+  dedupe(ex.gauges);
+  dedupe(ex.counters);
 }
 
 void WorkerMetrics::OnCheckpoint(const loom::v1::CheckpointReport& report) {
@@ -110,6 +127,19 @@ void WorkerMetrics::OnCheckpoint(const loom::v1::CheckpointReport& report) {
 }
 
 void WorkerMetrics::OnRankExit(const loom::v1::RankExit& exit) {
+  absl::MutexLock lock(&mu_);
+  const std::string key = absl::StrCat(exit.rank().job_id(), "/", exit.rank().rank());
+  if (auto it = exported_.find(key); it != exported_.end()) {
+    for (auto& [family, gauge] : it->second.gauges) family->Remove(gauge);
+    for (auto& [family, counter] : it->second.counters) family->Remove(counter);
+    exported_.erase(it);
+  }
+  // Drop "<key>" and "<key>/<source>" entries.
+  for (auto it = tokens_seen_.lower_bound(key);
+       it != tokens_seen_.end() && it->first.compare(0, key.size(), key) == 0;) {
+    const bool ours = it->first.size() == key.size() || it->first[key.size()] == '/';
+    it = ours ? tokens_seen_.erase(it) : std::next(it);
+  }
   rank_exits_.Add({{"outcome", exit.exit_code() == 0  ? "ok"
                                : exit.exit_code() < 0 ? "signal"
                                                       : "error"}})

@@ -1,10 +1,17 @@
-// The worker's /metrics: the training gauges of every rank it runs, mirrored from the ranks'
-// Progress reports, and checkpoint save times. Labels: plan, stage, rank (and source for mixes).
+// The worker's /metrics: the training gauges of the ranks it runs, mirrored from the ranks'
+// Progress reports, and checkpoint save times.
+//
+// Job-global values (loss, lr, grad norm, tokens, tokens/s, seq len, batch tokens, mix weights,
+// per-source tokens, eval results, train measures, step) are the same on every rank, so only
+// global rank 0 exports them, labelled {plan, stage} without `rank`: sum() over a job counts each
+// token once. When a rank exits, every series it exported is removed, so finished jobs leave none.
 #pragma once
 
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "loom/v1/coordinator.pb.h"
@@ -23,6 +30,7 @@ class WorkerMetrics {
   // `plan_id` and `stage` come from the rank's assignment.
   void OnProgress(const std::string& plan_id, const std::string& stage, const loom::v1::Progress& p);
   void OnCheckpoint(const loom::v1::CheckpointReport& report);
+  // Counts the exit and removes the series of that rank (for rank 0: the job's global series).
   void OnRankExit(const loom::v1::RankExit& exit);
   void SetRunning(int ranks);
 
@@ -45,6 +53,14 @@ class WorkerMetrics {
   prometheus::Histogram& checkpoint_save_;
   prometheus::Family<prometheus::Counter>& rank_exits_;
   prometheus::Gauge& running_;
+  // Series one exporting rank made, to remove when it exits.
+  struct Exported {
+    std::vector<std::pair<prometheus::Family<prometheus::Gauge>*, prometheus::Gauge*>> gauges;
+    std::vector<std::pair<prometheus::Family<prometheus::Counter>*, prometheus::Counter*>> counters;
+  };
+  // Key: "<job_id>/<rank>" of the rank that made the series.
+  std::map<std::string, Exported> exported_ ABSL_GUARDED_BY(mu_);
+  // Tokens already shown, by "<job_id>/<rank>[/source]"; cleared with the rank's series.
   std::map<std::string, int64_t> tokens_seen_ ABSL_GUARDED_BY(mu_);
 };
 
