@@ -70,7 +70,9 @@ TEST(ClusterMetrics, CoordinatorAndWorkerExposeTheirMetricsWithSaneValues) {
 }
 
 TEST(ClusterMetrics, ARealPrometheusServerScrapesCoordinatorAndWorker) {
-  Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=100"}});
+  // Slow steps: a job's series go when its rank exits, and Prometheus's first scrape comes a few
+  // seconds after it starts, so stage core trains for 10 s.
+  Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=500"}});
   cluster.StartCoordinator();
   cluster.StartWorker("w1", 2);
   const int port = FreePort();
