@@ -339,6 +339,7 @@ absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWork
     w.heartbeat_key = NewHeartbeatKey();
     w.link = std::move(link);
     w.connection = connection;
+    w.stopping = false;  // a new process, or one that stopped stopping
     w.occupied.clear();
     w.status.set_worker_id(request.worker_id());
     w.status.set_host(request.host());
@@ -438,12 +439,13 @@ void Coordinator::HandleWorkerMessage(const std::string& worker_id, int64_t conn
         OnRankExit(w, message.rank_exit());
         break;
       case loom::v1::WorkerMessage::kDraining:
-        // Stopping with time to save: no new ranks here while its ranks checkpoint and stop.
-        if (!w.status.draining()) {
-          w.status.set_draining(true);
-          PersistWorker(w);
+        // Stopping with time to save: no new ranks here while its ranks checkpoint and stop. Not
+        // an operator's drain: the worker comes back (a restart, the next Slurm allocation under
+        // the same node name) ready for work, so this lasts as long as this connection.
+        if (!w.stopping) {
+          w.stopping = true;
           dirty_schedule_ = true;
-          Log(LogLevel::kInfo, kLog, "worker ", worker_id, " draining (", message.draining().reason(),
+          Log(LogLevel::kInfo, kLog, "worker ", worker_id, " stopping (", message.draining().reason(),
               "): its ranks checkpoint at their next step and stop");
         }
         break;

@@ -142,6 +142,7 @@ class Coordinator {
     std::shared_ptr<WorkerLink> link;  // null when not connected
     int64_t connection = 0;
     std::array<uint8_t, 16> heartbeat_key{};  // of `connection`, for its datagrams
+    bool stopping = false;  // said Draining on `connection`: no new ranks until it registers again
     // device index -> rank running there (rank exits free the slot)
     std::map<int, loom::v1::RankRef> occupied;
   };

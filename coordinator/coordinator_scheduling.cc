@@ -199,7 +199,7 @@ void Coordinator::ScheduleLocked() {
 
   std::vector<FreeWorker> free;
   for (auto& [id, w] : workers_) {
-    if (w.link == nullptr || w.status.draining()) continue;  // lost, or drained by an operator
+    if (w.link == nullptr || w.status.draining() || w.stopping) continue;  // lost, drained, or stopping
     FreeWorker f;
     f.worker_id = id;
     f.total_slots = w.status.slots();

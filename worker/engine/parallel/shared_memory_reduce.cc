@@ -130,15 +130,16 @@ absl::Status SharedMemoryReduce::Arrive(uint64_t value, const std::atomic<bool>&
   for (int r = 0; r < size_; ++r) {
     for (int64_t spins = 0; counter(r).load(std::memory_order_acquire) < value; ++spins) {
       if (spins < 1000) continue;  // the peer is about to arrive
+      // On a loaded machine one yield or sleep can last milliseconds (4,000 yields took seconds
+      // on a 2-core CI machine), so the clock and the abort flag are read after each (a few
+      // nanoseconds); only the syscall below is rationed.
       if (spins < 5000) {
         std::this_thread::yield();
-        continue;
+      } else {
+        // A peer still computing (the all-reduce runs beside the backward pass): sleep, so this
+        // thread does not take the cores the computation needs.
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
       }
-      // A peer still computing (the all-reduce runs beside the backward pass): sleep, so this
-      // thread does not take the cores the computation needs.
-      // On a loaded machine one such sleep can last milliseconds, so the clock and the abort flag
-      // are read after every sleep (a few nanoseconds each); only the syscall is rationed.
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
       if (aborted) return absl::AbortedError("shared-memory all-reduce aborted");
       const int32_t peer = spins % 64 == 0 ? pid(r).load(std::memory_order_relaxed) : 0;
       if (peer > 0 && kill(peer, 0) != 0 && errno == ESRCH) {
