@@ -276,7 +276,7 @@ class Coordinator {
   // stage directory to clear of everything but the listed paths.
   struct Deletion {
     std::string path;
-    std::vector<std::string> keep;  // a sweep when non-empty or `sweep`
+    std::vector<std::string> keep;  // for a sweep: the paths it must leave
     bool sweep = false;
   };
   std::vector<Deletion> deletions_ ABSL_GUARDED_BY(mu_);
