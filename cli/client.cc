@@ -1,5 +1,6 @@
 #include "cli/client.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "common/proto_names.h"
 #include "common/units.h"
 #include "google/protobuf/util/json_util.h"
@@ -88,6 +90,30 @@ std::string ToJson(const google::protobuf::Message& message) {
 
 std::string StateName(loom::v1::JobState state) { return Upper(EnumName(state)); }
 std::string StateName(loom::v1::PlanState state) { return Upper(EnumName(state)); }
+
+std::string GoodputLine(const loom::v1::PlanStatus& plan) {
+  std::map<std::string, double> seconds;
+  double wall = 0, uncommitted = 0;
+  for (const loom::v1::JobStatus& job : plan.jobs()) {
+    for (const auto& [bucket, s] : job.goodput().seconds()) seconds[bucket] += s;
+    wall += job.goodput().wall_seconds();
+    uncommitted += job.goodput().uncommitted_seconds();
+  }
+  if (wall <= 0) return "";
+  std::string line = absl::StrFormat("goodput %.1f%% of %s", 100 * seconds["productive"] / wall, Duration(wall));
+  if (uncommitted >= 0.5) absl::StrAppend(&line, " (", Duration(uncommitted), " of steps not yet checkpointed)");
+  // The badput, largest first: what the time went to besides productive steps.
+  std::vector<std::pair<double, std::string>> losses;
+  for (const auto& [bucket, s] : seconds) {
+    if (bucket != "productive" && s >= 0.5) losses.push_back({s, bucket});
+  }
+  std::sort(losses.rbegin(), losses.rend());
+  if (losses.size() > 3) losses.resize(3);
+  std::vector<std::string> parts;
+  for (const auto& [s, bucket] : losses) parts.push_back(absl::StrCat(absl::StrReplaceAll(bucket, {{"_", " "}}), " ", Duration(s)));
+  if (!parts.empty()) absl::StrAppend(&line, "; largest losses: ", absl::StrJoin(parts, ", "));
+  return line;
+}
 
 std::string JobLine(const loom::v1::JobStatus& job, size_t name_width) {
   std::string line =

@@ -37,6 +37,9 @@ std::string ToJson(const google::protobuf::Message& message);
 
 // "core  RUNNING  attempt 1  step 120  tokens 1.2M/4M (30%)  loss 3.2100  12.3K tok/s  ETA 4m10s"
 std::string JobLine(const loom::v1::JobStatus& job, size_t name_width);
+// "goodput 81.2% of 6m40s; largest losses: recovery 32s, wasted progress 20s, failure detection 9s"
+// (all the plan's jobs together; coordinator/goodput.h); empty before anything is accounted.
+std::string GoodputLine(const loom::v1::PlanStatus& plan);
 // "RUNNING" for JOB_STATE_RUNNING, "SUCCEEDED" for PLAN_STATE_SUCCEEDED.
 std::string StateName(loom::v1::JobState state);
 std::string StateName(loom::v1::PlanState state);

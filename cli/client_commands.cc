@@ -33,6 +33,7 @@ void PrintPlan(const loom::v1::PlanStatus& plan) {
   std::printf("\n");
   size_t width = 0;
   for (const auto& job : plan.jobs()) width = std::max(width, job.stage().size());
+  if (const std::string goodput = GoodputLine(plan); !goodput.empty()) std::printf("  %s\n", goodput.c_str());
   for (const auto& job : plan.jobs()) {
     std::printf("  %s\n", JobLine(job, width).c_str());
     // The path on a line of its own, unless the job's reason already shows it.

@@ -192,6 +192,7 @@ absl::StatusOr<loom::v1::GetPlanResponse> Coordinator::GetPlan(const std::string
   if (it == plans_.end()) return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "'"));
   loom::v1::GetPlanResponse response;
   *response.mutable_status() = it->second.status();
+  LiveGoodput(response.mutable_status());
   *response.mutable_plan() = it->second.plan();
   return response;
 }
@@ -205,7 +206,7 @@ loom::v1::ListPlansResponse Coordinator::ListPlans(bool include_finished) {
   std::sort(plans.begin(), plans.end(),
             [](const PlanRecord* a, const PlanRecord* b) { return a->seq() < b->seq(); });
   loom::v1::ListPlansResponse response;
-  for (const PlanRecord* p : plans) *response.add_plans() = p->status();
+  for (const PlanRecord* p : plans) LiveGoodput(&(*response.add_plans() = p->status()));
   return response;
 }
 
@@ -297,6 +298,7 @@ absl::StatusOr<loom::v1::PlanEvent> Coordinator::WaitForChange(const std::string
   loom::v1::PlanEvent event;
   event.set_time_ms(clock_());
   *event.mutable_status() = it->second.status();
+  LiveGoodput(event.mutable_status());
   event.set_message(last_event_[plan_id]);
   return event;
 }
@@ -540,6 +542,9 @@ void Coordinator::OnProgress(const loom::v1::Progress& p) {
       clock.last_step_ms = now;
     }
     *job->mutable_progress() = p;
+    if (p.has_rank_time()) {
+      if (GoodputLedger* ledger = Ledger(*plan, index)) ledger->Progress(clock_(), p.step(), p.rank_time());
+    }
     for (const auto& [k, v] : p.eval_loss()) (*job->mutable_eval_loss())[k] = v;
     for (const auto& [k, v] : p.eval_metrics()) (*job->mutable_eval_metrics())[k] = v;
     // No commit for kOverdueIntervals checkpoint intervals: training goes on, but a crash now
@@ -626,6 +631,7 @@ void Coordinator::OnCheckpoint(const loom::v1::CheckpointReport& report) {
   committed.push_back(info);
   ++checkpoints_committed_;
   job->clear_warning();
+  if (GoodputLedger* ledger = Ledger(*plan, index)) ledger->Committed(info.step());
   // Earlier saves of the attempt that never completed (a rank's part failed) are abandoned.
   const std::string attempt_prefix = absl::StrCat(AttemptKey(job->job_id(), job->attempt()), "@");
   for (auto it = pending_checkpoints_.begin(); it != pending_checkpoints_.end();) {
@@ -726,8 +732,10 @@ void Coordinator::WorkerLost(Worker& w, const std::string& why, bool end_stream)
       bool affected = false;
       for (const auto& p : plan.runtime(i).ranks()) affected |= p.worker_id() == id && !p.exited_ok();
       if (affected) {
-        FailAttempt(plan, i, ClusterFault(end_stream ? "worker_lost" : "worker_left",
-                                          absl::StrCat("worker ", id, " lost (", why, ")")));
+        Failure failure = ClusterFault(end_stream ? "worker_lost" : "worker_left",
+                                       absl::StrCat("worker ", id, " lost (", why, ")"));
+        if (end_stream) failure.failed_at_ms = w.status.last_heartbeat_ms();  // it went silent then
+        FailAttempt(plan, i, failure);
       }
     }
   }
@@ -821,16 +829,43 @@ void Coordinator::DetectHungJobs(int64_t now) {
       const double limit = settings.LimitSeconds(median);
       const double idle = (now - clock.last_step_ms) / 1000.0;
       if (idle <= limit) continue;
-      FailAttempt(plan, i,
-                  ClusterFault("hung", absl::StrFormat("no step for %.1f s (median %.2f s; the plan's hang policy "
-                                                       "allows %.1f s)",
-                                                       idle, median, limit)));
+      Failure failure = ClusterFault("hung", absl::StrFormat("no step for %.1f s (median %.2f s; the plan's hang "
+                                                             "policy allows %.1f s)",
+                                                             idle, median, limit));
+      // It stopped after its last step plus a normal step's time.
+      failure.failed_at_ms = clock.last_step_ms + static_cast<int64_t>(median * 1000);
+      FailAttempt(plan, i, failure);
     }
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Job helpers
+
+GoodputLedger* Coordinator::Ledger(PlanRecord& plan, int index) {
+  const JobStatus& job = plan.status().jobs(index);
+  if (auto it = goodput_.find(job.job_id()); it != goodput_.end()) return &it->second;
+  if (IsTerminal(job.state())) return nullptr;
+  if (job.goodput().accounted_ms() > 0) {  // kept before a restart
+    return &goodput_.emplace(job.job_id(), GoodputLedger::Restore(job.goodput(), job.state())).first->second;
+  }
+  // It could first run when the plan was submitted, or when the last stage it depends on ended.
+  int64_t ready_ms = plan.status().submitted_ms();
+  for (const Dependency& d : Dependencies(plan, index)) {
+    if (d.stage < 0) continue;
+    const JobStatus& dependency = plan.status().jobs(d.stage);
+    if (dependency.state() != loom::v1::JOB_STATE_SUCCEEDED) return nullptr;  // not ready yet
+    if (!dependency.transitions().empty()) ready_ms = std::max(ready_ms, dependency.transitions().rbegin()->time_ms());
+  }
+  return &goodput_.emplace(job.job_id(), GoodputLedger(ready_ms)).first->second;
+}
+
+void Coordinator::LiveGoodput(loom::v1::PlanStatus* status) {
+  const int64_t now = clock_();
+  for (JobStatus& job : *status->mutable_jobs()) {
+    if (auto it = goodput_.find(job.job_id()); it != goodput_.end()) *job.mutable_goodput() = it->second.Snapshot(now);
+  }
+}
 
 PlanRecord* Coordinator::FindJob(const std::string& job_id, int* index) {
   const size_t slash = job_id.rfind('/');
@@ -900,6 +935,7 @@ void Coordinator::FailAttempt(PlanRecord& plan, int index, const Failure& failur
   runtime->set_last_error(failure.message);
   const int64_t now = clock_();
   RecordFailure(job, failure, now);
+  if (GoodputLedger* ledger = Ledger(plan, index)) ledger->Failed(now, failure.failed_at_ms > 0 ? failure.failed_at_ms : now);
 
   // "attempt 2 of 2" only when the cap is what ends the job.
   const bool capped = plan.plan().has_max_attempts() && job->attempt() >= plan.plan().max_attempts();
@@ -1009,8 +1045,18 @@ double Coordinator::Jitter() {
 
 void Coordinator::SetJobState(PlanRecord& plan, int index, JobState to, const std::string& reason) {
   JobStatus* job = plan.mutable_status()->mutable_jobs(index);
-  if (absl::Status s = Transition(job, to, reason, clock_()); !s.ok()) {
+  const int64_t now = clock_();
+  if (absl::Status s = Transition(job, to, reason, now); !s.ok()) {
     Log(LogLevel::kError, kLog, s.message());
+    return;
+  }
+  if (IsTerminal(to)) {
+    // The ledger ends with the job; its totals stay in the job's status.
+    if (GoodputLedger* ledger = Ledger(plan, index)) {
+      ledger->Ended(now, to == loom::v1::JOB_STATE_SUCCEEDED, 0);
+      *job->mutable_goodput() = ledger->Closed();
+    }
+    goodput_.erase(job->job_id());
   }
 }
 
@@ -1171,6 +1217,9 @@ void Coordinator::SweepStageDir(const PlanRecord& plan, int index) {
 // Plumbing
 
 void Coordinator::Persist(PlanRecord& plan, const loom::v1::CheckpointInfo* checkpoint) {
+  for (JobStatus& job : *plan.mutable_status()->mutable_jobs()) {
+    if (auto it = goodput_.find(job.job_id()); it != goodput_.end()) *job.mutable_goodput() = it->second.Closed();
+  }
   StoreWrite write;
   write.plans.push_back(&plan);
   if (checkpoint != nullptr) write.checkpoints.push_back(checkpoint);
@@ -1258,6 +1307,15 @@ MetricsSnapshot Coordinator::Metrics() {
   m.checkpoints_deleted = checkpoints_deleted_;
   m.checkpoint_save_failures = checkpoint_save_failures_;
   m.attempt_failures = attempt_failures_;
+  for (const auto& [id, plan] : plans_) {
+    if (plan.status().state() != loom::v1::PLAN_STATE_ACTIVE && now - plan.status().ended_ms() > kGoodputRetentionMs)
+      continue;
+    for (const JobStatus& job : plan.status().jobs()) {
+      auto it = goodput_.find(job.job_id());
+      if (it == goodput_.end() && job.goodput().accounted_ms() == 0) continue;  // not ready to run yet
+      m.goodput.push_back({id, job.stage(), it != goodput_.end() ? it->second.Closed() : job.goodput()});
+    }
+  }
   return m;
 }
 

@@ -25,6 +25,7 @@
 #include "common/heartbeat_datagram.h"
 #include "common/stage_inputs.h"
 #include "coordinator/failures.h"
+#include "coordinator/goodput.h"
 #include "coordinator/rendezvous.h"
 #include "coordinator/store.h"
 #include "loom/v1/coordinator.pb.h"
@@ -88,7 +89,16 @@ struct MetricsSnapshot {
   std::map<loom::v1::PlanState, int> plans;
   // Failed attempts since this coordinator started, by (class, cause): coordinator/failures.h.
   std::map<std::pair<std::string, std::string>, int64_t> attempt_failures;
+  // Goodput ledgers (closed intervals: counters) of the jobs of active plans and of plans that
+  // ended less than kGoodputRetention ago.
+  struct JobGoodput {
+    std::string plan_id, stage;
+    loom::v1::Goodput goodput;
+  };
+  std::vector<JobGoodput> goodput;
 };
+// How long an ended plan's goodput series stay on /metrics.
+inline constexpr int64_t kGoodputRetentionMs = 15 * 60 * 1000;
 
 class Coordinator {
  public:
@@ -289,6 +299,13 @@ class Coordinator {
     double Median() const;
   };
   std::map<std::string, StepClock> step_clocks_ ABSL_GUARDED_BY(mu_);  // by job
+  // Goodput ledgers of jobs that can run or are running, by job (an ended job's is in its
+  // JobStatus.goodput). Ledger() makes one when the job's dependencies are done, or restores it
+  // from JobStatus.goodput after a restart.
+  std::map<std::string, GoodputLedger> goodput_ ABSL_GUARDED_BY(mu_);
+  GoodputLedger* Ledger(loom::v1::PlanRecord& plan, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The status with each live job's goodput as of now.
+  void LiveGoodput(loom::v1::PlanStatus* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t last_hang_scan_ms_ ABSL_GUARDED_BY(mu_) = 0;
   // Fails the attempts of jobs that made no step for longer than their plan's HangPolicy allows.
   void DetectHungJobs(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

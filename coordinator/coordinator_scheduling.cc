@@ -186,6 +186,7 @@ void Coordinator::ScheduleLocked() {
         Succeed(*plan, i, absl::StrCat("final checkpoint ", job->final_checkpoint().path(), " (nothing left to do)"));
         continue;
       }
+      Ledger(*plan, i);  // from now on its time is accounted
       // A retry waits out its backoff (the job's reason says until when).
       if (const int64_t not_before = plan->runtime(i).retry_not_before_ms(); not_before > now) {
         next_retry_ms_ = next_retry_ms_ > 0 ? std::min(next_retry_ms_, not_before) : not_before;
@@ -291,6 +292,7 @@ void Coordinator::ScheduleLocked() {
         d.dp < full_dp ? absl::StrCat(" (elastic: dp ", d.dp, " of ", full_dp, ", the same global batch)") : "",
         job->resumed_from().empty() ? "" : absl::StrCat(", resuming from ", job->resumed_from()));
     SetJobState(plan, i, loom::v1::JOB_STATE_SCHEDULED, reason);
+    if (GoodputLedger* ledger = Ledger(plan, i)) ledger->Placed(now, static_cast<int>(d.ranks.size()));
     Persist(plan);
     GrantWriteLease(*job);
     StepClock& clock = step_clocks_[job->job_id()];

@@ -37,6 +37,9 @@ struct Failure {
   loom::v1::FailureClass failure_class = loom::v1::FAILURE_CLASS_CLUSTER;
   std::string cause;
   std::string message;  // for the reason: "rank 1 on w2 exited with code 66: ..."
+  // When it happened, if before its detection (a lost worker's last heartbeat, a hung job's last
+  // step); 0: when it was detected. For the goodput ledger's failure detection time.
+  int64_t failed_at_ms = 0;
 };
 
 // A rank's exit: `exit_code` is the process's (negative: killed by that signal).

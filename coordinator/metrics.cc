@@ -53,7 +53,8 @@ CoordinatorMetrics::CoordinatorMetrics()
                                     .Help("Checkpoint saves that failed (a full disk, an I/O error); training "
                                           "went on and the next interval tried again")
                                     .Register(*registry_)
-                                    .Add({})) {}
+                                    .Add({})),
+      goodput_(*registry_) {}
 
 namespace {
 
@@ -124,6 +125,7 @@ void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
   Advance(checkpoints_, s.checkpoints_committed, &checkpoints_seen_);
   Advance(checkpoints_deleted_, s.checkpoints_deleted, &checkpoints_deleted_seen_);
   Advance(checkpoint_save_failures_, s.checkpoint_save_failures, &checkpoint_save_failures_seen_);
+  goodput_.Update(s.goodput);
 }
 
 }  // namespace loom::coordinator

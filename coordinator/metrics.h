@@ -7,6 +7,7 @@
 #include <string>
 
 #include "coordinator/coordinator.h"
+#include "coordinator/goodput_metrics.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -40,6 +41,7 @@ class CoordinatorMetrics {
   int64_t checkpoints_deleted_seen_ = 0;
   int64_t checkpoint_save_failures_seen_ = 0;
   std::map<std::pair<std::string, std::string>, int64_t> failures_seen_;
+  GoodputMetrics goodput_;
 };
 
 }  // namespace loom::coordinator

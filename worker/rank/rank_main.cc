@@ -33,10 +33,22 @@
 #include "common/stage_inputs.h"
 #include "loom/v1/coordinator.pb.h"
 #include "worker/engine/stages/stage_runner.h"
+#include "worker/engine/training/rank_time.h"
 #include "worker/rank/coordinator_store.h"
 #include "worker/rank_protocol.h"
 
 namespace {
+
+void SetRankTime(loom::v1::RankTime* out) {
+  const loom::engine::RankTime t = loom::engine::RankTimeNow();
+  out->set_rendezvous_seconds(t.rendezvous);
+  out->set_load_seconds(t.load);
+  out->set_data_wait_seconds(t.data_wait);
+  out->set_compute_seconds(t.compute);
+  out->set_communication_seconds(t.communication);
+  out->set_checkpoint_save_seconds(t.checkpoint_save);
+  out->set_evaluation_seconds(t.evaluation);
+}
 
 // The runner's reports as the coordinator's messages, and the rank's log.
 class WireReporter : public loom::engine::StageReporter {
@@ -61,6 +73,8 @@ class WireReporter : public loom::engine::StageReporter {
     p.mutable_eval_loss()->insert(r.eval_loss.begin(), r.eval_loss.end());
     p.mutable_eval_metrics()->insert(r.eval_metrics.begin(), r.eval_metrics.end());
     p.set_time_ms(absl::ToUnixMillis(absl::Now()));
+    SetRankTime(p.mutable_rank_time());
+    last_progress_ = m;
     const absl::Status sent = pipe_.Send(m);
     if (r.step_done) {
       // The rank's log keeps every step, exactly, for people and tests.
@@ -87,6 +101,17 @@ class WireReporter : public loom::engine::StageReporter {
     return pipe_.Send(m);
   }
 
+  // The stage ended well: the last progress again, with where the time went up to now (the final
+  // save included), for the coordinator's goodput ledger. A stage that reported no progress (an
+  // average, a merge) reports step 0.
+  absl::Status Final() {
+    loom::v1::WorkerMessage m = last_progress_;
+    *m.mutable_progress()->mutable_rank() = rank_;
+    m.mutable_progress()->set_time_ms(absl::ToUnixMillis(absl::Now()));
+    SetRankTime(m.mutable_progress()->mutable_rank_time());
+    return pipe_.Send(m);
+  }
+
   void Log(const std::string& line) override {
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
@@ -95,6 +120,7 @@ class WireReporter : public loom::engine::StageReporter {
  private:
   loom::v1::RankRef rank_;
   loom::RankReporter pipe_;
+  loom::v1::WorkerMessage last_progress_;
 };
 
 absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, int threads) {
@@ -156,7 +182,16 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   run.threads = threads;
   LOOM_ASSIGN_OR_RETURN(loom::RankReporter pipe, loom::RankReporter::FromEnvironment());
   WireReporter reporter(a.rank(), std::move(pipe));
-  return loom::engine::RunStage(run, reporter);
+  {
+    // What no narrower phase claims is the stage's own work (generation, averaging...).
+    loom::engine::RankPhaseScope work(loom::engine::RankPhase::kCompute);
+    LOOM_RETURN_IF_ERROR(loom::engine::RunStage(run, reporter));
+  }
+  // Best effort: the stage's result is durable already.
+  if (absl::Status s = reporter.Final(); !s.ok()) {
+    std::fprintf(stderr, "loom-rank: the final time report was not sent: %s\n", std::string(s.message()).c_str());
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace

@@ -445,10 +445,11 @@ TEST_F(CoordinatorTest, RestartReadoptsRanksThatWorkersReportOrReschedulesAfterT
   Progress("w1", conn, a[1], 1);
   Checkpoint("w1", conn, a[0], 5, false);
   Checkpoint("w1", conn, a[1], 5, false);
-  const std::string before = coordinator_->GetPlan(id)->status().SerializeAsString();
+  const loom::v1::PlanStatus before = coordinator_->GetPlan(id)->status();
 
   Open();  // a new coordinator process on the same store
-  EXPECT_EQ(coordinator_->GetPlan(id)->status().SerializeAsString(), before);
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(coordinator_->GetPlan(id)->status(), before))
+      << coordinator_->GetPlan(id)->status().DebugString() << "\nbefore:\n" << before.DebugString();
   FakeLink again;
   conn = Register("w1", &again, 2, {a[0].rank(), a[1].rank()});
   coordinator_->Tick();

@@ -10,6 +10,7 @@
 #include "data/tokenizer_path.h"
 #include "worker/engine/evaluation/math_eval.h"
 #include "worker/engine/model/checkpoint.h"
+#include "worker/engine/training/rank_time.h"
 
 namespace loom::engine {
 
@@ -23,6 +24,7 @@ absl::StatusOr<StageContext> StageContext::Open(const StageRun& run, bool join_g
   const std::string& data_dir = run.data.dir();
   if (data_dir.empty() && run.token_source != nullptr) {
     if (join_groups) {
+      RankPhaseScope joining(RankPhase::kRendezvous);
       LOOM_ASSIGN_OR_RETURN(c.groups_, ProcessGroups::Join(run.layout, run.open_store, run.group_timeout, run.collective_host));
     }
     return c;
@@ -37,6 +39,7 @@ absl::StatusOr<StageContext> StageContext::Open(const StageRun& run, bool join_g
                                                    " (", tokenizer_path, ")"));
   }
   if (join_groups) {
+    RankPhaseScope joining(RankPhase::kRendezvous);
     LOOM_ASSIGN_OR_RETURN(c.groups_, ProcessGroups::Join(run.layout, run.open_store, run.group_timeout, run.collective_host));
   }
   return c;

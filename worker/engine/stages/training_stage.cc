@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/status_macros.h"
 #include "worker/engine/evaluation/preference_accuracy.h"
+#include "worker/engine/training/rank_time.h"
 
 namespace loom::engine {
 namespace {
@@ -211,7 +212,11 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
     options.tokenizer_sha256 = context.tokenizer().hash();
   }
   options.chat_template = ChatTemplateName(run.stage);
-  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(options, setup.data));
+  std::unique_ptr<Trainer> trainer;
+  {
+    RankPhaseScope loading(RankPhase::kLoad);
+    LOOM_ASSIGN_OR_RETURN(trainer, Trainer::Create(options, setup.data));
+  }
   reporter.Log(absl::StrFormat("stage %s: %d parameters on this rank, from step %d", run.stage.name(),
                                trainer->model().num_params(), trainer->step()));
   if (setup.on_trainer) setup.on_trainer(*trainer);
@@ -221,7 +226,10 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
   auto report = [&](const ProgressReport& p) { report_status.Update(reporter.Progress(p)); };
   Measures measures(context, setup, *trainer, reporter);
   LOOM_RETURN_IF_ERROR(measures.Open());
-  LOOM_RETURN_IF_ERROR(measures.Before(report));
+  {
+    RankPhaseScope evaluating(RankPhase::kEvaluation);
+    LOOM_RETURN_IF_ERROR(measures.Before(report));
+  }
 
   const loom::v1::EvalConfig& eval = run.stage.eval();
   const int every = eval.has_every_steps() ? eval.every_steps() : 0;
@@ -243,6 +251,7 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
         p.source_tokens = setup.data->SourceTokens();
         p.train_metrics = r.metrics;
         if (measures.evaluates() && ((every > 0 && r.step % every == 0) || trainer->Done())) {
+          RankPhaseScope evaluating(RankPhase::kEvaluation);
           eval_status.Update(measures.After(r, &p));
         }
         report(p);

@@ -13,6 +13,7 @@
 #include "common/status_macros.h"
 #include "worker/engine/parallel/pipeline_parallel.h"
 #include "worker/engine/training/language_model_objective.h"
+#include "worker/engine/training/rank_time.h"
 #include "worker/engine/training/schedules.h"
 
 namespace loom::engine {
@@ -87,6 +88,7 @@ bool Trainer::Done() const {
 
 absl::StatusOr<StepReport> Trainer::Step() {
   const auto start = std::chrono::steady_clock::now();
+  RankPhaseScope compute(RankPhase::kCompute);
   const loom::v1::Stage& stage = options_.stage;
   Objective& objective = *options_.objective;
   const int64_t batch_tokens = GlobalBatchTokens(stage, tokens_);
@@ -104,7 +106,10 @@ absl::StatusOr<StepReport> Trainer::Step() {
         " parallel.micro_batch_size (an example's ", rows, " rows share a micro-batch); it is ", micro));
   }
   const int global_sequences = static_cast<int>(batch_tokens / seq_len);
-  LOOM_RETURN_IF_ERROR(data_->Next(seq_len, global_sequences, rank, dp, &batch_));
+  {
+    RankPhaseScope data_wait(RankPhase::kDataWait);
+    LOOM_RETURN_IF_ERROR(data_->Next(seq_len, global_sequences, rank, dp, &batch_));
+  }
 
   // The loss is a mean over the global batch (its target tokens, pairs or rows), whichever rank
   // holds them.
@@ -137,6 +142,7 @@ absl::StatusOr<StepReport> Trainer::Step() {
     }
   }
   LOOM_ASSIGN_OR_RETURN(const double communication_wait, parallel_->ReduceGradients());
+  MoveRankPhaseSeconds(RankPhase::kCompute, RankPhase::kCommunication, communication_wait);
   if (data_parallel()) LOOM_RETURN_IF_ERROR(data_parallel()->AllReduceSum(sums.data(), static_cast<int64_t>(sums.size())));
 
   const int64_t total = stage.tokens() > 0 ? stage.tokens() : options_.schedule_tokens;
@@ -165,6 +171,7 @@ absl::StatusOr<StepReport> Trainer::Step() {
 absl::StatusOr<bool> Trainer::AgreeOnCheckpointAndStop() {
   // One small all-reduce per group and step: data, then tensor, then pipeline spreads any rank's
   // request to every rank of the layout.
+  RankPhaseScope communication(RankPhase::kCommunication);
   double requested = CheckpointAndStopRequested() ? 1 : 0;
   for (Communicator* group : {options_.parallel.data, options_.parallel.tensor, options_.parallel.pipeline}) {
     if (group != nullptr && group->size() > 1) LOOM_RETURN_IF_ERROR(group->AllReduceSum(&requested, 1));
@@ -217,6 +224,7 @@ absl::StatusOr<std::string> Trainer::Save(bool final, absl::Status* written) {
                                "No space left on device (injected at step ", step, " by LOOM_TEST_FAIL_SAVES)"));
     };
   }
+  RankPhaseScope saving(RankPhase::kCheckpointSave);
   LOOM_RETURN_IF_ERROR(parallel_->Save(dir, std::move(manifest), retry, written));
   return dir;
 }
