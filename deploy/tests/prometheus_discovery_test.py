@@ -87,6 +87,8 @@ def main():
         want = {(WORKER_ID, hosts.pop())}
 
         config = os.path.join(tmp, "prometheus.yml")
+        # Its rule_files name alerts.yml beside it: Prometheus loads the shipped rules too.
+        shutil.copy(os.path.join(os.path.dirname(sys.argv[1]), "alerts.yml"), tmp)
         with open(config, "w") as f:
             f.write(source.replace(EXAMPLE_COORDINATOR, metrics).replace("scrape_interval: 15s", "scrape_interval: 1s"))
         web = f"127.0.0.1:{free_port()}"
