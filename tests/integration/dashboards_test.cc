@@ -233,6 +233,7 @@ stages:
     lost |= series["metric"].value("cause", "") == "worker_lost";
   }
   EXPECT_TRUE(lost) << "no worker_lost failure in loom_attempt_failures_total";
+  if (!::testing::Test::HasFailure()) std::filesystem::remove_all(std::filesystem::path(prepared).parent_path());
 }
 
 }  // namespace
