@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Runs a real Prometheus on deploy/prometheus/prometheus.yml against a real coordinator and a real
 worker on 127.0.0.1, and checks that the worker, found through the coordinator's /discovery, is
-scraped with `worker` and `host` labels on its series, and the coordinator exactly once.
+scraped with `worker` and `host` labels on its series, and the coordinator exactly once, and that
+the server loaded the alerting rules of alerts.yml (rule_files).
 
     prometheus_discovery_test.py PROMETHEUS_YML LOOM_COORDINATOR LOOM_WORKER
 
@@ -87,6 +88,8 @@ def main():
         want = {(WORKER_ID, hosts.pop())}
 
         config = os.path.join(tmp, "prometheus.yml")
+        # Its rule_files name alerts.yml beside it: Prometheus loads the shipped rules too.
+        shutil.copy(os.path.join(os.path.dirname(sys.argv[1]), "alerts.yml"), tmp)
         with open(config, "w") as f:
             f.write(source.replace(EXAMPLE_COORDINATOR, metrics).replace("scrape_interval: 15s", "scrape_interval: 1s"))
         web = f"127.0.0.1:{free_port()}"
@@ -107,7 +110,13 @@ def main():
             except OSError:
                 continue
             if got == want and len(coordinator) == 1 and coordinator[0]["value"][1] == "1":
-                print(f"PASS: the worker's series carry (worker, host) = {sorted(got)}; the coordinator is scraped once")
+                # The server loaded alerts.yml through rule_files (its relative path).
+                rules = [r["name"] for g in get(f"http://{web}/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+                if not rules or not all(r.startswith("Loom") for r in rules):
+                    print(f"FAIL: Prometheus loaded the alerting rules {rules}, want those of alerts.yml")
+                    return 1
+                print(f"PASS: the worker's series carry (worker, host) = {sorted(got)}; the coordinator is scraped "
+                      f"once; {len(rules)} alerting rules loaded")
                 return 0
         print(f"FAIL: the workers' series carry (worker, host) = {sorted(got, key=str)}, want {sorted(want)}; "
               f"want one `up` of 1 for the coordinator {metrics}, have {[(s['metric'], s['value'][1]) for s in coordinator]}")

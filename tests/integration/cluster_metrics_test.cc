@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/integration/cluster_harness.h"
+#include "tests/integration/prometheus_server.h"
 
 namespace loom::testing {
 namespace {
@@ -75,21 +76,9 @@ TEST(ClusterMetrics, ARealPrometheusServerScrapesCoordinatorAndWorker) {
   Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=500"}});
   cluster.StartCoordinator();
   cluster.StartWorker("w1", 2);
-  const int port = FreePort();
-  const std::string config = cluster.dir() + "/prometheus.yml";
-  std::ofstream(config) << "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                        << "scrape_configs:\n"
-                        << "  - job_name: loom\n"
-                        << "    static_configs:\n"
-                        << "      - targets: ['" << cluster.coordinator_metrics() << "', '"
-                        << cluster.worker_metrics("w1") << "']\n";
-  Process prometheus(
-      {"/usr/bin/prometheus", "--config.file=" + config, "--storage.tsdb.path=" + cluster.dir() + "/tsdb",
-       "--web.listen-address=127.0.0.1:" + std::to_string(port)},
-      cluster.dir() + "/prometheus.log");
+  PrometheusServer prometheus(cluster.dir(), {cluster.coordinator_metrics(), cluster.worker_metrics("w1")});
   const std::string id = cluster.Submit(kPlan);
   cluster.WaitForPlan(id, [](const loom::v1::PlanStatus& s) { return s.jobs(0).progress().step() >= 3; });
-  const std::string api = "127.0.0.1:" + std::to_string(port);
   std::map<std::string, std::string> answers;
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   const std::vector<std::string> queries = {"loom_train_loss", "loom_job_state", "loom_workers",
@@ -97,7 +86,7 @@ TEST(ClusterMetrics, ARealPrometheusServerScrapesCoordinatorAndWorker) {
   while (std::chrono::steady_clock::now() < until && answers.size() < queries.size()) {
     for (const std::string& q : queries) {
       if (answers.contains(q)) continue;
-      const std::string body = HttpGet(api, "/api/v1/query?query=" + q);
+      const std::string body = prometheus.Get("/api/v1/query?query=" + q);
       if (body.find("\"result\":[{") != std::string::npos) answers[q] = body;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
