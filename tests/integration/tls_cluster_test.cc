@@ -84,6 +84,51 @@ TEST(TlsCluster, OnlyClientsAndWorkersWithACertificateOfTheClustersCaGetIn) {
   EXPECT_EQ(workers.out.find("w2"), std::string::npos) << workers.out;
 }
 
+// Roles come from the certificate (OU / loom://ROLE/NAME): a viewer reads but cannot submit, a
+// submitter cannot drain, and a worker registers only under its own name.
+TEST(TlsCluster, EveryRpcChecksTheRoleInTheCallersCertificate) {
+  Cluster cluster({.tls = true});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  cluster.Certs({"issue", "--dir", cluster.tls_dir(), "--role", "viewer", "--name", "vic"});
+  cluster.Certs({"issue", "--dir", cluster.tls_dir(), "--role", "submitter", "--name", "sam"});
+  const std::string plan = SourcePath("tests/integration/two_stage_plan.yaml");
+
+  cluster.SetClientTls(cluster.tls_dir(), "vic");
+  CommandResult viewer_submit = cluster.Loom({"submit", plan});
+  EXPECT_EQ(viewer_submit.exit_code, 1);
+  EXPECT_NE(viewer_submit.err.find("SubmitPlan needs role submitter or admin; the certificate of 'vic' has role viewer"),
+            std::string::npos)
+      << viewer_submit.err;
+  EXPECT_EQ(cluster.Loom({"workers"}).exit_code, 0);
+
+  cluster.SetClientTls(cluster.tls_dir(), "sam");
+  const std::string id = cluster.Submit(plan);
+  EXPECT_EQ(id, "twostage-1");
+  CommandResult submitter_drain = cluster.Loom({"workers", "drain", "w1"});
+  EXPECT_EQ(submitter_drain.exit_code, 1);
+  EXPECT_NE(submitter_drain.err.find("DrainWorker needs role admin"), std::string::npos) << submitter_drain.err;
+
+  cluster.SetClientTls(cluster.tls_dir(), "vic");
+  const PlanStatus s = cluster.WaitForPlan(id, Ended);  // a viewer may watch it
+  EXPECT_EQ(s.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
+
+  // w1's certificate used to register as w9, and a viewer's certificate as a worker.
+  Process impostor({WorkerBinary(), "--coordinator", cluster.address(), "--devices", "cpu:1", "--work-dir",
+                    cluster.dir() + "/w9", "--worker-id", "w9", "--metrics-listen", "127.0.0.1:0", "--tls-dir",
+                    cluster.tls_dir(), "--tls-name", "w1", "--rank-binary", FakeRankBinary()},
+                   cluster.dir() + "/w9.log");
+  EXPECT_FALSE(impostor.WaitForLog("may register only as itself, not as 'w9'").empty()) << impostor.log();
+  Process viewer_worker({WorkerBinary(), "--coordinator", cluster.address(), "--devices", "cpu:1", "--work-dir",
+                         cluster.dir() + "/vic", "--worker-id", "vic", "--metrics-listen", "127.0.0.1:0", "--tls-dir",
+                         cluster.tls_dir(), "--tls-name", "vic", "--rank-binary", FakeRankBinary()},
+                        cluster.dir() + "/vic.log");
+  EXPECT_FALSE(viewer_worker.WaitForLog("GetStorage needs role worker").empty()) << viewer_worker.log();
+  CommandResult workers = cluster.Loom({"workers"});
+  EXPECT_EQ(workers.out.find("w9"), std::string::npos) << workers.out;
+  EXPECT_EQ(workers.out.find("vic"), std::string::npos) << workers.out;
+}
+
 // Real ranks (loom-rank, dp 2 on two workers) meet through the coordinator's rendezvous and
 // confirm their write lease there at every checkpoint: over TLS with their worker's certificate,
 // since the coordinator serves nothing else.
