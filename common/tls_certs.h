@@ -20,8 +20,8 @@
 
 namespace loom {
 
-// The roles a certificate can carry (issue 19: viewer, submitter, admin, worker, rank; and the
-// coordinator's own server identity).
+// The roles a certificate can carry: viewer, submitter, admin, worker, rank (what each may call:
+// coordinator/authorization.h), and coordinator (the server's own identity).
 const std::vector<std::string>& TlsRoles();
 
 struct CaOptions {
