@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "common/proto_names.h"
+#include "common/tls.h"
 #include "common/units.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -48,10 +49,27 @@ std::string DefaultCoordinatorAddress() {
   return env != nullptr && *env != '\0' ? env : kDefaultCoordinator;
 }
 
-Client Connect(const std::string& address) {
+void AddTargetFlags(CommandLine& cl, Target* target) {
+  target->address = DefaultCoordinatorAddress();
+  target->tls_dir = TlsDirFromEnv();
+  target->tls_name = TlsNameFromEnv();
+  cl.AddFlag("coordinator", &target->address,
+             "coordinator address (host:port); default $LOOM_COORDINATOR or 127.0.0.1:7070");
+  cl.AddFlag("tls-dir", &target->tls_dir,
+             "mutual TLS: directory with ca.pem and this client's NAME.pem/NAME.key (default $LOOM_TLS_DIR; "
+             "empty: no TLS, loopback coordinators only)");
+  cl.AddFlag("tls-name", &target->tls_name,
+             "which NAME in --tls-dir (default $LOOM_TLS_NAME, else admin if present, else the only one)");
+}
+
+absl::StatusOr<Client> Connect(const Target& target) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ClientCredentials(target.tls_dir, target.tls_name, {"admin"});
+  if (!credentials.ok()) return credentials.status();
   Client c;
-  c.address = address;
-  c.stub = loom::v1::PlanService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  c.address = target.address;
+  c.tls = !target.tls_dir.empty();
+  c.stub = loom::v1::PlanService::NewStub(grpc::CreateChannel(target.address, *credentials));
   return c;
 }
 
@@ -71,6 +89,13 @@ int ReportRpcError(const std::string& what, const Client& client, const grpc::St
         "  is loom-coordinator (or `loom up`) running there? choose another with --coordinator HOST:PORT "
         "or LOOM_COORDINATOR\n",
         what.c_str(), client.address.c_str(), status.error_message().c_str());
+    if (!client.tls) {
+      std::fprintf(stderr, "  if it uses mutual TLS, pass --tls-dir DIR (or set LOOM_TLS_DIR)\n");
+    } else {
+      std::fprintf(stderr,
+                   "  with TLS, a refused handshake looks like this too: the coordinator's certificate must be of "
+                   "the CA in --tls-dir and name the address dialled (loom certs issue --host)\n");
+    }
   } else {
     std::string message = status.error_message();
     if (!message.empty() && message.back() == '\n') message.pop_back();

@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
+#include "common/command_line.h"
 #include "google/protobuf/message.h"
 #include "loom/v1/coordinator.grpc.pb.h"
 
@@ -20,10 +22,23 @@ std::string DefaultCoordinatorAddress();
 
 struct Client {
   std::string address;
+  bool tls = false;
   std::unique_ptr<loom::v1::PlanService::Stub> stub;
 };
 
-Client Connect(const std::string& address);
+// Where and how to reach the coordinator: --coordinator, --tls-dir, --tls-name (each defaulted from
+// LOOM_COORDINATOR, LOOM_TLS_DIR, LOOM_TLS_NAME).
+struct Target {
+  std::string address;
+  std::string tls_dir;   // empty: no TLS
+  std::string tls_name;  // empty: "admin" if the directory has it, else its only certificate
+};
+// Adds --coordinator, --tls-dir and --tls-name to `cl`, defaulted from the environment.
+void AddTargetFlags(CommandLine& cl, Target* target);
+
+// A stub on a channel with the target's credentials; an unusable TLS directory is an error that
+// names the file and the fix.
+absl::StatusOr<Client> Connect(const Target& target);
 
 // A context whose deadline is `seconds` from now.
 std::unique_ptr<grpc::ClientContext> CallContext(double seconds = 10);

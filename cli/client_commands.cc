@@ -21,10 +21,15 @@
 namespace loom::cli {
 namespace {
 
-void AddCoordinatorFlag(CommandLine& cl, std::string* address) {
-  *address = DefaultCoordinatorAddress();
-  cl.AddFlag("coordinator", address,
-             "coordinator address (host:port); default $LOOM_COORDINATOR or 127.0.0.1:7070");
+// Connects to `target` into `client`, or prints why not; false then (exit 2).
+bool ConnectOrReport(const std::string& command, const Target& target, Client* client) {
+  absl::StatusOr<Client> c = Connect(target);
+  if (!c.ok()) {
+    std::fprintf(stderr, "loom %s: %s\n", command.c_str(), std::string(c.status().message()).c_str());
+    return false;
+  }
+  *client = std::move(*c);
+  return true;
 }
 
 void PrintPlan(const loom::v1::PlanStatus& plan) {
@@ -46,11 +51,12 @@ void PrintPlan(const loom::v1::PlanStatus& plan) {
 }  // namespace
 
 int RunSubmit(const Args& args) {
-  std::string path, address, until;
+  std::string path, until;
   bool quiet = false;
   CommandLine cl("loom submit", "Validates a plan and submits it; prints the plan id.");
   cl.AddPositional("PLAN", &path, "plan file (.yaml, .json or .textproto)");
-  AddCoordinatorFlag(cl, &address);
+  Target target;
+  AddTargetFlags(cl, &target);
   cl.AddFlag("quiet", &quiet, "print only the plan id");
   cl.AddFlag("until", &until,
              "submit the stages up to and including this one (stages only start from earlier ones)");
@@ -76,7 +82,8 @@ int RunSubmit(const Args& args) {
       return 1;
     }
   }
-  Client client = Connect(address);
+  Client client;
+  if (!ConnectOrReport("submit", target, &client)) return 2;
   loom::v1::SubmitPlanRequest request;
   *request.mutable_plan() = *plan;
   request.set_source(path);
@@ -89,16 +96,18 @@ int RunSubmit(const Args& args) {
 }
 
 int RunStatus(const Args& args) {
-  std::string plan_id, address;
+  std::string plan_id;
   bool json = false, all = true;
   CommandLine cl("loom status", "Shows a plan's jobs (state, attempt, progress, reason), or every plan.");
   cl.AddPositional("PLAN", &plan_id, "plan id (omit for every plan)", /*required=*/false);
-  AddCoordinatorFlag(cl, &address);
+  Target target;
+  AddTargetFlags(cl, &target);
   cl.AddFlag("json", &json, "print loom.v1.PlanStatus (or ListPlansResponse) as JSON");
   cl.AddFlag("all", &all, "without PLAN: include plans that ended");
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
-  Client client = Connect(address);
+  Client client;
+  if (!ConnectOrReport("status", target, &client)) return 2;
   if (!plan_id.empty()) {
     loom::v1::GetPlanRequest request;
     request.set_plan_id(plan_id);
@@ -128,17 +137,19 @@ int RunStatus(const Args& args) {
 }
 
 int RunWatch(const Args& args) {
-  std::string plan_id, address;
+  std::string plan_id;
   CommandLine cl("loom watch",
                  "Follows a plan live: one line per stage with step, tokens/budget, loss, tokens/s and ETA. "
                  "Exits when the plan ends: 0 if it succeeded, 1 otherwise. Plain lines when stdout is not a "
                  "terminal.");
   cl.AddPositional("PLAN", &plan_id, "plan id");
-  AddCoordinatorFlag(cl, &address);
+  Target target;
+  AddTargetFlags(cl, &target);
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
   const bool tty = isatty(STDOUT_FILENO) != 0;
-  Client client = Connect(address);
+  Client client;
+  if (!ConnectOrReport("watch", target, &client)) return 2;
   int drawn = 0;                        // lines of the last redraw (terminal mode)
   std::vector<std::string> last_lines;  // plain mode
   std::string last_message;
@@ -187,7 +198,7 @@ int RunWatch(const Args& args) {
     // The coordinator went away (a restart?): keep trying for a while.
     if (++failures > 60) return ReportRpcError("watch " + plan_id, client, status);
     if (failures == 1)
-      std::fprintf(stderr, "loom: watch: lost the coordinator at %s (%s); retrying\n", address.c_str(),
+      std::fprintf(stderr, "loom: watch: lost the coordinator at %s (%s); retrying\n", target.address.c_str(),
                    status.error_message().c_str());
     std::this_thread::sleep_for(std::chrono::seconds(1));
     drawn = 0;
@@ -195,14 +206,16 @@ int RunWatch(const Args& args) {
 }
 
 int RunCancel(const Args& args) {
-  std::string plan_id, address, reason;
+  std::string plan_id, reason;
   CommandLine cl("loom cancel", "Cancels a plan: its running jobs are aborted, the others will not start.");
   cl.AddPositional("PLAN", &plan_id, "plan id");
-  AddCoordinatorFlag(cl, &address);
+  Target target;
+  AddTargetFlags(cl, &target);
   cl.AddFlag("reason", &reason, "why (recorded in the jobs' transitions)");
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
-  Client client = Connect(address);
+  Client client;
+  if (!ConnectOrReport("cancel", target, &client)) return 2;
   loom::v1::CancelPlanRequest request;
   request.set_plan_id(plan_id);
   request.set_reason(reason);
@@ -214,7 +227,7 @@ int RunCancel(const Args& args) {
 }
 
 int RunWorkers(const Args& args) {
-  std::string address, action, worker_id;
+  std::string action, worker_id;
   bool json = false;
   CommandLine cl("loom workers",
                  "Lists the worker daemons: state, slots used, last heartbeat, ranks. `loom workers drain ID` "
@@ -222,7 +235,8 @@ int RunWorkers(const Args& args) {
                  "and stop, so their jobs move to other workers losing no step; `undrain ID` ends the drain.");
   cl.AddPositional("ACTION", &action, "drain or undrain (optional)", /*required=*/false);
   cl.AddPositional("WORKER", &worker_id, "worker id, for drain and undrain", /*required=*/false);
-  AddCoordinatorFlag(cl, &address);
+  Target target;
+  AddTargetFlags(cl, &target);
   cl.AddFlag("json", &json, "print loom.v1.ListWorkersResponse as JSON");
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
@@ -230,7 +244,8 @@ int RunWorkers(const Args& args) {
     std::fprintf(stderr, "loom workers: expected `loom workers`, `loom workers drain ID` or `loom workers undrain ID`\n");
     return 2;
   }
-  Client client = Connect(address);
+  Client client;
+  if (!ConnectOrReport("workers", target, &client)) return 2;
   if (!action.empty()) {
     loom::v1::DrainWorkerRequest request;
     request.set_worker_id(worker_id);
@@ -266,11 +281,12 @@ int RunWorkers(const Args& args) {
 }
 
 int RunCheckpoints(const Args& args) {
-  std::string plan_id, address, stage;
+  std::string plan_id, stage;
   bool json = false, final_only = false;
   CommandLine cl("loom checkpoints", "Lists a plan's committed checkpoints (every shard durable).");
   cl.AddPositional("PLAN", &plan_id, "plan id");
-  AddCoordinatorFlag(cl, &address);
+  Target target;
+  AddTargetFlags(cl, &target);
   cl.AddFlag("stage", &stage, "only this stage");
   cl.AddFlag("json", &json, "print loom.v1.ListCheckpointsResponse as JSON");
   cl.AddFlag("final", &final_only,
@@ -284,7 +300,8 @@ int RunCheckpoints(const Args& args) {
     std::fprintf(stderr, "loom checkpoints: --final needs --stage STAGE (whose final checkpoint to print)\n");
     return 2;
   }
-  Client client = Connect(address);
+  Client client;
+  if (!ConnectOrReport("checkpoints", target, &client)) return 2;
   loom::v1::ListCheckpointsRequest request;
   request.set_plan_id(plan_id);
   request.set_stage(stage);

@@ -25,6 +25,9 @@ int RunCheckpoints(const Args& args);
 // up_command.cc: a coordinator and local workers in the foreground.
 int RunUp(const Args& args);
 
+// `loom certs init|issue|show` (cli/certs_command.cc): a CA for mutual TLS.
+int RunCerts(const Args& args);
+
 // `loom data corpus|prepare|inspect` (cli/data_command.cc).
 int RunData(const Args& args);
 

@@ -24,6 +24,7 @@ constexpr Command kCommands[] = {
     {"cancel", "cancel a plan", loom::cli::RunCancel},
     {"workers", "the worker daemons and the ranks they run", loom::cli::RunWorkers},
     {"checkpoints", "a plan's committed checkpoints", loom::cli::RunCheckpoints},
+    {"certs", "make a CA and issue certificates for mutual TLS (init, issue, show)", loom::cli::RunCerts},
     {"up", "run a coordinator and N local workers in the foreground", loom::cli::RunUp},
     {"train-local", "train one stage of a plan in this process on a local file (developers)",
      loom::cli::RunTrainLocal},

@@ -16,6 +16,9 @@
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 #include "common/command_line.h"
+#include "common/net.h"
+#include "common/tls.h"
+#include "common/tls_certs.h"
 
 extern char** environ;
 
@@ -120,6 +123,7 @@ struct Child {
 int RunUp(const Args& args) {
   int workers = 2, slots = 1, threads = 1;
   std::string data_dir, prepared, listen = "127.0.0.1:7070", metrics_listen = "127.0.0.1:7071", rank_binary;
+  bool insecure = false;
   CommandLine cl("loom up",
                  "Runs Loom on this machine in the foreground: a coordinator and N CPU workers, restarted "
                  "when they die (a job that lost a worker resumes on it). Ctrl-C stops them all.");
@@ -134,8 +138,15 @@ int RunUp(const Args& args) {
   cl.AddFlag("metrics-listen", &metrics_listen, "coordinator /metrics address (workers pick free ports)");
   cl.AddFlag("rank-binary", &rank_binary,
              "program that runs one rank (default: loom-rank next to loom-worker)");
+  cl.AddFlag("insecure", &insecure,
+             "no TLS: plain, unauthenticated gRPC between the client, coordinator, workers and ranks (anyone who "
+             "reaches --listen is trusted)");
   cl.AddEpilog(
-      "example:\n  loom up --workers 2 --data-dir /tmp/loom &\n  loom submit examples/plans/demo.yaml");
+      "Mutual TLS by default: the first start makes a CA and certificates in <data-dir>/tls (coordinator,\n"
+      "local-N for each worker, admin for you); later starts reuse them. Point the client at them:\n"
+      "  export LOOM_TLS_DIR=<data-dir>/tls\n"
+      "example:\n  loom up --workers 2 --data-dir /tmp/loom &\n  export LOOM_TLS_DIR=/tmp/loom/tls\n"
+      "  loom submit examples/plans/demo.yaml");
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
   if (data_dir.empty() || workers < 1) {
@@ -146,7 +157,23 @@ int RunUp(const Args& args) {
   std::filesystem::create_directories(data_dir, ec);
   data_dir = std::filesystem::absolute(data_dir).lexically_normal().string();
   if (prepared.empty()) prepared = data_dir + "/prepared";
-
+  // The secure default: a CA of its own and a certificate for each process, made once.
+  const std::string tls_dir = data_dir + "/tls";
+  if (!insecure) {
+    std::vector<std::string> hosts;
+    const std::string listen_host = listen.substr(0, listen.rfind(':'));
+    if (!IsLoopbackAddress(listen) && !IsWildcardAddress(listen) && !listen_host.empty()) hosts.push_back(listen_host);
+    std::vector<LeafOptions> leaves = {{.role = "coordinator", .name = "coordinator", .hosts = hosts},
+                                       {.role = "admin", .name = "admin"}};
+    for (int i = 0; i < workers; ++i) leaves.push_back({.role = "worker", .name = absl::StrCat("local-", i)});
+    for (const LeafOptions& leaf : leaves) {
+      if (absl::Status s = EnsureCertificate(tls_dir, leaf); !s.ok()) {
+        std::fprintf(stderr, "loom up: cannot make the TLS certificates in %s: %s\n", tls_dir.c_str(),
+                     std::string(s.message()).c_str());
+        return 1;
+      }
+    }
+  }
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
@@ -161,11 +188,18 @@ int RunUp(const Args& args) {
                       {coordinator_bin, "--listen", listen, "--data-dir", data_dir + "/coordinator",
                        "--checkpoint-root", data_dir + "/checkpoints", "--prepared-data", prepared,
                        "--metrics-listen", metrics_listen}});
+  const std::vector<std::string> coordinator_tls =
+      insecure ? std::vector<std::string>{"--insecure"}
+               : std::vector<std::string>{"--tls-dir", tls_dir, "--tls-name", "coordinator"};
+  children.back().argv.insert(children.back().argv.end(), coordinator_tls.begin(), coordinator_tls.end());
   for (int i = 0; i < workers; ++i) {
     Child worker{absl::StrCat("worker local-", i),
                  {worker_bin, "--coordinator", listen, "--devices", absl::StrCat("cpu:", slots), "--threads-per-rank",
                   absl::StrCat(threads), "--work-dir", absl::StrCat(data_dir, "/worker-", i), "--worker-id",
                   absl::StrCat("local-", i), "--metrics-listen", "127.0.0.1:0"}};
+    if (!insecure) {
+      worker.argv.insert(worker.argv.end(), {"--tls-dir", tls_dir, "--tls-name", absl::StrCat("local-", i)});
+    }
     if (!rank_binary.empty()) {
       worker.argv.push_back("--rank-binary");
       worker.argv.push_back(rank_binary);
@@ -181,6 +215,9 @@ int RunUp(const Args& args) {
   std::printf(
       "loom up: coordinator on %s (metrics http://%s/metrics), %d workers; data in %s. Ctrl-C stops.\n",
       listen.c_str(), metrics_listen.c_str(), workers, data_dir.c_str());
+  if (!insecure) {
+    std::printf("loom up: mutual TLS; clients need: export LOOM_TLS_DIR=%s\n", tls_dir.c_str());
+  }
   std::fflush(stdout);
 
   // Supervise: a child that ends is restarted after a backoff, as a service manager would; one

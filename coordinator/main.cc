@@ -21,6 +21,7 @@
 #include "common/heartbeat_datagram.h"
 #include "common/logging.h"
 #include "common/metrics_http.h"
+#include "common/tls.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/metrics.h"
 #include "coordinator/discovery.h"
@@ -45,6 +46,10 @@ int Run(const std::vector<std::string>& args) {
   absl::Duration heartbeat = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(5);
   absl::Duration adopt_grace = absl::Seconds(10);
+  std::string tls_dir = loom::TlsDirFromEnv();
+  std::string tls_name = loom::TlsNameFromEnv();
+  absl::Duration tls_reload = loom::kDefaultTlsReload;
+  bool insecure = false;
   loom::CommandLine cl("loom-coordinator",
                        "Loom's coordinator: accepts plans, schedules their stages as jobs on worker daemons, "
                        "recovers from failures, and keeps its state in RocksDB.");
@@ -71,11 +76,26 @@ int Run(const std::vector<std::string>& args) {
   cl.AddFlag("heartbeat-timeout", &heartbeat_timeout, "a worker silent this long is lost");
   cl.AddFlag("adopt-grace", &adopt_grace,
              "after a restart, how long running attempts wait for their workers to reconnect");
+  cl.AddFlag("tls-dir", &tls_dir,
+             "mutual TLS on the gRPC port: directory with ca.pem and this coordinator's NAME.pem/NAME.key "
+             "(`loom certs`); every client, worker and rank must then present a certificate of that CA "
+             "(default $LOOM_TLS_DIR)");
+  cl.AddFlag("tls-name", &tls_name,
+             "which NAME in --tls-dir (default $LOOM_TLS_NAME, else coordinator if present, else the only one)");
+  cl.AddFlag("tls-reload", &tls_reload,
+             "how often the certificate files are checked for changes (replaced files apply to new "
+             "connections, no restart)");
+  cl.AddFlag("insecure", &insecure,
+             "allow a --listen address other hosts can reach without --tls-dir (anyone who reaches the port "
+             "can then submit, cancel and register as any worker)");
   cl.AddEpilog(
       "ports: 7070 gRPC (clients, workers, ranks' rendezvous) and UDP (workers' heartbeats), 7071 /metrics and\n"
       "/discovery.\n"
       "example:\n  loom-coordinator --data-dir /var/lib/loom --checkpoint-root /shared/loom/checkpoints \\\n"
-      "    --listen 0.0.0.0:7070 --advertise head-1.cluster:7070 --metrics-listen 0.0.0.0:7071");
+      "    --listen 0.0.0.0:7070 --advertise head-1.cluster:7070 --metrics-listen 0.0.0.0:7071 \\\n"
+      "    --tls-dir /etc/loom/tls\n"
+      "Without --tls-dir the gRPC port is plain and unauthenticated: allowed on a loopback --listen only,\n"
+      "elsewhere only with --insecure.");
   int exit_code = 0;
   if (!loom::ParseOrExit(cl, args, &exit_code)) return exit_code;
   if (const char* level = std::getenv("LOOM_LOG_LEVEL")) {
@@ -95,6 +115,29 @@ int Run(const std::vector<std::string>& args) {
                  "with --advertise HOST:PORT\n",
                  listen.c_str());
     return 2;
+  }
+  // Unauthenticated gRPC is for this host only: anything else must be asked for by name.
+  if (tls_dir.empty() && !insecure && !loom::IsLoopbackAddress(listen)) {
+    std::fprintf(stderr,
+                 "loom-coordinator: refusing to listen on %s without TLS: anyone who reaches it could submit, "
+                 "cancel and register as any worker. Pass --tls-dir DIR (a CA and certificates from `loom certs "
+                 "init` / `loom certs issue`), or --insecure if this network is trusted\n",
+                 listen.c_str());
+    return 2;
+  }
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!tls_dir.empty()) {
+    absl::StatusOr<loom::TlsIdentity> identity = loom::FindTlsIdentity(tls_dir, tls_name, {"coordinator"});
+    if (!identity.ok()) {
+      std::fprintf(stderr, "loom-coordinator: --tls-dir: %s\n", std::string(identity.status().message()).c_str());
+      return 2;
+    }
+    credentials = loom::ServerTlsCredentials(*identity, tls_reload);
+    loom::Log(loom::LogLevel::kInfo, "coordinator", "mutual TLS as ", identity->name, " (", identity->cert_path,
+              "), client certificates required");
+  } else if (insecure && !loom::IsLoopbackAddress(listen)) {
+    loom::Log(loom::LogLevel::kWarning, "coordinator", "--insecure: gRPC on ", listen,
+              " without TLS; anyone who reaches it is trusted");
   }
   if (checkpoint_root.empty()) checkpoint_root = data_dir + "/checkpoints";
   std::error_code ec;
@@ -173,7 +216,7 @@ int Run(const std::vector<std::string>& args) {
   loom::coordinator::RendezvousServiceImpl rendezvous_service(&(*coordinator)->rendezvous());
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, credentials, &port);
   builder.RegisterService(&plan_service);
   builder.RegisterService(&worker_service);
   builder.RegisterService(&rendezvous_service);
@@ -204,8 +247,9 @@ int Run(const std::vector<std::string>& args) {
             ? absl::StrCat(advertised_host, metrics_server->address.substr(metrics_server->address.rfind(':')))
             : metrics_server->address;
   }
-  std::printf("loom-coordinator listening on %s (advertised as %s), metrics on http://%s/metrics, data in %s\n",
-              address.c_str(), advertise.c_str(), metrics_server->address.c_str(), data_dir.c_str());
+  std::printf("loom-coordinator listening on %s%s (advertised as %s), metrics on http://%s/metrics, data in %s\n",
+              address.c_str(), tls_dir.empty() ? "" : " with mutual TLS", advertise.c_str(),
+              metrics_server->address.c_str(), data_dir.c_str());
   std::fflush(stdout);
   loom::Log(loom::LogLevel::kInfo, "coordinator", "listening on ", address, "; checkpoints under ",
             checkpoint_root);

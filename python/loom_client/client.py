@@ -23,6 +23,40 @@ DEFAULT_ADDRESS = "127.0.0.1:7070"
 MAX_PLAN_BYTES = 1 << 20
 
 
+def _tls_credentials(tls_dir: str, tls_name: str) -> grpc.ChannelCredentials:
+    """Channel credentials presenting NAME.pem/NAME.key of `tls_dir` and trusting only its ca.pem
+    (the same choice of NAME as common/tls.h). Raises LoomError(FAILED_PRECONDITION) naming the
+    file and the fix."""
+    def fail(message):
+        return LoomError(grpc.StatusCode.FAILED_PRECONDITION, f"TLS directory {tls_dir}: {message}")
+
+    if not os.path.isfile(os.path.join(tls_dir, "ca.pem")):
+        raise fail("no ca.pem (make a CA with `loom certs init`, or point tls_dir / LOOM_TLS_DIR elsewhere)")
+    if not tls_name:
+        leaves = sorted(f[:-4] for f in os.listdir(tls_dir)
+                        if f.endswith(".pem") and f != "ca.pem" and os.path.isfile(os.path.join(tls_dir, f[:-4] + ".key")))
+        if "admin" in leaves:
+            tls_name = "admin"
+        elif len(leaves) == 1:
+            tls_name = leaves[0]
+        else:
+            raise fail(f"holds {'no NAME.pem with its NAME.key' if not leaves else 'several identities (' + ', '.join(leaves) + ')'}; "
+                       "choose one with tls_name or LOOM_TLS_NAME")
+    key_path = os.path.join(tls_dir, tls_name + ".key")
+    try:
+        if os.stat(key_path).st_mode & 0o077:
+            raise fail(f"{key_path} is readable by group or others; run chmod 600 {key_path}")
+        with open(os.path.join(tls_dir, "ca.pem"), "rb") as f:
+            ca = f.read()
+        with open(os.path.join(tls_dir, tls_name + ".pem"), "rb") as f:
+            cert = f.read()
+        with open(key_path, "rb") as f:
+            key = f.read()
+    except OSError as e:
+        raise fail(f"{e.filename}: {e.strerror} (issue it with `loom certs issue --name {tls_name}`)") from None
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
 class Client:
     """A connection to a loom-coordinator.
 
@@ -33,12 +67,22 @@ class Client:
 
     `address`: host:port; default $LOOM_COORDINATOR, else 127.0.0.1:7070 (as `loom`).
     `timeout`: deadline of every call in seconds (watch() has its own, default none).
+    `tls_dir`: mutual TLS, as `loom --tls-dir`: a directory with ca.pem and this client's
+    NAME.pem / NAME.key (`loom certs issue`; `loom up` makes <data-dir>/tls); default $LOOM_TLS_DIR;
+    empty: no TLS. `tls_name`: which NAME; default $LOOM_TLS_NAME, else "admin" when the directory
+    has it, else its only certificate.
     """
 
-    def __init__(self, address: Optional[str] = None, timeout: float = 30.0):
+    def __init__(self, address: Optional[str] = None, timeout: float = 30.0, tls_dir: Optional[str] = None,
+                 tls_name: Optional[str] = None):
         self.address = address or os.environ.get("LOOM_COORDINATOR") or DEFAULT_ADDRESS
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(self.address)
+        tls_dir = tls_dir if tls_dir is not None else os.environ.get("LOOM_TLS_DIR", "")
+        tls_name = tls_name if tls_name is not None else os.environ.get("LOOM_TLS_NAME", "")
+        if tls_dir:
+            self._channel = grpc.secure_channel(self.address, _tls_credentials(tls_dir, tls_name))
+        else:
+            self._channel = grpc.insecure_channel(self.address)
         self._stub = pb_grpc.PlanServiceStub(self._channel)
 
     def close(self) -> None:

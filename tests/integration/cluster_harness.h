@@ -192,6 +192,11 @@ struct ClusterOptions {
   std::string prepared_data;
   // Test hosts: the coordinator on host 0, workers where StartWorker says; null: loopback.
   const HostPlacement* hosts = nullptr;
+  // Mutual TLS everywhere: a CA and certificates in <dir>/tls made with `loom certs` (coordinator,
+  // admin for the client, one per worker id as it starts), passed with --tls-dir to the
+  // coordinator, every worker (and so its ranks) and every `loom` command. Off: plain gRPC (with
+  // `hosts`, the coordinator then needs --insecure, which it gets).
+  bool tls = false;
 };
 
 struct CommandResult {
@@ -209,6 +214,15 @@ class Cluster {
     std::string dir = (root / "loom-cluster-XXXXXX").string();
     dir_ = mkdtemp(dir.data());
     port_ = FreePort();
+    if (options_.tls) {
+      client_tls_dir_ = tls_dir();
+      Certs({"init", "--dir", tls_dir()});
+      std::vector<std::string> coordinator = {"issue", "--dir", tls_dir(), "--role", "coordinator", "--name",
+                                              "coordinator"};
+      if (options_.hosts != nullptr) coordinator.insert(coordinator.end(), {"--host", host_address(0)});
+      Certs(coordinator);
+      Certs({"issue", "--dir", tls_dir(), "--role", "admin", "--name", "admin"});
+    }
   }
   ~Cluster() {
     workers_.clear();
@@ -227,6 +241,23 @@ class Cluster {
     return options_.hosts != nullptr ? options_.hosts->HttpGetFrom(0, address, path) : HttpGet(address, path);
   }
   std::string data_dir() const { return dir_ + "/coordinator"; }
+  // The TLS directory (with `tls`): ca.pem, ca.key and every certificate.
+  std::string tls_dir() const { return dir_ + "/tls"; }
+  // `loom` commands use this TLS directory (and NAME in it) from now on; "" for none.
+  void SetClientTls(const std::string& dir, const std::string& name = "") {
+    client_tls_dir_ = dir;
+    client_tls_name_ = name;
+  }
+  // Runs `loom certs ARGS`; a failure fails the test.
+  void Certs(const std::vector<std::string>& args) {
+    std::string command = "'" + LoomBinary() + "' certs";
+    for (const std::string& a : args) command += " '" + a + "'";
+    command += " > " + dir_ + "/certs.out 2>&1";
+    const int status = std::system(command.c_str());
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      ADD_FAILURE() << "loom certs failed: " << command << "\n" << ReadAll(dir_ + "/certs.out");
+    }
+  }
   std::string checkpoint_root() const { return data_dir() + "/checkpoints"; }
   std::string work_dir(const std::string& worker) const { return dir_ + "/" + worker; }
   const std::string& coordinator_metrics() const { return coordinator_metrics_; }
@@ -236,12 +267,16 @@ class Cluster {
 
   // Starts (or restarts) the coordinator on the cluster's port and waits until it serves.
   void StartCoordinator() {
-    coordinator_ = std::make_unique<Process>(
-        OnHost(0, {CoordinatorBinary(), "--listen", address(), "--data-dir", data_dir(), "--metrics-listen",
-                   host_address(0) + ":0", "--heartbeat", options_.heartbeat, "--heartbeat-timeout",
-                   options_.heartbeat_timeout, "--adopt-grace", options_.adopt_grace, "--prepared-data",
-                   options_.prepared_data}),
-        dir_ + "/coordinator.log", HostEnv());
+    std::vector<std::string> argv = {CoordinatorBinary(), "--listen", address(), "--data-dir", data_dir(),
+                                     "--metrics-listen", host_address(0) + ":0", "--heartbeat", options_.heartbeat,
+                                     "--heartbeat-timeout", options_.heartbeat_timeout, "--adopt-grace",
+                                     options_.adopt_grace, "--prepared-data", options_.prepared_data};
+    if (options_.tls) {
+      argv.insert(argv.end(), {"--tls-dir", tls_dir(), "--tls-name", "coordinator", "--tls-reload", "1s"});
+    } else if (options_.hosts != nullptr) {
+      argv.push_back("--insecure");
+    }
+    coordinator_ = std::make_unique<Process>(OnHost(0, argv), dir_ + "/coordinator.log", HostEnv());
     coordinator_metrics_ = coordinator_->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)");
     ASSERT_FALSE(coordinator_metrics_.empty()) << "coordinator did not start:\n" << coordinator_->log();
   }
@@ -256,6 +291,12 @@ class Cluster {
                                      "cpu:" + std::to_string(slots), "--work-dir", work_dir(id), "--worker-id",
                                      id, "--rank-binary", options_.rank_binary};
     if (options_.hosts == nullptr) argv.insert(argv.end(), {"--metrics-listen", "127.0.0.1:0"});
+    if (options_.tls) {
+      if (!std::filesystem::exists(tls_dir() + "/" + id + ".pem")) {
+        Certs({"issue", "--dir", tls_dir(), "--role", "worker", "--name", id});
+      }
+      argv.insert(argv.end(), {"--tls-dir", tls_dir(), "--tls-name", id});
+    }
     auto p = std::make_unique<Process>(OnHost(host, argv), dir_ + "/" + id + ".log", env);
     worker_metrics_[id] = p->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)");
     ASSERT_FALSE(worker_metrics_[id].empty()) << "worker " << id << " did not start:\n" << p->log();
@@ -271,6 +312,8 @@ class Cluster {
     argv.insert(argv.end(), args.begin(), args.end());
     argv.push_back("--coordinator");
     argv.push_back(address());
+    if (!client_tls_dir_.empty()) argv.insert(argv.end(), {"--tls-dir", client_tls_dir_});
+    if (!client_tls_name_.empty()) argv.insert(argv.end(), {"--tls-name", client_tls_name_});
     std::string command;
     for (const std::string& a : argv) command += "'" + a + "' ";
     if (options_.hosts != nullptr) command = options_.hosts->WrapShell(0, command);
@@ -332,6 +375,7 @@ class Cluster {
   ClusterOptions options_;
   std::string dir_;
   int port_ = 0;
+  std::string client_tls_dir_, client_tls_name_;
   std::unique_ptr<Process> coordinator_;
   std::string coordinator_metrics_;
   std::map<std::string, std::unique_ptr<Process>> workers_;

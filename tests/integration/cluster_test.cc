@@ -480,6 +480,8 @@ TEST(Cluster, LoomUpRunsAPlanAndStopsEverythingOnSigterm) {
               cluster.address(), "--metrics-listen", "127.0.0.1:0", "--rank-binary", FakeRankBinary()},
              cluster.dir() + "/up.log");
   ASSERT_FALSE(up.WaitForLog("loom up: coordinator on").empty()) << up.log();
+  // `loom up` uses mutual TLS by default, with certificates in its data directory.
+  cluster.SetClientTls(cluster.dir() + "/up/tls");
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
   std::string id;
   while (id.empty() && std::chrono::steady_clock::now() < until) {

@@ -103,6 +103,8 @@ TEST(FailureClasses, LoomUpRestartsAKilledWorkerAndTheJobResumesOnIt) {
               "--listen", cluster.address(), "--metrics-listen", "127.0.0.1:0"},
              cluster.dir() + "/up.log");
   ASSERT_FALSE(up.WaitForLog("loom up: coordinator on").empty()) << up.log();
+  // `loom up` uses mutual TLS by default, with certificates in its data directory.
+  cluster.SetClientTls(up_dir + "/tls");
   // dp = 2: a rank on each worker; 400 steps, a checkpoint every 10.
   const std::string plan = WritePlan(cluster.dir() + "/plan.yaml", "healing", 512, 2, 400);
   std::string id;

@@ -17,6 +17,7 @@
 #include "common/files.h"
 #include "common/heartbeat_datagram.h"
 #include "common/logging.h"
+#include "common/tls.h"
 #include "worker/rank_protocol.h"
 
 namespace loom::worker {
@@ -116,7 +117,9 @@ bool WorkerDaemon::Session() {
   // Reconnect promptly after a coordinator restart instead of gRPC's default backoff.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  auto channel = grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(
+      options_.coordinator,
+      options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials(), args);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(1))) return false;
   auto stub = loom::v1::WorkerService::NewStub(channel);
   // The shared-storage proof: read the token the coordinator keeps under its checkpoint root.
@@ -278,7 +281,9 @@ void WorkerDaemon::StartRank(const loom::v1::Assignment& assignment) {
   const std::string threads = absl::StrCat(options_.threads_per_rank);
   o.env = {"LOOM_THREADS=" + threads, "OMP_NUM_THREADS=" + threads, "OPENBLAS_NUM_THREADS=" + threads,
            "LOOM_COORDINATOR=" + options_.coordinator, "LOOM_WORKER_ID=" + options_.worker_id,
-           "LOOM_ADVERTISE=" + options_.address};
+           "LOOM_ADVERTISE=" + options_.address,
+           // Its ranks dial the rendezvous with the worker's own certificate (or without TLS, as it does).
+           std::string(kTlsDirEnv) + "=" + options_.tls_dir, std::string(kTlsNameEnv) + "=" + options_.tls_name};
   absl::Status written = ec ? absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()))
                             : WriteAssignment(o.assignment_path, assignment);
   absl::StatusOr<std::unique_ptr<RankProcess>> process = absl::UnknownError("not started");

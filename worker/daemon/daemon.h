@@ -35,6 +35,11 @@ struct DaemonOptions {
   absl::Duration heartbeat = absl::Seconds(1);
   // Sent when it registers ("loom-worker 0.1.0").
   std::string version = "loom-worker";
+  // Mutual TLS to the coordinator (common/tls.h): the credentials of the identity `tls_name` in
+  // `tls_dir`, which its ranks use too. Null / empty: no TLS.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  std::string tls_dir;
+  std::string tls_name;
   // How long a stopping worker lets its ranks run to their next step boundary before SIGKILL.
   absl::Duration stop_grace = absl::Seconds(30);
 };

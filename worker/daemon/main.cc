@@ -20,6 +20,7 @@
 #include "common/logging.h"
 #include "common/metrics_http.h"
 #include "common/net.h"
+#include "common/tls.h"
 #include "worker/daemon/daemon.h"
 #include "worker/daemon/worker_metrics.h"
 
@@ -49,6 +50,8 @@ int Run(const std::vector<std::string>& args) {
   std::string listen, advertise, metrics_listen;
   o.work_dir = "loom-work";
   o.rank_binary = DefaultRankBinary();
+  o.tls_dir = loom::TlsDirFromEnv();
+  o.tls_name = loom::TlsNameFromEnv();
   loom::CommandLine cl(
       "loom-worker",
       "Loom's worker daemon: registers its device slots with the coordinator and runs the ranks "
@@ -70,6 +73,12 @@ int Run(const std::vector<std::string>& args) {
   cl.AddFlag("stop-grace", &o.stop_grace, "on SIGTERM, how long ranks may run to their next step boundary");
   cl.AddFlag("rank-binary", &o.rank_binary,
              "program that runs one rank (default: loom-rank next to loom-worker, or one directory up)");
+  cl.AddFlag("tls-dir", &o.tls_dir,
+             "mutual TLS to the coordinator: directory with ca.pem and this worker's NAME.pem/NAME.key "
+             "(`loom certs issue --role worker --name ID`); its ranks use it too (default $LOOM_TLS_DIR)");
+  cl.AddFlag("tls-name", &o.tls_name,
+             "which NAME in --tls-dir (default $LOOM_TLS_NAME, else the worker id if present, else worker, "
+             "else the only one)");
   cl.AddEpilog(
       "example:\n  loom-worker --coordinator 10.0.0.1:7070 --devices cpu:2 --work-dir /var/lib/loom-worker\n"
       "Every worker host must mount the coordinator's checkpoint root at the same path; the worker proves it\n"
@@ -132,6 +141,17 @@ int Run(const std::vector<std::string>& args) {
     }
   }
   o.version = "loom-worker";
+  if (!o.tls_dir.empty()) {
+    absl::StatusOr<loom::TlsIdentity> identity = loom::FindTlsIdentity(o.tls_dir, o.tls_name, {o.worker_id, "worker"});
+    if (!identity.ok()) {
+      std::fprintf(stderr, "loom-worker: --tls-dir: %s\n", std::string(identity.status().message()).c_str());
+      return 2;
+    }
+    o.tls_dir = std::filesystem::absolute(o.tls_dir).lexically_normal().string();
+    o.tls_name = identity->name;
+    identity->dir = o.tls_dir;
+    o.credentials = loom::ChannelTlsCredentials(*identity);
+  }
 
   sigset_t signals;
   sigemptyset(&signals);
@@ -147,8 +167,8 @@ int Run(const std::vector<std::string>& args) {
   }
   // Prometheus dials the advertised address at the port bound.
   o.metrics_address = absl::StrCat(advertise, server->address.substr(server->address.rfind(':')));
-  std::printf("loom-worker %s: %d slots, metrics on http://%s/metrics, coordinator %s, ranks bind %s, ranks run %s\n",
-              o.worker_id.c_str(), o.slots, o.metrics_address.c_str(), o.coordinator.c_str(), o.address.c_str(),
+  std::printf("loom-worker %s%s: %d slots, metrics on http://%s/metrics, coordinator %s, ranks bind %s, ranks run %s\n",
+              o.worker_id.c_str(), o.tls_dir.empty() ? "" : " (mutual TLS)", o.slots, o.metrics_address.c_str(), o.coordinator.c_str(), o.address.c_str(),
               o.rank_binary.c_str());
   std::fflush(stdout);
 

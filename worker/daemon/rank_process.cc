@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <string_view>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -76,8 +77,13 @@ absl::StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(RankProcessOptio
   }
   // Everything the child needs is prepared before fork: after it only async-signal-safe calls.
   std::vector<std::string> env_strings;
+  // The inherited environment, less what options_.env sets (getenv would find the first).
   for (char** e = environ; *e != nullptr; ++e) {
-    if (std::strncmp(*e, "LOOM_REPORT_FD=", 15) != 0) env_strings.emplace_back(*e);
+    const std::string_view entry(*e);
+    const std::string_view key = entry.substr(0, entry.find('=') + 1);
+    bool overridden = key == "LOOM_REPORT_FD=";
+    for (const std::string& x : p->options_.env) overridden |= std::string_view(x).substr(0, x.find('=') + 1) == key;
+    if (!overridden) env_strings.emplace_back(entry);
   }
   for (const std::string& e : p->options_.env) env_strings.push_back(e);
   env_strings.push_back(absl::StrCat(kReportFdEnv, "=", kChildReportFd));

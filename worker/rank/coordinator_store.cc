@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/tls.h"
 #include "loom/v1/coordinator.grpc.pb.h"
 
 namespace loom::worker {
@@ -16,11 +17,11 @@ absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
 
 class CoordinatorKeyValueStore : public engine::KeyValueStore {
  public:
-  CoordinatorKeyValueStore(std::string address, std::string prefix)
+  CoordinatorKeyValueStore(std::string address, std::string prefix,
+                           std::shared_ptr<grpc::ChannelCredentials> credentials)
       : address_(std::move(address)),
         prefix_(std::move(prefix)),
-        stub_(loom::v1::RendezvousService::NewStub(
-            grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()))) {}
+        stub_(loom::v1::RendezvousService::NewStub(grpc::CreateChannel(address_, credentials))) {}
 
   absl::Status Set(const std::string& key, const std::string& value) override {
     grpc::ClientContext context;
@@ -56,9 +57,14 @@ class CoordinatorKeyValueStore : public engine::KeyValueStore {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<engine::KeyValueStore>> NewCoordinatorKeyValueStore(
-    const std::string& address, const std::string& prefix) {
+    const std::string& address, const std::string& prefix, const std::string& tls_dir, const std::string& tls_name) {
   if (address.empty()) return absl::InvalidArgumentError("no coordinator address for the rendezvous store");
-  return std::unique_ptr<engine::KeyValueStore>(new CoordinatorKeyValueStore(address, prefix));
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = ClientCredentials(tls_dir, tls_name);
+  if (!credentials.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("rendezvous store: TLS directory ", tls_dir, ": ", credentials.status().message()));
+  }
+  return std::unique_ptr<engine::KeyValueStore>(new CoordinatorKeyValueStore(address, prefix, *credentials));
 }
 
 }  // namespace loom::worker

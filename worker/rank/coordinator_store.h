@@ -11,7 +11,12 @@
 
 namespace loom::worker {
 
+// `tls_dir` / `tls_name`: mutual TLS with that identity (common/tls.h; the worker's, passed in
+// LOOM_TLS_DIR / LOOM_TLS_NAME); an empty `tls_dir` dials without TLS. A TLS directory that cannot
+// be used is an error naming the file.
 absl::StatusOr<std::unique_ptr<engine::KeyValueStore>> NewCoordinatorKeyValueStore(const std::string& address,
-                                                                                   const std::string& prefix);
+                                                                                   const std::string& prefix,
+                                                                                   const std::string& tls_dir = "",
+                                                                                   const std::string& tls_name = "");
 
 }  // namespace loom::worker

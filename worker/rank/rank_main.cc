@@ -123,6 +123,10 @@ class WireReporter : public loom::engine::StageReporter {
   loom::v1::WorkerMessage last_progress_;
 };
 
+// Mutual TLS to the rendezvous (common/tls.h): the worker's identity, from --tls-dir/--tls-name or
+// LOOM_TLS_DIR/LOOM_TLS_NAME (set by loom-worker); empty: no TLS.
+std::string tls_dir, tls_name;
+
 absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, int threads) {
   LOOM_RETURN_IF_ERROR(loom::CheckInputsResolved(a.stage(), a.inputs()));
   loom::engine::StageRun run;
@@ -133,7 +137,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   run.inputs = a.inputs();
   const loom::v1::ParallelLayout& l = a.layout();
   run.layout = {std::max(1, l.dp()), std::max(1, l.tp()), std::max(1, l.pp()), l.dp_rank(), l.tp_rank(), l.pp_rank()};
-  run.open_store = [&] { return loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix()); };
+  run.open_store = [&] { return loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix(), tls_dir, tls_name); };
   if (const char* host = std::getenv("LOOM_ADVERTISE"); host != nullptr && *host != '\0') run.collective_host = host;
   // The write lease: a key the coordinator keeps in this attempt's rendezvous namespace while the
   // attempt is current (coordinator.h, GrantWriteLease). A coordinator that cannot be reached
@@ -144,7 +148,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   std::shared_ptr<loom::engine::KeyValueStore> lease_store;
   if (!a.rendezvous_prefix().empty()) {
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::KeyValueStore> store,
-                          loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix()));
+                          loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix(), tls_dir, tls_name));
     lease_store = std::move(store);
     loom::SetWriteFence([lease_store, attempt = a.rank().attempt(), coordinator]() -> absl::Status {
       constexpr absl::Duration kLeaseWait = absl::Minutes(5);
@@ -222,6 +226,12 @@ int main(int argc, char** argv) {
   cl.AddFlag("assignment", &assignment_path, "file holding the binary loom.v1.Assignment");
   cl.AddFlag("coordinator", &coordinator, "coordinator address, for the rendezvous store (env LOOM_COORDINATOR)");
   cl.AddFlag("threads", &threads, "CPU threads for the kernels (env LOOM_THREADS)");
+  if (const char* d = std::getenv("LOOM_TLS_DIR")) tls_dir = d;
+  if (const char* n = std::getenv("LOOM_TLS_NAME")) tls_name = n;
+  cl.AddFlag("tls-dir", &tls_dir,
+             "mutual TLS to the rendezvous: directory with ca.pem and NAME.pem/NAME.key (env LOOM_TLS_DIR, set by "
+             "loom-worker to its own; empty: no TLS)");
+  cl.AddFlag("tls-name", &tls_name, "which NAME in --tls-dir (env LOOM_TLS_NAME)");
   int exit_code = 0;
   if (!loom::ParseOrExit(cl, std::vector<std::string>(argv + 1, argv + argc), &exit_code)) return exit_code;
   if (assignment_path.empty()) {
