@@ -61,6 +61,10 @@ class WireReporter : public loom::engine::StageReporter {
     p.mutable_eval_loss()->insert(r.eval_loss.begin(), r.eval_loss.end());
     p.mutable_eval_metrics()->insert(r.eval_metrics.begin(), r.eval_metrics.end());
     p.set_time_ms(absl::ToUnixMillis(absl::Now()));
+    p.set_step_seconds(r.step_seconds);
+    p.set_step_compute_seconds(r.compute_seconds);
+    p.set_step_communication_wait_seconds(r.communication_wait_seconds);
+    p.set_step_data_wait_seconds(r.data_wait_seconds);
     const absl::Status sent = pipe_.Send(m);
     if (r.step_done) {
       // The rank's log keeps every step, exactly, for people and tests.
@@ -152,6 +156,18 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
       int64_t n = 0;
       if (absl::SimpleAtoi(step, &n)) run.fail_saves_at_steps.insert(n);
     }
+  }
+  // Fault injection for tests: LOOM_TEST_SLOW_RANK="RANK:MS" makes global rank RANK spend MS
+  // extra milliseconds in its compute every step (a straggler).
+  if (const char* slow = std::getenv("LOOM_TEST_SLOW_RANK"); slow != nullptr) {
+    const std::vector<std::string> parts = absl::StrSplit(slow, ':');
+    int slow_rank = -1;
+    int64_t ms = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &slow_rank) || !absl::SimpleAtoi(parts[1], &ms) || ms < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("LOOM_TEST_SLOW_RANK is \"", slow, "\"; expected RANK:MS, e.g. 2:200"));
+    }
+    if (slow_rank == a.rank().rank()) run.extra_compute = absl::Milliseconds(ms);
   }
   run.threads = threads;
   LOOM_ASSIGN_OR_RETURN(loom::RankReporter pipe, loom::RankReporter::FromEnvironment());
