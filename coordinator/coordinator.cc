@@ -592,8 +592,9 @@ void Coordinator::OnCheckpoint(const loom::v1::CheckpointReport& report) {
   }
   PendingCheckpoint& pending = pending_checkpoints_[key];
   if (pending.shards.empty()) pending.report = report;
-  pending.shards.insert(report.shard());
+  if (pending.shards.insert(report.shard()).second) pending.bytes += report.bytes();
   if (static_cast<int>(pending.shards.size()) < std::max(1, report.num_shards())) return;
+  const int64_t bytes = pending.bytes;
   pending_checkpoints_.erase(key);
 
   // Fencing: an attempt commits only what it wrote under its own directory.
@@ -613,6 +614,7 @@ void Coordinator::OnCheckpoint(const loom::v1::CheckpointReport& report) {
   info.set_attempt(job->attempt());
   info.set_committed_ms(clock_());
   info.set_final(report.final());
+  info.set_bytes(bytes);
   *job->mutable_last_checkpoint() = info;
   if (report.final()) *job->mutable_final_checkpoint() = info;
   // A later attempt that resumed from an earlier step commits the same step again: the new one
@@ -1257,6 +1259,7 @@ MetricsSnapshot Coordinator::Metrics() {
       j.plan_active = plan.status().state() == loom::v1::PLAN_STATE_ACTIVE;
       j.plan_ended_ms = plan.status().ended_ms();
       j.last_checkpoint_ms = job.last_checkpoint().committed_ms();
+      j.last_checkpoint_bytes = job.last_checkpoint().bytes();
     }
   }
   for (auto& [id, w] : workers_) {

@@ -80,6 +80,7 @@ struct MetricsSnapshot {
     bool plan_active = false;     // its plan is ACTIVE
     int64_t plan_ended_ms = 0;    // when its plan ended (0 while active)
     int64_t last_checkpoint_ms = 0;  // when its last checkpoint was committed (0: none)
+    int64_t last_checkpoint_bytes = 0;  // its size (0: unknown)
   };
   std::vector<Job> jobs;
   std::map<loom::v1::WorkerState, int> workers;
@@ -156,6 +157,7 @@ class Coordinator {
   struct PendingCheckpoint {
     loom::v1::CheckpointReport report;
     std::set<int> shards;
+    int64_t bytes = 0;  // summed over the shards' reports
   };
   // A message for a worker, or (end) the end of its stream; handed over by Flush, outside mu_.
   struct Outgoing {

@@ -46,6 +46,11 @@ CoordinatorMetrics::CoordinatorMetrics()
                            .Name("loom_job_last_checkpoint_timestamp_seconds")
                            .Help("Unix time the job's last checkpoint was committed (absent before its first)")
                            .Register(*registry_)),
+      last_checkpoint_bytes_(prometheus::BuildGauge()
+                                 .Name("loom_job_last_checkpoint_bytes")
+                                 .Help("Size of the job's last committed checkpoint (its files, as its writer "
+                                       "reported them; absent when unknown)")
+                                 .Register(*registry_)),
       build_info_(prometheus::BuildGauge()
                       .Name("loom_build_info")
                       .Help("1, labelled with the version of Loom this coordinator runs")
@@ -142,6 +147,10 @@ void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
       if (series.last_checkpoint == nullptr) series.last_checkpoint = &last_checkpoint_.Add(labels);
       series.last_checkpoint->Set(static_cast<double>(job.last_checkpoint_ms) / 1000.0);
     }
+    if (job.last_checkpoint_bytes > 0) {
+      if (series.last_checkpoint_bytes == nullptr) series.last_checkpoint_bytes = &last_checkpoint_bytes_.Add(labels);
+      series.last_checkpoint_bytes->Set(static_cast<double>(job.last_checkpoint_bytes));
+    }
   }
   for (auto it = job_series_.begin(); it != job_series_.end();) {
     if (shown_jobs.contains(it->first)) {
@@ -151,6 +160,7 @@ void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
     for (prometheus::Gauge* g : it->second.states) job_state_.Remove(g);
     if (it->second.attempts != nullptr) job_attempts_.Remove(it->second.attempts);
     if (it->second.last_checkpoint != nullptr) last_checkpoint_.Remove(it->second.last_checkpoint);
+    if (it->second.last_checkpoint_bytes != nullptr) last_checkpoint_bytes_.Remove(it->second.last_checkpoint_bytes);
     it = job_series_.erase(it);
   }
   // A rank no longer flagged (or whose attempt ended) loses its series.

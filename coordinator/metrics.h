@@ -1,8 +1,8 @@
 // The coordinator's Prometheus metrics (names in README.md), refreshed from a
 // Coordinator::Metrics() snapshot.
 //
-// Per-job series (loom_job_state, loom_job_attempts_total, loom_job_last_checkpoint_timestamp_seconds)
-// exist for the jobs of live plans and of the kRecentEndedPlans plans that ended last; older
+// Per-job series (loom_job_state, loom_job_attempts_total, loom_job_last_checkpoint_*) exist
+// for the jobs of live plans and of the kRecentEndedPlans plans that ended last; older
 // ones are removed, so a long-lived coordinator's series stay bounded.
 #pragma once
 
@@ -38,6 +38,7 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Gauge>& straggler_;
   prometheus::Family<prometheus::Gauge>& last_heartbeat_;
   prometheus::Family<prometheus::Gauge>& last_checkpoint_;
+  prometheus::Family<prometheus::Gauge>& last_checkpoint_bytes_;
   prometheus::Family<prometheus::Gauge>& build_info_;
   prometheus::Gauge& pending_jobs_;
   prometheus::Counter& checkpoints_;
@@ -50,6 +51,7 @@ class CoordinatorMetrics {
     prometheus::Counter* attempts = nullptr;
     int attempts_seen = 0;
     prometheus::Gauge* last_checkpoint = nullptr;
+    prometheus::Gauge* last_checkpoint_bytes = nullptr;
   };
   std::map<std::string, JobSeries> job_series_;
   std::map<std::string, prometheus::Gauge*> heartbeat_gauges_;

@@ -49,6 +49,8 @@ TEST(ClusterMetrics, CoordinatorAndWorkerExposeTheirMetricsWithSaneValues) {
   EXPECT_NEAR(MetricValue(c, "loom_worker_last_heartbeat_timestamp_seconds", R"(worker="w1")"), now, 5) << c;
   EXPECT_NEAR(MetricValue(c, "loom_job_last_checkpoint_timestamp_seconds", R"(stage="core")"), now, 10) << c;
   EXPECT_TRUE(std::isnan(MetricValue(c, "loom_job_last_checkpoint_timestamp_seconds", R"(stage="more")"))) << c;
+  // The fake rank's checkpoint: its manifest and the "fake weights of ..." file.
+  EXPECT_GT(MetricValue(c, "loom_job_last_checkpoint_bytes", R"(stage="core")"), 100) << c;
 
   const std::string w = HttpGet(cluster.worker_metrics("w1"), "/metrics");
   ASSERT_FALSE(w.empty());

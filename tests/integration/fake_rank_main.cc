@@ -137,6 +137,16 @@ int main(int argc, char** argv) {
     r->set_shard(rank);
     r->set_final(final);
     r->set_save_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    if (rank == 0) {  // the writer reports the checkpoint's size, as loom-rank does
+      std::error_code ec;
+      int64_t bytes = 0;
+      for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+        std::error_code size_ec;
+        const uintmax_t size = e.is_regular_file(size_ec) ? e.file_size(size_ec) : 0;
+        if (!size_ec) bytes += static_cast<int64_t>(size);
+      }
+      r->set_bytes(bytes);
+    }
     return reporter->Send(m);
   };
 

@@ -17,6 +17,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,21 @@
 #include "worker/rank_protocol.h"
 
 namespace {
+
+// Bytes of the regular files under `dir` (0 when it cannot be read): a checkpoint's size.
+int64_t DirectoryBytes(const std::string& dir) {
+  std::error_code ec;
+  int64_t total = 0;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec); !ec && it != std::filesystem::end(it);
+       it.increment(ec)) {
+    std::error_code size_ec;
+    if (it->is_regular_file(size_ec)) {
+      const uintmax_t size = it->file_size(size_ec);
+      if (!size_ec) total += static_cast<int64_t>(size);
+    }
+  }
+  return total;
+}
 
 // The runner's reports as the coordinator's messages, and the rank's log.
 class WireReporter : public loom::engine::StageReporter {
@@ -88,6 +104,7 @@ class WireReporter : public loom::engine::StageReporter {
     report.set_final(c.final);
     report.set_save_seconds(c.save_seconds);
     report.set_error(c.error);
+    if (c.shard == 0 && c.error.empty()) report.set_bytes(DirectoryBytes(c.path));
     return pipe_.Send(m);
   }
 

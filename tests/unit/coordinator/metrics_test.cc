@@ -24,6 +24,7 @@ MetricsSnapshot::Job Job(const std::string& plan, bool active, int64_t ended_ms)
   j.plan_active = active;
   j.plan_ended_ms = ended_ms;
   j.last_checkpoint_ms = 1'700'000'000'000;
+  j.last_checkpoint_bytes = 4096;
   return j;
 }
 
@@ -41,6 +42,7 @@ TEST(CoordinatorMetrics, JobSeriesOnlyForLivePlansAndTheFiftyThatEndedLast) {
   EXPECT_FALSE(Has(text, R"(plan="done-9")")) << text;
   EXPECT_FALSE(Has(text, R"(plan="done-0")")) << text;
   EXPECT_TRUE(Has(text, R"(loom_job_last_checkpoint_timestamp_seconds{plan="live",stage="core"} 1700000000)")) << text;
+  EXPECT_TRUE(Has(text, R"(loom_job_last_checkpoint_bytes{plan="live",stage="core"} 4096)")) << text;
 
   // A plan that ends later pushes the oldest shown one out.
   s.jobs.push_back(Job("done-60", false, 2000));
