@@ -185,6 +185,14 @@ std::string JobLine(const loom::v1::JobStatus& job, size_t name_width) {
                     job.last_checkpoint_save_error());
   }
   if (!job.warning().empty()) absl::StrAppend(&line, "  WARNING: ", job.warning());
+  if (job.stragglers_size() > 0) {
+    std::vector<std::string> slow;
+    for (const loom::v1::Straggler& s : job.stragglers()) {
+      slow.push_back(absl::StrFormat("rank %d on %s (%.3f s compute/step vs peers %.3f s)", s.rank(), s.worker_id(),
+                                     s.compute_seconds(), s.peers_compute_seconds()));
+    }
+    absl::StrAppend(&line, "  STRAGGLERS: ", absl::StrJoin(slow, ", "));
+  }
   return line;
 }
 

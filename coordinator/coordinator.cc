@@ -527,6 +527,7 @@ void Coordinator::OnProgress(const loom::v1::Progress& p) {
   int index = -1;
   PlanRecord* plan = FindJob(p.rank().job_id(), &index);
   JobStatus* job = plan->mutable_status()->mutable_jobs(index);
+  if (p.step_compute_seconds() > 0) WatchStragglers(*plan, index, p);
   if (p.rank().rank() == 0) {
     StepClock& clock = step_clocks_[job->job_id()];
     if (clock.last_step_ms == 0) clock.last_step_ms = clock_();  // adopted after a restart
@@ -596,8 +597,9 @@ void Coordinator::OnCheckpoint(const loom::v1::CheckpointReport& report) {
   }
   PendingCheckpoint& pending = pending_checkpoints_[key];
   if (pending.shards.empty()) pending.report = report;
-  pending.shards.insert(report.shard());
+  if (pending.shards.insert(report.shard()).second) pending.bytes += report.bytes();
   if (static_cast<int>(pending.shards.size()) < std::max(1, report.num_shards())) return;
+  const int64_t bytes = pending.bytes;
   pending_checkpoints_.erase(key);
 
   // Fencing: an attempt commits only what it wrote under its own directory.
@@ -617,6 +619,7 @@ void Coordinator::OnCheckpoint(const loom::v1::CheckpointReport& report) {
   info.set_attempt(job->attempt());
   info.set_committed_ms(clock_());
   info.set_final(report.final());
+  info.set_bytes(bytes);
   *job->mutable_last_checkpoint() = info;
   if (report.final()) *job->mutable_final_checkpoint() = info;
   // A later attempt that resumed from an earlier step commits the same step again: the new one
@@ -912,6 +915,7 @@ void Coordinator::AbortRanks(PlanRecord& plan, int index, const std::string& rea
   }
   plan.mutable_runtime(index)->clear_ranks();
   progressed_.erase(job.job_id());
+  ForgetStragglers(plan, index);
   adopted_.erase(job.job_id());
   adopt_deadline_.erase(job.job_id());
   rendezvous_.DropPrefix(absl::StrCat(AttemptKey(job.job_id(), job.attempt()), "/"));
@@ -1087,6 +1091,7 @@ void Coordinator::Succeed(PlanRecord& plan, int index, const std::string& reason
   plan.mutable_runtime(index)->clear_ranks();
   progressed_.erase(job->job_id());
   step_clocks_.erase(job->job_id());
+  ForgetStragglers(plan, index);
   SetJobState(plan, index, loom::v1::JOB_STATE_SUCCEEDED, reason);
   SettlePlan(plan);
   Persist(plan);
@@ -1293,13 +1298,24 @@ MetricsSnapshot Coordinator::Metrics() {
   const int64_t now = clock_();
   for (const auto& [id, plan] : plans_) {
     ++m.plans[plan.status().state()];
-    for (const JobStatus& job : plan.status().jobs())
-      m.jobs.push_back({id, job.stage(), job.state(), job.attempt()});
+    for (const JobStatus& job : plan.status().jobs()) {
+      MetricsSnapshot::Job& j = m.jobs.emplace_back();
+      j.plan_id = id;
+      j.stage = job.stage();
+      j.state = job.state();
+      j.attempt = job.attempt();
+      for (const loom::v1::Straggler& s : job.stragglers()) j.stragglers.push_back(s.rank());
+      j.plan_active = plan.status().state() == loom::v1::PLAN_STATE_ACTIVE;
+      j.plan_ended_ms = plan.status().ended_ms();
+      j.last_checkpoint_ms = job.last_checkpoint().committed_ms();
+      j.last_checkpoint_bytes = job.last_checkpoint().bytes();
+    }
   }
   for (auto& [id, w] : workers_) {
     RefreshWorkerStatus(w);
     ++m.workers[w.status.state()];
     if (w.link != nullptr) m.heartbeat_age_seconds[id] = (now - w.status.last_heartbeat_ms()) / 1000.0;
+    if (w.status.last_heartbeat_ms() > 0) m.last_heartbeat_seconds[id] = w.status.last_heartbeat_ms() / 1000.0;
   }
   m.pending_jobs = pending_jobs_;
   m.checkpoints_committed = checkpoints_committed_;

@@ -28,6 +28,7 @@
 #include "coordinator/goodput.h"
 #include "coordinator/rendezvous.h"
 #include "coordinator/store.h"
+#include "coordinator/straggler.h"
 #include "loom/v1/coordinator.pb.h"
 #include "loom/v1/coordinator_store.pb.h"
 
@@ -74,12 +75,19 @@ class WorkerLink {
 struct MetricsSnapshot {
   struct Job {
     std::string plan_id, stage;
-    loom::v1::JobState state;
-    int attempt;
+    loom::v1::JobState state = loom::v1::JOB_STATE_UNSPECIFIED;
+    int attempt = 0;
+    std::vector<int> stragglers;  // ranks of the current attempt flagged as stragglers
+    bool plan_active = false;     // its plan is ACTIVE
+    int64_t plan_ended_ms = 0;    // when its plan ended (0 while active)
+    int64_t last_checkpoint_ms = 0;  // when its last checkpoint was committed (0: none)
+    int64_t last_checkpoint_bytes = 0;  // its size (0: unknown)
   };
   std::vector<Job> jobs;
   std::map<loom::v1::WorkerState, int> workers;
   std::map<std::string, double> heartbeat_age_seconds;  // connected workers
+  // Every worker the coordinator knows (connected, lost or gone): its last heartbeat, Unix seconds.
+  std::map<std::string, double> last_heartbeat_seconds;
   int pending_jobs = 0;
   int64_t checkpoints_committed = 0;
   // Committed checkpoints a resume found corrupt or incomplete, since this coordinator started.
@@ -159,6 +167,7 @@ class Coordinator {
   struct PendingCheckpoint {
     loom::v1::CheckpointReport report;
     std::set<int> shards;
+    int64_t bytes = 0;  // summed over the shards' reports
   };
   // A message for a worker, or (end) the end of its stream; handed over by Flush, outside mu_.
   struct Outgoing {
@@ -306,6 +315,14 @@ class Coordinator {
   GoodputLedger* Ledger(loom::v1::PlanRecord& plan, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The status with each live job's goodput as of now.
   void LiveGoodput(loom::v1::PlanStatus* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Straggler detection of each placed attempt (coordinator_stragglers.cc), by job.
+  std::map<std::string, StragglerDetector> stragglers_ ABSL_GUARDED_BY(mu_);
+  // Feeds a rank's compute time per step to its attempt's detector; updates the job's stragglers
+  // (and logs) when the verdict changes.
+  void WatchStragglers(loom::v1::PlanRecord& plan, int index, const loom::v1::Progress& p)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The attempt ended: its detector and the job's stragglers go.
+  void ForgetStragglers(loom::v1::PlanRecord& plan, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t last_hang_scan_ms_ ABSL_GUARDED_BY(mu_) = 0;
   // Fails the attempts of jobs that made no step for longer than their plan's HangPolicy allows.
   void DetectHungJobs(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -17,7 +17,7 @@ grpc::Status ToGrpc(const absl::Status& status) {
 
 grpc::Status PlanServiceImpl::SubmitPlan(grpc::ServerContext* context, const loom::v1::SubmitPlanRequest* request,
                                          loom::v1::SubmitPlanResponse* response) {
-  if (grpc::Status s = Authorize(*context, {"submitter", "admin"}, "SubmitPlan"); !s.ok()) return s;
+  if (grpc::Status s = Authorize(context, {"submitter", "admin"}, "SubmitPlan"); !s.ok()) return s;
   loom::v1::TrainingPlan plan = request->plan();
   if (!request->plan_yaml().empty()) {
     if (request->has_plan()) {
@@ -38,7 +38,7 @@ grpc::Status PlanServiceImpl::SubmitPlan(grpc::ServerContext* context, const loo
 
 grpc::Status PlanServiceImpl::GetPlan(grpc::ServerContext* context, const loom::v1::GetPlanRequest* request,
                                       loom::v1::GetPlanResponse* response) {
-  if (grpc::Status s = Authorize(*context, {"viewer", "submitter", "admin"}, "GetPlan"); !s.ok()) return s;
+  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "GetPlan"); !s.ok()) return s;
   absl::StatusOr<loom::v1::GetPlanResponse> r = coordinator_->GetPlan(request->plan_id());
   if (!r.ok()) return ToGrpc(r.status());
   *response = std::move(*r);
@@ -47,7 +47,7 @@ grpc::Status PlanServiceImpl::GetPlan(grpc::ServerContext* context, const loom::
 
 grpc::Status PlanServiceImpl::ListPlans(grpc::ServerContext* context, const loom::v1::ListPlansRequest* request,
                                         loom::v1::ListPlansResponse* response) {
-  if (grpc::Status s = Authorize(*context, {"viewer", "submitter", "admin"}, "ListPlans"); !s.ok()) return s;
+  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "ListPlans"); !s.ok()) return s;
   *response = coordinator_->ListPlans(request->include_finished());
   return grpc::Status::OK;
 }
@@ -55,7 +55,7 @@ grpc::Status PlanServiceImpl::ListPlans(grpc::ServerContext* context, const loom
 grpc::Status PlanServiceImpl::WatchPlan(grpc::ServerContext* context,
                                         const loom::v1::WatchPlanRequest* request,
                                         grpc::ServerWriter<loom::v1::PlanEvent>* writer) {
-  if (grpc::Status s = Authorize(*context, {"viewer", "submitter", "admin"}, "WatchPlan"); !s.ok()) return s;
+  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "WatchPlan"); !s.ok()) return s;
   uint64_t version = 0;
   bool first = true;
   while (!context->IsCancelled() && !shutting_down_) {
@@ -71,13 +71,13 @@ grpc::Status PlanServiceImpl::WatchPlan(grpc::ServerContext* context,
 
 grpc::Status PlanServiceImpl::CancelPlan(grpc::ServerContext* context, const loom::v1::CancelPlanRequest* request,
                                          loom::v1::CancelPlanResponse*) {
-  if (grpc::Status s = Authorize(*context, {"submitter", "admin"}, "CancelPlan"); !s.ok()) return s;
+  if (grpc::Status s = Authorize(context, {"submitter", "admin"}, "CancelPlan"); !s.ok()) return s;
   return ToGrpc(coordinator_->CancelPlan(request->plan_id(), request->reason()));
 }
 
 grpc::Status PlanServiceImpl::ListWorkers(grpc::ServerContext* context, const loom::v1::ListWorkersRequest*,
                                           loom::v1::ListWorkersResponse* response) {
-  if (grpc::Status s = Authorize(*context, {"viewer", "submitter", "admin"}, "ListWorkers"); !s.ok()) return s;
+  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "ListWorkers"); !s.ok()) return s;
   *response = coordinator_->ListWorkers();
   return grpc::Status::OK;
 }
@@ -85,7 +85,7 @@ grpc::Status PlanServiceImpl::ListWorkers(grpc::ServerContext* context, const lo
 grpc::Status PlanServiceImpl::ListCheckpoints(grpc::ServerContext* context,
                                               const loom::v1::ListCheckpointsRequest* request,
                                               loom::v1::ListCheckpointsResponse* response) {
-  if (grpc::Status s = Authorize(*context, {"viewer", "submitter", "admin"}, "ListCheckpoints"); !s.ok()) return s;
+  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "ListCheckpoints"); !s.ok()) return s;
   absl::StatusOr<loom::v1::ListCheckpointsResponse> r =
       coordinator_->ListCheckpoints(request->plan_id(), request->stage());
   if (!r.ok()) return ToGrpc(r.status());
@@ -95,7 +95,7 @@ grpc::Status PlanServiceImpl::ListCheckpoints(grpc::ServerContext* context,
 
 grpc::Status PlanServiceImpl::DrainWorker(grpc::ServerContext* context, const loom::v1::DrainWorkerRequest* request,
                                           loom::v1::DrainWorkerResponse* response) {
-  if (grpc::Status s = Authorize(*context, {"admin"}, "DrainWorker"); !s.ok()) return s;
+  if (grpc::Status s = Authorize(context, {"admin"}, "DrainWorker"); !s.ok()) return s;
   absl::StatusOr<loom::v1::WorkerStatus> worker = coordinator_->DrainWorker(request->worker_id(), request->undrain());
   if (!worker.ok()) return ToGrpc(worker.status());
   *response->mutable_worker() = std::move(*worker);
@@ -104,7 +104,7 @@ grpc::Status PlanServiceImpl::DrainWorker(grpc::ServerContext* context, const lo
 
 grpc::Status WorkerServiceImpl::GetStorage(grpc::ServerContext* context, const loom::v1::GetStorageRequest*,
                                            loom::v1::StorageInfo* response) {
-  if (grpc::Status s = Authorize(*context, {"worker"}, "GetStorage"); !s.ok()) return s;
+  if (grpc::Status s = Authorize(context, {"worker"}, "GetStorage"); !s.ok()) return s;
   *response = coordinator_->Storage();
   return grpc::Status::OK;
 }
@@ -178,7 +178,7 @@ class WorkerStream final
         return;
       }
       // A worker speaks only as the worker its certificate names.
-      if (grpc::Status s = AuthorizeWorker(*context_, in_.register_().worker_id()); !s.ok()) {
+      if (grpc::Status s = AuthorizeWorker(context_, in_.register_().worker_id()); !s.ok()) {
         Close(s, false);
         return;
       }
@@ -284,14 +284,14 @@ grpc::ServerBidiReactor<loom::v1::WorkerMessage, loom::v1::CoordinatorMessage>* 
 
 grpc::Status RendezvousServiceImpl::Set(grpc::ServerContext* context, const loom::v1::RendezvousSetRequest* request,
                                         loom::v1::RendezvousSetResponse*) {
-  if (grpc::Status s = Authorize(*context, {"rank", "worker"}, "Rendezvous.Set"); !s.ok()) return s;
+  if (grpc::Status s = Authorize(context, {"rank", "worker"}, "Rendezvous.Set"); !s.ok()) return s;
   return ToGrpc(store_->Set(request->key(), request->value()));
 }
 
 grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context,
                                         const loom::v1::RendezvousGetRequest* request,
                                         loom::v1::RendezvousGetResponse* response) {
-  if (grpc::Status s = Authorize(*context, {"rank", "worker"}, "Rendezvous.Get"); !s.ok()) return s;
+  if (grpc::Status s = Authorize(context, {"rank", "worker"}, "Rendezvous.Get"); !s.ok()) return s;
   absl::Duration wait = absl::Milliseconds(std::max<int64_t>(0, request->wait_ms()));
   // Never wait past the caller's own deadline.
   const auto remaining = context->deadline() - std::chrono::system_clock::now();
@@ -305,7 +305,7 @@ grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context,
 
 grpc::Status RendezvousServiceImpl::Add(grpc::ServerContext* context, const loom::v1::RendezvousAddRequest* request,
                                         loom::v1::RendezvousAddResponse* response) {
-  if (grpc::Status s = Authorize(*context, {"rank", "worker"}, "Rendezvous.Add"); !s.ok()) return s;
+  if (grpc::Status s = Authorize(context, {"rank", "worker"}, "Rendezvous.Add"); !s.ok()) return s;
   absl::StatusOr<int64_t> value = store_->Add(request->key(), request->delta());
   if (!value.ok()) return ToGrpc(value.status());
   response->set_value(*value);

@@ -45,6 +45,13 @@ TEST(ClusterMetrics, CoordinatorAndWorkerExposeTheirMetricsWithSaneValues) {
   EXPECT_LT(age, 2) << c;
   EXPECT_EQ(MetricValue(c, "loom_scheduler_pending_jobs"), 1) << c;  // "more" waits for "core"
   EXPECT_GE(MetricValue(c, "loom_checkpoints_committed_total"), 1) << c;
+  EXPECT_EQ(MetricValue(c, "loom_build_info", R"(version=")"), 1) << c;
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_NEAR(MetricValue(c, "loom_worker_last_heartbeat_timestamp_seconds", R"(worker="w1")"), now, 5) << c;
+  EXPECT_NEAR(MetricValue(c, "loom_job_last_checkpoint_timestamp_seconds", R"(stage="core")"), now, 10) << c;
+  EXPECT_TRUE(std::isnan(MetricValue(c, "loom_job_last_checkpoint_timestamp_seconds", R"(stage="more")"))) << c;
+  // The fake rank's checkpoint: its manifest and the "fake weights of ..." file.
+  EXPECT_GT(MetricValue(c, "loom_job_last_checkpoint_bytes", R"(stage="core")"), 100) << c;
 
   const std::string w = HttpGet(cluster.worker_metrics("w1"), "/metrics");
   ASSERT_FALSE(w.empty());
@@ -62,12 +69,56 @@ TEST(ClusterMetrics, CoordinatorAndWorkerExposeTheirMetricsWithSaneValues) {
   EXPECT_GE(MetricValue(w, "loom_checkpoint_save_seconds_count"), 1) << w;
   EXPECT_GE(MetricValue(w, "loom_checkpoint_save_seconds_sum"), 0) << w;
   EXPECT_EQ(MetricValue(w, "loom_worker_ranks_running"), 2) << w;
+  EXPECT_EQ(MetricValue(w, "loom_build_info", R"(version=")"), 1) << w;
+  // Per-rank timings with a rank label (the fake rank's 250 ms sleep is its compute), and the
+  // step-time histogram once per job.
+  for (const char* rank : {R"(rank="0")", R"(rank="1")"}) {
+    EXPECT_GE(MetricValue(w, "loom_rank_step_compute_seconds", rank), 0.25) << w;
+    EXPECT_EQ(MetricValue(w, "loom_rank_step_communication_wait_seconds", rank), 0) << w;
+    EXPECT_EQ(MetricValue(w, "loom_rank_step_data_wait_seconds", rank), 0) << w;
+  }
+  EXPECT_GE(MetricValue(w, "loom_train_step_duration_seconds_count", core), 5) << w;
+  EXPECT_EQ(MetricValue(w, "loom_train_step_duration_seconds_bucket", R"(le="0.1")"), 0) << w;
+  EXPECT_EQ(w.find("loom_train_step_duration_seconds_count{plan=\"" + id + "\",rank="), std::string::npos) << w;
 
+  // `promtool check metrics`: exit 0 and no lint output at all.
   int rc = 0;
   std::string lint = Promtool(cluster, c, &rc);
   EXPECT_EQ(rc, 0) << lint;
+  EXPECT_EQ(lint, "") << lint;
   lint = Promtool(cluster, w, &rc);
   EXPECT_EQ(rc, 0) << lint;
+  EXPECT_EQ(lint, "") << lint;
+}
+
+TEST(ClusterMetrics, ALostWorkersLastHeartbeatStaysWhileItsAgeGoes) {
+  Cluster cluster;
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 1);
+  cluster.StartWorker("w2", 1);
+  std::string c;
+  for (int i = 0; i < 50 && std::isnan(MetricValue(c, "loom_worker_heartbeat_age_seconds", R"(worker="w2")")); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    c = HttpGet(cluster.coordinator_metrics(), "/metrics");
+  }
+  const double before = MetricValue(c, "loom_worker_last_heartbeat_timestamp_seconds", R"(worker="w2")");
+  ASSERT_FALSE(std::isnan(before)) << c;
+  const double killed = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  cluster.KillWorker("w2");
+  for (int i = 0; i < 80 && MetricValue(c, "loom_workers", R"(state="lost")") != 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    c = HttpGet(cluster.coordinator_metrics(), "/metrics");
+  }
+  ASSERT_EQ(MetricValue(c, "loom_workers", R"(state="lost")"), 1) << c;
+  EXPECT_TRUE(std::isnan(MetricValue(c, "loom_worker_heartbeat_age_seconds", R"(worker="w2")"))) << c;
+  const double last = MetricValue(c, "loom_worker_last_heartbeat_timestamp_seconds", R"(worker="w2")");
+  EXPECT_GE(last, before) << c;
+  EXPECT_LE(last, killed + 0.01) << "no heartbeat after the kill\n" << c;
+  // Kept, and not refreshed, while the worker stays lost.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  c = HttpGet(cluster.coordinator_metrics(), "/metrics");
+  EXPECT_EQ(MetricValue(c, "loom_worker_last_heartbeat_timestamp_seconds", R"(worker="w2")"), last) << c;
+  EXPECT_FALSE(std::isnan(MetricValue(c, "loom_worker_heartbeat_age_seconds", R"(worker="w1")"))) << c;
 }
 
 TEST(ClusterMetrics, ARealPrometheusServerScrapesCoordinatorAndWorker) {

@@ -10,7 +10,8 @@
 // checkpoint. Fault injection: LOOM_FAKE_CRASH_AT_STEP=N exits 3 at step N on rank
 // LOOM_FAKE_CRASH_RANK (default 0) in attempt LOOM_FAKE_CRASH_ATTEMPT (default 1; 0 = every);
 // LOOM_FAKE_CRASH_AFTER_FINAL=1 makes that rank exit 3 instead half a second after it reported
-// the final checkpoint (an evaluation failing at the very end).
+// the final checkpoint (an evaluation failing at the very end). Each report carries the step's
+// time as step_seconds and step_compute_seconds (the sleep stands for compute).
 #include <signal.h>
 
 #include <chrono>
@@ -136,12 +137,24 @@ int main(int argc, char** argv) {
     r->set_shard(rank);
     r->set_final(final);
     r->set_save_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    if (rank == 0) {  // the writer reports the checkpoint's size, as loom-rank does
+      std::error_code ec;
+      int64_t bytes = 0;
+      for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+        std::error_code size_ec;
+        const uintmax_t size = e.is_regular_file(size_ec) ? e.file_size(size_ec) : 0;
+        if (!size_ec) bytes += static_cast<int64_t>(size);
+      }
+      r->set_bytes(bytes);
+    }
     return reporter->Send(m);
   };
 
   while (step < total_steps) {
+    const auto step_start = std::chrono::steady_clock::now();
     std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));
     ++step;
+    const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     if (step == crash_step && rank == crash_rank &&
         (crash_attempt == 0 || crash_attempt == a->rank().attempt())) {
       std::fprintf(stderr, "fake rank: injected crash at step %lld\n", static_cast<long long>(step));
@@ -169,6 +182,9 @@ int main(int argc, char** argv) {
         (*p->mutable_mix_weights())[source] = w / sum;
     }
     p->set_time_ms(NowMs());
+    // The sleep stands for compute; a fake rank waits for nothing else.
+    p->set_step_seconds(step_seconds);
+    p->set_step_compute_seconds(step_seconds);
     if (absl::Status s = reporter->Send(m); !s.ok()) return Fail(std::string(s.message()));
     if (step % every == 0 && step < total_steps) {
       if (absl::Status s = checkpoint(false); !s.ok()) return Fail(std::string(s.message()));

@@ -131,8 +131,16 @@ TEST(RankProgress, RampMixAndEvalFollowThePlanExactly) {
     if (m.has_progress()) steps.push_back(m.progress());
     if (m.has_checkpoint()) checkpoints.push_back(m.checkpoint());
   }
-  // 8 steps of 512, 8 of 1Ki, 6 of 2Ki.
-  ASSERT_EQ(steps.size(), 22u);
+  // 8 steps of 512, 8 of 1Ki, 6 of 2Ki, then the final report: the last step again, with where
+  // the rank's time went up to its end (Progress.rank_time, for the goodput ledger).
+  ASSERT_EQ(steps.size(), 23u);
+  const loom::v1::Progress final_report = steps.back();
+  steps.pop_back();
+  EXPECT_EQ(final_report.step(), steps.back().step());
+  EXPECT_EQ(final_report.step_seconds(), 0);  // no step of its own
+  EXPECT_GT(final_report.rank_time().load_seconds(), 0);
+  EXPECT_GT(final_report.rank_time().compute_seconds(), steps.front().rank_time().compute_seconds());
+  EXPECT_GT(final_report.rank_time().checkpoint_save_seconds(), steps.back().rank_time().checkpoint_save_seconds());
   int64_t tokens = 0;
   std::map<std::string, int64_t> drawn, at_boundary;
   std::vector<int64_t> eval_steps;

@@ -4,7 +4,10 @@
 // Job-global values (loss, lr, grad norm, tokens, tokens/s, seq len, batch tokens, mix weights,
 // per-source tokens, eval results, train measures, step) are the same on every rank, so only
 // global rank 0 exports them, labelled {plan, stage} without `rank`: sum() over a job counts each
-// token once. When a rank exits, every series it exported is removed, so finished jobs leave none.
+// token once. Per-rank timings of the latest step (compute, waiting in collectives, waiting for
+// data) are exported by every rank with a `rank` label (the job's global rank), and rank 0 feeds
+// the job's step-time histogram. When a rank exits, every series it exported is removed, so
+// finished jobs leave none.
 #pragma once
 
 #include <map>
@@ -22,6 +25,15 @@
 #include "prometheus/registry.h"
 
 namespace loom::worker {
+
+// The metric a training measure ("dpo/accuracy", "rl/kl", ... : StepReport::metrics) is exported
+// as, with its unit in the name ("loom_train_dpo_accuracy_ratio"), and its help text. A measure
+// Loom does not know becomes loom_train_<measure> with every character outside [a-zA-Z0-9_] as '_'.
+struct MeasureMetric {
+  std::string name;
+  std::string help;
+};
+MeasureMetric TrainMeasureMetric(const std::string& measure);
 
 class WorkerMetrics {
  public:
@@ -47,9 +59,16 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>& mix_weight_;
   prometheus::Family<prometheus::Counter>& data_tokens_;
   prometheus::Family<prometheus::Gauge>& eval_loss_;
-  prometheus::Family<prometheus::Gauge>& train_metric_;
+  // One gauge family per training measure (loom_train_dpo_accuracy_ratio, ...), made when a
+  // measure is first reported: TrainMeasureMetric names them.
+  prometheus::Family<prometheus::Gauge>& TrainMeasure(const std::string& measure) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::map<std::string, prometheus::Family<prometheus::Gauge>*> train_measures_ ABSL_GUARDED_BY(mu_);
   prometheus::Family<prometheus::Gauge>& eval_accuracy_;
   prometheus::Family<prometheus::Gauge>& step_;
+  prometheus::Family<prometheus::Gauge>& rank_compute_;
+  prometheus::Family<prometheus::Gauge>& rank_communication_wait_;
+  prometheus::Family<prometheus::Gauge>& rank_data_wait_;
+  prometheus::Family<prometheus::Histogram>& step_duration_;
   prometheus::Histogram& checkpoint_save_;
   prometheus::Family<prometheus::Counter>& rank_exits_;
   prometheus::Gauge& running_;
@@ -57,6 +76,7 @@ class WorkerMetrics {
   struct Exported {
     std::vector<std::pair<prometheus::Family<prometheus::Gauge>*, prometheus::Gauge*>> gauges;
     std::vector<std::pair<prometheus::Family<prometheus::Counter>*, prometheus::Counter*>> counters;
+    prometheus::Histogram* step_duration = nullptr;
   };
   // Key: "<job_id>/<rank>" of the rank that made the series.
   std::map<std::string, Exported> exported_ ABSL_GUARDED_BY(mu_);

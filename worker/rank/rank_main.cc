@@ -17,6 +17,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,21 @@ void SetRankTime(loom::v1::RankTime* out) {
   out->set_evaluation_seconds(t.evaluation);
 }
 
+// Bytes of the regular files under `dir` (0 when it cannot be read): a checkpoint's size.
+int64_t DirectoryBytes(const std::string& dir) {
+  std::error_code ec;
+  int64_t total = 0;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec); !ec && it != std::filesystem::end(it);
+       it.increment(ec)) {
+    std::error_code size_ec;
+    if (it->is_regular_file(size_ec)) {
+      const uintmax_t size = it->file_size(size_ec);
+      if (!size_ec) total += static_cast<int64_t>(size);
+    }
+  }
+  return total;
+}
+
 // The runner's reports as the coordinator's messages, and the rank's log.
 class WireReporter : public loom::engine::StageReporter {
  public:
@@ -73,6 +89,10 @@ class WireReporter : public loom::engine::StageReporter {
     p.mutable_eval_loss()->insert(r.eval_loss.begin(), r.eval_loss.end());
     p.mutable_eval_metrics()->insert(r.eval_metrics.begin(), r.eval_metrics.end());
     p.set_time_ms(absl::ToUnixMillis(absl::Now()));
+    p.set_step_seconds(r.step_seconds);
+    p.set_step_compute_seconds(r.compute_seconds);
+    p.set_step_communication_wait_seconds(r.communication_wait_seconds);
+    p.set_step_data_wait_seconds(r.data_wait_seconds);
     SetRankTime(p.mutable_rank_time());
     last_progress_ = m;
     const absl::Status sent = pipe_.Send(m);
@@ -98,6 +118,7 @@ class WireReporter : public loom::engine::StageReporter {
     report.set_final(c.final);
     report.set_save_seconds(c.save_seconds);
     report.set_error(c.error);
+    if (c.shard == 0 && c.error.empty()) report.set_bytes(DirectoryBytes(c.path));
     return pipe_.Send(m);
   }
 
@@ -107,6 +128,12 @@ class WireReporter : public loom::engine::StageReporter {
   absl::Status Final() {
     loom::v1::WorkerMessage m = last_progress_;
     *m.mutable_progress()->mutable_rank() = rank_;
+    // No step of its own: not a sample for straggler detection.
+    loom::v1::Progress& p = *m.mutable_progress();
+    p.clear_step_seconds();
+    p.clear_step_compute_seconds();
+    p.clear_step_communication_wait_seconds();
+    p.clear_step_data_wait_seconds();
     m.mutable_progress()->set_time_ms(absl::ToUnixMillis(absl::Now()));
     SetRankTime(m.mutable_progress()->mutable_rank_time());
     return pipe_.Send(m);
@@ -182,6 +209,18 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
       int64_t n = 0;
       if (absl::SimpleAtoi(step, &n)) run.fail_saves_at_steps.insert(n);
     }
+  }
+  // Fault injection for tests: LOOM_TEST_SLOW_RANK="RANK:MS" makes global rank RANK spend MS
+  // extra milliseconds in its compute every step (a straggler).
+  if (const char* slow = std::getenv("LOOM_TEST_SLOW_RANK"); slow != nullptr) {
+    const std::vector<std::string> parts = absl::StrSplit(slow, ':');
+    int slow_rank = -1;
+    int64_t ms = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &slow_rank) || !absl::SimpleAtoi(parts[1], &ms) || ms < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("LOOM_TEST_SLOW_RANK is \"", slow, "\"; expected RANK:MS, e.g. 2:200"));
+    }
+    if (slow_rank == a.rank().rank()) run.extra_compute = absl::Milliseconds(ms);
   }
   run.threads = threads;
   LOOM_ASSIGN_OR_RETURN(loom::RankReporter pipe, loom::RankReporter::FromEnvironment());

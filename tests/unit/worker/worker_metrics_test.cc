@@ -39,9 +39,9 @@ TEST(WorkerMetricsTest, GlobalValuesOncePerJobWithoutRankLabel) {
   EXPECT_NE(text.find("loom_data_tokens_total{plan=\"plan-a\",source=\"english\",stage=\"core\"} 768"),
             std::string::npos)
       << text;
-  for (const char* series : {"loom_eval_loss{plan=\"plan-a\",source=\"math\",stage=\"core\"} 1.75",
+  for (const char* series : {"loom_eval_loss{plan=\"plan-a\",set=\"math\",stage=\"core\"} 1.75",
                              "loom_eval_accuracy{plan=\"plan-a\",set=\"sft_math\",stage=\"core\"} 0.5",
-                             "loom_train_metric{name=\"dpo/margin\",plan=\"plan-a\",stage=\"core\"} 0.25",
+                             "loom_train_dpo_reward_margin{plan=\"plan-a\",stage=\"core\"} 0.25",
                              "loom_train_loss{plan=\"plan-a\",stage=\"core\"} 2.5"}) {
     EXPECT_NE(text.find(series), std::string::npos) << series << "\n" << text;
   }
@@ -59,13 +59,69 @@ TEST(WorkerMetricsTest, RankExitRemovesItsSeries) {
   const std::string text = Scrape(m);
   for (const char* name : {"loom_train_loss{", "loom_train_tokens_total{", "loom_data_mix_weight{",
                            "loom_data_tokens_total{", "loom_train_step{", "loom_eval_loss{",
-                           "loom_eval_accuracy{", "loom_train_metric{"}) {
+                           "loom_eval_accuracy{", "loom_train_dpo_reward_margin{"}) {
     EXPECT_EQ(text.find(name), std::string::npos) << name << "\n" << text;
   }
   EXPECT_NE(text.find("loom_worker_rank_exits_total{outcome=\"ok\"} 1"), std::string::npos) << text;
   // A later job starting its counter from zero is counted from zero, not from the old total.
   m.OnProgress("plan-a", "core", Report(0));
   EXPECT_NE(Scrape(m).find("loom_train_tokens_total{plan=\"plan-a\",stage=\"core\"} 768"), std::string::npos);
+}
+
+loom::v1::Progress Timed(int rank, double compute) {
+  loom::v1::Progress p = Report(rank);
+  p.set_step_seconds(0.5);
+  p.set_step_compute_seconds(compute);
+  p.set_step_communication_wait_seconds(0.25);
+  p.set_step_data_wait_seconds(0.01);
+  return p;
+}
+
+TEST(WorkerMetricsTest, EveryRankExportsItsOwnTimingsAndRankZeroTheStepHistogram) {
+  WorkerMetrics m;
+  const double compute[] = {0.1, 0.2, 0.3};
+  for (int rank = 0; rank < 3; ++rank) m.OnProgress("plan-a", "core", Timed(rank, compute[rank]));
+  const std::string text = Scrape(m);
+  for (const char* series :
+       {"loom_rank_step_compute_seconds{plan=\"plan-a\",rank=\"0\",stage=\"core\"} 0.1",
+        "loom_rank_step_compute_seconds{plan=\"plan-a\",rank=\"2\",stage=\"core\"} 0.3",
+        "loom_rank_step_communication_wait_seconds{plan=\"plan-a\",rank=\"1\",stage=\"core\"} 0.25",
+        "loom_rank_step_data_wait_seconds{plan=\"plan-a\",rank=\"2\",stage=\"core\"} 0.01",
+        "loom_train_step_duration_seconds_count{plan=\"plan-a\",stage=\"core\"} 1",
+        "loom_train_step_duration_seconds_sum{plan=\"plan-a\",stage=\"core\"} 0.5"}) {
+    EXPECT_NE(text.find(series), std::string::npos) << series << "\n" << text;
+  }
+  // A report of measures alone (no step timing) makes no timing series.
+  WorkerMetrics untimed;
+  untimed.OnProgress("plan-a", "core", Report(1));
+  EXPECT_EQ(Scrape(untimed).find("loom_rank_step_"), std::string::npos);
+
+  loom::v1::RankExit exit;
+  exit.mutable_rank()->set_job_id("job-1");
+  exit.mutable_rank()->set_rank(2);
+  m.OnRankExit(exit);
+  std::string after = Scrape(m);
+  EXPECT_EQ(after.find("rank=\"2\""), std::string::npos) << after;
+  EXPECT_NE(after.find("rank=\"1\""), std::string::npos) << after;
+  exit.mutable_rank()->set_rank(0);
+  m.OnRankExit(exit);
+  after = Scrape(m);
+  EXPECT_EQ(after.find("loom_train_step_duration_seconds_count{"), std::string::npos) << after;
+}
+
+TEST(WorkerMetricsTest, TrainMeasuresAreMetricsOfTheirOwnWithUnitsInTheName) {
+  EXPECT_EQ(TrainMeasureMetric("dpo/accuracy").name, "loom_train_dpo_accuracy_ratio");
+  EXPECT_EQ(TrainMeasureMetric("rl/kl").name, "loom_train_rl_kl_nats");
+  EXPECT_EQ(TrainMeasureMetric("new/thing-x").name, "loom_train_new_thing_x");
+  WorkerMetrics m;
+  loom::v1::Progress p = Report(0);
+  (*p.mutable_train_metrics())["dpo/accuracy"] = 0.75;
+  m.OnProgress("plan-a", "core", p);
+  const std::string text = Scrape(m);
+  EXPECT_NE(text.find("loom_train_dpo_accuracy_ratio{plan=\"plan-a\",stage=\"core\"} 0.75"), std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("loom_train_metric"), std::string::npos) << text;
+  EXPECT_NE(text.find("loom_build_info{version=\""), std::string::npos) << text;
 }
 
 }  // namespace

@@ -67,6 +67,9 @@ struct StageRun {
   // Steps whose checkpoint save fails its first try as on a full disk (fault injection for tests:
   // LOOM_TEST_FAIL_SAVES on a rank).
   std::set<int64_t> fail_saves_at_steps;
+  // Extra time every training step spends in this rank's compute (a slow rank for straggler
+  // tests: LOOM_TEST_SLOW_RANK on a rank); zero in real runs.
+  absl::Duration extra_compute = absl::ZeroDuration();
   // Stop after this many optimizer steps in total (0: the stage's budget).
   int64_t max_steps = 0;
   // CPU threads for the kernels.
@@ -93,6 +96,11 @@ struct ProgressReport {
   std::map<std::string, double> train_metrics;   // the step's measures ("dpo/accuracy", ...)
   std::map<std::string, double> eval_loss;       // held-out loss by set ("math", "math@512")
   std::map<std::string, double> eval_metrics;    // other held-out measures ("sft_math/accuracy")
+  // This rank's timing of the step, seconds (StepReport: compute, collectives, data; and whole).
+  double step_seconds = 0;
+  double compute_seconds = 0;
+  double communication_wait_seconds = 0;
+  double data_wait_seconds = 0;
 };
 
 // A checkpoint (or a dataset directory) this rank's part of which is durable.

@@ -201,6 +201,7 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
   options.checkpoint_dir = run.checkpoint_dir;
   options.prune_checkpoints = run.prune_checkpoints;
   options.fail_saves_at_steps = run.fail_saves_at_steps;
+  options.extra_compute = run.extra_compute;
   options.resume_from = run.resume_from;
   options.init_from = run.inputs.from();
   options.max_steps = run.max_steps;
@@ -250,6 +251,10 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
         p.mix_weights = setup.data->MixWeights();
         p.source_tokens = setup.data->SourceTokens();
         p.train_metrics = r.metrics;
+        p.step_seconds = r.seconds;
+        p.compute_seconds = r.compute_seconds;
+        p.communication_wait_seconds = r.collective_seconds;
+        p.data_wait_seconds = r.data_wait_seconds;
         if (measures.evaluates() && ((every > 0 && r.step % every == 0) || trainer->Done())) {
           RankPhaseScope evaluating(RankPhase::kEvaluation);
           eval_status.Update(measures.After(r, &p));

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/checkpoint_io.h"
 #include "common/plan_resolve.h"
 #include "common/rank_exit.h"
@@ -106,21 +107,31 @@ absl::StatusOr<StepReport> Trainer::Step() {
         " parallel.micro_batch_size (an example's ", rows, " rows share a micro-batch); it is ", micro));
   }
   const int global_sequences = static_cast<int>(batch_tokens / seq_len);
+  // Time spent waiting (for data, in collectives); the rest of the step is this rank's compute.
+  auto since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  auto mark = std::chrono::steady_clock::now();
   {
-    RankPhaseScope data_wait(RankPhase::kDataWait);
+    RankPhaseScope waiting(RankPhase::kDataWait);
     LOOM_RETURN_IF_ERROR(data_->Next(seq_len, global_sequences, rank, dp, &batch_));
   }
+  const double data_wait = since(mark);
+  double collective = 0;
 
   // The loss is a mean over the global batch (its target tokens, pairs or rows), whichever rank
   // holds them.
   double targets = 0;
   for (int32_t t : batch_.targets) targets += t != data::kIgnoreIndex;
+  mark = std::chrono::steady_clock::now();
   if (data_parallel()) LOOM_RETURN_IF_ERROR(data_parallel()->AllReduceSum(&targets, 1));
+  collective += since(mark);
   if (targets == 0) return absl::FailedPreconditionError("a training batch has no target tokens");
   const double normalizer = objective.Normalizer(targets, global_sequences);
   const double scale = 1.0 / normalizer;
 
   Transformer& model = parallel_->model();
+  if (options_.extra_compute > absl::ZeroDuration()) absl::SleepFor(options_.extra_compute);
   model.ZeroGrads();
   std::vector<double> sums(1 + objective.measures().size(), 0.0);
   const int micro_batches = batch_.batch_size / micro;
@@ -141,9 +152,11 @@ absl::StatusOr<StepReport> Trainer::Step() {
       LOOM_RETURN_IF_ERROR(objective.MicroBatch(model, SliceBatch(batch_, m * micro, micro), scale, sums.data()));
     }
   }
+  mark = std::chrono::steady_clock::now();
   LOOM_ASSIGN_OR_RETURN(const double communication_wait, parallel_->ReduceGradients());
   MoveRankPhaseSeconds(RankPhase::kCompute, RankPhase::kCommunication, communication_wait);
   if (data_parallel()) LOOM_RETURN_IF_ERROR(data_parallel()->AllReduceSum(sums.data(), static_cast<int64_t>(sums.size())));
+  collective += since(mark);
 
   const int64_t total = stage.tokens() > 0 ? stage.tokens() : options_.schedule_tokens;
   const double lr = LearningRate(stage.lr_schedule(), stage.optimizer().lr(), tokens_, total);
@@ -161,7 +174,13 @@ absl::StatusOr<StepReport> Trainer::Step() {
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r.tokens_per_second = batch_tokens / std::max(r.seconds, 1e-9);
   r.communication_wait_seconds = communication_wait;
+  mark = std::chrono::steady_clock::now();
   LOOM_RETURN_IF_ERROR(AddBatchMetrics(&r));
+  collective += since(mark);
+  r.seconds = since(start);
+  r.data_wait_seconds = data_wait;
+  r.collective_seconds = collective;
+  r.compute_seconds = std::max(0.0, r.seconds - data_wait - collective);
   r.loss = sums[0] / normalizer;
   const std::vector<std::string> measures = objective.measures();
   for (size_t i = 0; i < measures.size(); ++i) r.metrics[measures[i]] = sums[i + 1] / normalizer;

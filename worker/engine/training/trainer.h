@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "loom/v1/plan.pb.h"
 #include "worker/engine/model/random.h"
 #include "worker/engine/model/transformer.h"
@@ -41,6 +42,9 @@ struct TrainerOptions {
   bool prune_checkpoints = true;
   // Steps whose save fails its first try as on a full disk (fault injection for tests).
   std::set<int64_t> fail_saves_at_steps;
+  // Sleeps this long inside every step's compute (a slow rank, for straggler tests:
+  // LOOM_TEST_SLOW_RANK on a rank); zero in real runs.
+  absl::Duration extra_compute = absl::ZeroDuration();
   // A checkpoint to resume from (weights, optimizer, step, tokens, data, RNG), or empty.
   std::string resume_from;
   // A checkpoint to start from (weights only: the stage's `from`), or empty for random init.
@@ -84,6 +88,14 @@ struct StepReport {
   // Of `seconds`, the time spent waiting for the gradients' data-parallel communication (what the
   // backward pass did not hide); 0 without data parallelism.
   double communication_wait_seconds = 0;
+  // `seconds` split three ways, for per-rank timings and straggler detection:
+  // waiting for the batch from the data source; waiting in the step's collectives (the gradient
+  // reduction whole, the loss and measure all-reduces: where a rank waits for a slower peer);
+  // and the rest, this rank's own compute (forward, backward, optimizer; under pipeline
+  // parallelism the stage's sends and receives count here).
+  double data_wait_seconds = 0;
+  double collective_seconds = 0;
+  double compute_seconds = 0;
   // Measures beyond the loss: the objective's ("dpo/accuracy", ...) and the batch source's
   // ("rl/reward", ...), means over the step's examples and the data-parallel ranks.
   std::map<std::string, double> metrics;
