@@ -77,7 +77,10 @@ void ResolveStages(PlanRecord* record) {
 }  // namespace
 
 Coordinator::Coordinator(Store* store, CoordinatorOptions options, Clock clock)
-    : store_(store), options_(std::move(options)), clock_(std::move(clock)) {}
+    : store_(store),
+      options_(std::move(options)),
+      clock_(std::move(clock)),
+      history_(store, options_.history_max_points) {}
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, CoordinatorOptions options,
                                                                  Clock clock) {
@@ -540,6 +543,8 @@ void Coordinator::OnProgress(const loom::v1::Progress& p) {
       clock.last_step_ms = now;
     }
     *job->mutable_progress() = p;
+    if (absl::Status s = history_.Record(plan->status().plan_id(), job->stage(), p); !s.ok())
+      Log(LogLevel::kWarning, kLog, "job ", job->job_id(), ": run history not recorded: ", s.message());
     for (const auto& [k, v] : p.eval_loss()) (*job->mutable_eval_loss())[k] = v;
     for (const auto& [k, v] : p.eval_metrics()) (*job->mutable_eval_metrics())[k] = v;
     // No commit for kOverdueIntervals checkpoint intervals: training goes on, but a crash now

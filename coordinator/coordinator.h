@@ -26,6 +26,7 @@
 #include "common/stage_inputs.h"
 #include "coordinator/failures.h"
 #include "coordinator/rendezvous.h"
+#include "coordinator/run_history.h"
 #include "coordinator/store.h"
 #include "loom/v1/coordinator.pb.h"
 #include "loom/v1/coordinator_store.pb.h"
@@ -54,6 +55,8 @@ struct CoordinatorOptions {
   // Draws the jitter of retry backoffs, uniform in [0, 1); null: a random generator (tests pass
   // their own to measure the waits).
   std::function<double()> jitter;
+  // Run history points kept per job (run_history.h; `loom-coordinator --history-points`).
+  int history_max_points = RunHistory::kDefaultMaxPoints;
 };
 
 // A worker's stream, as seen by the coordinator.
@@ -134,6 +137,8 @@ class Coordinator {
   void Tick();
 
   RendezvousStore& rendezvous() { return rendezvous_; }
+  // Each job's per-step figures (`loom metrics`), recorded as rank 0's progress arrives.
+  RunHistory& history() { return history_; }
   MetricsSnapshot Metrics();
 
  private:
@@ -257,6 +262,7 @@ class Coordinator {
   const CoordinatorOptions options_;
   const Clock clock_;
   RendezvousStore rendezvous_;
+  RunHistory history_;
 
   absl::Mutex mu_;
   absl::Mutex flush_mu_;  // keeps messages to one worker in order across flushes

@@ -45,6 +45,7 @@ int Run(const std::vector<std::string>& args) {
   absl::Duration heartbeat = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(5);
   absl::Duration adopt_grace = absl::Seconds(10);
+  int history_points = loom::coordinator::RunHistory::kDefaultMaxPoints;
   loom::CommandLine cl("loom-coordinator",
                        "Loom's coordinator: accepts plans, schedules their stages as jobs on worker daemons, "
                        "recovers from failures, and keeps its state in RocksDB.");
@@ -71,6 +72,9 @@ int Run(const std::vector<std::string>& args) {
   cl.AddFlag("heartbeat-timeout", &heartbeat_timeout, "a worker silent this long is lost");
   cl.AddFlag("adopt-grace", &adopt_grace,
              "after a restart, how long running attempts wait for their workers to reconnect");
+  cl.AddFlag("history-points", &history_points,
+             "run history (`loom metrics`): at most this many points per job; when full, every other older "
+             "point is dropped so the history spans the whole run evenly (at least 2)");
   cl.AddEpilog(
       "ports: 7070 gRPC (clients, workers, ranks' rendezvous) and UDP (workers' heartbeats), 7071 /metrics and\n"
       "/discovery.\n"
@@ -136,6 +140,11 @@ int Run(const std::vector<std::string>& args) {
   options.heartbeat_interval = heartbeat;
   options.heartbeat_timeout = heartbeat_timeout;
   options.adopt_grace = adopt_grace;
+  if (history_points < 2) {
+    std::fprintf(stderr, "loom-coordinator: --history-points %d: must be at least 2\n", history_points);
+    return 2;
+  }
+  options.history_max_points = history_points;
   // Deadlines (heartbeats, retries, adoption) must not move when the wall clock steps.
   auto clock = [] { return loom::MonotonicUnixMillis(); };
   absl::StatusOr<std::unique_ptr<loom::coordinator::Coordinator>> coordinator =
