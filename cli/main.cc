@@ -21,6 +21,8 @@ constexpr Command kCommands[] = {
     {"submit", "validate and submit a plan; prints its id", loom::cli::RunSubmit},
     {"status", "a plan's jobs (or every plan): state, attempt, progress, reason", loom::cli::RunStatus},
     {"watch", "follow a plan live until it ends (exit 1 if it failed)", loom::cli::RunWatch},
+    {"metrics", "a plan's run history: loss, lr, grad norm, tokens/s, evals per step (table, csv, jsonl)",
+     loom::cli::RunMetrics},
     {"cancel", "cancel a plan", loom::cli::RunCancel},
     {"workers", "the worker daemons and the ranks they run", loom::cli::RunWorkers},
     {"checkpoints", "a plan's committed checkpoints", loom::cli::RunCheckpoints},

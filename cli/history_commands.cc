@@ -1,0 +1,177 @@
+// `loom metrics`: a plan's run history (PlanService.GetMetrics) as a table, CSV or JSON lines.
+// The JSON shapes are shared with `loom watch --json` (history_json.h).
+#include <cmath>
+#include <cstdio>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "cli/client.h"
+#include "cli/commands.h"
+#include "cli/history_json.h"
+#include "common/command_line.h"
+
+namespace loom::cli {
+namespace {
+
+// The names of the extra columns: every eval set, eval metric and train metric any point has.
+struct Columns {
+  std::set<std::string> eval_loss, eval_metrics, train_metrics;
+};
+
+Columns ColumnsOf(const loom::v1::GetMetricsResponse& r) {
+  Columns c;
+  for (const loom::v1::MetricPoint& p : r.points()) {
+    for (const auto& [k, v] : p.eval_loss()) c.eval_loss.insert(k);
+    for (const auto& [k, v] : p.eval_metrics()) c.eval_metrics.insert(k);
+    for (const auto& [k, v] : p.train_metrics()) c.train_metrics.insert(k);
+  }
+  return c;
+}
+
+// RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled.
+std::string CsvField(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char ch : s) {
+    if (ch == '"') out += '"';
+    out += ch;
+  }
+  return out + "\"";
+}
+
+// Shortest text that reads back as the same double ("nan", "inf" as C prints them).
+std::string Number(double v) { return absl::StrFormat("%.17g", v); }
+
+template <typename Map>
+std::string Optional(const Map& map, const std::string& key) {
+  auto it = map.find(key);
+  return it == map.end() ? "" : Number(it->second);
+}
+
+void PrintCsv(const loom::v1::GetMetricsResponse& r) {
+  const Columns c = ColumnsOf(r);
+  std::vector<std::string> header = {"stage",     "attempt",           "step",   "tokens", "loss", "learning_rate",
+                                     "grad_norm", "tokens_per_second", "time_ms"};
+  for (const std::string& k : c.eval_loss) header.push_back(CsvField("eval_loss/" + k));
+  for (const std::string& k : c.eval_metrics) header.push_back(CsvField("eval/" + k));
+  for (const std::string& k : c.train_metrics) header.push_back(CsvField("train/" + k));
+  std::printf("%s\n", absl::StrJoin(header, ",").c_str());
+  for (const loom::v1::MetricPoint& p : r.points()) {
+    std::vector<std::string> row = {CsvField(p.stage()),        absl::StrCat(p.attempt()),
+                                    absl::StrCat(p.step()),     absl::StrCat(p.tokens()),
+                                    Number(p.loss()),           Number(p.learning_rate()),
+                                    Number(p.grad_norm()),      Number(p.tokens_per_second()),
+                                    absl::StrCat(p.time_ms())};
+    for (const std::string& k : c.eval_loss) row.push_back(Optional(p.eval_loss(), k));
+    for (const std::string& k : c.eval_metrics) row.push_back(Optional(p.eval_metrics(), k));
+    for (const std::string& k : c.train_metrics) row.push_back(Optional(p.train_metrics(), k));
+    std::printf("%s\n", absl::StrJoin(row, ",").c_str());
+  }
+}
+
+std::string Compact(double v) {
+  if (std::isnan(v) || std::isinf(v)) return Number(v);
+  const double a = std::fabs(v);
+  if (a != 0 && (a < 1e-3 || a >= 1e6)) return absl::StrFormat("%.3e", v);
+  return absl::StrFormat("%.4f", v);
+}
+
+void PrintTable(const loom::v1::GetMetricsResponse& r) {
+  const Columns c = ColumnsOf(r);
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> header = {"STAGE",     "ATTEMPT", "STEP", "TOKENS", "LOSS", "LR",
+                                     "GRAD_NORM", "TOK/S",   "TIME (UTC)"};
+  for (const std::string& k : c.eval_loss) header.push_back("EVAL_LOSS/" + k);
+  for (const std::string& k : c.eval_metrics) header.push_back("EVAL/" + k);
+  rows.push_back(header);
+  for (const loom::v1::MetricPoint& p : r.points()) {
+    std::vector<std::string> row = {
+        p.stage(),
+        absl::StrCat(p.attempt()),
+        absl::StrCat(p.step()),
+        absl::StrCat(p.tokens()),
+        Compact(p.loss()),
+        absl::StrFormat("%.3e", p.learning_rate()),
+        Compact(p.grad_norm()),
+        absl::StrFormat("%.0f", p.tokens_per_second()),
+        p.time_ms() > 0 ? absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(p.time_ms()), absl::UTCTimeZone())
+                        : "-"};
+    for (const std::string& k : c.eval_loss) {
+      auto it = p.eval_loss().find(k);
+      row.push_back(it == p.eval_loss().end() ? "-" : Compact(it->second));
+    }
+    for (const std::string& k : c.eval_metrics) {
+      auto it = p.eval_metrics().find(k);
+      row.push_back(it == p.eval_metrics().end() ? "-" : Compact(it->second));
+    }
+    rows.push_back(std::move(row));
+  }
+  std::vector<size_t> width(header.size(), 0);
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      // Text columns to the left, numbers to the right.
+      const bool left = i == 0 || i == 8;
+      absl::StrAppend(&line, i == 0 ? "" : "  ",
+                      left ? absl::StrFormat("%-*s", static_cast<int>(width[i]), row[i])
+                           : absl::StrFormat("%*s", static_cast<int>(width[i]), row[i]));
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+}  // namespace
+
+int RunMetrics(const Args& args) {
+  std::string plan_id, stage, format = "table";
+  std::string address = DefaultCoordinatorAddress();
+  CommandLine cl("loom metrics",
+                 "Prints a plan's run history: per step of each stage, as its rank 0 reported it, the attempt, "
+                 "step, tokens, loss, learning rate, gradient norm, tokens/s, time and evaluation results. The "
+                 "coordinator keeps it durably, at most --history-points points per job (older ones are thinned "
+                 "evenly; the newest is always there).");
+  cl.AddPositional("PLAN", &plan_id, "plan id");
+  cl.AddFlag("coordinator", &address,
+             "coordinator address (host:port); default $LOOM_COORDINATOR or 127.0.0.1:7070");
+  cl.AddFlag("stage", &stage, "only this stage (default: every stage, in the plan's order)");
+  cl.AddFlag("format", &format,
+             "table (for people), csv (a header line, then one row per point; eval_loss/SET, eval/NAME and "
+             "train/NAME columns for the results any point has) or jsonl (one JSON object per point, fields as "
+             "in docs/cli.md)");
+  cl.AddEpilog(
+      "examples:\n  loom metrics demo-1\n  loom metrics demo-1 --stage core --format csv > core.csv\n"
+      "  loom metrics demo-1 --format jsonl | jq .loss");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  if (format != "table" && format != "csv" && format != "jsonl") {
+    std::fprintf(stderr, "loom metrics: --format %s: expected table, csv or jsonl\n", format.c_str());
+    return 2;
+  }
+  Client client = Connect(address);
+  loom::v1::GetMetricsRequest request;
+  request.set_plan_id(plan_id);
+  request.set_stage(stage);
+  loom::v1::GetMetricsResponse response;
+  grpc::Status status = client.stub->GetMetrics(CallContext(30).get(), request, &response);
+  if (!status.ok()) return ReportRpcError("metrics " + plan_id, client, status);
+  if (format == "csv") {
+    PrintCsv(response);
+  } else if (format == "jsonl") {
+    for (const loom::v1::MetricPoint& p : response.points()) std::printf("%s\n", PointJson(plan_id, p).c_str());
+  } else if (response.points_size() == 0) {
+    std::printf("no steps recorded yet for %s%s\n", plan_id.c_str(), stage.empty() ? "" : (" stage " + stage).c_str());
+  } else {
+    PrintTable(response);
+  }
+  return 0;
+}
+
+}  // namespace loom::cli
