@@ -441,6 +441,9 @@ void Coordinator::HandleWorkerMessage(const std::string& worker_id, int64_t conn
       case loom::v1::WorkerMessage::kRankExit:
         OnRankExit(w, message.rank_exit());
         break;
+      case loom::v1::WorkerMessage::kLogChunk:  // `loom logs` (coordinator_logs.cc)
+        log_relay_.Deliver(worker_id, message.log_chunk());
+        break;
       case loom::v1::WorkerMessage::kDraining:
         // Stopping with time to save: no new ranks here while its ranks checkpoint and stop. Not
         // an operator's drain: the worker comes back (a restart, the next Slurm allocation under

@@ -25,6 +25,7 @@
 #include "common/heartbeat_datagram.h"
 #include "common/stage_inputs.h"
 #include "coordinator/failures.h"
+#include "coordinator/log_relay.h"
 #include "coordinator/rendezvous.h"
 #include "coordinator/run_history.h"
 #include "coordinator/store.h"
@@ -116,6 +117,11 @@ class Coordinator {
   // returns the plan's status and the latest event message.
   absl::StatusOr<loom::v1::PlanEvent> WaitForChange(const std::string& plan_id, uint64_t* version,
                                                     absl::Duration timeout);
+
+  // Part of a rank's log, read by the worker that holds it (coordinator_logs.cc); waits up to
+  // `timeout` for the worker's answer.
+  absl::StatusOr<loom::v1::ReadLogResponse> ReadRankLog(const loom::v1::ReadLogRequest& request,
+                                                       absl::Duration timeout);
 
   // --- worker API (WorkerService) ---
   loom::v1::StorageInfo Storage() const;
@@ -263,6 +269,7 @@ class Coordinator {
   const Clock clock_;
   RendezvousStore rendezvous_;
   RunHistory history_;
+  LogRelay log_relay_;
 
   absl::Mutex mu_;
   absl::Mutex flush_mu_;  // keeps messages to one worker in order across flushes

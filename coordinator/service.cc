@@ -117,6 +117,14 @@ grpc::Status PlanServiceImpl::GetMetrics(grpc::ServerContext*, const loom::v1::G
   return grpc::Status::OK;
 }
 
+grpc::Status PlanServiceImpl::ReadLog(grpc::ServerContext*, const loom::v1::ReadLogRequest* request,
+                                      loom::v1::ReadLogResponse* response) {
+  absl::StatusOr<loom::v1::ReadLogResponse> r = coordinator_->ReadRankLog(*request, absl::Seconds(10));
+  if (!r.ok()) return ToGrpc(r.status());
+  *response = std::move(*r);
+  return grpc::Status::OK;
+}
+
 grpc::Status PlanServiceImpl::DrainWorker(grpc::ServerContext*, const loom::v1::DrainWorkerRequest* request,
                                           loom::v1::DrainWorkerResponse* response) {
   absl::StatusOr<loom::v1::WorkerStatus> worker = coordinator_->DrainWorker(request->worker_id(), request->undrain());
