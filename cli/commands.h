@@ -24,6 +24,7 @@ int RunWorkers(const Args& args);
 int RunCheckpoints(const Args& args);
 // history_commands.cc: a plan's run history.
 int RunMetrics(const Args& args);
+int RunLogs(const Args& args);
 // up_command.cc: a coordinator and local workers in the foreground.
 int RunUp(const Args& args);
 

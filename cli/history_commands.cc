@@ -1,9 +1,12 @@
 // `loom metrics`: a plan's run history (PlanService.GetMetrics) as a table, CSV or JSON lines.
-// The JSON shapes are shared with `loom watch --json` (history_json.h).
+// The JSON shapes are shared with `loom watch --json` (history_json.h). `loom logs`: a rank's
+// log through the coordinator (PlanService.ReadLog).
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -172,6 +175,63 @@ int RunMetrics(const Args& args) {
     PrintTable(response);
   }
   return 0;
+}
+
+int RunLogs(const Args& args) {
+  std::string plan_id, stage;
+  std::string address = DefaultCoordinatorAddress();
+  int rank = 0;
+  int64_t bytes = 0;
+  bool follow = false;
+  CommandLine cl("loom logs",
+                 "Prints a rank's log (its stdout and stderr) of a stage's current or last attempt, read through "
+                 "the coordinator from the worker that runs or ran it.");
+  cl.AddPositional("PLAN", &plan_id, "plan id");
+  cl.AddFlag("coordinator", &address,
+             "coordinator address (host:port); default $LOOM_COORDINATOR or 127.0.0.1:7070");
+  cl.AddFlag("stage", &stage, "the stage (required)");
+  cl.AddFlag("rank", &rank, "the rank (default 0)");
+  cl.AddFlag("bytes", &bytes, "only the last BYTES bytes of the log (default 0: all of it)");
+  cl.AddFlag("follow", &follow, "keep printing what the rank writes until its job ends (Ctrl-C stops)");
+  cl.AddEpilog("examples:\n  loom logs demo-1 --stage core\n  loom logs demo-1 --stage core --rank 1 --follow");
+  int exit_code = 0;
+  if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
+  if (stage.empty()) {
+    std::fprintf(stderr, "loom logs: --stage is required (`loom status %s` lists the stages)\n", plan_id.c_str());
+    return 2;
+  }
+  if (bytes < 0) {
+    std::fprintf(stderr, "loom logs: --bytes %lld: must be 0 or more\n", static_cast<long long>(bytes));
+    return 2;
+  }
+  Client client = Connect(address);
+  int64_t offset = bytes > 0 ? -bytes : 0;
+  int attempt = -1;
+  while (true) {
+    loom::v1::ReadLogRequest request;
+    request.set_plan_id(plan_id);
+    request.set_stage(stage);
+    request.set_rank(rank);
+    request.set_offset(offset);
+    loom::v1::ReadLogResponse response;
+    grpc::Status status = client.stub->ReadLog(CallContext(20).get(), request, &response);
+    if (!status.ok()) return ReportRpcError(absl::StrCat("logs ", plan_id, " --stage ", stage, " --rank ", rank), client, status);
+    if (attempt >= 0 && response.attempt() != attempt) {
+      // A new attempt writes a new log: start at its beginning.
+      std::fprintf(stderr, "loom logs: attempt %d started (on worker %s)\n", response.attempt(),
+                   response.worker_id().c_str());
+      attempt = response.attempt();
+      offset = 0;
+      continue;
+    }
+    attempt = response.attempt();
+    std::fwrite(response.data().data(), 1, response.data().size(), stdout);
+    std::fflush(stdout);
+    offset = response.offset() + static_cast<int64_t>(response.data().size());
+    if (offset < response.size()) continue;  // more than one chunk
+    if (!follow || response.job_ended()) return 0;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
 }
 
 }  // namespace loom::cli

@@ -23,6 +23,7 @@ constexpr Command kCommands[] = {
     {"watch", "follow a plan live until it ends (exit 1 if it failed)", loom::cli::RunWatch},
     {"metrics", "a plan's run history: loss, lr, grad norm, tokens/s, evals per step (table, csv, jsonl)",
      loom::cli::RunMetrics},
+    {"logs", "a rank's log, read through the coordinator from its worker (--follow)", loom::cli::RunLogs},
     {"cancel", "cancel a plan", loom::cli::RunCancel},
     {"workers", "the worker daemons and the ranks they run", loom::cli::RunWorkers},
     {"checkpoints", "a plan's committed checkpoints", loom::cli::RunCheckpoints},
