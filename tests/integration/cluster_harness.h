@@ -192,6 +192,8 @@ struct ClusterOptions {
   std::string prepared_data;
   // Test hosts: the coordinator on host 0, workers where StartWorker says; null: loopback.
   const HostPlacement* hosts = nullptr;
+  // Extra flags of the coordinator, e.g. {"--history-points", "8"}.
+  std::vector<std::string> coordinator_args;
 };
 
 struct CommandResult {
@@ -236,12 +238,12 @@ class Cluster {
 
   // Starts (or restarts) the coordinator on the cluster's port and waits until it serves.
   void StartCoordinator() {
-    coordinator_ = std::make_unique<Process>(
-        OnHost(0, {CoordinatorBinary(), "--listen", address(), "--data-dir", data_dir(), "--metrics-listen",
-                   host_address(0) + ":0", "--heartbeat", options_.heartbeat, "--heartbeat-timeout",
-                   options_.heartbeat_timeout, "--adopt-grace", options_.adopt_grace, "--prepared-data",
-                   options_.prepared_data}),
-        dir_ + "/coordinator.log", HostEnv());
+    std::vector<std::string> argv = {CoordinatorBinary(), "--listen", address(), "--data-dir", data_dir(),
+                                     "--metrics-listen", host_address(0) + ":0", "--heartbeat", options_.heartbeat,
+                                     "--heartbeat-timeout", options_.heartbeat_timeout, "--adopt-grace",
+                                     options_.adopt_grace, "--prepared-data", options_.prepared_data};
+    argv.insert(argv.end(), options_.coordinator_args.begin(), options_.coordinator_args.end());
+    coordinator_ = std::make_unique<Process>(OnHost(0, argv), dir_ + "/coordinator.log", HostEnv());
     coordinator_metrics_ = coordinator_->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)");
     ASSERT_FALSE(coordinator_metrics_.empty()) << "coordinator did not start:\n" << coordinator_->log();
   }
