@@ -73,8 +73,9 @@ int Run(const std::vector<std::string>& args) {
   cl.AddFlag("adopt-grace", &adopt_grace,
              "after a restart, how long running attempts wait for their workers to reconnect");
   cl.AddFlag("history-points", &history_points,
-             "run history (`loom metrics`): at most this many points per job; when full, every other older "
-             "point is dropped so the history spans the whole run evenly (at least 2)");
+             "run history (`loom metrics`): at most this many points per job in the store; past it only every "
+             "2nd, then 4th, ... step is kept, so the history spans the whole run evenly, the newest step always "
+             "(at least 2)");
   cl.AddEpilog(
       "ports: 7070 gRPC (clients, workers, ranks' rendezvous) and UDP (workers' heartbeats), 7071 /metrics and\n"
       "/discovery.\n"
