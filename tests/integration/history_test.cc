@@ -184,6 +184,24 @@ TEST(History, WatchJsonAndMetricsShowEveryStepAndSurviveACoordinatorKill) {
   EXPECT_EQ(again.out, csv.out);
 }
 
+TEST(History, LogsFollowARunningRankToTheEndOfItsJob) {
+  Cluster cluster({.worker_env = {"LOOM_FAKE_STEP_MS=100"}});
+  cluster.StartCoordinator();
+  cluster.StartWorker("w1", 2);
+  const std::string id = cluster.Submit(kPlan);
+  cluster.WaitForPlan(id, [](const PlanStatus& s) {
+    return s.jobs(0).state() == loom::v1::JOB_STATE_RUNNING && s.jobs(0).progress().step() < 15;
+  });
+  // Started mid-run, it prints what is there, then what the rank writes, until core ends.
+  const CommandResult follow = cluster.Loom({"logs", id, "--stage", "core", "--rank", "1", "--follow"});
+  ASSERT_EQ(follow.exit_code, 0) << follow.err << cluster.Logs();
+  EXPECT_NE(follow.out.find("fake rank 1: step 20 loss"), std::string::npos) << follow.out;
+  EXPECT_EQ(follow.out, ReadAll(cluster.work_dir("w1") + "/" + id + "/core#1/rank1/rank.log"));
+  PlanStatus status;
+  ASSERT_TRUE(cluster.Status(id, &status));
+  EXPECT_NE(status.jobs(0).state(), loom::v1::JOB_STATE_RUNNING);
+}
+
 TEST(History, TheBoundThinsOlderStepsEvenly) {
   Cluster cluster({.coordinator_args = {"--history-points", "8"}});
   cluster.StartCoordinator();
