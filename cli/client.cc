@@ -116,6 +116,17 @@ std::string ToJson(const google::protobuf::Message& message) {
 std::string StateName(loom::v1::JobState state) { return Upper(EnumName(state)); }
 std::string StateName(loom::v1::PlanState state) { return Upper(EnumName(state)); }
 
+// Connects to `target` into `client`, or prints why not; false then (exit 2).
+bool ConnectOrReport(const std::string& command, const Target& target, Client* client) {
+  absl::StatusOr<Client> c = Connect(target);
+  if (!c.ok()) {
+    std::fprintf(stderr, "loom %s: %s\n", command.c_str(), std::string(c.status().message()).c_str());
+    return false;
+  }
+  *client = std::move(*c);
+  return true;
+}
+
 std::string GoodputLine(const loom::v1::PlanStatus& plan) {
   std::map<std::string, double> seconds;
   double wall = 0, uncommitted = 0;

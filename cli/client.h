@@ -35,6 +35,8 @@ struct Target {
 };
 // Adds --coordinator, --tls-dir and --tls-name to `cl`, defaulted from the environment.
 void AddTargetFlags(CommandLine& cl, Target* target);
+// Connects to `target` into `client`, or prints "loom COMMAND: why" to stderr; false then (exit 2).
+bool ConnectOrReport(const std::string& command, const Target& target, Client* client);
 
 // A stub on a channel with the target's credentials; an unusable TLS directory is an error that
 // names the file and the fix.

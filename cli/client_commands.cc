@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "cli/history_json.h"
 #include "common/command_line.h"
 #include "common/plan_io.h"
 #include "common/plan_validation.h"
@@ -20,17 +21,6 @@
 
 namespace loom::cli {
 namespace {
-
-// Connects to `target` into `client`, or prints why not; false then (exit 2).
-bool ConnectOrReport(const std::string& command, const Target& target, Client* client) {
-  absl::StatusOr<Client> c = Connect(target);
-  if (!c.ok()) {
-    std::fprintf(stderr, "loom %s: %s\n", command.c_str(), std::string(c.status().message()).c_str());
-    return false;
-  }
-  *client = std::move(*c);
-  return true;
-}
 
 void PrintPlan(const loom::v1::PlanStatus& plan) {
   std::printf("%s  %s", plan.plan_id().c_str(), StateName(plan.state()).c_str());
@@ -145,9 +135,16 @@ int RunWatch(const Args& args) {
   cl.AddPositional("PLAN", &plan_id, "plan id");
   Target target;
   AddTargetFlags(cl, &target);
+  bool json = false;
+  cl.AddFlag("json", &json,
+             "print JSON lines instead, one object per line with a \"type\": \"plan\" (the plan's state: the "
+             "first line, and the last when it ends), \"job\" (a stage's state or attempt changed), \"step\" (a "
+             "stage's newest step; steps between two updates are not repeated, `loom metrics` has them all), "
+             "\"event\" (what changed). Fields: docs/cli.md");
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
-  const bool tty = isatty(STDOUT_FILENO) != 0;
+  const bool tty = !json && isatty(STDOUT_FILENO) != 0;
+  WatchJson json_lines;
   Client client;
   if (!ConnectOrReport("watch", target, &client)) return 2;
   int drawn = 0;                        // lines of the last redraw (terminal mode)
@@ -164,6 +161,12 @@ int RunWatch(const Args& args) {
     while (reader->Read(&event)) {
       failures = 0;
       const loom::v1::PlanStatus& plan = event.status();
+      if (json) {
+        for (const std::string& line : json_lines.Lines(event)) std::printf("%s\n", line.c_str());
+        std::fflush(stdout);
+        if (plan.state() != loom::v1::PLAN_STATE_ACTIVE) return plan.state() == loom::v1::PLAN_STATE_SUCCEEDED ? 0 : 1;
+        continue;
+      }
       size_t width = 0;
       for (const auto& job : plan.jobs()) width = std::max(width, job.stage().size());
       std::string text;

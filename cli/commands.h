@@ -22,6 +22,9 @@ int RunWatch(const Args& args);
 int RunCancel(const Args& args);
 int RunWorkers(const Args& args);
 int RunCheckpoints(const Args& args);
+// history_commands.cc: a plan's run history.
+int RunMetrics(const Args& args);
+int RunLogs(const Args& args);
 // up_command.cc: a coordinator and local workers in the foreground.
 int RunUp(const Args& args);
 

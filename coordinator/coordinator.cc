@@ -77,7 +77,10 @@ void ResolveStages(PlanRecord* record) {
 }  // namespace
 
 Coordinator::Coordinator(Store* store, CoordinatorOptions options, Clock clock)
-    : store_(store), options_(std::move(options)), clock_(std::move(clock)) {}
+    : store_(store),
+      options_(std::move(options)),
+      clock_(std::move(clock)),
+      history_(store, options_.history_max_points) {}
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(Store* store, CoordinatorOptions options,
                                                                  Clock clock) {
@@ -440,6 +443,9 @@ void Coordinator::HandleWorkerMessage(const std::string& worker_id, int64_t conn
       case loom::v1::WorkerMessage::kRankExit:
         OnRankExit(w, message.rank_exit());
         break;
+      case loom::v1::WorkerMessage::kLogChunk:  // `loom logs` (coordinator_logs.cc)
+        log_relay_.Deliver(worker_id, message.log_chunk());
+        break;
       case loom::v1::WorkerMessage::kDraining:
         // Stopping with time to save: no new ranks here while its ranks checkpoint and stop. Not
         // an operator's drain: the worker comes back (a restart, the next Slurm allocation under
@@ -546,6 +552,8 @@ void Coordinator::OnProgress(const loom::v1::Progress& p) {
     if (p.has_rank_time()) {
       if (GoodputLedger* ledger = Ledger(*plan, index)) ledger->Progress(clock_(), p.step(), p.rank_time());
     }
+    if (absl::Status s = history_.Record(plan->status().plan_id(), job->stage(), p); !s.ok())
+      Log(LogLevel::kWarning, kLog, "job ", job->job_id(), ": run history not recorded: ", s.message());
     for (const auto& [k, v] : p.eval_loss()) (*job->mutable_eval_loss())[k] = v;
     for (const auto& [k, v] : p.eval_metrics()) (*job->mutable_eval_metrics())[k] = v;
     // No commit for kOverdueIntervals checkpoint intervals: training goes on, but a crash now

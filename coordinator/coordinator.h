@@ -26,7 +26,9 @@
 #include "common/stage_inputs.h"
 #include "coordinator/failures.h"
 #include "coordinator/goodput.h"
+#include "coordinator/log_relay.h"
 #include "coordinator/rendezvous.h"
+#include "coordinator/run_history.h"
 #include "coordinator/store.h"
 #include "coordinator/straggler.h"
 #include "loom/v1/coordinator.pb.h"
@@ -56,6 +58,8 @@ struct CoordinatorOptions {
   // Draws the jitter of retry backoffs, uniform in [0, 1); null: a random generator (tests pass
   // their own to measure the waits).
   std::function<double()> jitter;
+  // Run history points kept per job (run_history.h; `loom-coordinator --history-points`).
+  int history_max_points = RunHistory::kDefaultMaxPoints;
 };
 
 // A worker's stream, as seen by the coordinator.
@@ -132,6 +136,11 @@ class Coordinator {
   absl::StatusOr<loom::v1::PlanEvent> WaitForChange(const std::string& plan_id, uint64_t* version,
                                                     absl::Duration timeout);
 
+  // Part of a rank's log, read by the worker that holds it (coordinator_logs.cc); waits up to
+  // `timeout` for the worker's answer.
+  absl::StatusOr<loom::v1::ReadLogResponse> ReadRankLog(const loom::v1::ReadLogRequest& request,
+                                                       absl::Duration timeout);
+
   // --- worker API (WorkerService) ---
   loom::v1::StorageInfo Storage() const;
   // Returns the connection id the other events of this stream carry.
@@ -152,6 +161,8 @@ class Coordinator {
   void Tick();
 
   RendezvousStore& rendezvous() { return rendezvous_; }
+  // Each job's per-step figures (`loom metrics`), recorded as rank 0's progress arrives.
+  RunHistory& history() { return history_; }
   MetricsSnapshot Metrics();
 
  private:
@@ -276,6 +287,8 @@ class Coordinator {
   const CoordinatorOptions options_;
   const Clock clock_;
   RendezvousStore rendezvous_;
+  RunHistory history_;
+  LogRelay log_relay_;
 
   absl::Mutex mu_;
   absl::Mutex flush_mu_;  // keeps messages to one worker in order across flushes

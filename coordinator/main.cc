@@ -50,6 +50,7 @@ int Run(const std::vector<std::string>& args) {
   std::string tls_name = loom::TlsNameFromEnv();
   absl::Duration tls_reload = loom::kDefaultTlsReload;
   bool insecure = false;
+  int history_points = loom::coordinator::RunHistory::kDefaultMaxPoints;
   loom::CommandLine cl("loom-coordinator",
                        "Loom's coordinator: accepts plans, schedules their stages as jobs on worker daemons, "
                        "recovers from failures, and keeps its state in RocksDB.");
@@ -88,6 +89,10 @@ int Run(const std::vector<std::string>& args) {
   cl.AddFlag("insecure", &insecure,
              "allow a --listen address other hosts can reach without --tls-dir (anyone who reaches the port "
              "can then submit, cancel and register as any worker)");
+  cl.AddFlag("history-points", &history_points,
+             "run history (`loom metrics`): at most this many points per job in the store; past it only every "
+             "2nd, then 4th, ... step is kept, so the history spans the whole run evenly, the newest step always "
+             "(at least 2)");
   cl.AddEpilog(
       "ports: 7070 gRPC (clients, workers, ranks' rendezvous) and UDP (workers' heartbeats), 7071 /metrics and\n"
       "/discovery.\n"
@@ -179,6 +184,11 @@ int Run(const std::vector<std::string>& args) {
   options.heartbeat_interval = heartbeat;
   options.heartbeat_timeout = heartbeat_timeout;
   options.adopt_grace = adopt_grace;
+  if (history_points < 2) {
+    std::fprintf(stderr, "loom-coordinator: --history-points %d: must be at least 2\n", history_points);
+    return 2;
+  }
+  options.history_max_points = history_points;
   // Deadlines (heartbeats, retries, adoption) must not move when the wall clock steps.
   auto clock = [] { return loom::MonotonicUnixMillis(); };
   absl::StatusOr<std::unique_ptr<loom::coordinator::Coordinator>> coordinator =

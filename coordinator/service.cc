@@ -3,6 +3,7 @@
 #include <deque>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/logging.h"
 #include "common/plan_io.h"
@@ -88,6 +89,47 @@ grpc::Status PlanServiceImpl::ListCheckpoints(grpc::ServerContext* context,
   if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "ListCheckpoints"); !s.ok()) return s;
   absl::StatusOr<loom::v1::ListCheckpointsResponse> r =
       coordinator_->ListCheckpoints(request->plan_id(), request->stage());
+  if (!r.ok()) return ToGrpc(r.status());
+  *response = std::move(*r);
+  return grpc::Status::OK;
+}
+
+grpc::Status PlanServiceImpl::GetMetrics(grpc::ServerContext* context, const loom::v1::GetMetricsRequest* request,
+                                         loom::v1::GetMetricsResponse* response) {
+  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "GetMetrics"); !s.ok()) return s;
+  absl::StatusOr<loom::v1::GetPlanResponse> plan = coordinator_->GetPlan(request->plan_id());
+  if (!plan.ok()) return ToGrpc(plan.status());
+  std::vector<std::string> stages;
+  for (const loom::v1::JobStatus& job : plan->status().jobs()) {
+    if (request->stage().empty() || job.stage() == request->stage()) stages.push_back(job.stage());
+  }
+  if (stages.empty()) {
+    std::vector<std::string> names;
+    for (const loom::v1::JobStatus& job : plan->status().jobs()) names.push_back(job.stage());
+    return ToGrpc(absl::NotFoundError(absl::StrCat("plan '", request->plan_id(), "' has no stage '",
+                                                   request->stage(), "' (stages: ", absl::StrJoin(names, ", "),
+                                                   ")")));
+  }
+  // Under gRPC's default 4 MiB message limit, with room to spare.
+  constexpr size_t kMaxResponseBytes = 3 << 20;
+  for (const std::string& stage : stages) {
+    absl::StatusOr<std::vector<loom::v1::MetricPoint>> points =
+        coordinator_->history().Read(request->plan_id(), stage);
+    if (!points.ok()) return ToGrpc(points.status());
+    for (loom::v1::MetricPoint& p : *points) *response->add_points() = std::move(p);
+    if (response->ByteSizeLong() > kMaxResponseBytes) {
+      return ToGrpc(absl::ResourceExhaustedError(
+          absl::StrCat("the run history of plan '", request->plan_id(), "' is over ", kMaxResponseBytes >> 20,
+                       " MiB; ask for one stage at a time (loom metrics --stage)")));
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status PlanServiceImpl::ReadLog(grpc::ServerContext* context, const loom::v1::ReadLogRequest* request,
+                                      loom::v1::ReadLogResponse* response) {
+  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "ReadLog"); !s.ok()) return s;
+  absl::StatusOr<loom::v1::ReadLogResponse> r = coordinator_->ReadRankLog(*request, absl::Seconds(10));
   if (!r.ok()) return ToGrpc(r.status());
   *response = std::move(*r);
   return grpc::Status::OK;

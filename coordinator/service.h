@@ -36,6 +36,9 @@ class PlanServiceImpl final : public loom::v1::PlanService::Service {
                                loom::v1::ListCheckpointsResponse*) override;
   grpc::Status DrainWorker(grpc::ServerContext*, const loom::v1::DrainWorkerRequest*,
                            loom::v1::DrainWorkerResponse*) override;
+  grpc::Status GetMetrics(grpc::ServerContext*, const loom::v1::GetMetricsRequest*,
+                          loom::v1::GetMetricsResponse*) override;
+  grpc::Status ReadLog(grpc::ServerContext*, const loom::v1::ReadLogRequest*, loom::v1::ReadLogResponse*) override;
 
  private:
   Coordinator* coordinator_;

@@ -78,10 +78,44 @@ absl::Status Store::Write(const StoreWrite& write) {
   return FromRocks(db_->Write(options, &batch), "writing the coordinator store");
 }
 
+namespace {
+// The first key after every key that starts with `prefix` (prefix is non-empty and does not end
+// in 0xff, true of Loom's ASCII prefixes).
+std::string PrefixEnd(std::string prefix) {
+  ++prefix.back();
+  return prefix;
+}
+}  // namespace
+
+absl::Status Store::WriteRaw(const RawWrite& write) {
+  rocksdb::WriteBatch batch;
+  for (const std::string& prefix : write.delete_prefixes) batch.DeleteRange(prefix, PrefixEnd(prefix));
+  for (const std::string& key : write.deletes) batch.Delete(key);
+  for (const auto& [key, value] : write.puts) batch.Put(key, value);
+  rocksdb::WriteOptions options;
+  options.sync = write.sync;
+  return FromRocks(db_->Write(options, &batch), "writing the coordinator store");
+}
+
+absl::Status Store::Scan(const std::string& prefix,
+                         const std::function<bool(std::string_view key, std::string_view value)>& visit) {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    if (!visit(std::string_view(it->key().data(), it->key().size()),
+               std::string_view(it->value().data(), it->value().size())))
+      break;
+  }
+  return FromRocks(it->status(), "reading the coordinator store");
+}
+
 absl::StatusOr<StoreContents> Store::Load() {
   StoreContents contents;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->key().starts_with(kHistoryPrefix)) {  // run history: read on demand, not at start
+      it->Seek(PrefixEnd(kHistoryPrefix));
+      if (!it->Valid()) break;
+    }
     const std::string key = it->key().ToString();
     const rocksdb::Slice value = it->value();
     bool ok = true;

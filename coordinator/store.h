@@ -3,8 +3,11 @@
 // proto/loom/v1/coordinator_store.proto.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -47,6 +50,24 @@ class Store {
   // Writes every record of `write` in one synced batch.
   absl::Status Write(const StoreWrite& write);
   absl::StatusOr<StoreContents> Load();
+
+  // Records that a room keeps under a key prefix of its own (run_history.h: "hist/"), outside
+  // the state Load returns. Not synced unless `sync`: the write-ahead log still survives a killed
+  // process, only a machine crash may lose the latest unsynced writes.
+  struct RawWrite {
+    std::vector<std::pair<std::string, std::string>> puts;
+    std::vector<std::string> deletes;
+    // Every key starting with one of these is deleted.
+    std::vector<std::string> delete_prefixes;
+    bool sync = false;
+  };
+  absl::Status WriteRaw(const RawWrite& write);
+  // Calls `visit(key, value)` for each key that starts with `prefix`, in key order, until it
+  // returns false.
+  absl::Status Scan(const std::string& prefix,
+                    const std::function<bool(std::string_view key, std::string_view value)>& visit);
+  // Keys under these prefixes are not the coordinator's state: Load skips them.
+  static constexpr char kHistoryPrefix[] = "hist/";
 
   // Keys, exposed for tests and tools.
   static std::string PlanKey(const std::string& plan_id);

@@ -10,10 +10,10 @@ See python/README.md.
 
 from .client import Client, DEFAULT_ADDRESS, MAX_PLAN_BYTES
 from .errors import LoomError, PlanError
-from .types import (Checkpoint, Device, Event, Job, JobState, PlanState, PlanStatus, Progress, Worker,
-                    WorkerState)
+from .types import (Checkpoint, Device, Event, Job, JobState, MetricPoint, PlanState, PlanStatus, Progress,
+                    Worker, WorkerState)
 
 __version__ = "0.1.0"
 
 __all__ = ["Client", "DEFAULT_ADDRESS", "MAX_PLAN_BYTES", "LoomError", "PlanError", "Checkpoint", "Device",
-           "Event", "Job", "JobState", "PlanState", "PlanStatus", "Progress", "Worker", "WorkerState"]
+           "Event", "Job", "JobState", "MetricPoint", "PlanState", "PlanStatus", "Progress", "Worker", "WorkerState"]

@@ -16,7 +16,7 @@ from ._proto import coordinator_pb2 as pb
 from ._proto import coordinator_pb2_grpc as pb_grpc
 from ._proto import plan_pb2
 from .errors import LoomError, from_rpc_error
-from .types import Checkpoint, Event, PlanStatus, Worker
+from .types import Checkpoint, Event, MetricPoint, PlanStatus, Worker
 
 DEFAULT_ADDRESS = "127.0.0.1:7070"
 # The coordinator refuses plan text above this (kMaxPlanBytes, common/plan_validation.h).
@@ -191,3 +191,24 @@ class Client:
         response = self._call("checkpoints", self._stub.ListCheckpoints,
                               pb.ListCheckpointsRequest(plan_id=plan_id, stage=stage))
         return [Checkpoint.from_proto(c) for c in response.checkpoints]
+
+    def metrics(self, plan_id: str, stage: str = "") -> List[MetricPoint]:
+        """The plan's run history (`loom metrics`): per step of each stage (of `stage` only, when
+        given), by stage, step and attempt. The coordinator keeps at most its --history-points points
+        per job, thinning older ones evenly; the newest is always there. NOT_FOUND for an unknown
+        plan or stage."""
+        response = self._call("metrics", self._stub.GetMetrics, pb.GetMetricsRequest(plan_id=plan_id, stage=stage))
+        return [MetricPoint.from_proto(p) for p in response.points]
+
+    def logs(self, plan_id: str, stage: str, rank: int = 0) -> bytes:
+        """A rank's whole log (`loom logs`) of the stage's current or last attempt, read through the
+        coordinator from the worker that holds it, 256 KiB a call."""
+        data = b""
+        offset = 0
+        while True:
+            response = self._call("logs", self._stub.ReadLog,
+                                  pb.ReadLogRequest(plan_id=plan_id, stage=stage, rank=rank, offset=offset))
+            data += response.data
+            offset = response.offset + len(response.data)
+            if offset >= response.size or not response.data:
+                return data

@@ -74,6 +74,30 @@ class Progress:
 
 
 @dataclasses.dataclass(frozen=True)
+class MetricPoint:
+    """One step of a job's run history (Client.metrics, `loom metrics`), as its rank 0 reported it."""
+    stage: str
+    attempt: int
+    step: int
+    tokens: int                 # tokens consumed by the stage so far (all ranks)
+    loss: float
+    learning_rate: float
+    grad_norm: float
+    tokens_per_second: float
+    time_ms: int
+    eval_loss: Dict[str, float]      # by eval set; empty when the step ran no evaluation
+    eval_metrics: Dict[str, float]
+    train_metrics: Dict[str, float]
+
+    @staticmethod
+    def from_proto(p: "pb.MetricPoint") -> "MetricPoint":
+        return MetricPoint(stage=p.stage, attempt=p.attempt, step=p.step, tokens=p.tokens, loss=p.loss,
+                           learning_rate=p.learning_rate, grad_norm=p.grad_norm,
+                           tokens_per_second=p.tokens_per_second, time_ms=p.time_ms, eval_loss=dict(p.eval_loss),
+                           eval_metrics=dict(p.eval_metrics), train_metrics=dict(p.train_metrics))
+
+
+@dataclasses.dataclass(frozen=True)
 class Checkpoint:
     plan_id: str
     stage: str

@@ -197,6 +197,8 @@ struct ClusterOptions {
   // coordinator, every worker (and so its ranks) and every `loom` command. Off: plain gRPC (with
   // `hosts`, the coordinator then needs --insecure, which it gets).
   bool tls = false;
+  // Extra flags of the coordinator, e.g. {"--history-points", "8"}.
+  std::vector<std::string> coordinator_args;
 };
 
 struct CommandResult {
@@ -276,6 +278,7 @@ class Cluster {
     } else if (options_.hosts != nullptr) {
       argv.push_back("--insecure");
     }
+    argv.insert(argv.end(), options_.coordinator_args.begin(), options_.coordinator_args.end());
     coordinator_ = std::make_unique<Process>(OnHost(0, argv), dir_ + "/coordinator.log", HostEnv());
     coordinator_metrics_ = coordinator_->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)");
     ASSERT_FALSE(coordinator_metrics_.empty()) << "coordinator did not start:\n" << coordinator_->log();

@@ -3,7 +3,8 @@
 // worker daemon and the client are tested end to end in seconds. Per "step" it sleeps
 // LOOM_FAKE_STEP_MS (default 20), reports Progress with a deterministic fake loss (a function of
 // the stage seed and the step only, so a resumed attempt reports what an uninterrupted one
-// would), appends "step loss time_ms" to losses.txt beside the assignment, and every
+// would), appends "step loss time_ms" to losses.txt beside the assignment, prints
+// "fake rank R: step N loss X" on stdout (its rank.log, for `loom logs`), and every
 // stage.checkpoint.every_steps writes a real checkpoint directory (common/checkpoint_io.h; rank 0
 // writes, every rank reports its shard). It resumes from assignment.resume_from (the step read
 // from its manifest), verifies the manifest of inputs.from when set, and ends with a final
@@ -163,6 +164,9 @@ int main(int argc, char** argv) {
     const double loss = FakeLoss(a->seed(), step);
     losses << step << " " << loss << " " << NowMs() << "\n";
     losses.flush();
+    // On stdout, which the worker keeps as the rank's log (`loom logs` shows it).
+    std::printf("fake rank %d: step %lld loss %.6f\n", rank, static_cast<long long>(step), loss);
+    std::fflush(stdout);
     loom::v1::WorkerMessage m;
     loom::v1::Progress* p = m.mutable_progress();
     *p->mutable_rank() = a->rank();

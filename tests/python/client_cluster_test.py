@@ -185,6 +185,21 @@ class ClientClusterTest(unittest.TestCase):
         self.assertEqual(self.client.checkpoints(plan_id, stage="nonesuch"), [])
         self.assertIn(plan_id, [p.plan_id for p in self.client.plans()])
 
+        # The run history: every step of core, the last one the job's progress.
+        points = self.client.metrics(plan_id)
+        self.assertEqual([p.step for p in points], list(range(1, 17)), points)
+        self.assertTrue(all(p.stage == "core" and p.attempt == 1 for p in points), points)
+        self.assertEqual(points[-1].loss, core.progress.loss)
+        for step, loss in losses.items():
+            self.assertEqual(points[step - 1].loss, loss, f"step {step}")
+        self.assertEqual(len(self.client.metrics(plan_id, stage="core")), 16)
+        with self.assertRaises(LoomError) as missing:
+            self.client.metrics(plan_id, stage="nonesuch")
+        self.assertIn("no stage 'nonesuch'", str(missing.exception))
+        # Rank 0's log, through the coordinator: loom-rank logs every step.
+        log = self.client.logs(plan_id, "core").decode()
+        self.assertIn("step 16 tokens", log)
+
     def test_c_cancel(self):
         long_plan = TRAIN_PLAN.replace("DATA", self.data).replace("name: pyclient", "name: long") \
                               .replace("tokens: 8Ki", "tokens: 64Mi")

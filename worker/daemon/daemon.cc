@@ -227,6 +227,11 @@ bool WorkerDaemon::Session() {
       StartRank(message.assign());
     } else if (message.has_abort()) {
       AbortRank(message.abort().rank(), message.abort().reason());
+    } else if (message.has_read_log()) {
+      // `loom logs`: a rank's log, read here (at most 256 KiB) and sent up.
+      loom::v1::WorkerMessage m;
+      *m.mutable_log_chunk() = rank_logs_.Read(message.read_log());
+      SendUp(m, false);
     } else if (message.has_preempt()) {
       // Drained: each rank saves a checkpoint with its peers at its next step boundary and exits.
       absl::MutexLock lock(&ranks_mu_);
@@ -277,6 +282,7 @@ void WorkerDaemon::StartRank(const loom::v1::Assignment& assignment) {
   o.binary = options_.rank_binary;
   o.assignment_path = dir + "/assignment.pb";
   o.log_path = dir + "/rank.log";
+  rank_logs_.Remember(name, o.log_path);
   o.rank = assignment.rank();
   const std::string threads = absl::StrCat(options_.threads_per_rank);
   o.env = {"LOOM_THREADS=" + threads, "OMP_NUM_THREADS=" + threads, "OPENBLAS_NUM_THREADS=" + threads,

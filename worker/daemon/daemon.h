@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "loom/v1/coordinator.grpc.pb.h"
+#include "worker/daemon/rank_logs.h"
 #include "worker/daemon/rank_process.h"
 #include "worker/daemon/worker_metrics.h"
 
@@ -90,6 +91,8 @@ class WorkerDaemon {
   absl::Mutex ranks_mu_;
   std::map<std::string, Rank> ranks_ ABSL_GUARDED_BY(ranks_mu_);
   std::vector<std::unique_ptr<RankProcess>> finished_ ABSL_GUARDED_BY(ranks_mu_);
+  // Its ranks' log files, for `loom logs`.
+  RankLogs rank_logs_;
 };
 
 }  // namespace loom::worker

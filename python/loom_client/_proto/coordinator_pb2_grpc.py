@@ -58,6 +58,16 @@ class PlanServiceStub(object):
                 request_serializer=loom_dot_v1_dot_coordinator__pb2.DrainWorkerRequest.SerializeToString,
                 response_deserializer=loom_dot_v1_dot_coordinator__pb2.DrainWorkerResponse.FromString,
                 )
+        self.GetMetrics = channel.unary_unary(
+                '/loom.v1.PlanService/GetMetrics',
+                request_serializer=loom_dot_v1_dot_coordinator__pb2.GetMetricsRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_coordinator__pb2.GetMetricsResponse.FromString,
+                )
+        self.ReadLog = channel.unary_unary(
+                '/loom.v1.PlanService/ReadLog',
+                request_serializer=loom_dot_v1_dot_coordinator__pb2.ReadLogRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_coordinator__pb2.ReadLogResponse.FromString,
+                )
 
 
 class PlanServiceServicer(object):
@@ -120,6 +130,26 @@ class PlanServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMetrics(self, request, context):
+        """A plan's run history: the per-step figures rank 0 of each job reported, as the coordinator
+        keeps them (bounded per job: older points are thinned evenly, see MetricPoint). NOT_FOUND for
+        an unknown plan or stage; RESOURCE_EXHAUSTED when the answer would pass 3 MiB (ask for one
+        stage).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadLog(self, request, context):
+        """A part of one rank's log (its stdout and stderr), of the job's current or last attempt, read
+        by the worker that runs or ran it (asked over its Connect stream). NOT_FOUND for an unknown
+        plan, stage or rank; UNAVAILABLE when that worker is not connected; DEADLINE_EXCEEDED when it
+        did not answer within 10 s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlanServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +192,16 @@ def add_PlanServiceServicer_to_server(servicer, server):
                     servicer.DrainWorker,
                     request_deserializer=loom_dot_v1_dot_coordinator__pb2.DrainWorkerRequest.FromString,
                     response_serializer=loom_dot_v1_dot_coordinator__pb2.DrainWorkerResponse.SerializeToString,
+            ),
+            'GetMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetrics,
+                    request_deserializer=loom_dot_v1_dot_coordinator__pb2.GetMetricsRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_coordinator__pb2.GetMetricsResponse.SerializeToString,
+            ),
+            'ReadLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadLog,
+                    request_deserializer=loom_dot_v1_dot_coordinator__pb2.ReadLogRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_coordinator__pb2.ReadLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +350,40 @@ class PlanService(object):
         return grpc.experimental.unary_unary(request, target, '/loom.v1.PlanService/DrainWorker',
             loom_dot_v1_dot_coordinator__pb2.DrainWorkerRequest.SerializeToString,
             loom_dot_v1_dot_coordinator__pb2.DrainWorkerResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/loom.v1.PlanService/GetMetrics',
+            loom_dot_v1_dot_coordinator__pb2.GetMetricsRequest.SerializeToString,
+            loom_dot_v1_dot_coordinator__pb2.GetMetricsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ReadLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/loom.v1.PlanService/ReadLog',
+            loom_dot_v1_dot_coordinator__pb2.ReadLogRequest.SerializeToString,
+            loom_dot_v1_dot_coordinator__pb2.ReadLogResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
