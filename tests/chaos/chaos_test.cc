@@ -35,6 +35,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -68,6 +69,7 @@
 #include "common/safetensors.h"
 #include "common/sha256.h"
 #include "google/protobuf/util/json_util.h"
+#include "tests/hosts/test_hosts.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/prepared_data.h"
 
@@ -93,8 +95,11 @@ constexpr double kElasticTolerance = 1e-4;
 
 bool Ended(const PlanStatus& s) { return s.state() != loom::v1::PLAN_STATE_ACTIVE; }
 
-// Every third seed runs the elastic plan with a worker removed for good.
-bool ElasticSeed(uint64_t seed) { return seed % 3 == 0; }
+// Every fifth seed runs on test hosts (network namespaces, tests/hosts/test_hosts.h) with a spare
+// worker, and its schedule adds a partition: a rank's host cut off past the heartbeat timeout.
+bool PartitionSeed(uint64_t seed) { return seed % 5 == 0; }
+// Every third seed (not a partition seed) runs the elastic plan with a worker removed for good.
+bool ElasticSeed(uint64_t seed) { return seed % 3 == 0 && !PartitionSeed(seed); }
 
 // One pretrain stage: 200 steps of 512 tokens on dp=2 (one rank on each worker), a checkpoint every
 // 5 steps, the newest 3 kept; a job with no step for 8 s is hung (longer than a rank's pause
@@ -131,8 +136,9 @@ enum class Fault {
   kStopCoordinator,
   kTruncateCheckpoint,
   kFullDisk,
-  // Not drawn with the others: one per elastic seed.
+  // Not drawn with the others: one per elastic seed, one per partition seed.
   kRemoveWorker,
+  kPartition,
 };
 constexpr int kDrawnFaultKinds = 9;  // kKillWorker .. kFullDisk
 const char* Name(Fault f) {
@@ -147,6 +153,7 @@ const char* Name(Fault f) {
     case Fault::kTruncateCheckpoint: return "truncate newest checkpoint";
     case Fault::kFullDisk: return "full disk";
     case Fault::kRemoveWorker: return "worker removed (elastic)";
+    case Fault::kPartition: return "host link cut 4 s";
   }
   return "?";
 }
@@ -169,32 +176,63 @@ std::vector<ScheduledFault> DrawSchedule(uint64_t seed, int faults) {
   if (ElasticSeed(seed)) {
     out.push_back({Fault::kRemoveWorker, static_cast<int>(8 + random() % 40), static_cast<int>(random() % 2)});
   }
+  if (PartitionSeed(seed)) {
+    out.push_back({Fault::kPartition, static_cast<int>(8 + random() % 40), static_cast<int>(random() % 2)});
+  }
   std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.at_step < b.at_step; });
   return out;
 }
 
-// This process's own mount namespace, entered once before any cluster starts: the tmpfs mounted
-// for a checkpoint root is seen by this process and its children only, and goes away with them.
-// "" when entered, else why not (full-disk faults are then skipped with that reason).
-const std::string& PrivateMountNamespace() {
-  static const std::string why_not = [] {
+// This process's own mount namespace, made once before any cluster starts: the tmpfs mounted for
+// a checkpoint root is seen by this process and its children only, and goes away with them. Test
+// hosts cannot be made from inside it (a host's mount namespace cannot be pinned there), so a
+// partition seed goes back to the machine's namespace for its run (UseMountNamespace).
+struct MountNamespaces {
+  int machine = -1;   // the one this process started in
+  int isolated = -1;  // its own; -1 when it could not be made
+  std::string why_not;  // why not: full-disk faults are then skipped with this reason
+};
+const MountNamespaces& Namespaces() {
+  static const MountNamespaces ns = [] {
+    MountNamespaces n;
+    n.machine = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
     if (unshare(CLONE_NEWNS) != 0) {
-      return absl::StrCat("full-disk faults skipped: cannot make a private mount namespace (unshare: ",
-                          std::strerror(errno), "; needs root)");
+      n.why_not = absl::StrCat("full-disk faults skipped: cannot make a private mount namespace (unshare: ",
+                               std::strerror(errno), "; needs root)");
+      return n;
     }
     if (mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
-      return absl::StrCat("full-disk faults skipped: cannot make / private in the test's mount namespace (",
-                          std::strerror(errno), ")");
+      n.why_not = absl::StrCat("full-disk faults skipped: cannot make / private in the test's mount namespace (",
+                               std::strerror(errno), ")");
+      return n;
     }
-    return std::string();
+    n.isolated = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    return n;
   }();
-  return why_not;
+  return ns;
+}
+const std::string& PrivateMountNamespace() { return Namespaces().why_not; }
+
+// Moves this process (one thread: no fault is running) into its own mount namespace or back into
+// the machine's; the processes it starts afterwards inherit it.
+void UseMountNamespace(bool isolated) {
+  const MountNamespaces& ns = Namespaces();
+  const int fd = isolated ? ns.isolated : ns.machine;
+  if (fd < 0) return;
+  std::error_code ec;
+  const std::filesystem::path cwd = std::filesystem::current_path(ec);
+  if (setns(fd, CLONE_NEWNS) != 0) {
+    ADD_FAILURE() << "setns to the " << (isolated ? "test's own" : "machine's") << " mount namespace: " << std::strerror(errno);
+  }
+  std::filesystem::current_path(cwd, ec);  // setns moved it to the namespace's root
 }
 
 // A small tmpfs mounted at `path` (the checkpoint root, before the coordinator starts), which a
 // ballast file can fill. Unmounted (lazily: ranks may still hold files open) on destruction.
 class SmallDisk {
  public:
+  // Not mounted, with the reason.
+  explicit SmallDisk(std::string why_not) : why_not_(std::move(why_not)) {}
   SmallDisk(const std::string& path, int mib) : path_(path) {
     if (!PrivateMountNamespace().empty()) {
       why_not_ = PrivateMountNamespace();
@@ -379,19 +417,46 @@ std::optional<PlanStatus> Poll(Cluster& cluster, const std::string& id,
 
 // A coordinator and two workers of one slot each, running real ranks, the checkpoint root on a
 // small disk of its own when this machine allows it.
+// Members in the order they must go: the disk unmounted, the processes killed, the hosts removed.
 struct ChaosCluster {
+  std::unique_ptr<TestHosts> hosts;  // partition seeds: the coordinator on host 0, worker wI on host I
   std::unique_ptr<Cluster> cluster;
-  std::unique_ptr<SmallDisk> disk;  // declared after `cluster`: unmounted before its directory goes
+  std::unique_ptr<SmallDisk> disk;
 };
-ChaosCluster StartCluster() {
+ChaosCluster StartCluster(bool on_hosts = false) {
   ChaosCluster c;
-  c.cluster = std::make_unique<Cluster>(
-      ClusterOptions{.rank_binary = BinaryPath("worker/loom-rank"), .prepared_data = PreparedData()});
-  c.disk = std::make_unique<SmallDisk>(c.cluster->checkpoint_root(), DiskMiB());
+  if (!on_hosts) UseMountNamespace(/*isolated=*/true);
+  ClusterOptions options{.rank_binary = BinaryPath("worker/loom-rank"), .prepared_data = PreparedData()};
+  if (on_hosts) {
+    // The hosts have a /tmp of their own: keep the prepared data and the binaries visible there.
+    c.hosts = std::make_unique<TestHosts>(
+        4, std::vector<std::string>{std::filesystem::path(PreparedData()).parent_path().string(), BinaryPath("")});
+    options.hosts = c.hosts.get();
+  }
+  c.cluster = std::make_unique<Cluster>(options);
+  // The hosts' mount namespaces were made before a tmpfs could be mounted here: they would not see it.
+  c.disk = on_hosts ? std::make_unique<SmallDisk>("full-disk faults skipped on test hosts (the hosts' mount "
+                                                  "namespaces do not see this process's tmpfs)")
+                    : std::make_unique<SmallDisk>(c.cluster->checkpoint_root(), DiskMiB());
   c.cluster->StartCoordinator();
-  c.cluster->StartWorker("w1", 1);
-  c.cluster->StartWorker("w2", 1);
+  c.cluster->StartWorker("w1", 1, {}, on_hosts ? 1 : 0);
+  c.cluster->StartWorker("w2", 1, {}, on_hosts ? 2 : 0);
+  // A spare, where the job goes when a host is cut off.
+  if (on_hosts) c.cluster->StartWorker("w3", 1, {}, 3);
   return c;
+}
+
+// The committed checkpoints of `attempt`, by path: their manifest's inode and modification time,
+// which nothing a replaced attempt does may change.
+std::map<std::string, std::pair<ino_t, int64_t>> CommittedFiles(const loom::v1::ListCheckpointsResponse& list,
+                                                                int attempt) {
+  std::map<std::string, std::pair<ino_t, int64_t>> files;
+  for (const auto& c : list.checkpoints()) {
+    struct stat st {};
+    if (c.attempt() != attempt || stat((c.path() + "/manifest.json").c_str(), &st) != 0) continue;
+    files[c.path()] = {st.st_ino, st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec};
+  }
+  return files;
 }
 
 Outcome RunUndisturbed() {
@@ -429,7 +494,17 @@ void RunSeed(uint64_t seed, int faults) {
   const bool elastic = ElasticSeed(seed);
   const Outcome& reference = Undisturbed();
   ASSERT_TRUE(reference.succeeded);
-  ChaosCluster started = StartCluster();
+  if (std::string why; PartitionSeed(seed) && !TestHosts::Available(&why)) {
+    std::printf("seed %llu (partition, needs test hosts): skipped: %s\n", static_cast<unsigned long long>(seed),
+                why.c_str());
+    ++Skipped()[absl::StrCat("partition seeds: ", why)];
+    return;
+  }
+  UseMountNamespace(/*isolated=*/!PartitionSeed(seed));
+  ChaosCluster started = StartCluster(PartitionSeed(seed));
+  if (PartitionSeed(seed)) {
+    ASSERT_EQ(started.hosts->size(), 4);
+  }
   Cluster& cluster = *started.cluster;
   SmallDisk& disk = *started.disk;
   const auto start = Clock::now();
@@ -457,7 +532,8 @@ void RunSeed(uint64_t seed, int faults) {
     const std::string rank = absl::StrCat("core#", attempt, "/rank", rank_index, "/");
     std::string what = Name(f.kind);
     if (f.kind == Fault::kKillRank || f.kind == Fault::kStopRank) absl::StrAppend(&what, " (rank ", rank_index, ")");
-    if (f.kind == Fault::kKillWorker || f.kind == Fault::kStopWorker || f.kind == Fault::kRemoveWorker) {
+    if (f.kind == Fault::kKillWorker || f.kind == Fault::kStopWorker || f.kind == Fault::kRemoveWorker ||
+        f.kind == Fault::kPartition) {
       absl::StrAppend(&what, " (", worker, ")");
     }
     absl::StrAppend(&log, "  step ", step, ": ", what, "\n");
@@ -515,6 +591,57 @@ void RunSeed(uint64_t seed, int faults) {
         const pid_t pid = FindProcess({"loom-rank", rank});
         if (pid > 0) kill(pid, SIGKILL);
         break;
+      }
+      case Fault::kPartition: {
+        // The host of the targeted rank's worker loses its link for longer than the heartbeat
+        // timeout (2 s): the job moves to the spare, and the cut-off attempt is fenced.
+        const std::string victim = before.jobs(0).rank_workers(rank_index);
+        const int host = std::stoi(victim.substr(1));
+        absl::StrAppend(&log, "    ", victim, " on host ", host, " cut off\n");
+        int64_t cut_step = 0;  // the newest step the cut-off attempt committed before the cut
+        const loom::v1::ListCheckpointsResponse at_cut = Checkpoints(cluster, id);
+        for (const auto& c : at_cut.checkpoints()) {
+          if (c.attempt() == attempt) cut_step = std::max(cut_step, c.step());
+        }
+        started.hosts->SetLink(host, false);
+        const PlanStatus moved = cluster.WaitForPlan(
+            id, [&](const PlanStatus& s) { return Ended(s) || s.jobs(0).progress().rank().attempt() > attempt; },
+            std::chrono::seconds(120));
+        RecoveryTimes()[Name(f.kind)].push_back(std::chrono::duration<double>(Clock::now() - fault_time).count());
+        // Cut off for 4 s in all (at least until the new attempt runs), then back.
+        std::this_thread::sleep_until(fault_time + std::chrono::seconds(4));
+        const loom::v1::ListCheckpointsResponse at_return = Checkpoints(cluster, id);
+        const auto new_attempt_files = CommittedFiles(at_return, moved.jobs(0).attempt());
+        started.hosts->SetLink(host, true);
+        // Back on the network: the worker registers again and its stale rank is aborted (or fenced).
+        const std::string stale_log =
+            absl::StrCat(cluster.work_dir(victim), "/", id, "/core#", attempt, "/rank", rank_index, "/rank.log");
+        const auto until = Clock::now() + std::chrono::seconds(30);
+        bool gone = false;
+        while (!gone && Clock::now() < until) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+          gone = cluster.worker(victim)->log().find(absl::StrCat("core#", attempt, "/rank", rank_index, ": exited")) !=
+                 std::string::npos;
+        }
+        EXPECT_TRUE(gone) << "the cut-off worker's stale rank of attempt " << attempt
+                          << " did not exit within 30 s of the link coming back\n"
+                          << cluster.worker(victim)->log() << ReadAll(stale_log);
+        absl::StrAppend(&log, "    link back; stale rank of attempt ", attempt, gone ? " gone" : " STILL RUNNING", "\n");
+        // Fencing: nothing the stale attempt did changed what the new one committed, and it
+        // committed nothing after the cut.
+        const loom::v1::ListCheckpointsResponse after_return = Checkpoints(cluster, id);
+        const auto files_now = CommittedFiles(after_return, moved.jobs(0).attempt());
+        for (const auto& [path, file] : new_attempt_files) {
+          if (files_now.contains(path)) {
+            EXPECT_EQ(files_now.at(path), file) << "rewritten after the cut: " << path;
+          }
+        }
+        for (const auto& c : after_return.checkpoints()) {
+          // (One interval of grace: its ranks' reports may have reached the coordinator just before.)
+          EXPECT_FALSE(c.attempt() == attempt && c.step() > cut_step + 5)
+              << "the cut-off attempt " << attempt << " committed step " << c.step() << " after the cut";
+        }
+        continue;
       }
       case Fault::kFullDisk: {
         if (!disk.mounted()) {
@@ -678,6 +805,7 @@ TEST(Chaos, EverySeedSucceedsWithTheUndisturbedModelAndNoCheckpointLost) {
                 times[std::min(times.size() - 1, times.size() * 9 / 10)], times.back());
   }
   for (const auto& [why, count] : Skipped()) std::printf("skipped %d time(s): %s\n", count, why.c_str());
+  std::filesystem::remove(Undisturbed().final_model);
   std::vector<double>& lost = LostShares();
   std::sort(lost.begin(), lost.end());
   if (!lost.empty()) {
