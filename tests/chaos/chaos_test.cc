@@ -6,31 +6,39 @@
 //     its manifest), or was retired (by retention, or replaced by a later attempt at the same
 //     step) and is gone from disk; nothing listed is gone;
 //   - the final model equals an undisturbed run's: bit for bit when the layout never changed,
-//     within 1e-4 (CompareModels below) when an elastic shrink changed it. Each seed says which
-//     comparison ran.
+//     within 1e-4 (relative L2 over all weights, CompareModels below) when an elastic shrink
+//     changed it. Each seed prints which comparison ran.
 // Faults: SIGKILL of a worker (restarted), of a rank, of the coordinator (restarted); SIGSTOP of a
 // rank (the hang detector must notice); SIGSTOP for 3 s of a worker or of the coordinator (past
 // the heartbeat timeout); the newest committed checkpoint corrupted (a flipped byte) or truncated,
 // then a rank killed so that the next attempt must resume from it; a full disk (the checkpoint
-// root, a 256 MiB tmpfs, filled with a ballast file until a save fails with ENOSPC and a few steps
-// more, then freed: training must go on in the same attempt, the failure counted in
-// JobStatus.checkpoint_save_failures, and the next interval commit again).
-// Every third seed (3, 6, 9, ...) is elastic: its stage has `parallel.elastic: true` and its
-// schedule adds one more fault, a worker SIGKILLed for good, so the job shrinks to dp 1 on the
-// other one; its model is compared with the same undisturbed run (the elastic flag changes where
-// attempts run, not what they compute).
+// root, a 256 MiB tmpfs, filled with a ballast file until a save fails with ENOSPC and 5 steps
+// more, then freed: the failure must show in JobStatus.checkpoint_save_failures with the ENOSPC
+// error, training must go on in the same attempt, and a later interval commit again).
+// Every third seed (3, 6, 9, ...; not partition seeds) is elastic: its stage has
+// `parallel.elastic: true` and its schedule adds a worker SIGKILLed for good, so the job shrinks to
+// dp 1 on the other one, which the seed checks. Its model is compared with the same undisturbed run
+// (the elastic flag changes where attempts run, not what they compute).
+// Every fifth seed (5, 10, ...) runs on test hosts (network namespaces, tests/hosts/test_hosts.h;
+// the coordinator on host 0, workers w1-w3 on hosts 1-3, w3 a spare) and its schedule adds a
+// partition: the link of a rank's host cut for 4 s (past the 2 s heartbeat timeout) and then
+// restored. The job must move on to the spare; the cut-off attempt must commit nothing after the
+// cut nor change what the new attempt committed, and its stale rank must be gone within 30 s of
+// the link coming back. Where test hosts cannot be made (not root), these seeds are skipped, each
+// with a line saying why. Full-disk faults are skipped on them (said in the seed's log).
 //
-// The checkpoint root's tmpfs is mounted in a private mount namespace that this process enters
-// first (its children inherit it, and nothing is left mounted on the machine when it dies). Where
-// that is not allowed (not root), full-disk faults are skipped, each with a line saying why.
+// The checkpoint root's tmpfs is mounted in a mount namespace of this process's own (its children
+// inherit it, and nothing is left mounted on the machine when it dies); partition seeds run in the
+// machine's, where test hosts can be made. Where that is not allowed (not root), full-disk faults
+// are skipped, each with a line saying why.
 //
 //   LOOM_CHAOS_SEEDS=1,2,3 (default) or 1-50   which seeds to run
-//   LOOM_CHAOS_FAULTS=3                          faults per seed (elastic seeds add their removal)
+//   LOOM_CHAOS_FAULTS=3                          faults per seed (elastic and partition seeds add theirs)
 //   LOOM_CHAOS_LOGS=DIR                          keep each seed's logs in DIR/chaos-seed-N.log
 //   LOOM_CHAOS_DISK_MIB=256                      the checkpoint root's tmpfs, in MiB
 // A failing seed prints the command that replays it. bench/chaos runs 50 and prints, per fault
-// kind, the time from the fault to the first step of the next attempt and the share of wall time
-// lost against the undisturbed run.
+// kind, the time from the fault to the first step of the next attempt (see RecoveryTimes for the
+// faults that keep the attempt) and the share of wall time lost against the undisturbed run.
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
