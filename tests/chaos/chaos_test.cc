@@ -63,6 +63,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/checkpoint_io.h"
 #include "common/sha256.h"
@@ -353,8 +354,7 @@ void RunSeed(uint64_t seed, int faults) {
     const std::string rank = absl::StrCat("core#", attempt, "/rank", rank_index, "/");
     std::string what = Name(f.kind);
     if (f.kind == Fault::kKillRank || f.kind == Fault::kStopRank) absl::StrAppend(&what, " (rank ", rank_index, ")");
-    if (f.kind == Fault::kKillWorker || f.kind == Fault::kStopWorker || f.kind == Fault::kRemoveWorker ||
-        f.kind == Fault::kPartition) {
+    if (f.kind == Fault::kKillWorker || f.kind == Fault::kStopWorker || f.kind == Fault::kRemoveWorker) {
       absl::StrAppend(&what, " (", worker, ")");
     }
     absl::StrAppend(&log, "  step ", step, ": ", what, "\n");
@@ -504,11 +504,20 @@ void RunSeed(uint64_t seed, int faults) {
           EXPECT_NE(full->jobs(0).last_checkpoint_save_error().find("No space left on device"), std::string::npos)
               << full->jobs(0).DebugString();
           ASSERT_TRUE(later.has_value());
-          EXPECT_EQ(later->jobs(0).attempt(), attempt)
-              << "a full disk cost an attempt (a failed save must not stop training)\n"
-              << later->jobs(0).DebugString();
-          EXPECT_GE(later->jobs(0).progress().step(), hold_until)
-              << "training did not go on while the disk was full\n" << later->jobs(0).DebugString();
+          if (later->jobs(0).attempt() == attempt) {
+            EXPECT_GE(later->jobs(0).progress().step(), hold_until)
+                << "training did not go on while the disk was full\n" << later->jobs(0).DebugString();
+          } else {
+            // The attempt ended while the disk was full. The final save (tried 4 times) may end it,
+            // and so may something else (a stalled machine losing a worker); a save before the
+            // final one must not: it costs that checkpoint only.
+            const loom::v1::AttemptFailure& failure = later->jobs(0).last_failure();
+            const bool final_save = failure.message().find(absl::StrFormat("step-%06d", kSteps)) != std::string::npos;
+            EXPECT_FALSE(failure.cause() == "io" && !final_save)
+                << "a failed save stopped training (a full disk cost an attempt)\n" << later->jobs(0).DebugString();
+            absl::StrAppend(&log, "    attempt ", attempt, " ended while the disk was full (", failure.cause(),
+                            "): ", failure.message(), "\n");
+          }
         } else if (!failed_save) {
           // Only the final save falls due in the full disk's time (4 tries over 7 s): the attempt
           // fails and the next one saves again.
@@ -626,7 +635,11 @@ TEST(Chaos, EverySeedSucceedsWithTheUndisturbedModelAndNoCheckpointLost) {
                 times[std::min(times.size() - 1, times.size() * 9 / 10)], times.back());
   }
   for (const auto& [why, count] : Skipped()) std::printf("skipped %d time(s): %s\n", count, why.c_str());
+  // What this process made outside its clusters' directories.
   std::filesystem::remove(Undisturbed().final_model);
+  const std::filesystem::path prepared = std::filesystem::path(PreparedData()).parent_path();
+  std::filesystem::remove_all(prepared);
+  std::filesystem::remove(prepared.string() + ".log");
   std::vector<double>& lost = LostShares();
   std::sort(lost.begin(), lost.end());
   if (!lost.empty()) {
