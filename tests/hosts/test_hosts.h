@@ -37,9 +37,12 @@ class TestHosts : public HostPlacement {
     return false;
   }
 
-  explicit TestHosts(int n) : name_("lt" + std::to_string(::getpid())) {
+  // `keep`: more paths under /tmp that the hosts must see (e.g. prepared data made there).
+  explicit TestHosts(int n, const std::vector<std::string>& keep = {}) : name_("lt" + std::to_string(::getpid())) {
     // Keep the source and build trees visible inside the hosts' private /tmp when they live there.
-    setenv("LOOM_HOSTS_KEEP", (std::string(LOOM_SOURCE_DIR) + ":" + LOOM_BINARY_DIR).c_str(), 1);
+    std::string kept = std::string(LOOM_SOURCE_DIR) + ":" + LOOM_BINARY_DIR;
+    for (const std::string& k : keep) kept += ":" + k;
+    setenv("LOOM_HOSTS_KEEP", kept.c_str(), 1);
     const std::string out = Run(Script() + " up " + name_ + " " + std::to_string(n));
     if (exit_code_ != 0) {
       ADD_FAILURE() << "test-hosts up failed:\n" << out;
