@@ -212,9 +212,11 @@ kill -TERM "${pids[1]}" "${pids[0]}"
 for pid in "${pids[@]}"; do wait "$pid" || true; done
 pids=()
 
-# `loom up` starts the daemons installed beside it. It needs a fixed port: the coordinator's,
-# free again now.
+# `loom up` starts the daemons installed beside it, over mutual TLS with a CA it makes in its data
+# directory (the client presents its admin certificate from there). It needs a fixed port: the
+# coordinator's, free again now.
 step "loom up"
+export LOOM_TLS_DIR="$tmp/up/tls"
 /usr/bin/loom up --workers 1 --data-dir "$tmp/up" --listen "$address" --metrics-listen 127.0.0.1:0 \
   >"$tmp/up.log" 2>&1 &
 pids+=($!)
@@ -230,4 +232,5 @@ children=$(for c in $(pgrep -P "${pids[0]}"); do readlink "/proc/$c/exe"; done |
 kill -TERM "${pids[0]}"
 wait "${pids[0]}" || fail "loom up exited $? on SIGTERM"
 pids=()
+unset LOOM_TLS_DIR
 echo "PASS"
