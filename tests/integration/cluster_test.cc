@@ -22,6 +22,7 @@
 
 #include "common/checkpoint_io.h"
 #include "loom/v1/coordinator.grpc.pb.h"
+#include "tests/grpc_health_check.h"
 #include "tests/integration/cluster_harness.h"
 #include "worker/rank_protocol.h"
 
@@ -305,20 +306,7 @@ TEST(Cluster, WithoutItsUdpPortTheCoordinatorKeepsWorkersAliveOnStreamHeartbeats
 // grpc.health.v1.Health/Check for the whole server: the response's bytes ("\x08\x01" SERVING,
 // "\x08\x02" NOT_SERVING), or "" when the call failed.
 std::string HealthCheck(const std::string& address) {
-  grpc::GenericStub generic(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext health;
-  health.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
-  grpc::Slice no_bytes("", 0);  // HealthCheckRequest{service: ""} encodes to no bytes
-  grpc::ByteBuffer empty_request(&no_bytes, 1), reply;
-  std::promise<grpc::Status> done;
-  generic.UnaryCall(&health, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &empty_request, &reply,
-                    [&](grpc::Status st) { done.set_value(st); });
-  if (!done.get_future().get().ok()) return "";
-  std::vector<grpc::Slice> slices;
-  if (!reply.Dump(&slices).ok()) return "";
-  std::string bytes;
-  for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
-  return bytes;
+  return loom::testing::CheckHealth(address, grpc::InsecureChannelCredentials(), std::chrono::seconds(1)).bytes;
 }
 
 // SIGTERM (systemctl stop): the coordinator first reports NOT_SERVING on gRPC health, so that load

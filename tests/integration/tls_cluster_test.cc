@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/grpc_health_check.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/prepared_data.h"
 
@@ -23,15 +24,7 @@ bool Ended(const PlanStatus& s) { return s.state() != loom::v1::PLAN_STATE_ACTIV
 
 // grpc.health.v1.Health/Check over `credentials`: the call's status.
 grpc::Status HealthCheck(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials) {
-  grpc::GenericStub generic(grpc::CreateChannel(address, credentials));
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
-  grpc::Slice no_bytes("", 0);
-  grpc::ByteBuffer request(&no_bytes, 1), reply;
-  std::promise<grpc::Status> done;
-  generic.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &reply,
-                    [&](grpc::Status st) { done.set_value(st); });
-  return done.get_future().get();
+  return loom::testing::CheckHealth(address, std::move(credentials), std::chrono::seconds(3)).status;
 }
 
 TEST(TlsCluster, OnlyClientsAndWorkersWithACertificateOfTheClustersCaGetIn) {

@@ -17,6 +17,7 @@
 #include "common/files.h"
 #include "common/tls_certs.h"
 #include "loom/v1/coordinator.grpc.pb.h"
+#include "tests/grpc_health_check.h"
 
 namespace loom {
 namespace {
@@ -28,15 +29,7 @@ std::string TempDir() {
 
 // grpc.health.v1.Health/Check over `credentials`: the call's status.
 grpc::Status HealthCheck(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials) {
-  grpc::GenericStub generic(grpc::CreateChannel(address, credentials));
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
-  grpc::Slice no_bytes("", 0);
-  grpc::ByteBuffer request(&no_bytes, 1), reply;
-  std::promise<grpc::Status> done;
-  generic.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &reply,
-                    [&](grpc::Status st) { done.set_value(st); });
-  return done.get_future().get();
+  return loom::testing::CheckHealth(address, std::move(credentials), std::chrono::seconds(3)).status;
 }
 
 // A server with gRPC health on 127.0.0.1 with the identity `name` of `dir`.
