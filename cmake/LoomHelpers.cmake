@@ -16,11 +16,11 @@ function(loom_library name)
   loom_warnings(${name})
 endfunction()
 
-# loom_test(name SOURCES ... DEPS ... [LABELS ...] [TIMEOUT s]): a GoogleTest binary registered
+# loom_test(name [NO_CTEST] SOURCES ... DEPS ... [LABELS ...] [TIMEOUT s]): a GoogleTest binary registered
 # with CTest. Label `unit` by default; integration tests say `integration` (and `long` when they
 # take minutes) so they can be filtered with `ctest -L` / `-LE`.
 function(loom_test name)
-  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "NO_CTEST" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   target_compile_definitions(${name} PRIVATE
@@ -31,6 +31,9 @@ function(loom_test name)
   endif()
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 120)
+  endif()
+  if(ARG_NO_CTEST)  # the caller registers the binary's cases itself (e.g. one CTest test per case)
+    return()
   endif()
   add_test(NAME ${name} COMMAND ${name})
   set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT})
