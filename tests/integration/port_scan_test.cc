@@ -30,6 +30,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <memory>
 #include <random>
 #include <set>
 #include <sstream>
@@ -38,6 +39,9 @@
 
 #include <google/protobuf/descriptor.h>
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include "common/heartbeat_datagram.h"
 #include "loom/v1/coordinator.grpc.pb.h"
@@ -247,17 +251,51 @@ std::string Snapshot(const std::string& address, const std::string& tls_dir) {
   return out.str();
 }
 
-// A certificate of the cluster's CA with no Loom identity (no loom:// URI, no OU): the TLS
-// handshake accepts it, the role check must not.
+// A certificate of the cluster's CA with no Loom identity (subject CN=NAME only: no OU, no
+// loom:// URI), for client authentication: the TLS handshake accepts it, the role check must not.
+// Written as DIR/NAME.pem and DIR/NAME.key.
+template <typename T, void (*Free)(T*)>
+struct SslFree {
+  void operator()(T* p) const { Free(p); }
+};
+template <typename T, void (*Free)(T*)>
+using SslPtr = std::unique_ptr<T, SslFree<T, Free>>;
+using Bio = SslPtr<BIO, BIO_free_all>;
+using Cert = SslPtr<X509, X509_free>;
+using Key = SslPtr<EVP_PKEY, EVP_PKEY_free>;
+using Extension = SslPtr<X509_EXTENSION, X509_EXTENSION_free>;
+
 void IssueIdentitylessCertificate(const std::string& dir, const std::string& name) {
-  const std::string key = dir + "/" + name + ".key", csr = dir + "/" + name + ".csr", pem = dir + "/" + name + ".pem";
-  const std::string ext = dir + "/" + name + ".ext";
-  std::ofstream(ext) << "extendedKeyUsage=clientAuth\n";
-  const std::string command =
-      "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=" + name + " -keyout " +
-      key + " -out " + csr + " 2>/dev/null && openssl x509 -req -in " + csr + " -CA " + dir + "/ca.pem -CAkey " +
-      dir + "/ca.key -CAcreateserial -days 1 -extfile " + ext + " -out " + pem + " 2>/dev/null";
-  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  const Bio ca_pem(BIO_new_file((dir + "/ca.pem").c_str(), "r")), ca_key_pem(BIO_new_file((dir + "/ca.key").c_str(), "r"));
+  ASSERT_TRUE(ca_pem && ca_key_pem) << "no CA in " << dir;
+  const Cert ca(PEM_read_bio_X509(ca_pem.get(), nullptr, nullptr, nullptr));
+  const Key ca_key(PEM_read_bio_PrivateKey(ca_key_pem.get(), nullptr, nullptr, nullptr));
+  ASSERT_TRUE(ca && ca_key) << "cannot read the CA in " << dir;
+  const Key key(EVP_EC_gen("P-256"));
+  const Cert cert(X509_new());
+  ASSERT_TRUE(key && cert);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 424242);
+  X509_set_version(cert.get(), 2);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 86400);
+  X509_set_pubkey(cert.get(), key.get());
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1, 0);
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(ca.get()));
+  X509V3_CTX ctx;
+  X509V3_set_ctx(&ctx, ca.get(), cert.get(), nullptr, nullptr, 0);
+  for (const auto& [nid, value] : std::vector<std::pair<int, const char*>>{
+           {NID_basic_constraints, "critical,CA:FALSE"}, {NID_ext_key_usage, "clientAuth"}}) {
+    const Extension ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
+    ASSERT_TRUE(ext && X509_add_ext(cert.get(), ext.get(), -1) == 1);
+  }
+  ASSERT_GT(X509_sign(cert.get(), ca_key.get(), EVP_sha256()), 0);
+  const Bio pem(BIO_new_file((dir + "/" + name + ".pem").c_str(), "w"));
+  const Bio key_pem(BIO_new_file((dir + "/" + name + ".key").c_str(), "w"));
+  ASSERT_TRUE(pem && key_pem && PEM_write_bio_X509(pem.get(), cert.get()) == 1 &&
+              PEM_write_bio_PrivateKey(key_pem.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1);
+  std::filesystem::permissions(dir + "/" + name + ".key",
+                               std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
 }
 
 TEST(PortScan, NothingChangesTheClusterWithoutAuthentication) {
