@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -88,15 +89,16 @@ inline bool RaiseFileLimit(rlim_t needed) {
 // its directory removed) on destruction.
 class CoordinatorProcess {
  public:
-  explicit CoordinatorProcess(const std::string& binary) {
+  // `extra`: more flags, e.g. {"--tls-dir", DIR} (bench/tls).
+  explicit CoordinatorProcess(const std::string& binary, const std::vector<std::string>& extra = {}) {
     std::string dir = (std::filesystem::temp_directory_path() / "loom-bench-XXXXXX").string();
     dir_ = mkdtemp(dir.data());
     address_ = "127.0.0.1:" + std::to_string(loom::testing::FreePort());
-    process_ = std::make_unique<loom::testing::Process>(
-        std::vector<std::string>{binary, "--listen", address_, "--data-dir", dir_ + "/coordinator",
-                                 "--metrics-listen", "127.0.0.1:0", "--heartbeat", "1s",
-                                 "--heartbeat-timeout", "5s"},
-        dir_ + "/coordinator.log");
+    std::vector<std::string> argv = {binary, "--listen", address_, "--data-dir", dir_ + "/coordinator",
+                                     "--metrics-listen", "127.0.0.1:0", "--heartbeat", "1s",
+                                     "--heartbeat-timeout", "5s"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    process_ = std::make_unique<loom::testing::Process>(argv, dir_ + "/coordinator.log");
     ok_ = !process_->WaitForLog(R"(metrics on http://([0-9.:]+)/metrics)").empty();
     if (!ok_) std::fprintf(stderr, "%s did not start:\n%s\n", binary.c_str(), process_->log().c_str());
   }
@@ -191,6 +193,12 @@ struct SimOptions {
   int workers = 0;
   int slots_per_worker = 1;
   int connections = 0;  // 0: one per worker
+  // The credentials of connection `c` (with one connection per worker, worker c's: a TLS
+  // coordinator lets worker sim-c register only with a certificate named sim-c). Null: plain text.
+  std::function<std::shared_ptr<grpc::ChannelCredentials>(int c)> credentials;
+  // Heartbeat with datagrams when the coordinator offers them (as loom-worker does); false: every
+  // heartbeat on the stream.
+  bool datagrams = true;
 };
 
 class SimCluster {
@@ -219,8 +227,9 @@ class SimCluster {
       args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
       args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
       args.SetInt("loom.bench.connection", c);  // distinct arguments: a distinct connection each
-      channels_.push_back(
-          grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), args));
+      channels_.push_back(grpc::CreateCustomChannel(
+          options_.coordinator,
+          options_.credentials ? options_.credentials(c) : grpc::InsecureChannelCredentials(), args));
       stubs_.push_back(loom::v1::WorkerService::NewStub(channels_.back()));
     }
     std::string token;
@@ -351,6 +360,7 @@ class SimCluster {
   // One UDP socket sends every simulated worker's datagrams: the coordinator reads the same
   // datagrams as from one socket per worker.
   bool OpenDatagrams(int port) {
+    if (!options_.datagrams) return false;
     std::lock_guard<std::mutex> lock(mu_);
     if (sender_ == nullptr) {
       absl::StatusOr<std::unique_ptr<loom::HeartbeatSender>> s =
