@@ -66,8 +66,8 @@ int Run(const std::vector<std::string>& args) {
   cl.AddFlag("devices", &devices, "device slots: cpu:N (N ranks at once)");
   cl.AddFlag("threads-per-rank", &o.threads_per_rank, "CPU threads each rank may use");
   cl.AddFlag("peak-flops", &o.peak_flops_per_slot,
-             "peak FLOP/s of one slot, for MFU (default 0: measured at start-up by a short sgemm with "
-             "--threads-per-rank threads); set it for known hardware or reproducible tests");
+             "peak FLOP/s of one slot, for MFU; 0 measures it at start-up (a short sgemm with "
+             "--threads-per-rank threads, about 0.3 s). Set it for known hardware or reproducible tests");
   cl.AddFlag("work-dir", &o.work_dir, "where rank directories (assignment, log) are created");
   cl.AddFlag("heartbeat", &o.heartbeat, "heartbeat interval when the coordinator does not set one");
   cl.AddFlag("metrics-listen", &metrics_listen,
