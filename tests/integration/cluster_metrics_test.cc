@@ -68,7 +68,9 @@ TEST(ClusterMetrics, CoordinatorAndWorkerExposeTheirMetricsWithSaneValues) {
   EXPECT_EQ(MetricValue(w, "loom_data_mix_weight", R"(source="english")"), 1) << w;
   EXPECT_GE(MetricValue(w, "loom_checkpoint_save_seconds_count", core), 1) << w;
   EXPECT_GE(MetricValue(w, "loom_checkpoint_save_seconds_sum", core), 0) << w;
-  EXPECT_NE(w.find("loom_checkpoint_save_seconds_count{plan=\"" + id + "\",stage=\"core\"}"), std::string::npos) << w;
+  EXPECT_NE(w.find("loom_checkpoint_save_seconds_count{plan=\"" + id + "\",stage=\"core\"}"),
+            std::string::npos)
+      << w;
   // MFU: the worker measured its slots' peak at start-up; the job's figure is exported once
   // (rank 0's worker), from the fake rank's 1024 tokens/s of the plan's model.
   const double peak = MetricValue(w, "loom_worker_peak_flops");

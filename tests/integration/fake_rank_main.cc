@@ -182,9 +182,11 @@ int main(int argc, char** argv) {
     p->set_global_batch_tokens(batch);
     p->set_seq_len(stage.seq_len_schedule_size() > 0 ? stage.seq_len_schedule(0).seq_len() : 0);
     // The real estimate for the plan's model, so that the worker's MFU is computed as for loom-rank.
-    if (absl::StatusOr<loom::engine::TransformerConfig> model = loom::engine::TransformerConfig::FromProto(a->model());
+    if (absl::StatusOr<loom::engine::TransformerConfig> model =
+            loom::engine::TransformerConfig::FromProto(a->model());
         model.ok()) {
-      p->set_model_flops_per_token(loom::engine::ModelFlopsPerToken(*model, p->seq_len(), loom::engine::ModelPass::kTraining));
+      p->set_model_flops_per_token(
+          loom::engine::ModelFlopsPerToken(*model, p->seq_len(), loom::engine::ModelPass::kTraining));
     }
     if (stage.data_mix_size() > 0) {
       double sum = 0;

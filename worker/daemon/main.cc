@@ -103,7 +103,8 @@ int Run(const std::vector<std::string>& args) {
     return 2;
   }
   if (!(o.peak_flops_per_slot >= 0) || o.peak_flops_per_slot > 1e18) {
-    std::fprintf(stderr, "loom-worker: --peak-flops must be a FLOP/s figure between 0 (measure it) and 1e18\n");
+    std::fprintf(stderr,
+                 "loom-worker: --peak-flops must be a FLOP/s figure between 0 (measure it) and 1e18\n");
     return 2;
   }
   std::error_code ec;
@@ -179,10 +180,12 @@ int Run(const std::vector<std::string>& args) {
   }
   // Prometheus dials the advertised address at the port bound.
   o.metrics_address = absl::StrCat(advertise, server->address.substr(server->address.rfind(':')));
-  std::printf("loom-worker %s%s: %d slots (peak %.3g FLOP/s each, %s), metrics on http://%s/metrics, coordinator %s, ranks bind %s, ranks run %s\n",
-              o.worker_id.c_str(), o.tls_dir.empty() ? "" : " (mutual TLS)", o.slots, o.peak_flops_per_slot,
-              measured ? "measured" : "--peak-flops", o.metrics_address.c_str(), o.coordinator.c_str(), o.address.c_str(),
-              o.rank_binary.c_str());
+  std::printf(
+      "loom-worker %s%s: %d slots (peak %.3g FLOP/s each, %s), metrics on http://%s/metrics, coordinator %s, "
+      "ranks bind %s, ranks run %s\n",
+      o.worker_id.c_str(), o.tls_dir.empty() ? "" : " (mutual TLS)", o.slots, o.peak_flops_per_slot,
+      measured ? "measured" : "--peak-flops", o.metrics_address.c_str(), o.coordinator.c_str(), o.address.c_str(),
+      o.rank_binary.c_str());
   std::fflush(stdout);
 
   loom::worker::WorkerDaemon daemon(o, &metrics);

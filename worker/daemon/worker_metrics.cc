@@ -55,8 +55,8 @@ WorkerMetrics::WorkerMetrics()
                          .Help("Wall time of each optimizer step (global rank 0)")
                          .Register(*registry_)),
       mfu_(Gauge(*registry_, "loom_train_mfu_ratio",
-                 "Model FLOPs utilization of the job (global; exported by rank 0 only): tokens/s x model FLOPs "
-                 "per token (6 x non-embedding parameters + attention) over the job's slots x "
+                 "Model FLOPs utilization of the job (global; exported by rank 0 only): tokens/s x model "
+                 "FLOPs per token (6 x non-embedding parameters + attention) over the job's slots x "
                  "loom_worker_peak_flops")),
       checkpoint_save_(prometheus::BuildHistogram()
                            .Name("loom_checkpoint_save_seconds")

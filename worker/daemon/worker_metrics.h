@@ -42,7 +42,8 @@ class WorkerMetrics {
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
   // `plan_id` and `stage` come from the rank's assignment.
   void OnProgress(const std::string& plan_id, const std::string& stage, const loom::v1::Progress& p);
-  void OnCheckpoint(const std::string& plan_id, const std::string& stage, const loom::v1::CheckpointReport& report);
+  void OnCheckpoint(const std::string& plan_id, const std::string& stage,
+                    const loom::v1::CheckpointReport& report);
   // The measured (or --peak-flops) peak FLOP/s of one slot: loom_worker_peak_flops.
   void SetPeakFlops(double flops_per_second);
   // Counts the exit and removes the series of that rank (for rank 0: the job's global series).

@@ -48,9 +48,11 @@ TEST(ModelFlopsTest, TrainingAndForwardFlopsPerTokenOfASmallGqaModel) {
   EXPECT_EQ(NonEmbeddingParameters(c), 74048);
   EXPECT_DOUBLE_EQ(ModelFlopsPerToken(c, 128, ModelPass::kTraining), 6.0 * 74048 + 12.0 * 2 * 64 * 128);
   EXPECT_DOUBLE_EQ(ModelFlopsPerToken(c, 128, ModelPass::kForward), 2.0 * 74048 + 4.0 * 2 * 64 * 128);
-  EXPECT_DOUBLE_EQ(ModelFlopsPerToken(c, 128, ModelPass::kTraining), 3 * ModelFlopsPerToken(c, 128, ModelPass::kForward));
+  EXPECT_DOUBLE_EQ(ModelFlopsPerToken(c, 128, ModelPass::kTraining),
+                   3 * ModelFlopsPerToken(c, 128, ModelPass::kForward));
   // Longer sequences cost more per token (attention), never less.
-  EXPECT_GT(ModelFlopsPerToken(c, 256, ModelPass::kTraining), ModelFlopsPerToken(c, 128, ModelPass::kTraining));
+  EXPECT_GT(ModelFlopsPerToken(c, 256, ModelPass::kTraining),
+            ModelFlopsPerToken(c, 128, ModelPass::kTraining));
 }
 
 TEST(ModelFlopsTest, SlidingWindowLayersAttendOverTheWindowOnly) {

@@ -21,9 +21,9 @@ TEST(PeakFlopsTest, MeasuresASanePositiveFigureWellWithinASecond) {
 TEST(PeakFlopsTest, MfuIsAchievedOverThePeakOfTheJobsSlots) {
   // 1000 tokens/s x 6e6 FLOP per token over 2 slots of 1e10 FLOP/s: 30%.
   EXPECT_DOUBLE_EQ(ModelFlopsUtilization(1000, 6e6, 2, 1e10), 0.3);
-  EXPECT_EQ(ModelFlopsUtilization(1000, 0, 2, 1e10), 0);   // the rank did not say
-  EXPECT_EQ(ModelFlopsUtilization(1000, 6e6, 2, 0), 0);    // no peak
-  EXPECT_EQ(ModelFlopsUtilization(0, 6e6, 2, 1e10), 0);    // no throughput yet
+  EXPECT_EQ(ModelFlopsUtilization(1000, 0, 2, 1e10), 0);  // the rank did not say
+  EXPECT_EQ(ModelFlopsUtilization(1000, 6e6, 2, 0), 0);   // no peak
+  EXPECT_EQ(ModelFlopsUtilization(0, 6e6, 2, 1e10), 0);   // no throughput yet
 }
 
 }  // namespace

@@ -133,7 +133,8 @@ TEST(WorkerMetricsTest, MfuOncePerJobFromRankZeroAndGoneWithIt) {
     m.OnProgress("plan-a", "core", p);
   }
   std::string text = Scrape(m);
-  EXPECT_NE(text.find("loom_train_mfu_ratio{plan=\"plan-a\",stage=\"core\"} 0.375"), std::string::npos) << text;
+  EXPECT_NE(text.find("loom_train_mfu_ratio{plan=\"plan-a\",stage=\"core\"} 0.375"), std::string::npos)
+      << text;
   EXPECT_EQ(text.find("0.9\n"), std::string::npos) << text;
   EXPECT_NE(text.find("loom_worker_peak_flops 25000000000"), std::string::npos) << text;
   loom::v1::RankExit exit;
@@ -161,22 +162,27 @@ TEST(WorkerMetricsTest, CheckpointSaveTimesPerJobGoWithTheJobsLastRank) {
   report.mutable_rank()->set_rank(0);
   m.OnCheckpoint("plan-b", "sft", report);
   std::string text = Scrape(m);
-  EXPECT_NE(text.find("loom_checkpoint_save_seconds_count{plan=\"plan-a\",stage=\"core\"} 2"), std::string::npos)
+  EXPECT_NE(text.find("loom_checkpoint_save_seconds_count{plan=\"plan-a\",stage=\"core\"} 2"),
+            std::string::npos)
       << text;
-  EXPECT_NE(text.find("loom_checkpoint_save_seconds_count{plan=\"plan-b\",stage=\"sft\"} 1"), std::string::npos)
+  EXPECT_NE(text.find("loom_checkpoint_save_seconds_count{plan=\"plan-b\",stage=\"sft\"} 1"),
+            std::string::npos)
       << text;
   loom::v1::RankExit exit;
   exit.mutable_rank()->set_job_id("job-1");
   exit.mutable_rank()->set_rank(1);
   m.OnRankExit(exit);
   text = Scrape(m);
-  EXPECT_NE(text.find("loom_checkpoint_save_seconds_count{plan=\"plan-a\",stage=\"core\"} 2"), std::string::npos)
-      << "rank 0 of the job still runs\n" << text;
+  EXPECT_NE(text.find("loom_checkpoint_save_seconds_count{plan=\"plan-a\",stage=\"core\"} 2"),
+            std::string::npos)
+      << "rank 0 of the job still runs\n"
+      << text;
   exit.mutable_rank()->set_rank(0);
   m.OnRankExit(exit);
   text = Scrape(m);
   EXPECT_EQ(text.find("plan=\"plan-a\""), std::string::npos) << text;
-  EXPECT_NE(text.find("loom_checkpoint_save_seconds_count{plan=\"plan-b\",stage=\"sft\"} 1"), std::string::npos)
+  EXPECT_NE(text.find("loom_checkpoint_save_seconds_count{plan=\"plan-b\",stage=\"sft\"} 1"),
+            std::string::npos)
       << text;
 }
 

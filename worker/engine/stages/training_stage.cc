@@ -259,7 +259,9 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
         p.compute_seconds = r.compute_seconds;
         p.communication_wait_seconds = r.collective_seconds;
         p.data_wait_seconds = r.data_wait_seconds;
-        if (whole_model.ok()) p.model_flops_per_token = ModelFlopsPerToken(*whole_model, r.seq_len, ModelPass::kTraining);
+        if (whole_model.ok()) {
+          p.model_flops_per_token = ModelFlopsPerToken(*whole_model, r.seq_len, ModelPass::kTraining);
+        }
         if (measures.evaluates() && ((every > 0 && r.step % every == 0) || trainer->Done())) {
           RankPhaseScope evaluating(RankPhase::kEvaluation);
           eval_status.Update(measures.After(r, &p));
