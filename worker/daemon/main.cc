@@ -184,8 +184,8 @@ int Run(const std::vector<std::string>& args) {
       "loom-worker %s%s: %d slots (peak %.3g FLOP/s each, %s), metrics on http://%s/metrics, coordinator %s, "
       "ranks bind %s, ranks run %s\n",
       o.worker_id.c_str(), o.tls_dir.empty() ? "" : " (mutual TLS)", o.slots, o.peak_flops_per_slot,
-      measured ? "measured" : "--peak-flops", o.metrics_address.c_str(), o.coordinator.c_str(), o.address.c_str(),
-      o.rank_binary.c_str());
+      measured ? "measured" : "--peak-flops", o.metrics_address.c_str(), o.coordinator.c_str(),
+      o.address.c_str(), o.rank_binary.c_str());
   std::fflush(stdout);
 
   loom::worker::WorkerDaemon daemon(o, &metrics);

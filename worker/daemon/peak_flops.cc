@@ -37,7 +37,8 @@ double MeasurePeakFlops(int threads, absl::Duration budget) {
 
 double ModelFlopsUtilization(double tokens_per_second, double flops_per_token, int world_size,
                              double peak_flops_per_slot) {
-  const bool known = tokens_per_second > 0 && flops_per_token > 0 && world_size >= 1 && peak_flops_per_slot > 0;
+  const bool known =
+      tokens_per_second > 0 && flops_per_token > 0 && world_size >= 1 && peak_flops_per_slot > 0;
   if (!known) return 0;
   return tokens_per_second * flops_per_token / (world_size * peak_flops_per_slot);
 }
