@@ -169,6 +169,9 @@ std::string JobLine(const loom::v1::JobStatus& job, size_t name_width) {
     if (p.step() > 0) absl::StrAppend(&line, absl::StrFormat("  loss %.4f", p.loss()));
     if (active && p.tokens_per_second() > 0) {
       absl::StrAppend(&line, absl::StrFormat("  %s tok/s", Short(p.tokens_per_second())));
+      if (p.model_flops_utilization() > 0) {
+        absl::StrAppend(&line, absl::StrFormat(" (MFU %.1f%%)", 100.0 * p.model_flops_utilization()));
+      }
       if (job.tokens_budget() > p.tokens()) {
         absl::StrAppend(
             &line, "  ETA ",

@@ -66,8 +66,21 @@ TEST(ClusterMetrics, CoordinatorAndWorkerExposeTheirMetricsWithSaneValues) {
   EXPECT_EQ(MetricValue(w, "loom_train_global_batch_tokens", core), 256) << w;
   EXPECT_EQ(MetricValue(w, "loom_train_seq_len", core), 128) << w;
   EXPECT_EQ(MetricValue(w, "loom_data_mix_weight", R"(source="english")"), 1) << w;
-  EXPECT_GE(MetricValue(w, "loom_checkpoint_save_seconds_count"), 1) << w;
-  EXPECT_GE(MetricValue(w, "loom_checkpoint_save_seconds_sum"), 0) << w;
+  EXPECT_GE(MetricValue(w, "loom_checkpoint_save_seconds_count", core), 1) << w;
+  EXPECT_GE(MetricValue(w, "loom_checkpoint_save_seconds_sum", core), 0) << w;
+  EXPECT_NE(w.find("loom_checkpoint_save_seconds_count{plan=\"" + id + "\",stage=\"core\"}"),
+            std::string::npos)
+      << w;
+  // MFU: the worker measured its slots' peak at start-up; the job's figure is exported once
+  // (rank 0's worker), from the fake rank's 1024 tokens/s of the plan's model.
+  const double peak = MetricValue(w, "loom_worker_peak_flops");
+  EXPECT_GT(peak, 1e8) << w;
+  const double mfu = MetricValue(w, "loom_train_mfu_ratio", core);
+  EXPECT_GT(mfu, 0) << w;
+  EXPECT_LT(mfu, 1) << w;
+  EXPECT_EQ(w.find("loom_train_mfu_ratio{plan=\"" + id + "\",rank="), std::string::npos) << w;
+  const CommandResult status = cluster.Loom({"status", id});
+  EXPECT_NE(status.out.find("tok/s (MFU "), std::string::npos) << status.out;
   EXPECT_EQ(MetricValue(w, "loom_worker_ranks_running"), 2) << w;
   EXPECT_EQ(MetricValue(w, "loom_build_info", R"(version=")"), 1) << w;
   // Per-rank timings with a rank label (the fake rank's 250 ms sleep is its compute), and the

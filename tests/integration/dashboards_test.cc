@@ -6,7 +6,7 @@
 // (as Grafana sends it) against that Prometheus: each must return series, and every loom_* metric
 // it names must be one the run exported. The JSON is checked for what Grafana needs: schema
 // version, unique panel ids, a templated Prometheus data source on every panel and query, a unit
-// and a description on every panel, and the provisioning files.
+// and a description on every panel, and the provisioning files. The run's MFU must be in (0, 1).
 #include <ctime>
 #include <regex>
 #include <set>
@@ -227,6 +227,20 @@ stages:
       EXPECT_TRUE(values.contains(e.label == "plan" ? plan : "core")) << e.where << ": " << results[e.where].dump();
     }
   }
+  // The run's MFU (loom-rank's model FLOPs over the workers' measured peaks): a fraction above 0.
+  const json mfu = RangeQuery(prometheus, "loom_train_mfu_ratio{plan=\"" + plan + "\"}", start);
+  EXPECT_FALSE(mfu.empty()) << "no loom_train_mfu_ratio";
+  double lowest = 1, highest = 0;
+  for (const json& series : mfu) {
+    for (const json& point : series["values"]) {
+      const double value = std::stod(point[1].get<std::string>());
+      EXPECT_GT(value, 0) << series.dump();
+      EXPECT_LT(value, 1) << series.dump();
+      lowest = std::min(lowest, value);
+      highest = std::max(highest, value);
+    }
+  }
+  std::printf("MFU of the run: %.4f to %.4f\n", lowest, highest);
   // The failure shows: a second attempt, and a worker_lost failure.
   bool lost = false;
   for (const json& series : RangeQuery(prometheus, "loom_attempt_failures_total", start)) {

@@ -29,6 +29,8 @@
 #include "common/command_line.h"
 #include "common/rank_exit.h"
 #include "common/rank_lifecycle.h"
+#include "worker/engine/model/transformer_config.h"
+#include "worker/engine/training/model_flops.h"
 #include "worker/rank_protocol.h"
 
 namespace {
@@ -179,6 +181,13 @@ int main(int argc, char** argv) {
     p->set_grad_norm(1.0 / std::sqrt(static_cast<double>(step)));
     p->set_global_batch_tokens(batch);
     p->set_seq_len(stage.seq_len_schedule_size() > 0 ? stage.seq_len_schedule(0).seq_len() : 0);
+    // The real estimate for the plan's model, so that the worker's MFU is computed as for loom-rank.
+    if (absl::StatusOr<loom::engine::TransformerConfig> model =
+            loom::engine::TransformerConfig::FromProto(a->model());
+        model.ok()) {
+      p->set_model_flops_per_token(
+          loom::engine::ModelFlopsPerToken(*model, p->seq_len(), loom::engine::ModelPass::kTraining));
+    }
     if (stage.data_mix_size() > 0) {
       double sum = 0;
       for (const auto& [source, w] : stage.data_mix(0).weights()) sum += w;

@@ -18,6 +18,7 @@
 #include "common/heartbeat_datagram.h"
 #include "common/logging.h"
 #include "common/tls.h"
+#include "worker/daemon/peak_flops.h"
 #include "worker/rank_protocol.h"
 
 namespace loom::worker {
@@ -328,6 +329,7 @@ void WorkerDaemon::OnRankMessage(const std::string& name, const loom::v1::Worker
   loom::v1::WorkerMessage m = message;
   std::string plan_id, stage;
   loom::v1::RankRef rank;
+  int world_size = 1;
   {
     absl::MutexLock lock(&ranks_mu_);
     auto it = ranks_.find(name);
@@ -335,14 +337,22 @@ void WorkerDaemon::OnRankMessage(const std::string& name, const loom::v1::Worker
     rank = it->second.assignment.rank();
     plan_id = it->second.assignment.plan_id();
     stage = it->second.assignment.stage().name();
+    world_size = std::max(1, it->second.assignment.layout().world_size());
   }
   if (m.has_progress()) {
-    *m.mutable_progress()->mutable_rank() = rank;
+    loom::v1::Progress& p = *m.mutable_progress();
+    *p.mutable_rank() = rank;
+    // MFU is job-global: rank 0's report carries it (to `loom status` and the job's gauge).
+    p.clear_model_flops_utilization();
+    if (rank.rank() == 0) {
+      p.set_model_flops_utilization(ModelFlopsUtilization(p.tokens_per_second(), p.model_flops_per_token(),
+                                                          world_size, options_.peak_flops_per_slot));
+    }
     metrics_->OnProgress(plan_id, stage, m.progress());
     SendUp(m, false);
   } else if (m.has_checkpoint()) {
     *m.mutable_checkpoint()->mutable_rank() = rank;
-    metrics_->OnCheckpoint(m.checkpoint());
+    metrics_->OnCheckpoint(plan_id, stage, m.checkpoint());
     SendUp(m, true);
   }
 }

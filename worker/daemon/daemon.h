@@ -28,6 +28,9 @@ struct DaemonOptions {
   std::string host;
   int slots = 1;
   int threads_per_rank = 1;
+  // Peak FLOP/s of one slot (a rank with threads_per_rank threads), for MFU: measured at start-up
+  // (peak_flops.h) or --peak-flops. 0: unknown, no MFU.
+  double peak_flops_per_slot = 0;
   std::string work_dir;
   std::string rank_binary;
   std::string metrics_address;

@@ -22,6 +22,7 @@
 #include "common/net.h"
 #include "common/tls.h"
 #include "worker/daemon/daemon.h"
+#include "worker/daemon/peak_flops.h"
 #include "worker/daemon/worker_metrics.h"
 
 namespace {
@@ -64,6 +65,9 @@ int Run(const std::vector<std::string>& args) {
              "address peers and Prometheus dial to reach this host (default: --listen); its ranks bind it");
   cl.AddFlag("devices", &devices, "device slots: cpu:N (N ranks at once)");
   cl.AddFlag("threads-per-rank", &o.threads_per_rank, "CPU threads each rank may use");
+  cl.AddFlag("peak-flops", &o.peak_flops_per_slot,
+             "peak FLOP/s of one slot, for MFU; 0 measures it at start-up (a short sgemm with "
+             "--threads-per-rank threads, about 0.3 s). Set it for known hardware or reproducible tests");
   cl.AddFlag("work-dir", &o.work_dir, "where rank directories (assignment, log) are created");
   cl.AddFlag("heartbeat", &o.heartbeat, "heartbeat interval when the coordinator does not set one");
   cl.AddFlag("metrics-listen", &metrics_listen,
@@ -96,6 +100,11 @@ int Run(const std::vector<std::string>& args) {
   }
   if (o.threads_per_rank < 1) {
     std::fprintf(stderr, "loom-worker: --threads-per-rank must be at least 1\n");
+    return 2;
+  }
+  if (!(o.peak_flops_per_slot >= 0) || o.peak_flops_per_slot > 1e18) {
+    std::fprintf(stderr,
+                 "loom-worker: --peak-flops must be a FLOP/s figure between 0 (measure it) and 1e18\n");
     return 2;
   }
   std::error_code ec;
@@ -159,7 +168,11 @@ int Run(const std::vector<std::string>& args) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // Measured before any rank runs, so that the slot has its cores to itself (a few hundred ms).
+  const bool measured = o.peak_flops_per_slot == 0;
+  if (measured) o.peak_flops_per_slot = loom::worker::MeasurePeakFlops(o.threads_per_rank);
   loom::worker::WorkerMetrics metrics;
+  metrics.SetPeakFlops(o.peak_flops_per_slot);
   absl::StatusOr<loom::MetricsServer> server = loom::StartMetricsServer(metrics_listen, metrics.registry());
   if (!server.ok()) {
     std::fprintf(stderr, "loom-worker: %s\n", std::string(server.status().message()).c_str());
@@ -167,9 +180,12 @@ int Run(const std::vector<std::string>& args) {
   }
   // Prometheus dials the advertised address at the port bound.
   o.metrics_address = absl::StrCat(advertise, server->address.substr(server->address.rfind(':')));
-  std::printf("loom-worker %s%s: %d slots, metrics on http://%s/metrics, coordinator %s, ranks bind %s, ranks run %s\n",
-              o.worker_id.c_str(), o.tls_dir.empty() ? "" : " (mutual TLS)", o.slots, o.metrics_address.c_str(), o.coordinator.c_str(), o.address.c_str(),
-              o.rank_binary.c_str());
+  std::printf(
+      "loom-worker %s%s: %d slots (peak %.3g FLOP/s each, %s), metrics on http://%s/metrics, coordinator %s, "
+      "ranks bind %s, ranks run %s\n",
+      o.worker_id.c_str(), o.tls_dir.empty() ? "" : " (mutual TLS)", o.slots, o.peak_flops_per_slot,
+      measured ? "measured" : "--peak-flops", o.metrics_address.c_str(), o.coordinator.c_str(),
+      o.address.c_str(), o.rank_binary.c_str());
   std::fflush(stdout);
 
   loom::worker::WorkerDaemon daemon(o, &metrics);

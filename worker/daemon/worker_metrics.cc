@@ -54,12 +54,18 @@ WorkerMetrics::WorkerMetrics()
                          .Name("loom_train_step_duration_seconds")
                          .Help("Wall time of each optimizer step (global rank 0)")
                          .Register(*registry_)),
+      mfu_(Gauge(*registry_, "loom_train_mfu_ratio",
+                 "Model FLOPs utilization of the job (global; exported by rank 0 only): tokens/s x model "
+                 "FLOPs per token (6 x non-embedding parameters + attention) over the job's slots x "
+                 "loom_worker_peak_flops")),
       checkpoint_save_(prometheus::BuildHistogram()
                            .Name("loom_checkpoint_save_seconds")
-                           .Help("Seconds a rank spent writing its checkpoint shard")
-                           .Register(*registry_)
-                           .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5, 1,
-                                                                            2.5, 5, 10, 30, 60, 120, 300})),
+                           .Help("Seconds a rank of the job spent writing its checkpoint shard")
+                           .Register(*registry_)),
+      peak_flops_(Gauge(*registry_, "loom_worker_peak_flops",
+                        "Peak FLOP/s of one slot of this worker (one rank with --threads-per-rank threads): "
+                        "the best of short float32 GEMMs at start-up, or --peak-flops")
+                      .Add({})),
       rank_exits_(prometheus::BuildCounter()
                       .Name("loom_worker_rank_exits_total")
                       .Help("Rank processes that ended, by outcome")
@@ -123,6 +129,7 @@ void WorkerMetrics::OnProgress(const std::string& plan_id, const std::string& st
   };
   set(loss_, labels, p.loss());
   set(tokens_per_second_, labels, p.tokens_per_second());
+  if (p.model_flops_utilization() > 0) set(mfu_, labels, p.model_flops_utilization());
   set(learning_rate_, labels, p.learning_rate());
   set(grad_norm_, labels, p.grad_norm());
   set(global_batch_, labels, static_cast<double>(p.global_batch_tokens()));
@@ -190,9 +197,19 @@ prometheus::Family<prometheus::Gauge>& WorkerMetrics::TrainMeasure(const std::st
   return *family;
 }
 
-void WorkerMetrics::OnCheckpoint(const loom::v1::CheckpointReport& report) {
-  if (report.save_seconds() > 0) checkpoint_save_.Observe(report.save_seconds());
+void WorkerMetrics::OnCheckpoint(const std::string& plan_id, const std::string& stage,
+                                 const loom::v1::CheckpointReport& report) {
+  if (!(report.save_seconds() > 0)) return;
+  absl::MutexLock lock(&mu_);
+  Exported& ex = exported_[absl::StrCat(report.rank().job_id(), "/", report.rank().rank())];
+  // Family::Add returns the job's one histogram for every rank that reports.
+  ex.checkpoint_save = &checkpoint_save_.Add(
+      {{"plan", plan_id}, {"stage", stage}},
+      prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300});
+  ex.checkpoint_save->Observe(report.save_seconds());
 }
+
+void WorkerMetrics::SetPeakFlops(double flops_per_second) { peak_flops_.Set(flops_per_second); }
 
 void WorkerMetrics::OnRankExit(const loom::v1::RankExit& exit) {
   absl::MutexLock lock(&mu_);
@@ -201,7 +218,12 @@ void WorkerMetrics::OnRankExit(const loom::v1::RankExit& exit) {
     for (auto& [family, gauge] : it->second.gauges) family->Remove(gauge);
     for (auto& [family, counter] : it->second.counters) family->Remove(counter);
     if (it->second.step_duration != nullptr) step_duration_.Remove(it->second.step_duration);
+    prometheus::Histogram* saves = it->second.checkpoint_save;
     exported_.erase(it);
+    // The job's checkpoint histogram goes with the last of its ranks here that fed it.
+    const bool still_fed = std::any_of(exported_.begin(), exported_.end(),
+                                       [saves](const auto& e) { return e.second.checkpoint_save == saves; });
+    if (saves != nullptr && !still_fed) checkpoint_save_.Remove(saves);
   }
   // Drop "<key>" and "<key>/<source>" entries.
   for (auto it = tokens_seen_.lower_bound(key);

@@ -1,13 +1,14 @@
 // The worker's /metrics: the training gauges of the ranks it runs, mirrored from the ranks'
 // Progress reports, and checkpoint save times.
 //
-// Job-global values (loss, lr, grad norm, tokens, tokens/s, seq len, batch tokens, mix weights,
+// Job-global values (loss, lr, grad norm, tokens, tokens/s, MFU, seq len, batch tokens, mix weights,
 // per-source tokens, eval results, train measures, step) are the same on every rank, so only
 // global rank 0 exports them, labelled {plan, stage} without `rank`: sum() over a job counts each
 // token once. Per-rank timings of the latest step (compute, waiting in collectives, waiting for
 // data) are exported by every rank with a `rank` label (the job's global rank), and rank 0 feeds
-// the job's step-time histogram. When a rank exits, every series it exported is removed, so
-// finished jobs leave none.
+// the job's step-time histogram. Checkpoint save times go to one histogram per job ({plan, stage}),
+// fed by each of its ranks here. When a rank exits, every series it exported is removed (the
+// checkpoint histogram with the job's last rank on this worker), so finished jobs leave none.
 #pragma once
 
 #include <map>
@@ -41,7 +42,10 @@ class WorkerMetrics {
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
   // `plan_id` and `stage` come from the rank's assignment.
   void OnProgress(const std::string& plan_id, const std::string& stage, const loom::v1::Progress& p);
-  void OnCheckpoint(const loom::v1::CheckpointReport& report);
+  void OnCheckpoint(const std::string& plan_id, const std::string& stage,
+                    const loom::v1::CheckpointReport& report);
+  // The measured (or --peak-flops) peak FLOP/s of one slot: loom_worker_peak_flops.
+  void SetPeakFlops(double flops_per_second);
   // Counts the exit and removes the series of that rank (for rank 0: the job's global series).
   void OnRankExit(const loom::v1::RankExit& exit);
   void SetRunning(int ranks);
@@ -69,7 +73,9 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>& rank_communication_wait_;
   prometheus::Family<prometheus::Gauge>& rank_data_wait_;
   prometheus::Family<prometheus::Histogram>& step_duration_;
-  prometheus::Histogram& checkpoint_save_;
+  prometheus::Family<prometheus::Gauge>& mfu_;
+  prometheus::Family<prometheus::Histogram>& checkpoint_save_;
+  prometheus::Gauge& peak_flops_;
   prometheus::Family<prometheus::Counter>& rank_exits_;
   prometheus::Gauge& running_;
   // Series one exporting rank made, to remove when it exits.
@@ -77,6 +83,8 @@ class WorkerMetrics {
     std::vector<std::pair<prometheus::Family<prometheus::Gauge>*, prometheus::Gauge*>> gauges;
     std::vector<std::pair<prometheus::Family<prometheus::Counter>*, prometheus::Counter*>> counters;
     prometheus::Histogram* step_duration = nullptr;
+    // The job's checkpoint save histogram (shared by its ranks on this worker).
+    prometheus::Histogram* checkpoint_save = nullptr;
   };
   // Key: "<job_id>/<rank>" of the rank that made the series.
   std::map<std::string, Exported> exported_ ABSL_GUARDED_BY(mu_);

@@ -93,6 +93,7 @@ class WireReporter : public loom::engine::StageReporter {
     p.set_step_compute_seconds(r.compute_seconds);
     p.set_step_communication_wait_seconds(r.communication_wait_seconds);
     p.set_step_data_wait_seconds(r.data_wait_seconds);
+    p.set_model_flops_per_token(r.model_flops_per_token);
     SetRankTime(p.mutable_rank_time());
     last_progress_ = m;
     const absl::Status sent = pipe_.Send(m);

@@ -124,5 +124,67 @@ TEST(WorkerMetricsTest, TrainMeasuresAreMetricsOfTheirOwnWithUnitsInTheName) {
   EXPECT_NE(text.find("loom_build_info{version=\""), std::string::npos) << text;
 }
 
+TEST(WorkerMetricsTest, MfuOncePerJobFromRankZeroAndGoneWithIt) {
+  WorkerMetrics m;
+  m.SetPeakFlops(2.5e10);
+  for (int rank = 0; rank < 2; ++rank) {
+    loom::v1::Progress p = Timed(rank, 0.1);
+    p.set_model_flops_utilization(rank == 0 ? 0.375 : 0.9);  // a rank's own figure is never shown
+    m.OnProgress("plan-a", "core", p);
+  }
+  std::string text = Scrape(m);
+  EXPECT_NE(text.find("loom_train_mfu_ratio{plan=\"plan-a\",stage=\"core\"} 0.375"), std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("0.9\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("loom_worker_peak_flops 25000000000"), std::string::npos) << text;
+  loom::v1::RankExit exit;
+  exit.mutable_rank()->set_job_id("job-1");
+  exit.mutable_rank()->set_rank(0);
+  m.OnRankExit(exit);
+  text = Scrape(m);
+  EXPECT_EQ(text.find("loom_train_mfu_ratio{"), std::string::npos) << text;
+  EXPECT_NE(text.find("loom_worker_peak_flops 25000000000"), std::string::npos) << text;
+  // Unknown (0): no series rather than a misleading zero.
+  m.OnProgress("plan-a", "core", Timed(0, 0.1));
+  EXPECT_EQ(Scrape(m).find("loom_train_mfu_ratio{"), std::string::npos);
+}
+
+TEST(WorkerMetricsTest, CheckpointSaveTimesPerJobGoWithTheJobsLastRank) {
+  WorkerMetrics m;
+  loom::v1::CheckpointReport report;
+  report.mutable_rank()->set_job_id("job-1");
+  report.set_save_seconds(0.2);
+  for (int rank = 0; rank < 2; ++rank) {
+    report.mutable_rank()->set_rank(rank);
+    m.OnCheckpoint("plan-a", "core", report);
+  }
+  report.mutable_rank()->set_job_id("job-2");
+  report.mutable_rank()->set_rank(0);
+  m.OnCheckpoint("plan-b", "sft", report);
+  std::string text = Scrape(m);
+  EXPECT_NE(text.find("loom_checkpoint_save_seconds_count{plan=\"plan-a\",stage=\"core\"} 2"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("loom_checkpoint_save_seconds_count{plan=\"plan-b\",stage=\"sft\"} 1"),
+            std::string::npos)
+      << text;
+  loom::v1::RankExit exit;
+  exit.mutable_rank()->set_job_id("job-1");
+  exit.mutable_rank()->set_rank(1);
+  m.OnRankExit(exit);
+  text = Scrape(m);
+  EXPECT_NE(text.find("loom_checkpoint_save_seconds_count{plan=\"plan-a\",stage=\"core\"} 2"),
+            std::string::npos)
+      << "rank 0 of the job still runs\n"
+      << text;
+  exit.mutable_rank()->set_rank(0);
+  m.OnRankExit(exit);
+  text = Scrape(m);
+  EXPECT_EQ(text.find("plan=\"plan-a\""), std::string::npos) << text;
+  EXPECT_NE(text.find("loom_checkpoint_save_seconds_count{plan=\"plan-b\",stage=\"sft\"} 1"),
+            std::string::npos)
+      << text;
+}
+
 }  // namespace
 }  // namespace loom::worker

@@ -101,6 +101,8 @@ struct ProgressReport {
   double compute_seconds = 0;
   double communication_wait_seconds = 0;
   double data_wait_seconds = 0;
+  // Model FLOPs of one trained token at this step (training/model_flops.h), for MFU; 0 unknown.
+  double model_flops_per_token = 0;
 };
 
 // A checkpoint (or a dataset directory) this rank's part of which is durable.

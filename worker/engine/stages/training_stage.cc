@@ -9,6 +9,8 @@
 #include "common/clock.h"
 #include "common/status_macros.h"
 #include "worker/engine/evaluation/preference_accuracy.h"
+#include "worker/engine/model/transformer_config.h"
+#include "worker/engine/training/model_flops.h"
 #include "worker/engine/training/rank_time.h"
 
 namespace loom::engine {
@@ -221,6 +223,8 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
   reporter.Log(absl::StrFormat("stage %s: %d parameters on this rank, from step %d", run.stage.name(),
                                trainer->model().num_params(), trainer->step()));
   if (setup.on_trainer) setup.on_trainer(*trainer);
+  // The whole model (not this rank's pipeline stage of it), for the MFU estimate.
+  const absl::StatusOr<TransformerConfig> whole_model = TransformerConfig::FromProto(run.model);
 
   // Reports fail the stage at its end, not in the middle of a collective.
   absl::Status report_status;
@@ -255,6 +259,9 @@ absl::Status RunTraining(const StageContext& context, const TrainingSetup& setup
         p.compute_seconds = r.compute_seconds;
         p.communication_wait_seconds = r.collective_seconds;
         p.data_wait_seconds = r.data_wait_seconds;
+        if (whole_model.ok()) {
+          p.model_flops_per_token = ModelFlopsPerToken(*whole_model, r.seq_len, ModelPass::kTraining);
+        }
         if (measures.evaluates() && ((every > 0 && r.step % every == 0) || trainer->Done())) {
           RankPhaseScope evaluating(RankPhase::kEvaluation);
           eval_status.Update(measures.After(r, &p));
