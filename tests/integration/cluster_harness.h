@@ -65,6 +65,14 @@ inline std::string ReadAll(const std::string& path) {
   return ss.str();
 }
 
+// Directories of prepared data this test process made (prepared_data.h adds them): a cluster's
+// coordinator allows plans to name paths in them (--allowed-roots), besides the cluster's own
+// directory.
+inline std::vector<std::string>& PreparedDataRoots() {
+  static std::vector<std::string> roots;
+  return roots;
+}
+
 // A free TCP port on 127.0.0.1 (bound, read back, released).
 inline int FreePort() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -199,6 +207,9 @@ struct ClusterOptions {
   bool tls = false;
   // Extra flags of the coordinator, e.g. {"--history-points", "8"}.
   std::vector<std::string> coordinator_args;
+  // Directories plans may name paths in, besides the cluster's directory and PreparedDataRoots()
+  // (the coordinator confines plan paths to its --allowed-roots).
+  std::vector<std::string> allowed_roots;
 };
 
 struct CommandResult {
@@ -273,6 +284,10 @@ class Cluster {
                                      "--metrics-listen", host_address(0) + ":0", "--heartbeat", options_.heartbeat,
                                      "--heartbeat-timeout", options_.heartbeat_timeout, "--adopt-grace",
                                      options_.adopt_grace, "--prepared-data", options_.prepared_data};
+    std::string roots = dir_;
+    for (const std::string& root : PreparedDataRoots()) roots += ":" + root;
+    for (const std::string& root : options_.allowed_roots) roots += ":" + root;
+    argv.insert(argv.end(), {"--allowed-roots", roots});
     if (options_.tls) {
       argv.insert(argv.end(), {"--tls-dir", tls_dir(), "--tls-name", "coordinator", "--tls-reload", "1s"});
     } else if (options_.hosts != nullptr) {
