@@ -910,9 +910,9 @@ absl::Status Coordinator::NoPlan(const std::string& plan_id) {
       absl::SimpleAtoi(plan_id.substr(dash + 1), &seq) && seq >= 1 && seq <= plan_seq_) {
     return absl::NotFoundError(absl::StrCat(
         "no plan '", plan_id, "': plan number ", seq, " expired after retention (plans are forgotten ", retention,
-        " after they end, loom-coordinator --plan-retention); see `loom plans` for the plans kept"));
+        " after they end, loom-coordinator --plan-retention); `loom status --all` lists the plans kept"));
   }
-  return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "' (see `loom plans`)"));
+  return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "' (`loom status --all` lists the plans)"));
 }
 
 double Coordinator::StepClock::Median() const {
