@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -208,7 +209,8 @@ struct ClusterOptions {
   // Extra flags of the coordinator, e.g. {"--history-points", "8"}.
   std::vector<std::string> coordinator_args;
   // Directories plans may name paths in, besides the cluster's directory and PreparedDataRoots()
-  // (the coordinator confines plan paths to its --allowed-roots).
+  // (the coordinator confines plan paths to its --allowed-roots; none are passed when
+  // coordinator_args has --allow-any-path).
   std::vector<std::string> allowed_roots;
 };
 
@@ -287,7 +289,9 @@ class Cluster {
     std::string roots = dir_;
     for (const std::string& root : PreparedDataRoots()) roots += ":" + root;
     for (const std::string& root : options_.allowed_roots) roots += ":" + root;
-    argv.insert(argv.end(), {"--allowed-roots", roots});
+    const bool any_path = std::find(options_.coordinator_args.begin(), options_.coordinator_args.end(),
+                                    "--allow-any-path") != options_.coordinator_args.end();
+    if (!any_path) argv.insert(argv.end(), {"--allowed-roots", roots});
     if (options_.tls) {
       argv.insert(argv.end(), {"--tls-dir", tls_dir(), "--tls-name", "coordinator", "--tls-reload", "1s"});
     } else if (options_.hosts != nullptr) {

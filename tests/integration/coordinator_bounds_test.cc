@@ -65,6 +65,20 @@ TEST(ConfinedPaths, APlanNamingAPathOutsideTheRootsIsRefusedAtSubmitWithItsField
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
+// --allow-any-path is the explicit opt-out: said at start, and /etc is then only checked for
+// what it lacks (a tokenizer, shards), not refused for where it is.
+TEST(ConfinedPaths, AllowAnyPathIsAnExplicitOptOutThatWarns) {
+  Cluster cluster({.coordinator_args = {"--allow-any-path"}});
+  cluster.StartCoordinator();
+  EXPECT_NE(cluster.coordinator()->log().find("--allow-any-path: plan paths are not confined"), std::string::npos)
+      << cluster.coordinator()->log();
+  const CommandResult r =
+      cluster.Loom({"submit", PlanWithData(cluster.dir() + "/etc.yaml", "{dir: /etc, tokenizer: /etc/passwd}")});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_EQ(r.err.find("outside the coordinator's allowed roots"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("/etc/english/train does not exist"), std::string::npos) << r.err;
+}
+
 TEST(PlanRetention, APlanThatEndedIsForgottenAfterTheRetentionAndSaysItExpired) {
   Cluster cluster({.coordinator_args = {"--plan-retention", "2s"}});
   cluster.StartCoordinator();
