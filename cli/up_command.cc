@@ -124,6 +124,7 @@ int RunUp(const Args& args) {
   int workers = 2, slots = 1, threads = 1;
   std::string data_dir, prepared, listen = "127.0.0.1:7070", metrics_listen = "127.0.0.1:7071", rank_binary;
   bool insecure = false;
+  std::string allowed_roots, plan_retention;
   CommandLine cl("loom up",
                  "Runs Loom on this machine in the foreground: a coordinator and N CPU workers, restarted "
                  "when they die (a job that lost a worker resumes on it). Ctrl-C stops them all.");
@@ -138,6 +139,13 @@ int RunUp(const Args& args) {
   cl.AddFlag("metrics-listen", &metrics_listen, "coordinator /metrics address (workers pick free ports)");
   cl.AddFlag("rank-binary", &rank_binary,
              "program that runs one rank (default: loom-rank next to loom-worker)");
+  cl.AddFlag("allowed-roots", &allowed_roots,
+             "colon-separated directories plans may name paths in (data.dir, tokenizer, checkpoint paths), "
+             "besides the coordinator's store, the checkpoints and --prepared-data; everything else is refused "
+             "at submit (loom-coordinator --allowed-roots)");
+  cl.AddFlag("plan-retention", &plan_retention,
+             "how long plans that ended are kept before the coordinator forgets them, e.g. 7d, 12h; 0 keeps them "
+             "forever (default: the coordinator's, 7d)");
   cl.AddFlag("insecure", &insecure,
              "no TLS: plain, unauthenticated gRPC between the client, coordinator, workers and ranks (anyone who "
              "reaches --listen is trusted)");
@@ -192,6 +200,12 @@ int RunUp(const Args& args) {
       insecure ? std::vector<std::string>{"--insecure"}
                : std::vector<std::string>{"--tls-dir", tls_dir, "--tls-name", "coordinator"};
   children.back().argv.insert(children.back().argv.end(), coordinator_tls.begin(), coordinator_tls.end());
+  // Plan paths are confined to the coordinator's own directories (not <data-dir>/tls, which holds
+  // the CA's key) and whatever --allowed-roots adds.
+  if (!allowed_roots.empty()) children.back().argv.insert(children.back().argv.end(), {"--allowed-roots", allowed_roots});
+  if (!plan_retention.empty()) {
+    children.back().argv.insert(children.back().argv.end(), {"--plan-retention", plan_retention});
+  }
   for (int i = 0; i < workers; ++i) {
     Child worker{absl::StrCat("worker local-", i),
                  {worker_bin, "--coordinator", listen, "--devices", absl::StrCat("cpu:", slots), "--threads-per-rank",

@@ -95,8 +95,15 @@ absl::Status CommandLine::Set(const Flag& flag, const std::string& text) {
     }
     case Type::kDuration: {
       absl::Duration d;
-      if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration())
-        return bad("a duration such as 500ms, 5s or 2m");
+      // absl has no unit longer than hours: whole days ("7d") are read here.
+      int64_t days = 0;
+      const bool in_days = text.size() > 1 && text.back() == 'd' &&
+                           absl::SimpleAtoi(absl::string_view(text).substr(0, text.size() - 1), &days) && days >= 0;
+      if (in_days) {
+        d = absl::Hours(24) * days;
+      } else if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
+        return bad("a duration such as 500ms, 5s, 2m, 12h or 7d");
+      }
       *static_cast<absl::Duration*>(flag.target) = d;
       return absl::OkStatus();
     }

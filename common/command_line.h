@@ -36,7 +36,7 @@ class CommandLine {
   void AddFlag(const std::string& name, int* value, const std::string& help);
   void AddFlag(const std::string& name, double* value, const std::string& help);
   void AddFlag(const std::string& name, bool* value, const std::string& help);
-  // Durations as "500ms", "5s", "2m".
+  // Durations as "500ms", "5s", "2m", "12h", and whole days as "7d".
   void AddFlag(const std::string& name, absl::Duration* value, const std::string& help);
   void AddPositional(const std::string& name, std::string* value, const std::string& help,
                      bool required = true);

@@ -8,6 +8,7 @@
 #include "absl/random/distributions.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -110,6 +111,8 @@ absl::Status Coordinator::LoadLocked() {
     PlanRecord& plan = plans_[id] = std::move(record);
     // Written before plans kept their resolved stages: resolve them once, now.
     if (plan.resolved_size() != plan.plan().stages_size()) ResolveStages(&plan);
+    // Retention counts from the durable end time, so a restart neither resets nor skips it.
+    if (plan.status().state() != loom::v1::PLAN_STATE_ACTIVE) ended_plans_.insert({plan.status().ended_ms(), id});
     for (int i = 0; i < plan.status().jobs_size(); ++i) {
       const JobStatus& job = plan.status().jobs(i);
       if (HasAttemptPlaced(job.state()) && plan.runtime(i).ranks_size() > 0) {
@@ -192,7 +195,7 @@ absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan
 absl::StatusOr<loom::v1::GetPlanResponse> Coordinator::GetPlan(const std::string& plan_id) {
   absl::MutexLock lock(&mu_);
   auto it = plans_.find(plan_id);
-  if (it == plans_.end()) return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "'"));
+  if (it == plans_.end()) return NoPlan(plan_id);
   loom::v1::GetPlanResponse response;
   *response.mutable_status() = it->second.status();
   LiveGoodput(response.mutable_status());
@@ -217,7 +220,7 @@ absl::Status Coordinator::CancelPlan(const std::string& plan_id, const std::stri
   {
     absl::MutexLock lock(&mu_);
     auto it = plans_.find(plan_id);
-    if (it == plans_.end()) return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "'"));
+    if (it == plans_.end()) return NoPlan(plan_id);
     PlanRecord& plan = it->second;
     const std::string why = reason.empty() ? "cancelled by the user" : absl::StrCat("cancelled: ", reason);
     for (int i = 0; i < plan.status().jobs_size(); ++i) {
@@ -279,7 +282,7 @@ loom::v1::ListWorkersResponse Coordinator::ListWorkers() {
 absl::StatusOr<loom::v1::ListCheckpointsResponse> Coordinator::ListCheckpoints(const std::string& plan_id,
                                                                                const std::string& stage) {
   absl::MutexLock lock(&mu_);
-  if (!plans_.contains(plan_id)) return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "'"));
+  if (!plans_.contains(plan_id)) return NoPlan(plan_id);
   loom::v1::ListCheckpointsResponse response;
   auto it = checkpoints_.find(plan_id);
   if (it == checkpoints_.end()) return response;
@@ -292,11 +295,18 @@ absl::StatusOr<loom::v1::ListCheckpointsResponse> Coordinator::ListCheckpoints(c
 absl::StatusOr<loom::v1::PlanEvent> Coordinator::WaitForChange(const std::string& plan_id, uint64_t* version,
                                                                absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  auto it = plans_.find(plan_id);
-  if (it == plans_.end()) return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "'"));
+  if (!plans_.contains(plan_id)) return NoPlan(plan_id);
+  plan_version_.try_emplace(plan_id, 0);  // a plan loaded at start has had no event yet
   const uint64_t seen = *version;
-  auto changed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return plan_version_[plan_id] != seen; };
+  // The plan may expire while this waits (the lock is released meanwhile): then it is looked up
+  // again, and gone.
+  auto changed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto v = plan_version_.find(plan_id);
+    return v == plan_version_.end() || v->second != seen;
+  };
   mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+  auto it = plans_.find(plan_id);
+  if (it == plans_.end()) return NoPlan(plan_id);
   *version = plan_version_[plan_id];
   loom::v1::PlanEvent event;
   event.set_time_ms(clock_());
@@ -813,8 +823,96 @@ void Coordinator::Tick() {
     }
     if (next_retry_ms_ > 0 && now >= next_retry_ms_) dirty_schedule_ = true;
     if (dirty_schedule_) ScheduleLocked();
+    ExpirePlans(now);
   }
   Flush();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plan retention
+
+void Coordinator::ExpirePlans(int64_t now) {
+  if (options_.plan_retention <= absl::ZeroDuration() || ended_plans_.empty()) return;
+  const int64_t retention_ms = absl::ToInt64Milliseconds(options_.plan_retention);
+  for (int forgotten = 0; forgotten < kExpiriesPerTick && !ended_plans_.empty();) {
+    const auto oldest = ended_plans_.begin();
+    if (now - oldest->first < retention_ms) return;  // the rest ended later still
+    const auto [ended_ms, plan_id] = *oldest;
+    auto it = plans_.find(plan_id);
+    // Entries of plans that are no longer ended, or ended again later, are stale.
+    if (it == plans_.end() || it->second.status().state() == loom::v1::PLAN_STATE_ACTIVE ||
+        it->second.status().ended_ms() != ended_ms) {
+      ended_plans_.erase(oldest);
+      continue;
+    }
+    if (!ForgetPlan(plan_id)) return;  // the store refused: tried again next tick
+    ended_plans_.erase(ended_plans_.find({ended_ms, plan_id}));
+    expired_[plan_id] = ended_ms;
+    expired_order_.push_back(plan_id);
+    if (expired_order_.size() > kExpiredRemembered) {
+      expired_.erase(expired_order_.front());
+      expired_order_.pop_front();
+    }
+    ++forgotten;
+  }
+}
+
+bool Coordinator::ForgetPlan(const std::string& plan_id) {
+  // History first: a crash before the records go leaves the plan to expire again at the next
+  // start, never history that no plan owns.
+  if (absl::Status s = history_.ForgetPlan(plan_id); !s.ok()) {
+    Log(LogLevel::kError, kLog, "plan ", plan_id, ": retention could not forget its run history: ", s.message());
+    return false;
+  }
+  StoreWrite write;
+  write.deleted_plans.push_back(plan_id);
+  if (absl::Status s = store_->Write(write); !s.ok()) {
+    Log(LogLevel::kError, kLog, "plan ", plan_id, ": retention could not forget its records: ", s.message());
+    return false;
+  }
+  const PlanRecord& plan = plans_.at(plan_id);
+  Log(LogLevel::kInfo, kLog, "plan ", plan_id, " (", EnumName(plan.status().state()), ") expired after retention (",
+      absl::FormatDuration(options_.plan_retention), " after it ended): records forgotten; its checkpoint files stay in ",
+      absl::StrCat(options_.checkpoint_root, "/", plan_id));
+  // Every job-keyed map: job ids are "<plan_id>/<stage>" (pending checkpoints "<job>#<attempt>@<step>").
+  const std::string jobs = absl::StrCat(plan_id, "/");
+  const auto erase_jobs = [&](auto& map) {
+    for (auto it = map.lower_bound(jobs); it != map.end() && it->first.starts_with(jobs);) it = map.erase(it);
+  };
+  erase_jobs(goodput_);
+  erase_jobs(step_clocks_);
+  erase_jobs(stragglers_);
+  erase_jobs(progressed_);
+  erase_jobs(adopt_deadline_);
+  erase_jobs(adopted_);
+  erase_jobs(pending_checkpoints_);
+  checkpoints_.erase(plan_id);
+  last_event_.erase(plan_id);
+  plans_.erase(plan_id);
+  // Wakes `loom watch` on it (WaitForChange then answers NOT_FOUND).
+  plan_version_.erase(plan_id);
+  return true;
+}
+
+absl::Status Coordinator::NoPlan(const std::string& plan_id) {
+  const std::string retention = absl::FormatDuration(options_.plan_retention);
+  if (auto it = expired_.find(plan_id); it != expired_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "plan '", plan_id, "' expired after retention: it ended at ", absl::FormatTime(absl::RFC3339_sec, absl::FromUnixMillis(it->second), absl::UTCTimeZone()),
+        " and plans are forgotten ", retention, " after they end (loom-coordinator --plan-retention); its checkpoint "
+        "files, if any, are still under ", options_.checkpoint_root, "/", plan_id));
+  }
+  // After a restart (or past what expired_ remembers): plan ids are "<name>-<seq>", and every
+  // sequence number up to plan_seq_ was a plan; one that is no longer here expired.
+  const size_t dash = plan_id.rfind('-');
+  int64_t seq = 0;
+  if (options_.plan_retention > absl::ZeroDuration() && dash != std::string::npos &&
+      absl::SimpleAtoi(plan_id.substr(dash + 1), &seq) && seq >= 1 && seq <= plan_seq_) {
+    return absl::NotFoundError(absl::StrCat(
+        "no plan '", plan_id, "': plan number ", seq, " expired after retention (plans are forgotten ", retention,
+        " after they end, loom-coordinator --plan-retention); `loom status --all` lists the plans kept"));
+  }
+  return absl::NotFoundError(absl::StrCat("no plan '", plan_id, "' (`loom status --all` lists the plans)"));
 }
 
 double Coordinator::StepClock::Median() const {
@@ -1135,6 +1233,7 @@ void Coordinator::SettlePlan(PlanRecord& plan) {
     plan.mutable_status()->set_state(state);
     if (state != loom::v1::PLAN_STATE_ACTIVE) {
       plan.mutable_status()->set_ended_ms(clock_());
+      ended_plans_.insert({plan.status().ended_ms(), plan.status().plan_id()});
       Log(LogLevel::kInfo, kLog, "plan ", plan.status().plan_id(), " ended: ", EnumName(state));
     }
   }

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -42,8 +43,13 @@ struct CoordinatorOptions {
   std::string checkpoint_root;
   // Prepared data (`loom data prepare` output) for plans whose data.dir is empty.
   std::string prepared_data;
-  // Directories every path a plan names must resolve inside (plan_files.h); empty: not confined.
+  // Directories every path a plan names must resolve inside (plan_files.h); empty: not confined
+  // (loom-coordinator always sets them, unless --allow-any-path).
   std::vector<std::string> allowed_roots;
+  // A plan that ended (succeeded, failed, cancelled) longer ago than this is forgotten: its store
+  // records, run history, in-memory state and metric series (its checkpoint files stay on disk).
+  // Zero: plans are kept forever.
+  absl::Duration plan_retention = absl::ZeroDuration();
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(5);
   // With heartbeat datagrams (EnableHeartbeatDatagrams): how often a worker still sends a full
@@ -337,6 +343,23 @@ class Coordinator {
   // The attempt ended: its detector and the job's stragglers go.
   void ForgetStragglers(loom::v1::PlanRecord& plan, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t last_hang_scan_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  // Plan retention (options_.plan_retention). Ended plans by (ended_ms, plan id), oldest first:
+  // Tick forgets those past the retention, at most kExpiriesPerTick at a time so that a backlog
+  // (the first start with a retention, or a long outage) never stalls heartbeats and scheduling.
+  std::set<std::pair<int64_t, std::string>> ended_plans_ ABSL_GUARDED_BY(mu_);
+  static constexpr int kExpiriesPerTick = 4;
+  void ExpirePlans(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets one ended plan: its run history, then its records (one synced batch), then what is
+  // kept of it in memory. False (and everything kept) when the store refused.
+  bool ForgetPlan(const std::string& plan_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Plans this process forgot, by id: when they ended (for the NOT_FOUND message). Bounded: the
+  // oldest are dropped past kExpiredRemembered (then, and after a restart, the message is told
+  // from the plan id's sequence number).
+  std::map<std::string, int64_t> expired_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> expired_order_ ABSL_GUARDED_BY(mu_);
+  static constexpr size_t kExpiredRemembered = 10000;
+  // NOT_FOUND for a plan id that is not (or no longer) here: an expired plan's says so.
+  absl::Status NoPlan(const std::string& plan_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fails the attempts of jobs that made no step for longer than their plan's HangPolicy allows.
   void DetectHungJobs(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t checkpoints_deleted_ ABSL_GUARDED_BY(mu_) = 0;

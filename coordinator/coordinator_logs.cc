@@ -12,7 +12,7 @@ absl::StatusOr<loom::v1::ReadLogResponse> Coordinator::ReadRankLog(const loom::v
   {
     absl::MutexLock lock(&mu_);
     auto plan = plans_.find(request.plan_id());
-    if (plan == plans_.end()) return absl::NotFoundError(absl::StrCat("no plan '", request.plan_id(), "'"));
+    if (plan == plans_.end()) return NoPlan(request.plan_id());
     const loom::v1::JobStatus* job = nullptr;
     for (const loom::v1::JobStatus& j : plan->second.status().jobs()) {
       if (j.stage() == request.stage()) job = &j;

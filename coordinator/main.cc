@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -41,6 +42,8 @@ int Run(const std::vector<std::string>& args) {
   std::string checkpoint_root;
   std::string prepared_data;
   std::string allowed_roots;
+  bool allow_any_path = false;
+  absl::Duration plan_retention = absl::Hours(24 * 7);
   std::string advertise;
   std::string metrics_listen = "127.0.0.1:7071";
   absl::Duration heartbeat = absl::Seconds(1);
@@ -68,9 +71,17 @@ int Run(const std::vector<std::string>& args) {
   cl.AddFlag("prepared-data", &prepared_data,
              "prepared data (`loom data prepare` output) for plans that set no data.dir");
   cl.AddFlag("allowed-roots", &allowed_roots,
-             "colon-separated directories every path a plan names (data.dir, tokenizer, checkpoint paths) "
-             "must resolve inside, after symlinks; --prepared-data and --checkpoint-root are always "
-             "allowed then. Default: empty, paths are not confined");
+             "colon-separated directories, besides this coordinator's own, that the paths a plan names may lie "
+             "in. Every path a plan names (data.dir, data.tokenizer, its sources, checkpoint references) must "
+             "resolve, after `..` and symlinks, inside --data-dir, --checkpoint-root, --prepared-data or one of "
+             "these; anything else is refused at submit with its field path");
+  cl.AddFlag("allow-any-path", &allow_any_path,
+             "do not confine plan paths: a plan may then make workers read any file they can (/etc, other "
+             "users' data, keys). For a single-user machine only; logged as a warning at start");
+  cl.AddFlag("plan-retention", &plan_retention,
+             "how long a plan that ended (succeeded, failed or cancelled) is kept: then its records, run "
+             "history and metric series are forgotten (its checkpoint files stay on disk). 0 keeps plans "
+             "forever");
   cl.AddFlag("metrics-listen", &metrics_listen,
              "HTTP address of /metrics and of Prometheus service discovery at /discovery (port 0: any free one)");
   cl.AddFlag("heartbeat", &heartbeat, "how often workers must heartbeat");
@@ -98,7 +109,7 @@ int Run(const std::vector<std::string>& args) {
       "/discovery.\n"
       "example:\n  loom-coordinator --data-dir /var/lib/loom --checkpoint-root /shared/loom/checkpoints \\\n"
       "    --listen 0.0.0.0:7070 --advertise head-1.cluster:7070 --metrics-listen 0.0.0.0:7071 \\\n"
-      "    --tls-dir /etc/loom/tls\n"
+      "    --tls-dir /etc/loom/tls --allowed-roots /shared/datasets:/shared/models --plan-retention 30d\n"
       "Without --tls-dir the gRPC port is plain and unauthenticated: allowed on a loopback --listen only,\n"
       "elsewhere only with --insecure.");
   int exit_code = 0;
@@ -168,12 +179,28 @@ int Run(const std::vector<std::string>& args) {
   if (!prepared_data.empty()) {
     options.prepared_data = std::filesystem::absolute(prepared_data).lexically_normal().string();
   }
-  if (!allowed_roots.empty()) {
+  // Paths a plan names are confined to the coordinator's own directories and the --allowed-roots,
+  // unless confinement is switched off by name.
+  if (allow_any_path) {
+    if (!allowed_roots.empty()) {
+      std::fprintf(stderr, "loom-coordinator: --allowed-roots and --allow-any-path contradict each other; pass one\n");
+      return 2;
+    }
+    loom::Log(loom::LogLevel::kWarning, "coordinator",
+              "--allow-any-path: plan paths are not confined; a plan can make workers read any file they can");
+  } else {
+    options.allowed_roots = {std::filesystem::absolute(data_dir).lexically_normal().string(), checkpoint_root};
+    if (!options.prepared_data.empty()) options.allowed_roots.push_back(options.prepared_data);
     for (absl::string_view root : absl::StrSplit(allowed_roots, ':', absl::SkipEmpty())) {
       options.allowed_roots.push_back(std::filesystem::absolute(std::string(root)).lexically_normal().string());
     }
-    if (!options.prepared_data.empty()) options.allowed_roots.push_back(options.prepared_data);
-    options.allowed_roots.push_back(std::filesystem::absolute(checkpoint_root).lexically_normal().string());
+    loom::Log(loom::LogLevel::kInfo, "coordinator", "plan paths confined to ",
+              absl::StrJoin(options.allowed_roots, ", "));
+  }
+  options.plan_retention = plan_retention;
+  if (plan_retention > absl::ZeroDuration()) {
+    loom::Log(loom::LogLevel::kInfo, "coordinator", "plans that ended are forgotten after ",
+              absl::FormatDuration(plan_retention));
   }
   absl::StatusOr<std::string> token = loom::coordinator::EnsureStorageToken(checkpoint_root);
   if (!token.ok()) {

@@ -18,6 +18,13 @@ constexpr char kCheckpointPrefix[] = "ckpt/";
 constexpr char kWorkerPrefix[] = "worker/";
 constexpr char kPlanSeqKey[] = "meta/plan_seq";
 
+// The first key after every key that starts with `prefix` (prefix is non-empty and does not end
+// in 0xff, true of Loom's ASCII prefixes).
+std::string PrefixEnd(std::string prefix) {
+  ++prefix.back();
+  return prefix;
+}
+
 absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return absl::OkStatus();
   if (s.IsIOError() && absl::StrContains(s.ToString(), "lock")) {
@@ -56,6 +63,11 @@ std::string Store::WorkerKey(const std::string& worker_id) { return absl::StrCat
 absl::Status Store::Write(const StoreWrite& write) {
   rocksdb::WriteBatch batch;
   std::string bytes;
+  for (const std::string& plan_id : write.deleted_plans) {
+    batch.Delete(PlanKey(plan_id));
+    const std::string checkpoints = absl::StrCat(kCheckpointPrefix, plan_id, "/");
+    batch.DeleteRange(checkpoints, PrefixEnd(checkpoints));
+  }
   for (const loom::v1::PlanRecord* plan : write.plans) {
     plan->SerializeToString(&bytes);
     batch.Put(PlanKey(plan->status().plan_id()), bytes);
@@ -77,15 +89,6 @@ absl::Status Store::Write(const StoreWrite& write) {
   options.sync = true;
   return FromRocks(db_->Write(options, &batch), "writing the coordinator store");
 }
-
-namespace {
-// The first key after every key that starts with `prefix` (prefix is non-empty and does not end
-// in 0xff, true of Loom's ASCII prefixes).
-std::string PrefixEnd(std::string prefix) {
-  ++prefix.back();
-  return prefix;
-}
-}  // namespace
 
 absl::Status Store::WriteRaw(const RawWrite& write) {
   rocksdb::WriteBatch batch;

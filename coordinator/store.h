@@ -28,6 +28,9 @@ struct StoreWrite {
   std::vector<const loom::v1::WorkerStatus*> workers;
   // Committed checkpoints to forget (retention deleted them).
   std::vector<const loom::v1::CheckpointInfo*> deleted_checkpoints;
+  // Plans to forget whole (they expired, --plan-retention): each one's plan/<id> record and every
+  // ckpt/<id>/... record. Applied before the writes above.
+  std::vector<std::string> deleted_plans;
   // When >= 0, the new value of the plan sequence counter.
   int64_t plan_seq = -1;
 };

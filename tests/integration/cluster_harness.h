@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -63,6 +64,14 @@ inline std::string ReadAll(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// Directories of prepared data this test process made (prepared_data.h adds them): a cluster's
+// coordinator allows plans to name paths in them (--allowed-roots), besides the cluster's own
+// directory.
+inline std::vector<std::string>& PreparedDataRoots() {
+  static std::vector<std::string> roots;
+  return roots;
 }
 
 // A free TCP port on 127.0.0.1 (bound, read back, released).
@@ -199,6 +208,10 @@ struct ClusterOptions {
   bool tls = false;
   // Extra flags of the coordinator, e.g. {"--history-points", "8"}.
   std::vector<std::string> coordinator_args;
+  // Directories plans may name paths in, besides the cluster's directory and PreparedDataRoots()
+  // (the coordinator confines plan paths to its --allowed-roots; none are passed when
+  // coordinator_args has --allow-any-path).
+  std::vector<std::string> allowed_roots;
 };
 
 struct CommandResult {
@@ -273,6 +286,12 @@ class Cluster {
                                      "--metrics-listen", host_address(0) + ":0", "--heartbeat", options_.heartbeat,
                                      "--heartbeat-timeout", options_.heartbeat_timeout, "--adopt-grace",
                                      options_.adopt_grace, "--prepared-data", options_.prepared_data};
+    std::string roots = dir_;
+    for (const std::string& root : PreparedDataRoots()) roots += ":" + root;
+    for (const std::string& root : options_.allowed_roots) roots += ":" + root;
+    const bool any_path = std::find(options_.coordinator_args.begin(), options_.coordinator_args.end(),
+                                    "--allow-any-path") != options_.coordinator_args.end();
+    if (!any_path) argv.insert(argv.end(), {"--allowed-roots", roots});
     if (options_.tls) {
       argv.insert(argv.end(), {"--tls-dir", tls_dir(), "--tls-name", "coordinator", "--tls-reload", "1s"});
     } else if (options_.hosts != nullptr) {

@@ -21,6 +21,7 @@ inline std::string PrepareData(const std::string& name, const std::string& sourc
       (std::filesystem::temp_directory_path() / ("loom-prepared-" + std::to_string(::getpid()) + "-" + name))
           .string();
   std::filesystem::remove_all(root);
+  PreparedDataRoots().push_back(root);
   const std::string loom = LoomBinary();
   const std::string corpus = loom + " data corpus --out " + root + "/corpus --sources " + sources +
                              " --max-docs 400 --math-docs 800 --code-files 100 " + corpus_flags + " > " + root + ".log 2>&1";

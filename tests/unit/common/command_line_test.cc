@@ -48,6 +48,17 @@ TEST(CommandLine, ParsesEveryFlagForm) {
   EXPECT_FALSE(cl.help_requested());
 }
 
+TEST(CommandLine, DurationsInDays) {
+  Flags f;
+  CommandLine cl = Make(&f);
+  ASSERT_TRUE(cl.Parse({"p", "--heartbeat", "7d"}).ok());
+  EXPECT_EQ(f.heartbeat, absl::Hours(24 * 7));
+  ASSERT_TRUE(cl.Parse({"p", "--heartbeat", "0"}).ok());
+  EXPECT_EQ(f.heartbeat, absl::ZeroDuration());
+  EXPECT_FALSE(cl.Parse({"p", "--heartbeat", "-1d"}).ok());
+  EXPECT_FALSE(cl.Parse({"p", "--heartbeat", "d"}).ok());
+}
+
 TEST(CommandLine, NegatedBoolean) {
   Flags f;
   f.json = true;

@@ -69,6 +69,7 @@ class CoordinatorTest : public ::testing::Test {
     o.jitter = [this] { return jitter_; };
     o.heartbeat_timeout = absl::Seconds(5);
     o.adopt_grace = absl::Seconds(10);
+    o.plan_retention = plan_retention_;
     coordinator_ = std::move(*Coordinator::Create(store_.get(), o, [this] { return now_; }));
   }
   int64_t Register(const std::string& id, FakeLink* link, int slots, std::vector<RankRef> running = {}) {
@@ -152,6 +153,7 @@ class CoordinatorTest : public ::testing::Test {
   std::string prepared_data_;  // the coordinator's --prepared-data
   std::string checkpoint_root_ = "/ckpt";  // a name only, unless a test makes it a directory
   double jitter_ = 1.0;        // every backoff its longest
+  absl::Duration plan_retention_ = absl::ZeroDuration();  // plans kept forever
   int64_t now_ = 1'000'000;
   TrainingPlan plan_;
   std::unique_ptr<Store> store_;
@@ -1225,6 +1227,114 @@ TEST_F(CoordinatorTest, ADrainedWorkersJobMovesFromTheCheckpointItsRanksSavedOnR
   EXPECT_TRUE(link.TakeAssignments().empty());
   EXPECT_EQ(b[0].resume_from(), "/ckpt/twostage-1/core/attempt-1/step-7");
   (void)other_conn;
+}
+
+// --plan-retention: a plan that ended longer ago than the retention is forgotten whole (records,
+// committed-checkpoint list, run history, metric series, in-memory state) and asking for it says
+// it expired; a live plan, and the expired plan's checkpoint files, stay. Real RocksDB, injected
+// clock.
+TEST_F(CoordinatorTest, APlanThatEndedLongerAgoThanTheRetentionIsForgottenButItsFilesStay) {
+  plan_retention_ = absl::Hours(1);
+  checkpoint_root_ = dir_ + "/ckpt";
+  Open();
+  FakeLink link;
+  int64_t conn = 0;
+  std::string ended;
+  const std::vector<Assignment> a = PlaceFirstStage(plan_, &link, &conn, &ended);
+  ASSERT_EQ(a.size(), 2u);
+  const std::string final_dir = a[0].checkpoint_dir() + "/step-10";
+  std::filesystem::create_directories(final_dir);
+  Finish("w1", conn, a, {10});
+  ASSERT_EQ(Job(ended, 0).state(), JOB_STATE_SUCCEEDED);
+  ASSERT_TRUE(coordinator_->CancelPlan(ended, "").ok());  // "more" never runs: the plan ends now
+  ASSERT_EQ(coordinator_->GetPlan(ended)->status().state(), PLAN_STATE_CANCELLED);
+  const std::string live = *coordinator_->SubmitPlan(plan_, "plan.yaml");
+  ASSERT_EQ(coordinator_->history().Read(ended, "core")->size(), 1u);
+  auto jobs_on_metrics = [&](const std::string& id) {
+    int n = 0;
+    for (const MetricsSnapshot::Job& j : coordinator_->Metrics().jobs) n += j.plan_id == id;
+    return n;
+  };
+  ASSERT_EQ(jobs_on_metrics(ended), 2);
+
+  now_ += absl::ToInt64Milliseconds(absl::Hours(1)) - 1;
+  coordinator_->Tick();
+  EXPECT_TRUE(coordinator_->GetPlan(ended).ok()) << "kept until the retention has passed";
+  now_ += 1;
+  coordinator_->Tick();
+  absl::StatusOr<GetPlanResponse> gone = coordinator_->GetPlan(ended);
+  ASSERT_EQ(gone.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(gone.status().message().find("expired after retention"), std::string::npos) << gone.status();
+  EXPECT_NE(gone.status().message().find("--plan-retention"), std::string::npos) << gone.status();
+  EXPECT_EQ(coordinator_->ListCheckpoints(ended, "").status().code(), absl::StatusCode::kNotFound);
+  uint64_t version = 0;
+  EXPECT_EQ(coordinator_->WaitForChange(ended, &version, absl::Milliseconds(1)).status().code(),
+            absl::StatusCode::kNotFound);
+  const ListPlansResponse plans = coordinator_->ListPlans(/*include_finished=*/true);
+  ASSERT_EQ(plans.plans_size(), 1);
+  EXPECT_EQ(plans.plans(0).plan_id(), live);
+  EXPECT_EQ(jobs_on_metrics(ended), 0);
+  EXPECT_EQ(jobs_on_metrics(live), 2);
+  EXPECT_TRUE(coordinator_->history().Read(ended, "core")->empty());
+  EXPECT_TRUE(std::filesystem::exists(final_dir)) << "checkpoint files stay on disk";
+  // Durably: neither its plan record nor its checkpoint records are in the store.
+  absl::StatusOr<StoreContents> contents = store_->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->plans.size(), 1u);
+  EXPECT_EQ(contents->plans[0].status().plan_id(), live);
+  for (const CheckpointInfo& c : contents->checkpoints) EXPECT_NE(c.plan_id(), ended);
+  int history_keys = 0;
+  ASSERT_TRUE(store_->Scan(std::string(Store::kHistoryPrefix) + ended + "/", [&](auto, auto) {
+    ++history_keys;
+    return true;
+  }).ok());
+  EXPECT_EQ(history_keys, 0);
+
+  // After a restart the id still reads as expired (told from its sequence number); an id that
+  // never was one is plainly unknown.
+  Open();
+  gone = coordinator_->GetPlan(ended);
+  EXPECT_EQ(gone.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(gone.status().message().find("expired after retention"), std::string::npos) << gone.status();
+  absl::StatusOr<GetPlanResponse> never = coordinator_->GetPlan("twostage-99");
+  EXPECT_EQ(never.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(never.status().message().find("expired"), std::string::npos) << never.status();
+  EXPECT_TRUE(coordinator_->GetPlan(live).ok());
+}
+
+// The retention counts from the end time in the store: a restart neither restarts it nor skips
+// it. A backlog is forgotten a bounded number of plans per tick.
+TEST_F(CoordinatorTest, RetentionCountsFromTheDurableEndTimeAndIsBoundedPerTick) {
+  plan_retention_ = absl::Hours(1);
+  Open();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    ids.push_back(*coordinator_->SubmitPlan(plan_, "plan.yaml"));
+    ASSERT_TRUE(coordinator_->CancelPlan(ids.back(), "").ok());
+  }
+  const int64_t ended_ms = now_;
+  now_ = ended_ms + absl::ToInt64Milliseconds(absl::Minutes(59));
+  Open();
+  coordinator_->Tick();
+  EXPECT_EQ(coordinator_->ListPlans(true).plans_size(), 20) << "59 minutes after they ended";
+  now_ = ended_ms + absl::ToInt64Milliseconds(absl::Hours(1));
+  coordinator_->Tick();
+  const int left = coordinator_->ListPlans(true).plans_size();
+  EXPECT_GT(left, 0) << "at most a bounded number per tick";
+  EXPECT_LT(left, 20);
+  for (int i = 0; i < 5; ++i) coordinator_->Tick();
+  EXPECT_EQ(coordinator_->ListPlans(true).plans_size(), 0);
+  Open();
+  EXPECT_EQ(coordinator_->ListPlans(true).plans_size(), 0) << "forgotten durably";
+}
+
+// Without a retention (the library default; loom-coordinator --plan-retention 0) nothing expires.
+TEST_F(CoordinatorTest, ARetentionOfZeroKeepsPlansForever) {
+  const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
+  ASSERT_TRUE(coordinator_->CancelPlan(id, "").ok());
+  now_ += absl::ToInt64Milliseconds(absl::Hours(24 * 365));
+  coordinator_->Tick();
+  EXPECT_TRUE(coordinator_->GetPlan(id).ok());
 }
 
 }  // namespace

@@ -68,6 +68,40 @@ TEST(Store, RoundTripSurvivesReopen) {
   EXPECT_EQ(c->plan_seq, 3);
 }
 
+// An expired plan goes whole, its checkpoint records with it, and nothing of a plan whose id
+// extends it ("p-1" against "p-10").
+TEST(Store, DeletedPlansTakeTheirCheckpointRecords) {
+  const std::string dir = FreshDir("deleted_plans");
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<loom::v1::PlanRecord> plans(2);
+  std::vector<loom::v1::CheckpointInfo> checkpoints(4);
+  const std::vector<std::string> ids = {"p-1", "p-10"};
+  StoreWrite write;
+  for (int i = 0; i < 2; ++i) {
+    plans[i].set_seq(i == 0 ? 1 : 10);
+    plans[i].mutable_status()->set_plan_id(ids[i]);
+    write.plans.push_back(&plans[i]);
+    for (int k = 0; k < 2; ++k) {
+      loom::v1::CheckpointInfo& c = checkpoints[i * 2 + k];
+      c.set_plan_id(ids[i]);
+      c.set_stage(k == 0 ? "core" : "anneal");
+      c.set_step(10 * (k + 1));
+      write.checkpoints.push_back(&c);
+    }
+  }
+  ASSERT_TRUE((*store)->Write(write).ok());
+  StoreWrite forget;
+  forget.deleted_plans = {"p-1"};
+  ASSERT_TRUE((*store)->Write(forget).ok());
+  absl::StatusOr<StoreContents> c = (*store)->Load();
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->plans.size(), 1u);
+  EXPECT_EQ(c->plans[0].status().plan_id(), "p-10");
+  ASSERT_EQ(c->checkpoints.size(), 2u);
+  for (const loom::v1::CheckpointInfo& kept : c->checkpoints) EXPECT_EQ(kept.plan_id(), "p-10");
+}
+
 TEST(Store, KeysSortCheckpointsByStep) {
   EXPECT_LT(Store::CheckpointKey("p-1", "core", 99), Store::CheckpointKey("p-1", "core", 100));
   EXPECT_EQ(Store::PlanKey("p-1"), "plan/p-1");
