@@ -26,6 +26,9 @@ void PrintPlan(const loom::v1::PlanStatus& plan) {
   std::printf("%s  %s", plan.plan_id().c_str(), StateName(plan.state()).c_str());
   if (plan.priority() != 0) std::printf("  priority %d", plan.priority());
   std::printf("\n");
+  if (!plan.submitted_by().name().empty()) {
+    std::printf("  submitted by %s (%s)\n", plan.submitted_by().name().c_str(), plan.submitted_by().role().c_str());
+  }
   size_t width = 0;
   for (const auto& job : plan.jobs()) width = std::max(width, job.stage().size());
   if (const std::string goodput = GoodputLine(plan); !goodput.empty()) std::printf("  %s\n", goodput.c_str());
