@@ -99,8 +99,9 @@ absl::StatusOr<std::string> TargetToken(const Target& target) {
   token = std::string(absl::StripAsciiWhitespace(token));
   for (char c : token) {
     if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e) {
-      return absl::InvalidArgumentError("the bearer token has characters a token never has (check --token / "
-                                        "--token-file / LOOM_TOKEN)");
+      return absl::InvalidArgumentError(
+          "the bearer token has characters a token never has (check --token / "
+          "--token-file / LOOM_TOKEN)");
     }
   }
   return token;
@@ -117,13 +118,14 @@ absl::StatusOr<Client> Connect(const Target& target) {
     // on secure channels only, and without --tls-dir there is no CA to verify against.
     if (target.tls_dir.empty()) {
       return absl::InvalidArgumentError(
-          "a bearer token needs TLS: pass --tls-dir DIR (or LOOM_TLS_DIR) with the cluster's ca.pem, so that the "
+          "a bearer token needs TLS: pass --tls-dir DIR (or LOOM_TLS_DIR) with the cluster's ca.pem, so that "
+          "the "
           "token goes only to the real coordinator");
     }
     const std::string ca = (std::filesystem::path(target.tls_dir) / "ca.pem").string();
     if (!std::filesystem::is_regular_file(ca)) {
-      return absl::NotFoundError(absl::StrCat("--tls-dir ", target.tls_dir,
-                                              " has no ca.pem (a token client needs only the cluster's ca.pem)"));
+      return absl::NotFoundError(absl::StrCat(
+          "--tls-dir ", target.tls_dir, " has no ca.pem (a token client needs only the cluster's ca.pem)"));
     }
     credentials = grpc::CompositeChannelCredentials(ChannelTlsCredentialsWithoutCertificate(ca),
                                                     grpc::AccessTokenCredentials(*token));

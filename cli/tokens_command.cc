@@ -31,15 +31,18 @@ std::string Time(int64_t ms) {
 
 int Issue(const Args& args) {
   std::string role, name;
-  CommandLine cl("loom tokens issue",
-                 "Makes a bearer token for NAME with ROLE and prints it on stdout, once: the coordinator keeps "
-                 "only its SHA-256. Store it in a file of mode 0600 and pass --token-file FILE (or set "
-                 "LOOM_TOKEN). One token per name; revoke it to issue another.");
+  CommandLine cl(
+      "loom tokens issue",
+      "Makes a bearer token for NAME with ROLE and prints it on stdout, once: the coordinator keeps "
+      "only its SHA-256. Store it in a file of mode 0600 and pass --token-file FILE (or set "
+      "LOOM_TOKEN). One token per name; revoke it to issue another.");
   cl.AddFlag("role", &role, "viewer, submitter or admin (required)");
-  cl.AddFlag("name", &name, "who holds it (required; letters, digits, '.', '_', '-'); plans it submits show it");
+  cl.AddFlag("name", &name,
+             "who holds it (required; letters, digits, '.', '_', '-'); plans it submits show it");
   Target target;
   AddTargetFlags(cl, &target);
-  cl.AddEpilog("example:\n  loom tokens issue --role submitter --name alice > alice.token && chmod 600 alice.token");
+  cl.AddEpilog(
+      "example:\n  loom tokens issue --role submitter --name alice > alice.token && chmod 600 alice.token");
   int exit_code = 0;
   if (!ParseOrExit(cl, args, &exit_code)) return exit_code;
   if (role.empty() || name.empty()) {
@@ -61,7 +64,8 @@ int Issue(const Args& args) {
 
 int List(const Args& args) {
   bool json = false;
-  CommandLine cl("loom tokens list", "Lists the bearer tokens: name, role, creation time, issuer (not the tokens).");
+  CommandLine cl("loom tokens list",
+                 "Lists the bearer tokens: name, role, creation time, issuer (not the tokens).");
   Target target;
   AddTargetFlags(cl, &target);
   cl.AddFlag("json", &json, "print loom.v1.ListTokensResponse as JSON");
@@ -70,7 +74,8 @@ int List(const Args& args) {
   Client client;
   if (!ConnectOrReport("tokens list", target, &client)) return 2;
   loom::v1::ListTokensResponse response;
-  grpc::Status status = client.stub->ListTokens(CallContext().get(), loom::v1::ListTokensRequest(), &response);
+  grpc::Status status =
+      client.stub->ListTokens(CallContext().get(), loom::v1::ListTokensRequest(), &response);
   if (!status.ok()) return ReportRpcError("tokens list", client, status);
   if (json) {
     std::printf("%s\n", ToJson(response).c_str());

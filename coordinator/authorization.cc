@@ -115,14 +115,16 @@ std::string BearerToken(const grpc::ServerContextBase& context, bool* several) {
 
 }  // namespace
 
-grpc::Status AuthenticateClient(const grpc::ServerContextBase& context, const TokenStore* tokens, Caller* caller) {
+grpc::Status AuthenticateClient(const grpc::ServerContextBase& context, const TokenStore* tokens,
+                                Caller* caller) {
   *caller = CallerOf(context);
   if (!caller->tls) return grpc::Status::OK;  // no TLS: anonymous, as before
   if (caller->certificate) {
     if (caller->role.empty()) {
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                          "the client certificate names no Loom identity (a SAN URI loom://ROLE/NAME); issue it "
-                          "with `loom certs issue`");
+      return grpc::Status(
+          grpc::StatusCode::UNAUTHENTICATED,
+          "the client certificate names no Loom identity (a SAN URI loom://ROLE/NAME); issue it "
+          "with `loom certs issue`");
     }
     caller->via = "certificate";
     return grpc::Status::OK;
@@ -165,8 +167,8 @@ grpc::Status AuthorizeClient(const grpc::ServerContextBase* context, const Token
     if (caller->role == role) return grpc::Status::OK;
   }
   return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                      absl::StrCat(rpc, " needs role ", absl::StrJoin(roles, " or "), "; the ", caller->via, " of '",
-                                   caller->name, "' has role ", caller->role));
+                      absl::StrCat(rpc, " needs role ", absl::StrJoin(roles, " or "), "; the ", caller->via,
+                                   " of '", caller->name, "' has role ", caller->role));
 }
 
 loom::v1::Principal PrincipalOf(const Caller& caller) {

@@ -22,13 +22,15 @@ grpc::Status NeedTokens(const TokenStore* tokens, const grpc::ServerContext* con
 
 }  // namespace
 
-grpc::Status PlanServiceImpl::IssueToken(grpc::ServerContext* context, const loom::v1::IssueTokenRequest* request,
+grpc::Status PlanServiceImpl::IssueToken(grpc::ServerContext* context,
+                                         const loom::v1::IssueTokenRequest* request,
                                          loom::v1::IssueTokenResponse* response) {
   Caller caller;
   if (grpc::Status s = AuthorizeClient(context, tokens_, {"admin"}, "IssueToken", &caller); !s.ok()) return s;
   if (grpc::Status s = NeedTokens(tokens_, context); !s.ok()) return s;
-  absl::StatusOr<std::string> token = tokens_->Issue(request->role(), request->name(), PrincipalOf(caller),
-                                                     absl::ToUnixMillis(absl::Now()), response->mutable_info());
+  absl::StatusOr<std::string> token =
+      tokens_->Issue(request->role(), request->name(), PrincipalOf(caller), absl::ToUnixMillis(absl::Now()),
+                     response->mutable_info());
   if (!token.ok()) return ToGrpc(token.status());
   response->set_token(std::move(*token));
   Log(LogLevel::kInfo, kLog, "token '", request->name(), "' (", request->role(), ") issued by ", caller.name);
@@ -43,10 +45,12 @@ grpc::Status PlanServiceImpl::ListTokens(grpc::ServerContext* context, const loo
   return grpc::Status::OK;
 }
 
-grpc::Status PlanServiceImpl::RevokeToken(grpc::ServerContext* context, const loom::v1::RevokeTokenRequest* request,
+grpc::Status PlanServiceImpl::RevokeToken(grpc::ServerContext* context,
+                                          const loom::v1::RevokeTokenRequest* request,
                                           loom::v1::RevokeTokenResponse*) {
   Caller caller;
-  if (grpc::Status s = AuthorizeClient(context, tokens_, {"admin"}, "RevokeToken", &caller); !s.ok()) return s;
+  if (grpc::Status s = AuthorizeClient(context, tokens_, {"admin"}, "RevokeToken", &caller); !s.ok())
+    return s;
   if (grpc::Status s = NeedTokens(tokens_, context); !s.ok()) return s;
   if (absl::Status s = tokens_->Revoke(request->name()); !s.ok()) return ToGrpc(s);
   Log(LogLevel::kInfo, kLog, "token '", request->name(), "' revoked by ", caller.name);

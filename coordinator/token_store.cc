@@ -28,8 +28,11 @@ absl::StatusOr<std::unique_ptr<TokenStore>> TokenStore::Open(Store* store) {
   absl::MutexLock lock(&tokens->mu_);
   absl::Status scan = store->Scan(kKeyPrefix, [&](std::string_view key, std::string_view value) {
     loom::v1::TokenRecord record;
-    if (!record.ParseFromArray(value.data(), static_cast<int>(value.size())) || record.sha256().size() != 64) {
-      parse = absl::DataLossError(absl::StrCat("coordinator store: token record '", absl::string_view(key.data(), key.size()), "' does not parse"));
+    if (!record.ParseFromArray(value.data(), static_cast<int>(value.size())) ||
+        record.sha256().size() != 64) {
+      parse =
+          absl::DataLossError(absl::StrCat("coordinator store: token record '",
+                                           absl::string_view(key.data(), key.size()), "' does not parse"));
       return false;
     }
     tokens->by_name_[record.info().name()] = std::move(record);
@@ -49,15 +52,15 @@ absl::StatusOr<std::string> TokenStore::Issue(const std::string& role, const std
                                                    "authenticate with certificates only)"));
   }
   if (!ValidName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat("token name '", name,
-                                                   "': use 1 to 64 letters, digits, '.', '_' or '-'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("token name '", name, "': use 1 to 64 letters, digits, '.', '_' or '-'"));
   }
   unsigned char random[32];
   if (RAND_bytes(random, sizeof(random)) != 1) {
     return absl::InternalError("RAND_bytes failed: no randomness for a token");
   }
   std::string token = absl::StrCat(kTokenPrefix, absl::BytesToHexString(absl::string_view(
-                                                      reinterpret_cast<const char*>(random), sizeof(random))));
+                                                     reinterpret_cast<const char*>(random), sizeof(random))));
   OPENSSL_cleanse(random, sizeof(random));
   loom::v1::TokenRecord record;
   record.mutable_info()->set_name(name);

@@ -60,14 +60,16 @@ grpc::Status ListPlans(const std::shared_ptr<grpc::Channel>& channel) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   loom::v1::ListPlansResponse response;
-  return loom::v1::PlanService::NewStub(channel)->ListPlans(&context, loom::v1::ListPlansRequest(), &response);
+  return loom::v1::PlanService::NewStub(channel)->ListPlans(&context, loom::v1::ListPlansRequest(),
+                                                            &response);
 }
 
 grpc::Status GetStorage(const std::shared_ptr<grpc::Channel>& channel) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   loom::v1::StorageInfo response;
-  return loom::v1::WorkerService::NewStub(channel)->GetStorage(&context, loom::v1::GetStorageRequest(), &response);
+  return loom::v1::WorkerService::NewStub(channel)->GetStorage(&context, loom::v1::GetStorageRequest(),
+                                                               &response);
 }
 
 // Stops the coordinator (SIGTERM) and starts it again on the same store; returns once it answers
@@ -77,7 +79,9 @@ void RestartCoordinator(Cluster& cluster) {
   cluster.StartCoordinator();
   const std::string ca_pem = ReadAll(cluster.tls_dir() + "/ca.pem");
   for (int i = 0; i < 100; ++i) {
-    if (ListPlans(CertlessChannel(cluster.address(), ca_pem, "")).error_code() != grpc::StatusCode::UNAVAILABLE) return;
+    if (ListPlans(CertlessChannel(cluster.address(), ca_pem, "")).error_code() !=
+        grpc::StatusCode::UNAVAILABLE)
+      return;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ADD_FAILURE() << "the coordinator did not come back:\n" << cluster.coordinator()->log();
@@ -111,8 +115,9 @@ TEST(PlanOwners, ASubmitterCancelsOnlyItsOwnPlansAndTheOwnerSurvivesARestart) {
   // bob may not cancel alice's plan; the refusal names the owner and who may.
   CommandResult refused = cluster.Loom({"cancel", alices});
   EXPECT_EQ(refused.exit_code, 1);
-  EXPECT_NE(refused.err.find("plan " + alices + " was submitted by alice; only alice or an admin may cancel it"),
-            std::string::npos)
+  EXPECT_NE(
+      refused.err.find("plan " + alices + " was submitted by alice; only alice or an admin may cancel it"),
+      std::string::npos)
       << refused.err;
   ASSERT_TRUE(cluster.Status(alices, &s));
   EXPECT_EQ(s.state(), loom::v1::PLAN_STATE_ACTIVE);
@@ -173,8 +178,9 @@ TEST(PlanOwners, BearerTokensStandInForCertificatesOnThePlanApiOnly) {
   EXPECT_EQ(viewer_list.exit_code, 0) << viewer_list.err;
   CommandResult viewer_submit = cluster.Loom({"submit", plan, "--token-file", vera_file});
   EXPECT_EQ(viewer_submit.exit_code, 1);
-  EXPECT_NE(viewer_submit.err.find("SubmitPlan needs role submitter or admin; the token of 'vera' has role viewer"),
-            std::string::npos)
+  EXPECT_NE(
+      viewer_submit.err.find("SubmitPlan needs role submitter or admin; the token of 'vera' has role viewer"),
+      std::string::npos)
       << viewer_submit.err;
   // Only an admin manages tokens.
   CommandResult viewer_issue =

@@ -126,7 +126,8 @@ TEST(TokenStore, RefusesRolesThatAreNotForPeopleAndBadNames) {
   }
   EXPECT_NE((*tokens)->Issue("worker", "x", Admin(), 1).status().message().find("viewer, submitter or admin"),
             std::string::npos);
-  for (const std::string& name : std::vector<std::string>{"", "a/b", "a b", "../x", std::string(65, 'a'), std::string("a\0b", 3)}) {
+  for (const std::string& name :
+       std::vector<std::string>{"", "a/b", "a b", "../x", std::string(65, 'a'), std::string("a\0b", 3)}) {
     absl::StatusOr<std::string> t = (*tokens)->Issue("viewer", name, Admin(), 1);
     EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << name;
   }
