@@ -213,7 +213,9 @@ int RunWatch(const Args& args) {
 
 int RunCancel(const Args& args) {
   std::string plan_id, reason;
-  CommandLine cl("loom cancel", "Cancels a plan: its running jobs are aborted, the others will not start.");
+  CommandLine cl("loom cancel",
+                 "Cancels a plan: its running jobs are aborted, the others will not start. With TLS, a submitter "
+                 "may cancel only the plans it submitted (`loom status` shows who did); an admin, any plan.");
   cl.AddPositional("PLAN", &plan_id, "plan id");
   Target target;
   AddTargetFlags(cl, &target);
