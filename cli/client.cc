@@ -1,6 +1,11 @@
 #include "cli/client.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +19,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
 #include "common/proto_names.h"
 #include "common/tls.h"
 #include "common/units.h"
@@ -60,11 +67,71 @@ void AddTargetFlags(CommandLine& cl, Target* target) {
              "empty: no TLS, loopback coordinators only)");
   cl.AddFlag("tls-name", &target->tls_name,
              "which NAME in --tls-dir (default $LOOM_TLS_NAME, else admin if present, else the only one)");
+  if (const char* env = std::getenv("LOOM_TOKEN"); env != nullptr) target->token = env;
+  cl.AddFlag("token", &target->token,
+             "bearer token from `loom tokens issue`, instead of a client certificate (default $LOOM_TOKEN; "
+             "prefer --token-file or LOOM_TOKEN, a flag shows in ps). Needs --tls-dir with the CA's ca.pem");
+  cl.AddFlag("token-file", &target->token_file,
+             "read the bearer token from this file (mode 0600; whitespace around it ignored)");
 }
 
+namespace {
+
+// The token of --token-file (or --token / LOOM_TOKEN); "" when none is given.
+absl::StatusOr<std::string> TargetToken(const Target& target) {
+  std::string token = target.token;
+  if (!target.token_file.empty()) {
+    struct stat st;
+    if (::stat(target.token_file.c_str(), &st) != 0) {
+      return absl::NotFoundError(absl::StrCat("--token-file ", target.token_file, ": cannot read it"));
+    }
+    if ((st.st_mode & 077) != 0) {
+      return absl::PermissionDeniedError(absl::StrCat("--token-file ", target.token_file,
+                                                      " is readable by group or others; run chmod 600 ",
+                                                      target.token_file));
+    }
+    std::ifstream in(target.token_file);
+    std::stringstream contents;
+    contents << in.rdbuf();
+    if (!in) return absl::NotFoundError(absl::StrCat("--token-file ", target.token_file, ": cannot read it"));
+    token = contents.str();
+  }
+  token = std::string(absl::StripAsciiWhitespace(token));
+  for (char c : token) {
+    if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e) {
+      return absl::InvalidArgumentError(
+          "the bearer token has characters a token never has (check --token / "
+          "--token-file / LOOM_TOKEN)");
+    }
+  }
+  return token;
+}
+
+}  // namespace
+
 absl::StatusOr<Client> Connect(const Target& target) {
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      ClientCredentials(target.tls_dir, target.tls_name, {"admin"});
+  absl::StatusOr<std::string> token = TargetToken(target);
+  if (!token.ok()) return token.status();
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials;
+  if (!token->empty()) {
+    // A token travels only over TLS that verified the coordinator: gRPC sends call credentials
+    // on secure channels only, and without --tls-dir there is no CA to verify against.
+    if (target.tls_dir.empty()) {
+      return absl::InvalidArgumentError(
+          "a bearer token needs TLS: pass --tls-dir DIR (or LOOM_TLS_DIR) with the cluster's ca.pem, so that "
+          "the "
+          "token goes only to the real coordinator");
+    }
+    const std::string ca = (std::filesystem::path(target.tls_dir) / "ca.pem").string();
+    if (!std::filesystem::is_regular_file(ca)) {
+      return absl::NotFoundError(absl::StrCat(
+          "--tls-dir ", target.tls_dir, " has no ca.pem (a token client needs only the cluster's ca.pem)"));
+    }
+    credentials = grpc::CompositeChannelCredentials(ChannelTlsCredentialsWithoutCertificate(ca),
+                                                    grpc::AccessTokenCredentials(*token));
+  } else {
+    credentials = ClientCredentials(target.tls_dir, target.tls_name, {"admin"});
+  }
   if (!credentials.ok()) return credentials.status();
   Client c;
   c.address = target.address;

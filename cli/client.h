@@ -27,13 +27,18 @@ struct Client {
 };
 
 // Where and how to reach the coordinator: --coordinator, --tls-dir, --tls-name (each defaulted from
-// LOOM_COORDINATOR, LOOM_TLS_DIR, LOOM_TLS_NAME).
+// LOOM_COORDINATOR, LOOM_TLS_DIR, LOOM_TLS_NAME), and --token / --token-file (LOOM_TOKEN).
 struct Target {
   std::string address;
   std::string tls_dir;   // empty: no TLS
   std::string tls_name;  // empty: "admin" if the directory has it, else its only certificate
+  // A bearer token (`loom tokens issue`) instead of a client certificate: --token, else the
+  // contents of --token-file, else LOOM_TOKEN. Needs tls_dir for ca.pem; no certificate is sent.
+  std::string token;
+  std::string token_file;
 };
-// Adds --coordinator, --tls-dir and --tls-name to `cl`, defaulted from the environment.
+// Adds --coordinator, --tls-dir, --tls-name, --token and --token-file to `cl`, defaulted from the
+// environment.
 void AddTargetFlags(CommandLine& cl, Target* target);
 // Connects to `target` into `client`, or prints "loom COMMAND: why" to stderr; false then (exit 2).
 bool ConnectOrReport(const std::string& command, const Target& target, Client* client);

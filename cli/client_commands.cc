@@ -26,6 +26,9 @@ void PrintPlan(const loom::v1::PlanStatus& plan) {
   std::printf("%s  %s", plan.plan_id().c_str(), StateName(plan.state()).c_str());
   if (plan.priority() != 0) std::printf("  priority %d", plan.priority());
   std::printf("\n");
+  if (!plan.submitted_by().name().empty()) {
+    std::printf("  submitted by %s (%s)\n", plan.submitted_by().name().c_str(), plan.submitted_by().role().c_str());
+  }
   size_t width = 0;
   for (const auto& job : plan.jobs()) width = std::max(width, job.stage().size());
   if (const std::string goodput = GoodputLine(plan); !goodput.empty()) std::printf("  %s\n", goodput.c_str());
@@ -210,7 +213,9 @@ int RunWatch(const Args& args) {
 
 int RunCancel(const Args& args) {
   std::string plan_id, reason;
-  CommandLine cl("loom cancel", "Cancels a plan: its running jobs are aborted, the others will not start.");
+  CommandLine cl("loom cancel",
+                 "Cancels a plan: its running jobs are aborted, the others will not start. With TLS, a submitter "
+                 "may cancel only the plans it submitted (`loom status` shows who did); an admin, any plan.");
   cl.AddPositional("PLAN", &plan_id, "plan id");
   Target target;
   AddTargetFlags(cl, &target);

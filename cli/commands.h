@@ -31,6 +31,9 @@ int RunUp(const Args& args);
 // `loom certs init|issue|show` (cli/certs_command.cc): a CA for mutual TLS.
 int RunCerts(const Args& args);
 
+// `loom tokens issue|list|revoke` (cli/tokens_command.cc): bearer tokens, admin only.
+int RunTokens(const Args& args);
+
 // `loom data corpus|prepare|inspect` (cli/data_command.cc).
 int RunData(const Args& args);
 

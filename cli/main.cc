@@ -28,6 +28,8 @@ constexpr Command kCommands[] = {
     {"workers", "the worker daemons and the ranks they run", loom::cli::RunWorkers},
     {"checkpoints", "a plan's committed checkpoints", loom::cli::RunCheckpoints},
     {"certs", "make a CA and issue certificates for mutual TLS (init, issue, show)", loom::cli::RunCerts},
+    {"tokens", "bearer tokens for the CLI instead of a certificate (issue, list, revoke; admin)",
+     loom::cli::RunTokens},
     {"up", "run a coordinator and N local workers in the foreground", loom::cli::RunUp},
     {"train-local", "train one stage of a plan in this process on a local file (developers)",
      loom::cli::RunTrainLocal},

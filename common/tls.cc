@@ -124,6 +124,27 @@ std::shared_ptr<grpc::ServerCredentials> ServerTlsCredentials(const TlsIdentity&
   return grpc::experimental::TlsServerCredentials(options);
 }
 
+std::shared_ptr<grpc::ServerCredentials> ServerTlsCredentialsCertificateOptional(const TlsIdentity& identity,
+                                                                                 absl::Duration reload) {
+  grpc::experimental::TlsServerCredentialsOptions options(Provider(identity, reload));
+  options.watch_root_certs();
+  options.watch_identity_key_cert_pairs();
+  // A certificate that is presented must still verify against the CA (else the handshake fails).
+  options.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
+std::shared_ptr<grpc::ChannelCredentials> ChannelTlsCredentialsWithoutCertificate(const std::string& ca_path,
+                                                                                  absl::Duration reload) {
+  const unsigned seconds = static_cast<unsigned>(std::max<int64_t>(1, absl::ToInt64Seconds(reload)));
+  grpc::experimental::TlsChannelCredentialsOptions options;
+  options.set_certificate_provider(
+      std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(ca_path, seconds));
+  options.watch_root_certs();
+  options.set_verify_server_certs(true);
+  return grpc::experimental::TlsCredentials(options);
+}
+
 std::shared_ptr<grpc::ChannelCredentials> ChannelTlsCredentials(const TlsIdentity& identity, absl::Duration reload) {
   grpc::experimental::TlsChannelCredentialsOptions options;
   options.set_certificate_provider(Provider(identity, reload));

@@ -52,6 +52,15 @@ inline constexpr absl::Duration kDefaultTlsReload = absl::Seconds(5);
 // Server credentials that require and verify a client certificate issued by the CA.
 std::shared_ptr<grpc::ServerCredentials> ServerTlsCredentials(const TlsIdentity& identity,
                                                               absl::Duration reload = kDefaultTlsReload);
+// The same, but a client may connect without a certificate (one it presents must verify): for the
+// coordinator, whose PlanService accepts bearer tokens instead (coordinator/authorization.h). Every
+// RPC must then refuse a connection without an identity itself.
+std::shared_ptr<grpc::ServerCredentials> ServerTlsCredentialsCertificateOptional(
+    const TlsIdentity& identity, absl::Duration reload = kDefaultTlsReload);
+// Channel credentials that verify the server against `ca_path` and present no certificate (a
+// client that authenticates with a bearer token).
+std::shared_ptr<grpc::ChannelCredentials> ChannelTlsCredentialsWithoutCertificate(
+    const std::string& ca_path, absl::Duration reload = kDefaultTlsReload);
 // Channel credentials that present the identity and verify the server against the CA.
 std::shared_ptr<grpc::ChannelCredentials> ChannelTlsCredentials(const TlsIdentity& identity,
                                                                 absl::Duration reload = kDefaultTlsReload);

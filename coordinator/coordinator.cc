@@ -133,7 +133,8 @@ absl::Status Coordinator::LoadLocked() {
 // Client API
 
 absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan& submitted,
-                                                    const std::string& source) {
+                                                    const std::string& source,
+                                                    const loom::v1::Principal& submitted_by) {
   if (submitted.ByteSizeLong() > static_cast<size_t>(kMaxPlanBytes)) {
     return absl::InvalidArgumentError(
         absl::StrCat("plan is ", submitted.ByteSizeLong(), " bytes; the limit is ", kMaxPlanBytes));
@@ -163,6 +164,7 @@ absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan
   status->set_state(loom::v1::PLAN_STATE_ACTIVE);
   status->set_submitted_ms(now);
   status->set_priority(plan.priority());
+  if (!submitted_by.name().empty()) *status->mutable_submitted_by() = submitted_by;
   for (const loom::v1::ResolvedStage& resolved : record.resolved()) {
     const loom::v1::Stage& stage = resolved.stage();
     JobStatus* job = status->add_jobs();
@@ -186,7 +188,9 @@ absl::StatusOr<std::string> Coordinator::SubmitPlan(const loom::v1::TrainingPlan
   plan_seq_ = seq;
   PlanRecord& stored = plans_[plan_id] = std::move(record);
   Log(LogLevel::kInfo, kLog, "plan ", plan_id, " submitted (", stored.resolved_size(), " stages, priority ",
-      plan.priority(), source.empty() ? "" : ", from ", source, ")");
+      plan.priority(), source.empty() ? "" : ", from ", source,
+      submitted_by.name().empty() ? "" : absl::StrCat(", by ", submitted_by.name(), " (", submitted_by.role(), ")"),
+      ")");
   Announce(stored, absl::StrCat("submitted with ", stored.resolved_size(), " stages"));
   dirty_schedule_ = true;
   return plan_id;

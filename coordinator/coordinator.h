@@ -128,7 +128,9 @@ class Coordinator {
 
   // --- client API (PlanService) ---
   // Validates, resolves and stores the plan and its jobs; returns the plan id.
-  absl::StatusOr<std::string> SubmitPlan(const loom::v1::TrainingPlan& plan, const std::string& source);
+  // `submitted_by`: who submitted it (PlanStatus.submitted_by), empty for an anonymous caller.
+  absl::StatusOr<std::string> SubmitPlan(const loom::v1::TrainingPlan& plan, const std::string& source,
+                                         const loom::v1::Principal& submitted_by = {});
   absl::StatusOr<loom::v1::GetPlanResponse> GetPlan(const std::string& plan_id);
   loom::v1::ListPlansResponse ListPlans(bool include_finished);
   absl::Status CancelPlan(const std::string& plan_id, const std::string& reason);

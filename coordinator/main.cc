@@ -29,6 +29,7 @@
 #include "coordinator/service.h"
 #include "coordinator/storage_proof.h"
 #include "coordinator/store.h"
+#include "coordinator/token_store.h"
 
 namespace {
 
@@ -148,9 +149,11 @@ int Run(const std::vector<std::string>& args) {
       std::fprintf(stderr, "loom-coordinator: --tls-dir: %s\n", std::string(identity.status().message()).c_str());
       return 2;
     }
-    credentials = loom::ServerTlsCredentials(*identity, tls_reload);
+    // Clients without a certificate get through the handshake only to be refused by every RPC
+    // unless they carry a valid bearer token (PlanService only; coordinator/authorization.h).
+    credentials = loom::ServerTlsCredentialsCertificateOptional(*identity, tls_reload);
     loom::Log(loom::LogLevel::kInfo, "coordinator", "mutual TLS as ", identity->name, " (", identity->cert_path,
-              "), client certificates required");
+              "), client certificates required (or a bearer token for the plan API)");
   } else if (insecure && !loom::IsLoopbackAddress(listen)) {
     loom::Log(loom::LogLevel::kWarning, "coordinator", "--insecure: gRPC on ", listen,
               " without TLS; anyone who reaches it is trusted");
@@ -248,7 +251,14 @@ int Run(const std::vector<std::string>& args) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  loom::coordinator::PlanServiceImpl plan_service(coordinator->get());
+  // Bearer tokens for CLI users without a certificate; hashes only, in the same store.
+  absl::StatusOr<std::unique_ptr<loom::coordinator::TokenStore>> tokens =
+      loom::coordinator::TokenStore::Open(store->get());
+  if (!tokens.ok()) {
+    std::fprintf(stderr, "loom-coordinator: %s\n", std::string(tokens.status().message()).c_str());
+    return 1;
+  }
+  loom::coordinator::PlanServiceImpl plan_service(coordinator->get(), tokens->get());
   loom::coordinator::WorkerServiceImpl worker_service(coordinator->get());
   loom::coordinator::RendezvousServiceImpl rendezvous_service(&(*coordinator)->rendezvous());
   grpc::ServerBuilder builder;

@@ -16,9 +16,14 @@ grpc::Status ToGrpc(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-grpc::Status PlanServiceImpl::SubmitPlan(grpc::ServerContext* context, const loom::v1::SubmitPlanRequest* request,
+grpc::Status PlanServiceImpl::SubmitPlan(grpc::ServerContext* context,
+                                         const loom::v1::SubmitPlanRequest* request,
                                          loom::v1::SubmitPlanResponse* response) {
-  if (grpc::Status s = Authorize(context, {"submitter", "admin"}, "SubmitPlan"); !s.ok()) return s;
+  Caller caller;
+  if (grpc::Status s = AuthorizeClient(context, tokens_, {"submitter", "admin"}, "SubmitPlan", &caller);
+      !s.ok()) {
+    return s;
+  }
   loom::v1::TrainingPlan plan = request->plan();
   if (!request->plan_yaml().empty()) {
     if (request->has_plan()) {
@@ -31,7 +36,7 @@ grpc::Status PlanServiceImpl::SubmitPlan(grpc::ServerContext* context, const loo
     if (!read.ok()) return ToGrpc(read.status());
     plan = std::move(*read);
   }
-  absl::StatusOr<std::string> id = coordinator_->SubmitPlan(plan, request->source());
+  absl::StatusOr<std::string> id = coordinator_->SubmitPlan(plan, request->source(), PrincipalOf(caller));
   if (!id.ok()) return ToGrpc(id.status());
   response->set_plan_id(*id);
   return grpc::Status::OK;
@@ -39,16 +44,21 @@ grpc::Status PlanServiceImpl::SubmitPlan(grpc::ServerContext* context, const loo
 
 grpc::Status PlanServiceImpl::GetPlan(grpc::ServerContext* context, const loom::v1::GetPlanRequest* request,
                                       loom::v1::GetPlanResponse* response) {
-  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "GetPlan"); !s.ok()) return s;
+  if (grpc::Status s = AuthorizeClient(context, tokens_, {"viewer", "submitter", "admin"}, "GetPlan");
+      !s.ok())
+    return s;
   absl::StatusOr<loom::v1::GetPlanResponse> r = coordinator_->GetPlan(request->plan_id());
   if (!r.ok()) return ToGrpc(r.status());
   *response = std::move(*r);
   return grpc::Status::OK;
 }
 
-grpc::Status PlanServiceImpl::ListPlans(grpc::ServerContext* context, const loom::v1::ListPlansRequest* request,
+grpc::Status PlanServiceImpl::ListPlans(grpc::ServerContext* context,
+                                        const loom::v1::ListPlansRequest* request,
                                         loom::v1::ListPlansResponse* response) {
-  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "ListPlans"); !s.ok()) return s;
+  if (grpc::Status s = AuthorizeClient(context, tokens_, {"viewer", "submitter", "admin"}, "ListPlans");
+      !s.ok())
+    return s;
   *response = coordinator_->ListPlans(request->include_finished());
   return grpc::Status::OK;
 }
@@ -56,7 +66,9 @@ grpc::Status PlanServiceImpl::ListPlans(grpc::ServerContext* context, const loom
 grpc::Status PlanServiceImpl::WatchPlan(grpc::ServerContext* context,
                                         const loom::v1::WatchPlanRequest* request,
                                         grpc::ServerWriter<loom::v1::PlanEvent>* writer) {
-  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "WatchPlan"); !s.ok()) return s;
+  if (grpc::Status s = AuthorizeClient(context, tokens_, {"viewer", "submitter", "admin"}, "WatchPlan");
+      !s.ok())
+    return s;
   uint64_t version = 0;
   bool first = true;
   while (!context->IsCancelled() && !shutting_down_) {
@@ -70,15 +82,39 @@ grpc::Status PlanServiceImpl::WatchPlan(grpc::ServerContext* context,
   return grpc::Status(grpc::StatusCode::CANCELLED, "watch ended");
 }
 
-grpc::Status PlanServiceImpl::CancelPlan(grpc::ServerContext* context, const loom::v1::CancelPlanRequest* request,
+grpc::Status PlanServiceImpl::CancelPlan(grpc::ServerContext* context,
+                                         const loom::v1::CancelPlanRequest* request,
                                          loom::v1::CancelPlanResponse*) {
-  if (grpc::Status s = Authorize(context, {"submitter", "admin"}, "CancelPlan"); !s.ok()) return s;
+  Caller caller;
+  if (grpc::Status s = AuthorizeClient(context, tokens_, {"submitter", "admin"}, "CancelPlan", &caller);
+      !s.ok()) {
+    return s;
+  }
+  if (caller.tls && caller.role != "admin") {
+    // A submitter cancels only what it submitted.
+    absl::StatusOr<loom::v1::GetPlanResponse> plan = coordinator_->GetPlan(request->plan_id());
+    if (!plan.ok()) return ToGrpc(plan.status());
+    const loom::v1::Principal& owner = plan->status().submitted_by();
+    if (owner.name().empty()) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("plan ", request->plan_id(),
+                                       " has no recorded submitter; only an admin may cancel it"));
+    }
+    if (owner.name() != caller.name) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("plan ", request->plan_id(), " was submitted by ", owner.name(),
+                                       "; only ", owner.name(), " or an admin may cancel it (", caller.name,
+                                       " has role ", caller.role, ")"));
+    }
+  }
   return ToGrpc(coordinator_->CancelPlan(request->plan_id(), request->reason()));
 }
 
 grpc::Status PlanServiceImpl::ListWorkers(grpc::ServerContext* context, const loom::v1::ListWorkersRequest*,
                                           loom::v1::ListWorkersResponse* response) {
-  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "ListWorkers"); !s.ok()) return s;
+  if (grpc::Status s = AuthorizeClient(context, tokens_, {"viewer", "submitter", "admin"}, "ListWorkers");
+      !s.ok())
+    return s;
   *response = coordinator_->ListWorkers();
   return grpc::Status::OK;
 }
@@ -86,7 +122,9 @@ grpc::Status PlanServiceImpl::ListWorkers(grpc::ServerContext* context, const lo
 grpc::Status PlanServiceImpl::ListCheckpoints(grpc::ServerContext* context,
                                               const loom::v1::ListCheckpointsRequest* request,
                                               loom::v1::ListCheckpointsResponse* response) {
-  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "ListCheckpoints"); !s.ok()) return s;
+  if (grpc::Status s = AuthorizeClient(context, tokens_, {"viewer", "submitter", "admin"}, "ListCheckpoints");
+      !s.ok())
+    return s;
   absl::StatusOr<loom::v1::ListCheckpointsResponse> r =
       coordinator_->ListCheckpoints(request->plan_id(), request->stage());
   if (!r.ok()) return ToGrpc(r.status());
@@ -94,9 +132,12 @@ grpc::Status PlanServiceImpl::ListCheckpoints(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status PlanServiceImpl::GetMetrics(grpc::ServerContext* context, const loom::v1::GetMetricsRequest* request,
+grpc::Status PlanServiceImpl::GetMetrics(grpc::ServerContext* context,
+                                         const loom::v1::GetMetricsRequest* request,
                                          loom::v1::GetMetricsResponse* response) {
-  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "GetMetrics"); !s.ok()) return s;
+  if (grpc::Status s = AuthorizeClient(context, tokens_, {"viewer", "submitter", "admin"}, "GetMetrics");
+      !s.ok())
+    return s;
   absl::StatusOr<loom::v1::GetPlanResponse> plan = coordinator_->GetPlan(request->plan_id());
   if (!plan.ok()) return ToGrpc(plan.status());
   std::vector<std::string> stages;
@@ -106,9 +147,9 @@ grpc::Status PlanServiceImpl::GetMetrics(grpc::ServerContext* context, const loo
   if (stages.empty()) {
     std::vector<std::string> names;
     for (const loom::v1::JobStatus& job : plan->status().jobs()) names.push_back(job.stage());
-    return ToGrpc(absl::NotFoundError(absl::StrCat("plan '", request->plan_id(), "' has no stage '",
-                                                   request->stage(), "' (stages: ", absl::StrJoin(names, ", "),
-                                                   ")")));
+    return ToGrpc(
+        absl::NotFoundError(absl::StrCat("plan '", request->plan_id(), "' has no stage '", request->stage(),
+                                         "' (stages: ", absl::StrJoin(names, ", "), ")")));
   }
   // Under gRPC's default 4 MiB message limit, with room to spare.
   constexpr size_t kMaxResponseBytes = 3 << 20;
@@ -128,17 +169,21 @@ grpc::Status PlanServiceImpl::GetMetrics(grpc::ServerContext* context, const loo
 
 grpc::Status PlanServiceImpl::ReadLog(grpc::ServerContext* context, const loom::v1::ReadLogRequest* request,
                                       loom::v1::ReadLogResponse* response) {
-  if (grpc::Status s = Authorize(context, {"viewer", "submitter", "admin"}, "ReadLog"); !s.ok()) return s;
+  if (grpc::Status s = AuthorizeClient(context, tokens_, {"viewer", "submitter", "admin"}, "ReadLog");
+      !s.ok())
+    return s;
   absl::StatusOr<loom::v1::ReadLogResponse> r = coordinator_->ReadRankLog(*request, absl::Seconds(10));
   if (!r.ok()) return ToGrpc(r.status());
   *response = std::move(*r);
   return grpc::Status::OK;
 }
 
-grpc::Status PlanServiceImpl::DrainWorker(grpc::ServerContext* context, const loom::v1::DrainWorkerRequest* request,
+grpc::Status PlanServiceImpl::DrainWorker(grpc::ServerContext* context,
+                                          const loom::v1::DrainWorkerRequest* request,
                                           loom::v1::DrainWorkerResponse* response) {
-  if (grpc::Status s = Authorize(context, {"admin"}, "DrainWorker"); !s.ok()) return s;
-  absl::StatusOr<loom::v1::WorkerStatus> worker = coordinator_->DrainWorker(request->worker_id(), request->undrain());
+  if (grpc::Status s = AuthorizeClient(context, tokens_, {"admin"}, "DrainWorker"); !s.ok()) return s;
+  absl::StatusOr<loom::v1::WorkerStatus> worker =
+      coordinator_->DrainWorker(request->worker_id(), request->undrain());
   if (!worker.ok()) return ToGrpc(worker.status());
   *response->mutable_worker() = std::move(*worker);
   return grpc::Status::OK;

@@ -7,6 +7,7 @@
 #include <atomic>
 
 #include "coordinator/coordinator.h"
+#include "coordinator/token_store.h"
 #include "loom/v1/coordinator.grpc.pb.h"
 
 namespace loom::coordinator {
@@ -16,7 +17,9 @@ grpc::Status ToGrpc(const absl::Status& status);
 
 class PlanServiceImpl final : public loom::v1::PlanService::Service {
  public:
-  explicit PlanServiceImpl(Coordinator* coordinator) : coordinator_(coordinator) {}
+  // `tokens` (may be null: no bearer tokens) authenticates clients without a certificate.
+  explicit PlanServiceImpl(Coordinator* coordinator, TokenStore* tokens = nullptr)
+      : coordinator_(coordinator), tokens_(tokens) {}
   // Ends every WatchPlan stream (for shutdown).
   void Shutdown() { shutting_down_ = true; }
 
@@ -39,9 +42,17 @@ class PlanServiceImpl final : public loom::v1::PlanService::Service {
   grpc::Status GetMetrics(grpc::ServerContext*, const loom::v1::GetMetricsRequest*,
                           loom::v1::GetMetricsResponse*) override;
   grpc::Status ReadLog(grpc::ServerContext*, const loom::v1::ReadLogRequest*, loom::v1::ReadLogResponse*) override;
+  // Admin only; coordinator/token_service.cc.
+  grpc::Status IssueToken(grpc::ServerContext*, const loom::v1::IssueTokenRequest*,
+                          loom::v1::IssueTokenResponse*) override;
+  grpc::Status ListTokens(grpc::ServerContext*, const loom::v1::ListTokensRequest*,
+                          loom::v1::ListTokensResponse*) override;
+  grpc::Status RevokeToken(grpc::ServerContext*, const loom::v1::RevokeTokenRequest*,
+                           loom::v1::RevokeTokenResponse*) override;
 
  private:
   Coordinator* coordinator_;
+  TokenStore* tokens_;
   std::atomic<bool> shutting_down_{false};
 };
 

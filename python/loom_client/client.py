@@ -70,16 +70,32 @@ class Client:
     `tls_dir`: mutual TLS, as `loom --tls-dir`: a directory with ca.pem and this client's
     NAME.pem / NAME.key (`loom certs issue`; `loom up` makes <data-dir>/tls); default $LOOM_TLS_DIR;
     empty: no TLS. `tls_name`: which NAME; default $LOOM_TLS_NAME, else "admin" when the directory
-    has it, else its only certificate.
+    has it, else its only certificate. `token`: a bearer token from `loom tokens issue` instead of a
+    certificate (default $LOOM_TOKEN); needs `tls_dir` for its ca.pem, and then no certificate is sent.
     """
 
     def __init__(self, address: Optional[str] = None, timeout: float = 30.0, tls_dir: Optional[str] = None,
-                 tls_name: Optional[str] = None):
+                 tls_name: Optional[str] = None, token: Optional[str] = None):
         self.address = address or os.environ.get("LOOM_COORDINATOR") or DEFAULT_ADDRESS
         self.timeout = timeout
         tls_dir = tls_dir if tls_dir is not None else os.environ.get("LOOM_TLS_DIR", "")
         tls_name = tls_name if tls_name is not None else os.environ.get("LOOM_TLS_NAME", "")
-        if tls_dir:
+        token = (token if token is not None else os.environ.get("LOOM_TOKEN", "")).strip()
+        if token:
+            # Only over TLS that verifies the coordinator: the token must not go to anyone else.
+            if not tls_dir:
+                raise LoomError(grpc.StatusCode.FAILED_PRECONDITION,
+                                "a bearer token needs TLS: pass tls_dir (or LOOM_TLS_DIR) with the cluster's ca.pem")
+            try:
+                with open(os.path.join(tls_dir, "ca.pem"), "rb") as f:
+                    ca = f.read()
+            except OSError as e:
+                raise LoomError(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"TLS directory {tls_dir}: {e.strerror} reading ca.pem") from None
+            credentials = grpc.composite_channel_credentials(grpc.ssl_channel_credentials(root_certificates=ca),
+                                                             grpc.access_token_call_credentials(token))
+            self._channel = grpc.secure_channel(self.address, credentials)
+        elif tls_dir:
             self._channel = grpc.secure_channel(self.address, _tls_credentials(tls_dir, tls_name))
         else:
             self._channel = grpc.insecure_channel(self.address)

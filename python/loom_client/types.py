@@ -160,6 +160,9 @@ class PlanStatus:
     ended_ms: int
     priority: int
     jobs: List[Job]   # one per stage, in stage order
+    # Who submitted it: the name and role of the certificate or token (empty without TLS).
+    submitted_by_name: str = ""
+    submitted_by_role: str = ""
 
     @property
     def ended(self) -> bool:
@@ -177,7 +180,8 @@ class PlanStatus:
     def from_proto(s: "pb.PlanStatus") -> "PlanStatus":
         return PlanStatus(plan_id=s.plan_id, name=s.name, state=_enum(PlanState, s.state),
                           submitted_ms=s.submitted_ms, ended_ms=s.ended_ms, priority=s.priority,
-                          jobs=[Job.from_proto(j) for j in s.jobs])
+                          jobs=[Job.from_proto(j) for j in s.jobs],
+                          submitted_by_name=s.submitted_by.name, submitted_by_role=s.submitted_by.role)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The Python client against a real loom-coordinator with mutual TLS (certificates from the real
 `loom certs`): with tls_dir it is served; without TLS, or with a certificate of another CA, the
-handshake fails (UNAVAILABLE); an unusable tls_dir is a LoomError naming the fix.
+handshake fails (UNAVAILABLE); a bearer token (`loom tokens issue`) stands in for a certificate; an
+unusable tls_dir is a LoomError naming the fix.
 
     /usr/bin/python3 tests/python/client_tls_test.py BUILD_DIR
 """
@@ -80,6 +81,23 @@ class ClientTlsTest(unittest.TestCase):
                 with self.assertRaises(LoomError) as refused:
                     loom.workers()
                 self.assertEqual(refused.exception.code, grpc.StatusCode.UNAVAILABLE, tls_dir)
+
+    def test_a_bearer_token_stands_in_for_a_certificate(self):
+        issued = subprocess.run([LOOM, "tokens", "issue", "--role", "viewer", "--name", "py-viewer", "--coordinator",
+                                 self.address, "--tls-dir", self.dir + "/tls"], capture_output=True, text=True)
+        self.assertEqual(issued.returncode, 0, issued.stderr)
+        ca_only = self.dir + "/ca-only"
+        os.makedirs(ca_only, exist_ok=True)
+        shutil.copy(os.path.join(self.dir, "tls", "ca.pem"), ca_only)
+        with Client(self.address, timeout=5, tls_dir=ca_only, token=issued.stdout.strip()) as loom:
+            self.assertEqual(loom.workers(), [])
+        with Client(self.address, timeout=5, tls_dir=ca_only, token="loom_" + "0" * 64) as loom:
+            with self.assertRaises(LoomError) as refused:
+                loom.workers()
+            self.assertEqual(refused.exception.code, grpc.StatusCode.UNAUTHENTICATED)
+        with self.assertRaises(LoomError) as plain:
+            Client(self.address, tls_dir="", token=issued.stdout.strip())
+        self.assertIn("needs TLS", str(plain.exception))
 
     def test_an_unusable_tls_dir_names_the_fix(self):
         with self.assertRaises(LoomError) as missing:

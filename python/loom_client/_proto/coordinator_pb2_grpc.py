@@ -68,6 +68,21 @@ class PlanServiceStub(object):
                 request_serializer=loom_dot_v1_dot_coordinator__pb2.ReadLogRequest.SerializeToString,
                 response_deserializer=loom_dot_v1_dot_coordinator__pb2.ReadLogResponse.FromString,
                 )
+        self.IssueToken = channel.unary_unary(
+                '/loom.v1.PlanService/IssueToken',
+                request_serializer=loom_dot_v1_dot_coordinator__pb2.IssueTokenRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_coordinator__pb2.IssueTokenResponse.FromString,
+                )
+        self.ListTokens = channel.unary_unary(
+                '/loom.v1.PlanService/ListTokens',
+                request_serializer=loom_dot_v1_dot_coordinator__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_coordinator__pb2.ListTokensResponse.FromString,
+                )
+        self.RevokeToken = channel.unary_unary(
+                '/loom.v1.PlanService/RevokeToken',
+                request_serializer=loom_dot_v1_dot_coordinator__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_coordinator__pb2.RevokeTokenResponse.FromString,
+                )
 
 
 class PlanServiceServicer(object):
@@ -150,6 +165,29 @@ class PlanServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueToken(self, request, context):
+        """Bearer tokens, an alternative to a client certificate for people using the CLI (admin only,
+        over TLS). IssueToken answers with the token once; the coordinator keeps only its SHA-256.
+        ALREADY_EXISTS when a token of that name exists (revoke it first); INVALID_ARGUMENT for a role
+        other than viewer, submitter or admin, or a bad name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """NOT_FOUND for an unknown name. The token stops working for the next call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlanServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +240,21 @@ def add_PlanServiceServicer_to_server(servicer, server):
                     servicer.ReadLog,
                     request_deserializer=loom_dot_v1_dot_coordinator__pb2.ReadLogRequest.FromString,
                     response_serializer=loom_dot_v1_dot_coordinator__pb2.ReadLogResponse.SerializeToString,
+            ),
+            'IssueToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueToken,
+                    request_deserializer=loom_dot_v1_dot_coordinator__pb2.IssueTokenRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_coordinator__pb2.IssueTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=loom_dot_v1_dot_coordinator__pb2.ListTokensRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_coordinator__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=loom_dot_v1_dot_coordinator__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_coordinator__pb2.RevokeTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -384,6 +437,57 @@ class PlanService(object):
         return grpc.experimental.unary_unary(request, target, '/loom.v1.PlanService/ReadLog',
             loom_dot_v1_dot_coordinator__pb2.ReadLogRequest.SerializeToString,
             loom_dot_v1_dot_coordinator__pb2.ReadLogResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def IssueToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/loom.v1.PlanService/IssueToken',
+            loom_dot_v1_dot_coordinator__pb2.IssueTokenRequest.SerializeToString,
+            loom_dot_v1_dot_coordinator__pb2.IssueTokenResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/loom.v1.PlanService/ListTokens',
+            loom_dot_v1_dot_coordinator__pb2.ListTokensRequest.SerializeToString,
+            loom_dot_v1_dot_coordinator__pb2.ListTokensResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/loom.v1.PlanService/RevokeToken',
+            loom_dot_v1_dot_coordinator__pb2.RevokeTokenRequest.SerializeToString,
+            loom_dot_v1_dot_coordinator__pb2.RevokeTokenResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
