@@ -1,6 +1,8 @@
 // Durable file operations: what "nothing lost on a crash" is built from.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <string_view>
 
@@ -18,7 +20,8 @@ absl::Status ErrnoError(std::string_view what, const std::string& path);
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 // Writes `bytes` to `path` (created or truncated) and fsyncs the file before returning.
-absl::Status WriteFileDurably(const std::string& path, std::string_view bytes);
+// `mode`: the permissions of a new file (less the umask).
+absl::Status WriteFileDurably(const std::string& path, std::string_view bytes, mode_t mode = 0644);
 
 // fsyncs a directory, so that the names created or renamed in it are durable too.
 absl::Status SyncDirectory(const std::string& dir);

@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -116,7 +117,7 @@ absl::Status Coordinator::LoadLocked() {
     for (int i = 0; i < plan.status().jobs_size(); ++i) {
       const JobStatus& job = plan.status().jobs(i);
       if (HasAttemptPlaced(job.state()) && plan.runtime(i).ranks_size() > 0) {
-        GrantWriteLease(job);
+        GrantWriteLease(plan, i);
         adopt_deadline_[job.job_id()] = now + absl::ToInt64Milliseconds(options_.adopt_grace);
         adopted_[job.job_id()].clear();
         ++adopting;
@@ -449,13 +450,23 @@ void Coordinator::HandleWorkerMessage(const std::string& worker_id, int64_t conn
       case loom::v1::WorkerMessage::kProgress:
         w.status.set_last_heartbeat_ms(clock_());
         earliest_heartbeat_ms_ = std::min(earliest_heartbeat_ms_, w.status.last_heartbeat_ms());
-        OnProgress(message.progress());
+        if (FenceReport(worker_id, message.progress().rank(), "progress", nullptr).empty())
+          OnProgress(message.progress());
         break;
       case loom::v1::WorkerMessage::kCheckpoint:
-        OnCheckpoint(message.checkpoint());
+        if (FenceReport(worker_id, message.checkpoint().rank(), "checkpoint report", &message.checkpoint().path())
+                .empty()) {
+          OnCheckpoint(message.checkpoint());
+        }
         break;
       case loom::v1::WorkerMessage::kRankExit:
-        OnRankExit(w, message.rank_exit());
+        if (FenceReport(worker_id, message.rank_exit().rank(), "rank exit", nullptr).empty()) {
+          OnRankExit(w, message.rank_exit());
+        } else {
+          // The worker is the authority on its own slots: a rank of an ended attempt that exits
+          // frees the slot it held there (and nothing else).
+          ReleaseSlot(w, message.rank_exit().rank());
+        }
         break;
       case loom::v1::WorkerMessage::kLogChunk:  // `loom logs` (coordinator_logs.cc)
         log_relay_.Deliver(worker_id, message.log_chunk());
@@ -673,16 +684,71 @@ void Coordinator::OnCheckpoint(const loom::v1::CheckpointReport& report) {
   MaybeSucceed(*plan, index);
 }
 
-void Coordinator::OnRankExit(Worker& w, const loom::v1::RankExit& exit) {
+std::string Coordinator::FenceReport(const std::string& worker_id, const loom::v1::RankRef& rank, const char* what,
+                                     const std::string* checkpoint_path) {
+  std::string reason;
+  int index = -1;
+  const PlanRecord* plan = FindJob(rank.job_id(), &index);
+  if (plan == nullptr) {
+    reason = "unknown_job";
+  } else {
+    const JobStatus& job = plan->status().jobs(index);
+    // The placement of the current attempt; rank_workers also covers an attempt that just failed
+    // (RECOVERING: its ranks' exits still tell whose fault it was).
+    const auto& placed = plan->runtime(index).ranks();
+    const std::string* placed_on = nullptr;
+    for (const auto& p : placed) {
+      if (p.rank() == rank.rank()) placed_on = &p.worker_id();
+    }
+    if (placed_on == nullptr && rank.rank() >= 0 && rank.rank() < job.rank_workers_size())
+      placed_on = &job.rank_workers(rank.rank());
+    if (job.attempt() != rank.attempt()) {
+      reason = "stale_attempt";
+    } else if (placed_on == nullptr) {
+      reason = "unknown_rank";
+    } else if (*placed_on != worker_id) {
+      reason = "wrong_worker";
+    } else if (checkpoint_path != nullptr && !checkpoint_path->empty() &&
+               !IsInside(*checkpoint_path, AttemptDir(plan->status().plan_id(), job.stage(), job.attempt()))) {
+      reason = "checkpoint_path";
+    }
+  }
+  if (reason.empty()) return reason;
+  ++fenced_reports_[reason];
+  constexpr size_t kMaxLogged = 10000;
+  if (fenced_logged_.size() >= kMaxLogged) fenced_logged_.clear();
+  // The job id and the path are the sender's words: shown escaped and cut short.
+  auto shown = [](const std::string& text) { return absl::CHexEscape(text.substr(0, 256)); };
+  const std::string key = absl::StrCat(worker_id, "|", reason, "|", what, "|", rank.job_id().substr(0, 256), "#",
+                                       rank.attempt(), "/", rank.rank());
+  if (fenced_logged_.insert(key).second) {
+    // A rank of an ended attempt reporting late is routine; anything else is a worker speaking
+    // for ranks that are not its own.
+    Log(reason == "stale_attempt" || reason == "unknown_job" ? LogLevel::kInfo : LogLevel::kWarning, kLog,
+        "refused a ", what, " from worker ", worker_id, " for job ", shown(rank.job_id()), " attempt ",
+        rank.attempt(), " rank ", rank.rank(), ": ", reason,
+        reason == "checkpoint_path"
+            ? absl::StrCat(" (", shown(*checkpoint_path), " is not under the attempt's directory)")
+            : std::string(),
+        " (said once per worker, rank, kind of report and reason; loom_fenced_reports_total counts them all)");
+  }
+  return reason;
+}
+
+void Coordinator::ReleaseSlot(Worker& w, const loom::v1::RankRef& rank) {
   for (auto it = w.occupied.begin(); it != w.occupied.end(); ++it) {
-    if (it->second.job_id() == exit.rank().job_id() && it->second.attempt() == exit.rank().attempt() &&
-        it->second.rank() == exit.rank().rank()) {
+    if (it->second.job_id() == rank.job_id() && it->second.attempt() == rank.attempt() &&
+        it->second.rank() == rank.rank()) {
       w.occupied.erase(it);
       dirty_schedule_ = true;
       break;
     }
   }
   RefreshWorkerStatus(w);
+}
+
+void Coordinator::OnRankExit(Worker& w, const loom::v1::RankExit& exit) {
+  ReleaseSlot(w, exit.rank());
   if (!IsCurrent(exit.rank())) {
     MaybeFailForPlanFault(exit, w.status.worker_id());
     return;
@@ -1003,11 +1069,21 @@ bool Coordinator::IsCurrent(const loom::v1::RankRef& rank) {
          rank.rank() < plan->runtime(index).ranks_size();
 }
 
-void Coordinator::GrantWriteLease(const JobStatus& job) {
+void Coordinator::GrantWriteLease(PlanRecord& plan, int index) {
+  const JobStatus& job = plan.status().jobs(index);
+  loom::v1::JobRuntime* runtime = plan.mutable_runtime(index);
+  const std::string prefix = absl::StrCat(AttemptKey(job.job_id(), job.attempt()), "/");
+  if (runtime->rendezvous_secret().size() != RendezvousStore::kSecretBytes) {
+    // Stored before attempts had secrets: its ranks cannot prove themselves, so they hold no lease.
+    runtime->set_rendezvous_secret(NewRendezvousSecret());
+  }
+  if (absl::Status s = rendezvous_.OpenAttempt(prefix, runtime->rendezvous_secret()); !s.ok()) {
+    Log(LogLevel::kError, kLog, "job ", job.job_id(), ": cannot open the attempt's rendezvous: ", s.message());
+    return;
+  }
   // Assignment.rendezvous_prefix is "<job>#<attempt>/"; a rank's store adds "/" and its key
   // (worker/rank/coordinator_store.cc), so the rank reads "lease" here.
-  if (absl::Status s = rendezvous_.Set(absl::StrCat(AttemptKey(job.job_id(), job.attempt()), "//lease"), "1");
-      !s.ok()) {
+  if (absl::Status s = rendezvous_.Set(absl::StrCat(prefix, "/lease"), "1"); !s.ok()) {
     Log(LogLevel::kError, kLog, "job ", job.job_id(), ": cannot grant the write lease: ", s.message());
   }
 }
@@ -1028,7 +1104,9 @@ void Coordinator::AbortRanks(PlanRecord& plan, int index, const std::string& rea
   ForgetStragglers(plan, index);
   adopted_.erase(job.job_id());
   adopt_deadline_.erase(job.job_id());
-  rendezvous_.DropPrefix(absl::StrCat(AttemptKey(job.job_id(), job.attempt()), "/"));
+  // The attempt's rendezvous keys and its secret: its ranks, wherever they still run, are refused.
+  rendezvous_.CloseAttempt(absl::StrCat(AttemptKey(job.job_id(), job.attempt()), "/"));
+  plan.mutable_runtime(index)->clear_rendezvous_secret();
 }
 
 void Coordinator::FailAttempt(PlanRecord& plan, int index, const Failure& failure) {
@@ -1197,7 +1275,8 @@ void Coordinator::Succeed(PlanRecord& plan, int index, const std::string& reason
   bool running = false;
   for (const auto& p : plan.runtime(index).ranks()) running |= !p.exited_ok();
   if (running) AbortRanks(plan, index, "the job succeeded: its final checkpoint is committed");
-  rendezvous_.DropPrefix(absl::StrCat(AttemptKey(job->job_id(), job->attempt()), "/"));
+  rendezvous_.CloseAttempt(absl::StrCat(AttemptKey(job->job_id(), job->attempt()), "/"));
+  plan.mutable_runtime(index)->clear_rendezvous_secret();
   plan.mutable_runtime(index)->clear_ranks();
   progressed_.erase(job->job_id());
   step_clocks_.erase(job->job_id());
@@ -1434,6 +1513,7 @@ MetricsSnapshot Coordinator::Metrics() {
   m.checkpoints_deleted = checkpoints_deleted_;
   m.checkpoint_save_failures = checkpoint_save_failures_;
   m.attempt_failures = attempt_failures_;
+  m.fenced_reports = fenced_reports_;
   for (const auto& [id, plan] : plans_) {
     if (plan.status().state() != loom::v1::PLAN_STATE_ACTIVE && now - plan.status().ended_ms() > kGoodputRetentionMs)
       continue;

@@ -107,6 +107,8 @@ struct MetricsSnapshot {
   std::map<loom::v1::PlanState, int> plans;
   // Failed attempts since this coordinator started, by (class, cause): coordinator/failures.h.
   std::map<std::pair<std::string, std::string>, int64_t> attempt_failures;
+  // Reports from a worker's stream that were refused (Coordinator::FenceReport), by reason.
+  std::map<std::string, int64_t> fenced_reports;
   // Goodput ledgers (closed intervals: counters) of the jobs of active plans and of plans that
   // ended less than kGoodputRetention ago.
   struct JobGoodput {
@@ -203,6 +205,16 @@ class Coordinator {
   void OnProgress(const loom::v1::Progress& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnCheckpoint(const loom::v1::CheckpointReport& report) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnRankExit(Worker& w, const loom::v1::RankExit& exit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fencing: a worker speaks only for the ranks placed on it in its job's current attempt (the
+  // attempt number is the fencing token); a checkpoint report names a path under that attempt's
+  // directory. Empty when `rank` may be reported by `worker_id`; otherwise the reason (the label
+  // of loom_fenced_reports_total: unknown_job, stale_attempt, unknown_rank, wrong_worker,
+  // checkpoint_path), counted and logged once per worker, job, attempt and rank, and the report is
+  // not applied.
+  // Frees the slot of `w` that `rank` held, if any.
+  void ReleaseSlot(Worker& w, const loom::v1::RankRef& rank) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string FenceReport(const std::string& worker_id, const loom::v1::RankRef& rank, const char* what,
+                          const std::string* checkpoint_path) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks `w` lost and fails the attempts of its ranks. `end_stream`: also end its stream if it is
   // still open (false for a worker that said it leaves: its last rank exits still come).
   void WorkerLost(Worker& w, const std::string& why, bool end_stream = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -229,7 +241,9 @@ class Coordinator {
   // it commits or prunes a checkpoint (the attempt number is the fencing token). Dropped with the
   // attempt's other keys when it ends, so a rank of a replaced attempt (a partitioned host that
   // comes back) can write nothing.
-  void GrantWriteLease(const loom::v1::JobStatus& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Opens the attempt's rendezvous namespace with its secret (JobRuntime.rendezvous_secret; one
+  // is made when missing) first.
+  void GrantWriteLease(loom::v1::PlanRecord& plan, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AbortRanks(loom::v1::PlanRecord& plan, int index, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetJobState(loom::v1::PlanRecord& plan, int index, loom::v1::JobState to, const std::string& reason)
@@ -386,6 +400,9 @@ class Coordinator {
   int64_t last_heartbeat_scan_ms_ ABSL_GUARDED_BY(mu_) = 0;
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, std::string>, int64_t> attempt_failures_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> fenced_reports_ ABSL_GUARDED_BY(mu_);
+  // (worker, reason, rank) already logged by FenceReport; bounded (cleared when full).
+  std::set<std::string> fenced_logged_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace loom::coordinator

@@ -132,6 +132,7 @@ loom::v1::Assignment Coordinator::MakeAssignment(const PlanRecord& plan, int ind
   layout->set_pp_rank((rank / tp) % pp);
   layout->set_dp_rank(rank / (tp * pp));
   a.set_rendezvous_prefix(absl::StrCat(AttemptKey(job.job_id(), job.attempt()), "/"));
+  a.set_rendezvous_secret(plan.runtime(index).rendezvous_secret());
   a.set_resume_from(job.last_checkpoint().path());
   a.set_cache_dir(StageDir(plan.status().plan_id(), job.stage()));
   a.set_checkpoint_dir(AttemptDir(plan.status().plan_id(), job.stage(), job.attempt()));
@@ -262,6 +263,8 @@ void Coordinator::ScheduleLocked() {
     job->clear_progress();
     loom::v1::JobRuntime* runtime = plan.mutable_runtime(i);
     runtime->clear_ranks();
+    // The fencing token of the attempt's rendezvous: only its own ranks get it.
+    runtime->set_rendezvous_secret(NewRendezvousSecret());
     runtime->set_attempt_started_ms(now);
     runtime->set_retry_not_before_ms(0);
     progressed_.erase(job->job_id());
@@ -294,7 +297,7 @@ void Coordinator::ScheduleLocked() {
     SetJobState(plan, i, loom::v1::JOB_STATE_SCHEDULED, reason);
     if (GoodputLedger* ledger = Ledger(plan, i)) ledger->Placed(now, static_cast<int>(d.ranks.size()));
     Persist(plan);
-    GrantWriteLease(*job);
+    GrantWriteLease(plan, i);
     StepClock& clock = step_clocks_[job->job_id()];
     clock.last_step_ms = now;
     clock.last_step = -1;

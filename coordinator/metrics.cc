@@ -32,6 +32,12 @@ CoordinatorMetrics::CoordinatorMetrics()
                             .Help("Failed job attempts by whose fault (class: cluster or plan) and cause "
                                   "(worker_lost, worker_left, rank_lost, signal, timeout, io, checkpoint_bad, crash, input, config, repeat)")
                             .Register(*registry_)),
+      fenced_reports_(prometheus::BuildCounter()
+                          .Name("loom_fenced_reports_total")
+                          .Help("Reports on a worker's stream refused by the fence, by reason: unknown_job, "
+                                "stale_attempt (a rank of an ended attempt), unknown_rank, wrong_worker (a rank "
+                                "placed on another worker), checkpoint_path (outside the attempt's directory)")
+                          .Register(*registry_)),
       straggler_(prometheus::BuildGauge()
                      .Name("loom_rank_straggler")
                      .Help("1 while a rank's compute time per step stays >= 1.3x its peers' median over the "
@@ -215,6 +221,13 @@ void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
     if (count < seen) seen = count;
     if (count > seen) {
       attempt_failures_.Add({{"class", key.first}, {"cause", key.second}}).Increment(static_cast<double>(count - seen));
+      seen = count;
+    }
+  }
+  for (const auto& [reason, count] : s.fenced_reports) {
+    int64_t& seen = fenced_seen_[reason];
+    if (count > seen) {
+      fenced_reports_.Add({{"reason", reason}}).Increment(static_cast<double>(count - seen));
       seen = count;
     }
   }

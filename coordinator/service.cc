@@ -369,10 +369,19 @@ grpc::ServerBidiReactor<loom::v1::WorkerMessage, loom::v1::CoordinatorMessage>* 
   return new WorkerStream(coordinator_, context);
 }
 
+namespace {
+
+// Every rendezvous call acts for one attempt, proved by its secret (RendezvousStore).
+RendezvousStore::Credential CredentialOf(const loom::v1::RendezvousAttempt& attempt) {
+  return {attempt.prefix(), attempt.secret()};
+}
+
+}  // namespace
+
 grpc::Status RendezvousServiceImpl::Set(grpc::ServerContext* context, const loom::v1::RendezvousSetRequest* request,
                                         loom::v1::RendezvousSetResponse*) {
   if (grpc::Status s = Authorize(context, {"rank", "worker"}, "Rendezvous.Set"); !s.ok()) return s;
-  return ToGrpc(store_->Set(request->key(), request->value()));
+  return ToGrpc(store_->Set(CredentialOf(request->attempt()), request->key(), request->value()));
 }
 
 grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context,
@@ -384,7 +393,8 @@ grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context,
   const auto remaining = context->deadline() - std::chrono::system_clock::now();
   wait = std::min(wait, absl::FromChrono(std::chrono::duration_cast<std::chrono::milliseconds>(remaining)));
   absl::StatusOr<std::vector<std::string>> values =
-      store_->Get({request->keys().begin(), request->keys().end()}, std::max(wait, absl::ZeroDuration()));
+      store_->Get(CredentialOf(request->attempt()), {request->keys().begin(), request->keys().end()},
+                  std::max(wait, absl::ZeroDuration()));
   if (!values.ok()) return ToGrpc(values.status());
   for (std::string& v : *values) response->add_values(std::move(v));
   return grpc::Status::OK;
@@ -393,7 +403,7 @@ grpc::Status RendezvousServiceImpl::Get(grpc::ServerContext* context,
 grpc::Status RendezvousServiceImpl::Add(grpc::ServerContext* context, const loom::v1::RendezvousAddRequest* request,
                                         loom::v1::RendezvousAddResponse* response) {
   if (grpc::Status s = Authorize(context, {"rank", "worker"}, "Rendezvous.Add"); !s.ok()) return s;
-  absl::StatusOr<int64_t> value = store_->Add(request->key(), request->delta());
+  absl::StatusOr<int64_t> value = store_->Add(CredentialOf(request->attempt()), request->key(), request->delta());
   if (!value.ok()) return ToGrpc(value.status());
   response->set_value(*value);
   return grpc::Status::OK;

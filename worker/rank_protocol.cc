@@ -140,7 +140,8 @@ absl::StatusOr<std::optional<loom::v1::WorkerMessage>> RankMessageReader::Next()
 absl::Status WriteAssignment(const std::string& path, const loom::v1::Assignment& assignment) {
   std::string bytes;
   if (!assignment.SerializeToString(&bytes)) return absl::InternalError("cannot serialise an assignment");
-  return WriteFileDurably(path, bytes);
+  // It holds the attempt's rendezvous secret: readable by the worker's user alone.
+  return WriteFileDurably(path, bytes, 0600);
 }
 
 absl::StatusOr<loom::v1::Assignment> ReadAssignment(const std::string& path) {

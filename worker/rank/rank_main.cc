@@ -165,7 +165,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   run.inputs = a.inputs();
   const loom::v1::ParallelLayout& l = a.layout();
   run.layout = {std::max(1, l.dp()), std::max(1, l.tp()), std::max(1, l.pp()), l.dp_rank(), l.tp_rank(), l.pp_rank()};
-  run.open_store = [&] { return loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix(), tls_dir, tls_name); };
+  run.open_store = [&] { return loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix(), a.rendezvous_secret(), tls_dir, tls_name); };
   if (const char* host = std::getenv("LOOM_ADVERTISE"); host != nullptr && *host != '\0') run.collective_host = host;
   // The write lease: a key the coordinator keeps in this attempt's rendezvous namespace while the
   // attempt is current (coordinator.h, GrantWriteLease). A coordinator that cannot be reached
@@ -176,7 +176,7 @@ absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, 
   std::shared_ptr<loom::engine::KeyValueStore> lease_store;
   if (!a.rendezvous_prefix().empty()) {
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::engine::KeyValueStore> store,
-                          loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix(), tls_dir, tls_name));
+                          loom::worker::NewCoordinatorKeyValueStore(coordinator, a.rendezvous_prefix(), a.rendezvous_secret(), tls_dir, tls_name));
     lease_store = std::move(store);
     loom::SetWriteFence([lease_store, attempt = a.rank().attempt(), coordinator]() -> absl::Status {
       constexpr absl::Duration kLeaseWait = absl::Minutes(5);

@@ -1103,6 +1103,64 @@ TEST_F(CoordinatorTest, AnAttemptCommitsOnlyUnderItsOwnDirectory) {
   EXPECT_EQ(Job(id, 0).last_checkpoint().step(), 5);
 }
 
+// Fencing: a worker reports only for the ranks placed on it in the current attempt, and commits
+// only under that attempt's directory; the attempt's rendezvous secret travels in its assignments
+// and its namespace closes when the attempt ends (success, cancel).
+TEST_F(CoordinatorTest, AWorkerReportsOnlyForItsOwnRanksOfTheCurrentAttempt) {
+  FakeLink link, other;
+  int64_t conn = 0;
+  std::string id;
+  const std::vector<Assignment> a = PlaceFirstStage(plan_, &link, &conn, &id);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].rendezvous_secret().size(), RendezvousStore::kSecretBytes);
+  EXPECT_EQ(a[0].rendezvous_secret(), a[1].rendezvous_secret());
+  EXPECT_TRUE(coordinator_->rendezvous().HasAttempt(a[0].rendezvous_prefix()));
+  const int64_t conn2 = Register("w2", &other, 1);
+  for (const auto& rank : a) {
+    Progress("w2", conn2, rank, 50);
+    Checkpoint("w2", conn2, rank, 50, /*final=*/true);
+  }
+  Exit("w2", conn2, a[0], 1, "forged");
+  EXPECT_EQ(coordinator_->Metrics().fenced_reports["wrong_worker"], 5);
+  JobStatus job = Job(id, 0);
+  EXPECT_EQ(job.state(), loom::v1::JOB_STATE_RUNNING) << job.DebugString();
+  EXPECT_EQ(job.attempt(), 1);
+  EXPECT_EQ(job.progress().step(), 1);
+  EXPECT_FALSE(job.has_last_failure());
+  EXPECT_EQ(coordinator_->ListCheckpoints(id, "")->checkpoints_size(), 0);
+  // Its own ranks, but a checkpoint of another job's directory; and a rank of another attempt.
+  for (const auto& rank : a) {
+    WorkerMessage m;
+    *m.mutable_checkpoint()->mutable_rank() = rank.rank();
+    m.mutable_checkpoint()->set_step(5);
+    m.mutable_checkpoint()->set_path("/ckpt/twostage-1/more/attempt-1/step-5");
+    m.mutable_checkpoint()->set_num_shards(2);
+    m.mutable_checkpoint()->set_shard(rank.rank().rank());
+    coordinator_->HandleWorkerMessage("w1", conn, m);
+  }
+  Assignment stale = a[0];
+  stale.mutable_rank()->set_attempt(7);
+  Exit("w1", conn, stale, 1, "from the future");
+  const auto fenced = coordinator_->Metrics().fenced_reports;
+  EXPECT_EQ(fenced.at("checkpoint_path"), 2);
+  EXPECT_EQ(fenced.at("stale_attempt"), 1);
+  EXPECT_EQ(coordinator_->ListCheckpoints(id, "")->checkpoints_size(), 0);
+  EXPECT_EQ(Job(id, 0).state(), loom::v1::JOB_STATE_RUNNING);
+
+  // The worker the ranks are on: applied. Success closes the attempt's rendezvous.
+  Finish("w1", conn, a, {5, 10, 15, 20});
+  EXPECT_EQ(Job(id, 0).state(), loom::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_FALSE(coordinator_->rendezvous().HasAttempt(a[0].rendezvous_prefix()));
+  // The next stage's attempt has a secret of its own; a cancel closes it.
+  coordinator_->Tick();
+  const std::vector<Assignment> next = link.TakeAssignments();
+  ASSERT_FALSE(next.empty());
+  EXPECT_NE(next[0].rendezvous_secret(), a[0].rendezvous_secret());
+  EXPECT_TRUE(coordinator_->rendezvous().HasAttempt(next[0].rendezvous_prefix()));
+  ASSERT_TRUE(coordinator_->CancelPlan(id, "test").ok());
+  EXPECT_FALSE(coordinator_->rendezvous().HasAttempt(next[0].rendezvous_prefix()));
+}
+
 // A save that failed is reported, counted and never committed, and training goes on; a job that
 // has committed nothing for three checkpoint intervals carries a warning until its next commit.
 TEST_F(CoordinatorTest, AFailedSaveIsReportedAndThreeIntervalsWithoutACommitWarn) {
