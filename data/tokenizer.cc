@@ -34,7 +34,8 @@ namespace {
 // runtime's dlopen interceptor refuses RTLD_DEEPBIND and kills the process (google/sanitizers
 // issue 611: a deep-bound library would bypass the interceptors), so that build calls glibc's own
 // dlopen. The module still allocates through libstdc++'s operator new, which is bound to ASan's
-// allocator, so memory it hands to Loom (vectors, strings) is freed by the allocator that made it.
+// allocator, so memory it hands to Loom (vectors, strings) is freed by the allocator that made it
+// (tests/sanitize/run turns off alloc_dealloc_mismatch, which this mix of new and delete trips).
 void* DlopenDeepBound(const char* path, int flags) {
 #ifdef LOOM_ADDRESS_SANITIZER
   using DlopenFn = void* (*)(const char*, int);

@@ -27,7 +27,8 @@ struct LinearShape {
 class LinearTest : public ::testing::TestWithParam<LinearShape> {};
 
 TEST_P(LinearTest, ForwardAndBackward) {
-  const auto [rows, in, out] = GetParam();
+  // Plain variables, not a structured binding: clang 14 (the sanitizer build) cannot capture one.
+  const int64_t rows = GetParam().rows, in = GetParam().in, out = GetParam().out;
   const auto x = RandomFloats(rows * in, 1), w = RandomFloats(out * in, 2, 0.3f),
              dy = RandomFloats(rows * out, 3);
   std::vector<float> y(rows * out);
