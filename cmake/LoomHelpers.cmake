@@ -37,4 +37,8 @@ function(loom_test name)
   endif()
   add_test(NAME ${name} COMMAND ${name})
   set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT})
+  # The unit tests a -DLOOM_SANITIZE=ON build runs (top CMakeLists.txt, tests/sanitize/run).
+  if("unit" IN_LIST ARG_LABELS AND NOT "cuda" IN_LIST ARG_LABELS)
+    set_property(GLOBAL APPEND PROPERTY LOOM_UNIT_TEST_TARGETS ${name})
+  endif()
 endfunction()

@@ -44,7 +44,7 @@ void Coordinator::WatchStragglers(loom::v1::PlanRecord& plan, int index, const l
     }
   }
   for (const auto& [rank, s] : before) {
-    const bool still = std::any_of(verdicts.begin(), verdicts.end(), [&](const auto& v) { return v.rank == rank; });
+    const bool still = std::any_of(verdicts.begin(), verdicts.end(), [rank = rank](const auto& v) { return v.rank == rank; });
     if (!still) {
       Log(LogLevel::kInfo, kLog,
           absl::StrFormat("job %s attempt %d: rank %d on worker %s is no longer a straggler", job->job_id(),

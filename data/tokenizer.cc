@@ -22,6 +22,29 @@
 namespace loom::data {
 namespace {
 
+#if defined(__SANITIZE_ADDRESS__)
+#define LOOM_ADDRESS_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LOOM_ADDRESS_SANITIZER 1
+#endif
+#endif
+
+// dlopen() with RTLD_DEEPBIND. Under AddressSanitizer (-DLOOM_SANITIZE=ON, tests/sanitize/run) the
+// runtime's dlopen interceptor refuses RTLD_DEEPBIND and kills the process (google/sanitizers
+// issue 611: a deep-bound library would bypass the interceptors), so that build calls glibc's own
+// dlopen. The module still allocates through libstdc++'s operator new, which is bound to ASan's
+// allocator, so memory it hands to Loom (vectors, strings) is freed by the allocator that made it
+// (tests/sanitize/run turns off alloc_dealloc_mismatch, which this mix of new and delete trips).
+void* DlopenDeepBound(const char* path, int flags) {
+#ifdef LOOM_ADDRESS_SANITIZER
+  using DlopenFn = void* (*)(const char*, int);
+  if (auto real = reinterpret_cast<DlopenFn>(::dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.34")); real != nullptr)
+    return real(path, flags | RTLD_DEEPBIND);
+#endif
+  return ::dlopen(path, flags | RTLD_DEEPBIND);
+}
+
 // Finds and loads libloom_sentencepiece.so once per process (see sentencepiece_backend.h for why
 // SentencePiece lives in a module of its own). Looked for, in order: $LOOM_SENTENCEPIECE_MODULE,
 // next to the executable, in ../lib/loom/ from it (installed layout), and where the build put it.
@@ -48,7 +71,7 @@ absl::StatusOr<const internal::SentencePieceApi*> SentencePiece() {
         continue;
       }
       // RTLD_DEEPBIND: SentencePiece binds to its own bundled protobuf, not the system one.
-      void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      void* handle = DlopenDeepBound(path.c_str(), RTLD_NOW | RTLD_LOCAL);
       if (handle == nullptr) {
         absl::StrAppend(&tried, "\n  ", path, ": ", ::dlerror());
         continue;

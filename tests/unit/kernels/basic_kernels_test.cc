@@ -27,7 +27,8 @@ struct LinearShape {
 class LinearTest : public ::testing::TestWithParam<LinearShape> {};
 
 TEST_P(LinearTest, ForwardAndBackward) {
-  const auto [rows, in, out] = GetParam();
+  // Plain variables, not a structured binding: clang 14 (the sanitizer build) cannot capture one.
+  const int64_t rows = GetParam().rows, in = GetParam().in, out = GetParam().out;
   const auto x = RandomFloats(rows * in, 1), w = RandomFloats(out * in, 2, 0.3f),
              dy = RandomFloats(rows * out, 3);
   std::vector<float> y(rows * out);
@@ -50,7 +51,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
                                            LinearShape{64, 32, 48}, LinearShape{131, 17, 29}));
 
 TEST(RmsNorm, ForwardAndBackward) {
-  for (auto [rows, dim] : {std::pair<int64_t, int64_t>{1, 4}, {37, 24}, {100, 65}}) {
+  for (const auto& shape : {std::pair<int64_t, int64_t>{1, 4}, {37, 24}, {100, 65}}) {
+    const int64_t rows = shape.first, dim = shape.second;  // not a binding: see LinearTest
     const auto x = RandomFloats(rows * dim, 4), w = RandomFloats(dim, 5), dout = RandomFloats(rows * dim, 6);
     std::vector<float> y(rows * dim), rstd(rows);
     RmsNormForward(x.data(), w.data(), y.data(), rstd.data(), rows, dim, 1e-5f);
