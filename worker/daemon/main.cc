@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -26,6 +27,21 @@
 #include "worker/daemon/worker_metrics.h"
 
 namespace {
+
+// The thread that waits for SIGINT/SIGTERM; ForwardSignal passes a signal that landed on another
+// thread to it (pthread_kill is async-signal-safe).
+std::atomic<pthread_t> signal_waiter;
+
+void ForwardSignal(int signal) { pthread_kill(signal_waiter.load(), signal); }
+
+void ForwardSignalsTo(pthread_t waiter) {
+  signal_waiter = waiter;
+  struct sigaction action = {};
+  action.sa_handler = ForwardSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
 
 // `loom-rank` next to this executable, else in ../libexec/loom/ from it (the installed layout:
 // /usr/bin/loom-worker, /usr/libexec/loom/loom-rank), else one directory up (the build tree puts
@@ -162,22 +178,39 @@ int Run(const std::vector<std::string>& args) {
     o.credentials = loom::ChannelTlsCredentials(*identity);
   }
 
+  // SIGINT and SIGTERM are taken by one thread (sigwait), so the worker says goodbye and stops its
+  // ranks. They are blocked here, before this thread starts others, but libraries start threads of
+  // their own before main (OpenBLAS when it loads): one of those would take a signal with the
+  // default action and kill the worker on the spot. The handler below catches it there and passes
+  // it on to the waiting thread.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  // Measured before any rank runs, so that the slot has its cores to itself (a few hundred ms).
-  const bool measured = o.peak_flops_per_slot == 0;
-  if (measured) o.peak_flops_per_slot = loom::worker::MeasurePeakFlops(o.threads_per_rank);
   loom::worker::WorkerMetrics metrics;
-  metrics.SetPeakFlops(o.peak_flops_per_slot);
   absl::StatusOr<loom::MetricsServer> server = loom::StartMetricsServer(metrics_listen, metrics.registry());
   if (!server.ok()) {
     std::fprintf(stderr, "loom-worker: %s\n", std::string(server.status().message()).c_str());
     return 1;
   }
+
+  std::atomic<bool> stop_requested{false}, done{false};
+  std::atomic<loom::worker::WorkerDaemon*> running{nullptr};
+  std::thread signal_thread([&] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    if (!done) loom::Log(loom::LogLevel::kInfo, "worker", o.worker_id, ": signal ", signal, ", stopping");
+    stop_requested = true;
+    if (loom::worker::WorkerDaemon* daemon = running.load()) daemon->Stop();
+  });
+  ForwardSignalsTo(signal_thread.native_handle());
+
+  // Measured before any rank runs, so that the slot has its cores to itself (a few hundred ms).
+  const bool measured = o.peak_flops_per_slot == 0;
+  if (measured) o.peak_flops_per_slot = loom::worker::MeasurePeakFlops(o.threads_per_rank);
+  metrics.SetPeakFlops(o.peak_flops_per_slot);
   // Prometheus dials the advertised address at the port bound.
   o.metrics_address = absl::StrCat(advertise, server->address.substr(server->address.rfind(':')));
   std::printf(
@@ -189,17 +222,14 @@ int Run(const std::vector<std::string>& args) {
   std::fflush(stdout);
 
   loom::worker::WorkerDaemon daemon(o, &metrics);
-  std::atomic<bool> done{false};
-  std::thread signal_thread([&] {
-    int signal = 0;
-    sigwait(&signals, &signal);
-    if (!done) loom::Log(loom::LogLevel::kInfo, "worker", o.worker_id, ": signal ", signal, ", stopping");
-    daemon.Stop();
-  });
-  daemon.Run();
+  running = &daemon;
+  if (!stop_requested) daemon.Run();  // a signal from here on stops it (Stop before Run: Run returns)
   done = true;
+  signal(SIGINT, SIG_IGN);  // nothing to forward to once the waiting thread is gone
+  signal(SIGTERM, SIG_IGN);
   pthread_kill(signal_thread.native_handle(), SIGTERM);
   signal_thread.join();
+  running = nullptr;
   return 0;
 }
 
