@@ -66,9 +66,15 @@ inline std::string ReadAll(const std::string& path) {
   return ss.str();
 }
 
-// Directories of prepared data this test process made (prepared_data.h adds them): a cluster's
-// coordinator allows plans to name paths in them (--allowed-roots), besides the cluster's own
-// directory.
+// Where prepared_data.h builds this test process's prepared data (<tmp>/loom-prepared-<pid>): a
+// cluster's coordinator allows plans to name paths in it (--allowed-roots), besides the cluster's
+// own directory, also for data a test prepares after it started the coordinator.
+inline std::string PreparedDataParent() {
+  return (std::filesystem::temp_directory_path() / ("loom-prepared-" + std::to_string(::getpid()))).string();
+}
+
+// Directories of prepared data this test process made (prepared_data.h adds them), allowed too:
+// a test may change TMPDIR after preparing (the hosts test does).
 inline std::vector<std::string>& PreparedDataRoots() {
   static std::vector<std::string> roots;
   return roots;
@@ -208,7 +214,7 @@ struct ClusterOptions {
   bool tls = false;
   // Extra flags of the coordinator, e.g. {"--history-points", "8"}.
   std::vector<std::string> coordinator_args;
-  // Directories plans may name paths in, besides the cluster's directory and PreparedDataRoots()
+  // Directories plans may name paths in, besides the cluster's directory and the prepared data's
   // (the coordinator confines plan paths to its --allowed-roots; none are passed when
   // coordinator_args has --allow-any-path).
   std::vector<std::string> allowed_roots;
@@ -286,7 +292,7 @@ class Cluster {
                                      "--metrics-listen", host_address(0) + ":0", "--heartbeat", options_.heartbeat,
                                      "--heartbeat-timeout", options_.heartbeat_timeout, "--adopt-grace",
                                      options_.adopt_grace, "--prepared-data", options_.prepared_data};
-    std::string roots = dir_;
+    std::string roots = dir_ + ":" + PreparedDataParent();
     for (const std::string& root : PreparedDataRoots()) roots += ":" + root;
     for (const std::string& root : options_.allowed_roots) roots += ":" + root;
     const bool any_path = std::find(options_.coordinator_args.begin(), options_.coordinator_args.end(),

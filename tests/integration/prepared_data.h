@@ -13,14 +13,14 @@
 
 namespace loom::testing {
 
-// Builds <tmp>/loom-prepared-<pid>-<name>/prepared and returns its path.
+// Builds <tmp>/loom-prepared-<pid>/<name>/prepared (under PreparedDataParent(), which clusters
+// allow) and returns its path.
 // `corpus_flags` go to `loom data corpus` after the defaults (e.g. "--heldout 0.1").
 inline std::string PrepareData(const std::string& name, const std::string& sources, int vocab,
                                const std::string& corpus_flags = "") {
-  const std::string root =
-      (std::filesystem::temp_directory_path() / ("loom-prepared-" + std::to_string(::getpid()) + "-" + name))
-          .string();
+  const std::string root = PreparedDataParent() + "/" + name;
   std::filesystem::remove_all(root);
+  std::filesystem::create_directories(PreparedDataParent());
   PreparedDataRoots().push_back(root);
   const std::string loom = LoomBinary();
   const std::string corpus = loom + " data corpus --out " + root + "/corpus --sources " + sources +

@@ -320,7 +320,9 @@ TEST(TrainingCluster, ADrainedOrStoppedWorkersRankCheckpointsAtItsNextStepAndThe
     EXPECT_EQ(s.jobs(0).attempt(), 2);
     EXPECT_EQ(s.jobs(0).rank_workers(0), "w2");
     EXPECT_EQ(s.jobs(0).last_failure().cause(), "preempted") << s.jobs(0).DebugString();
-    if (!sigterm) EXPECT_NE(cluster.Loom({"workers"}).out.find("DRAINING"), std::string::npos);
+    if (!sigterm) {
+      EXPECT_NE(cluster.Loom({"workers"}).out.find("DRAINING"), std::string::npos);
+    }
     // Attempt 1 stopped right after its checkpoint at step N (>= the step seen before the drain);
     // attempt 2 resumed from that very checkpoint and began at N + 1: no step was lost or redone.
     const std::string first_log = ReadAll(RankLog(cluster, "w1", id, "core", 1));
