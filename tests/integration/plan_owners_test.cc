@@ -8,13 +8,13 @@
 
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <string>
 #include <thread>
 
 #include <gtest/gtest.h>
 
 #include "loom/v1/coordinator.grpc.pb.h"
+#include "tests/directory_bytes.h"
 #include "tests/integration/cluster_harness.h"
 
 namespace loom::testing {
@@ -31,16 +31,6 @@ std::string TokenFile(const std::string& dir, const std::string& name, const std
   std::ofstream(path) << token << "\n";
   ::chmod(path.c_str(), 0600);
   return path;
-}
-
-std::string AllBytes(const std::string& dir) {
-  std::string bytes;
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
-    if (!entry.is_regular_file()) continue;
-    std::ifstream in(entry.path(), std::ios::binary);
-    bytes.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-  return bytes;
 }
 
 // TLS that verifies the coordinator and presents no client certificate, with `token` (if any) as
@@ -236,7 +226,7 @@ TEST(PlanOwners, BearerTokensStandInForCertificatesOnThePlanApiOnly) {
   EXPECT_EQ(ListPlans(CertlessChannel(cluster.address(), ca_pem, vera)).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
   cluster.KillCoordinator(SIGTERM);
-  const std::string bytes = AllBytes(cluster.data_dir());
+  const std::string bytes = AllBytesUnder(cluster.data_dir());
   ASSERT_FALSE(bytes.empty());
   for (const std::string& token : {vera, sid, admin_token}) {
     EXPECT_EQ(bytes.find(token.substr(5)), std::string::npos) << "the store holds a token";

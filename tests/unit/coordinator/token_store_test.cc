@@ -3,11 +3,11 @@
 #include "coordinator/token_store.h"
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <set>
 
 #include <gtest/gtest.h>
+
+#include "tests/directory_bytes.h"
 
 namespace loom::coordinator {
 namespace {
@@ -16,17 +16,6 @@ std::string FreshDir(const std::string& name) {
   const std::string dir = ::testing::TempDir() + "/token_store_test_" + name;
   std::filesystem::remove_all(dir);
   return dir;
-}
-
-// Every byte of every file under `dir`.
-std::string AllBytes(const std::string& dir) {
-  std::string bytes;
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
-    if (!entry.is_regular_file()) continue;
-    std::ifstream in(entry.path(), std::ios::binary);
-    bytes.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-  return bytes;
 }
 
 loom::v1::Principal Admin() {
@@ -106,7 +95,7 @@ TEST(TokenStore, IssuedTokensAuthenticateUntilRevokedAndSurviveAReopen) {
     EXPECT_EQ((*tokens)->List().size(), 1u);
   }
   // The database's files hold neither token, nor the random part of one.
-  const std::string bytes = AllBytes(dir);
+  const std::string bytes = loom::testing::AllBytesUnder(dir);
   ASSERT_FALSE(bytes.empty());
   for (const std::string& token : {alice, bob}) {
     EXPECT_EQ(bytes.find(token), std::string::npos);
