@@ -695,10 +695,16 @@ std::string Coordinator::FenceReport(const std::string& worker_id, const loom::v
     const JobStatus& job = plan->status().jobs(index);
     // The placement of the current attempt; rank_workers also covers an attempt that just failed
     // (RECOVERING: its ranks' exits still tell whose fault it was).
+    // Placements are stored in rank order (coordinator_scheduling.cc), so a report costs one
+    // lookup, not a scan of a large job's ranks; the scan stays for a record that is not.
     const auto& placed = plan->runtime(index).ranks();
     const std::string* placed_on = nullptr;
-    for (const auto& p : placed) {
-      if (p.rank() == rank.rank()) placed_on = &p.worker_id();
+    if (rank.rank() >= 0 && rank.rank() < placed.size() && placed[rank.rank()].rank() == rank.rank()) {
+      placed_on = &placed[rank.rank()].worker_id();
+    } else {
+      for (const auto& p : placed) {
+        if (p.rank() == rank.rank()) placed_on = &p.worker_id();
+      }
     }
     if (placed_on == nullptr && rank.rank() >= 0 && rank.rank() < job.rank_workers_size())
       placed_on = &job.rank_workers(rank.rank());
