@@ -113,6 +113,7 @@ absl::StatusOr<Client> Connect(const Target& target) {
   absl::StatusOr<std::string> token = TargetToken(target);
   if (!token.ok()) return token.status();
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials;
+  std::optional<TlsIdentity> identity;
   if (!token->empty()) {
     // A token travels only over TLS that verified the coordinator: gRPC sends call credentials
     // on secure channels only, and without --tls-dir there is no CA to verify against.
@@ -129,13 +130,21 @@ absl::StatusOr<Client> Connect(const Target& target) {
     }
     credentials = grpc::CompositeChannelCredentials(ChannelTlsCredentialsWithoutCertificate(ca),
                                                     grpc::AccessTokenCredentials(*token));
+  } else if (!target.tls_dir.empty()) {
+    // Only located, not parsed: a bad certificate fails the handshake, and ReportRpcError then
+    // says what is wrong with it. Parsing first would cost every run a few ms (bench/tls).
+    absl::StatusOr<TlsIdentity> id = LocateTlsIdentity(target.tls_dir, target.tls_name, {"admin"});
+    if (!id.ok()) return id.status();
+    identity = *id;
+    credentials = ChannelTlsCredentials(*id);
   } else {
-    credentials = ClientCredentials(target.tls_dir, target.tls_name, {"admin"});
+    credentials = grpc::InsecureChannelCredentials();
   }
   if (!credentials.ok()) return credentials.status();
   Client c;
   c.address = target.address;
   c.tls = !target.tls_dir.empty();
+  c.identity = std::move(identity);
   c.stub = loom::v1::PlanService::NewStub(grpc::CreateChannel(target.address, *credentials));
   return c;
 }
@@ -148,8 +157,16 @@ std::unique_ptr<grpc::ClientContext> CallContext(double seconds) {
 }
 
 int ReportRpcError(const std::string& what, const Client& client, const grpc::Status& status) {
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
-      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+  const bool unreachable = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                           status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+  // Connect did not parse the client certificate (LocateTlsIdentity); now that no call got
+  // through, a bad one is the likeliest cause, and the message should say so first.
+  if (absl::Status unusable = unreachable && client.identity ? CheckTlsIdentity(*client.identity) : absl::OkStatus();
+      !unusable.ok()) {
+    std::fprintf(stderr, "loom: %s: the client certificate cannot work: %s\n  (the call to %s failed: %s)\n",
+                 what.c_str(), std::string(unusable.message()).c_str(), client.address.c_str(),
+                 status.error_message().c_str());
+  } else if (unreachable) {
     std::fprintf(
         stderr,
         "loom: %s: cannot reach the coordinator at %s (%s)\n"

@@ -6,10 +6,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "common/command_line.h"
+#include "common/tls.h"
 #include "google/protobuf/message.h"
 #include "loom/v1/coordinator.grpc.pb.h"
 
@@ -23,6 +25,9 @@ std::string DefaultCoordinatorAddress();
 struct Client {
   std::string address;
   bool tls = false;
+  // The client certificate presented, if any. Connect only locates it (LocateTlsIdentity); when a
+  // call cannot get through, ReportRpcError checks it (CheckTlsIdentity) to say what is wrong.
+  std::optional<TlsIdentity> identity;
   std::unique_ptr<loom::v1::PlanService::Stub> stub;
 };
 
@@ -51,7 +56,8 @@ absl::StatusOr<Client> Connect(const Target& target);
 std::unique_ptr<grpc::ClientContext> CallContext(double seconds = 10);
 
 // Prints "loom: <what>: ..." to stderr: for UNAVAILABLE / DEADLINE_EXCEEDED a message naming the
-// address and how to choose another; otherwise the server's message. Returns 1.
+// address and how to choose another (and what is wrong with the client certificate, if anything
+// is); otherwise the server's message. Returns 1.
 int ReportRpcError(const std::string& what, const Client& client, const grpc::Status& status);
 
 // Proto -> JSON with the .proto field names, indented.

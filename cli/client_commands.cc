@@ -201,8 +201,11 @@ int RunWatch(const Args& args) {
         status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
       return ReportRpcError("watch " + plan_id, client, status);
     }
-    // The coordinator went away (a restart?): keep trying for a while.
-    if (++failures > 60) return ReportRpcError("watch " + plan_id, client, status);
+    // The coordinator went away (a restart?): keep trying for a while; not with a client
+    // certificate that cannot work (Connect only located it).
+    if (++failures > 60 || (failures == 1 && client.identity && !CheckTlsIdentity(*client.identity).ok())) {
+      return ReportRpcError("watch " + plan_id, client, status);
+    }
     if (failures == 1)
       std::fprintf(stderr, "loom: watch: lost the coordinator at %s (%s); retrying\n", target.address.c_str(),
                    status.error_message().c_str());

@@ -55,8 +55,8 @@ std::shared_ptr<grpc::experimental::FileWatcherCertificateProvider> Provider(con
 std::string TlsDirFromEnv() { return Env(kTlsDirEnv); }
 std::string TlsNameFromEnv() { return Env(kTlsNameEnv); }
 
-absl::StatusOr<TlsIdentity> FindTlsIdentity(const std::string& dir, const std::string& name,
-                                            const std::vector<std::string>& preferred) {
+absl::StatusOr<TlsIdentity> LocateTlsIdentity(const std::string& dir, const std::string& name,
+                                              const std::vector<std::string>& preferred) {
   TlsIdentity id;
   id.dir = dir;
   id.ca_path = (std::filesystem::path(dir) / "ca.pem").string();
@@ -91,28 +91,40 @@ absl::StatusOr<TlsIdentity> FindTlsIdentity(const std::string& dir, const std::s
   }
   id.cert_path = (std::filesystem::path(dir) / (id.name + ".pem")).string();
   id.key_path = (std::filesystem::path(dir) / (id.name + ".key")).string();
-  absl::StatusOr<std::string> ca = ReadFile(id.ca_path);
-  if (!ca.ok()) return ca.status();
-  absl::StatusOr<std::string> cert = ReadFile(id.cert_path);
-  if (!cert.ok()) {
+  // Readable (what gRPC will read; cheap next to parsing them).
+  if (absl::StatusOr<std::string> ca = ReadFile(id.ca_path); !ca.ok()) return ca.status();
+  if (absl::StatusOr<std::string> cert = ReadFile(id.cert_path); !cert.ok()) {
     return absl::NotFoundError(absl::StrCat("TLS identity '", id.name, "': ", cert.status().message(),
                                             " (issue it with `loom certs issue --name ", id.name, "`)"));
   }
-  absl::StatusOr<std::string> key = ReadFile(id.key_path);
-  if (!key.ok()) return key.status();
+  if (absl::StatusOr<std::string> key = ReadFile(id.key_path); !key.ok()) return key.status();
   struct stat st;
   if (::stat(id.key_path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
     return absl::PermissionDeniedError(absl::StrCat(id.key_path, " is readable by group or others (mode ",
                                                     absl::StrFormat("%04o", st.st_mode & 07777),
                                                     "); run chmod 600 ", id.key_path));
   }
-  LOOM_ASSIGN_OR_RETURN(CertificateInfo ca_info, ParseCertificate(*ca, id.ca_path));
+  return id;
+}
+
+absl::Status CheckTlsIdentity(const TlsIdentity& id) {
+  LOOM_ASSIGN_OR_RETURN(std::string ca, ReadFile(id.ca_path));
+  LOOM_ASSIGN_OR_RETURN(std::string cert, ReadFile(id.cert_path));
+  LOOM_ASSIGN_OR_RETURN(std::string key, ReadFile(id.key_path));
+  LOOM_ASSIGN_OR_RETURN(CertificateInfo ca_info, ParseCertificate(ca, id.ca_path));
   if (!ca_info.is_ca) return absl::InvalidArgumentError(absl::StrCat(id.ca_path, " is not a CA certificate"));
-  LOOM_RETURN_IF_ERROR(CheckKeyMatchesCertificate(*cert, *key, (std::filesystem::path(dir) / id.name).string()));
-  if (absl::Status s = VerifyIssuedBy(*cert, *ca); !s.ok()) {
+  LOOM_RETURN_IF_ERROR(CheckKeyMatchesCertificate(cert, key, (std::filesystem::path(id.dir) / id.name).string()));
+  if (absl::Status s = VerifyIssuedBy(cert, ca); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(id.cert_path, " was not issued by ", id.ca_path,
                                                    " (every process must use certificates of one CA)"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TlsIdentity> FindTlsIdentity(const std::string& dir, const std::string& name,
+                                            const std::vector<std::string>& preferred) {
+  LOOM_ASSIGN_OR_RETURN(TlsIdentity id, LocateTlsIdentity(dir, name, preferred));
+  LOOM_RETURN_IF_ERROR(CheckTlsIdentity(id));
   return id;
 }
 

@@ -46,6 +46,16 @@ std::string TlsNameFromEnv();
 absl::StatusOr<TlsIdentity> FindTlsIdentity(const std::string& dir, const std::string& name,
                                             const std::vector<std::string>& preferred = {});
 
+// FindTlsIdentity in two halves, for a short-lived client (the `loom` command) that would pay
+// the second on every run. LocateTlsIdentity finds the files and checks what a stat shows (they
+// exist, the key's mode); no certificate or key is parsed. CheckTlsIdentity does the rest (they
+// parse, the key matches, ca.pem issued the certificate). Parsing with OpenSSL 3 costs a few ms
+// of CPU in a new process, and a bad file fails the TLS handshake anyway: such a client calls
+// CheckTlsIdentity only when a call fails, to say why (bench/README.md, section TLS).
+absl::StatusOr<TlsIdentity> LocateTlsIdentity(const std::string& dir, const std::string& name,
+                                              const std::vector<std::string>& preferred = {});
+absl::Status CheckTlsIdentity(const TlsIdentity& identity);
+
 // How often the certificate files are checked for changes (gRPC's file watcher).
 inline constexpr absl::Duration kDefaultTlsReload = absl::Seconds(5);
 

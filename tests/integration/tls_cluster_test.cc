@@ -56,6 +56,19 @@ TEST(TlsCluster, OnlyClientsAndWorkersWithACertificateOfTheClustersCaGetIn) {
   EXPECT_EQ(foreign.exit_code, 1);
   EXPECT_EQ(foreign.out.find(id), std::string::npos) << foreign.out;
 
+  // The cluster's CA, but a key that does not belong to the certificate: `loom` did not parse
+  // them before dialling (cli/client.cc); when the call fails it says what is wrong.
+  const std::string mismatched = cluster.dir() + "/mismatched";
+  std::filesystem::create_directories(mismatched);
+  std::filesystem::copy_file(cluster.tls_dir() + "/ca.pem", mismatched + "/ca.pem");
+  std::filesystem::copy_file(cluster.tls_dir() + "/admin.pem", mismatched + "/admin.pem");
+  std::filesystem::copy_file(other + "/admin.key", mismatched + "/admin.key");
+  cluster.SetClientTls(mismatched);
+  CommandResult mismatch = cluster.Loom({"status"});
+  EXPECT_EQ(mismatch.exit_code, 1);
+  EXPECT_NE(mismatch.err.find("the client certificate cannot work"), std::string::npos) << mismatch.err;
+  EXPECT_NE(mismatch.err.find("does not belong"), std::string::npos) << mismatch.err;
+
   // TLS that trusts the coordinator but presents no client certificate: the handshake lets it in
   // (for bearer-token clients, tests/integration/plan_owners_test.cc), the read-only health check
   // answers, and every Loom RPC refuses it (plan_owners_test.cc checks that too).

@@ -155,6 +155,44 @@ TEST_F(TlsTest, FindIdentityChoosesByNamePreferenceOrTheOnlyLeafAndExplainsFailu
   EXPECT_EQ(FindTlsIdentity(dir_, "bob").status().code(), absl::StatusCode::kNotFound);
 }
 
+// The `loom` command only locates its identity (LocateTlsIdentity) and parses it only when a call
+// fails (CheckTlsIdentity): a located identity that is bad must still never get a connection, and
+// the check must then name what is wrong.
+TEST_F(TlsTest, LocateLeavesTheCertificatesUnparsedAndABadOneFailsTheHandshakeAndTheCheck) {
+  Server server(dir_, "coordinator");
+  ASSERT_NE(server.port, 0);
+  absl::StatusOr<TlsIdentity> good = LocateTlsIdentity(dir_, "", {"admin"});
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_TRUE(CheckTlsIdentity(*good).ok());
+  EXPECT_TRUE(HealthCheck(server.address, ChannelTlsCredentials(*good)).ok());
+
+  const std::string bad = root_ + "/bad";
+  std::filesystem::create_directories(bad);
+  std::filesystem::copy_file(dir_ + "/ca.pem", bad + "/ca.pem");
+  std::filesystem::copy_file(dir_ + "/admin.pem", bad + "/admin.pem");
+  std::filesystem::copy_file(dir_ + "/coordinator.key", bad + "/admin.key");  // another leaf's key
+  ::chmod((bad + "/admin.key").c_str(), 0600);
+  absl::StatusOr<TlsIdentity> mismatch = LocateTlsIdentity(bad, "admin");
+  ASSERT_TRUE(mismatch.ok()) << mismatch.status();
+  EXPECT_FALSE(HealthCheck(server.address, ChannelTlsCredentials(*mismatch)).ok());
+  const absl::Status why = CheckTlsIdentity(*mismatch);
+  EXPECT_NE(why.message().find("does not belong"), std::string::npos) << why;
+
+  // A leaf of another CA beside this CA: located, refused, explained.
+  std::filesystem::copy_file(other_ + "/admin.pem", bad + "/admin.pem", std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(other_ + "/admin.key", bad + "/admin.key", std::filesystem::copy_options::overwrite_existing);
+  absl::StatusOr<TlsIdentity> foreign = LocateTlsIdentity(bad, "admin");
+  ASSERT_TRUE(foreign.ok()) << foreign.status();
+  EXPECT_FALSE(HealthCheck(server.address, ChannelTlsCredentials(*foreign)).ok());
+  EXPECT_NE(CheckTlsIdentity(*foreign).message().find("was not issued by"), std::string::npos);
+
+  // What a stat shows is still checked up front: the key's mode, missing files.
+  ::chmod((bad + "/admin.key").c_str(), 0644);
+  EXPECT_EQ(LocateTlsIdentity(bad, "admin").status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(LocateTlsIdentity(bad, "bob").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(LocateTlsIdentity(root_ + "/none", "").status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST(TlsAddress, LoopbackAddressesAreTold) {
   for (const char* a : {"127.0.0.1:7070", "127.1.2.3:0", "localhost:7070", "[::1]:7070"}) {
     EXPECT_TRUE(IsLoopbackAddress(a)) << a;
