@@ -90,8 +90,9 @@ std::vector<std::string> ProcessReadRoots() {
 absl::StatusOr<ConfinedFile> OpenConfined(const std::string& path, const std::vector<std::string>& roots,
                                           bool directory) {
   const int flags = O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0);
-  ConfinedFile file(::open(path.c_str(), flags), path);
-  if (file.fd() < 0) return ErrnoError(directory ? "cannot open directory" : "cannot open", path);
+  const int fd = ::open(path.c_str(), flags);
+  if (fd < 0) return ErrnoError(directory ? "cannot open directory" : "cannot open", path);
+  ConfinedFile file(fd, path);
   if (roots.empty()) return file;
   absl::StatusOr<std::string> opened = OpenedPath(file.fd());
   if (!opened.ok()) return opened.status();
@@ -99,10 +100,11 @@ absl::StatusOr<ConfinedFile> OpenConfined(const std::string& path, const std::ve
     if (IsInside(fs::path(*opened), fs::path(root))) return file;
   }
   return absl::PermissionDeniedError(absl::StrCat(
-      path, *opened == path ? "" : absl::StrCat(" (which is ", *opened, ")"),
-      " is outside the read roots (", absl::StrJoin(roots, ", "),
+      path, *opened == path ? "" : absl::StrCat(" (which is ", *opened, ")"), " is outside the read roots (",
+      absl::StrJoin(roots, ", "),
       "): a rank reads only files under the coordinator's allowed roots; a symlink there that leads out is "
-      "refused (replace it with the file, or start loom-coordinator with --allowed-roots naming its directory)"));
+      "refused (replace it with the file, or start loom-coordinator with --allowed-roots naming its "
+      "directory)"));
 }
 
 absl::StatusOr<ConfinedFile> OpenConfined(const std::string& path, bool directory) {

@@ -82,8 +82,9 @@ std::vector<std::string> ResolvedRoots(const std::vector<std::string>& roots) {
   std::vector<std::string> out;
   for (const std::string& root : roots) {
     std::error_code ec;
-    std::filesystem::path resolved = std::filesystem::weakly_canonical(std::filesystem::absolute(root, ec), ec);
-    out.push_back(ec ? std::filesystem::absolute(root).lexically_normal().string() : resolved.string());
+    namespace fs = std::filesystem;
+    const fs::path resolved = fs::weakly_canonical(fs::absolute(root, ec), ec);
+    out.push_back(ec ? fs::absolute(root).lexically_normal().string() : resolved.string());
   }
   return out;
 }

@@ -283,7 +283,9 @@ absl::StatusOr<std::vector<std::unique_ptr<ShardReader>>> OpenShardDir(const std
   }
   std::vector<std::string> paths;
   for (const std::string& name : *names) {
-    if (name.starts_with("shard-") && name.ends_with(".bin")) paths.push_back((std::filesystem::path(dir) / name).string());
+    if (name.starts_with("shard-") && name.ends_with(".bin")) {
+      paths.push_back((std::filesystem::path(dir) / name).string());
+    }
   }
   if (paths.empty())
     return absl::NotFoundError(absl::StrCat("token shard directory ", dir, " has no shard-*.bin files"));

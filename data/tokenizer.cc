@@ -152,9 +152,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
   const bool json_by_name = std::filesystem::path(path).extension() == ".json";
   auto too_big = [&](uintmax_t size) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", size, " bytes is more than the limit of ",
-                                                   internal::kMaxTokenizerJsonBytes, " for a tokenizer.json"));
+                                                   internal::kMaxTokenizerJsonBytes,
+                                                   " for a tokenizer.json"));
   };
-  if (json_by_name && static_cast<uintmax_t>(st.st_size) > internal::kMaxTokenizerJsonBytes) return too_big(st.st_size);
+  if (json_by_name && static_cast<uintmax_t>(st.st_size) > internal::kMaxTokenizerJsonBytes) {
+    return too_big(st.st_size);
+  }
   absl::StatusOr<std::string> bytes = ReadAll(*file);
   if (!bytes.ok()) return unreadable(bytes.status());
   std::string hash = Sha256Hex(*bytes);

@@ -26,7 +26,8 @@ bool Ended(const PlanStatus& s) { return s.state() != loom::v1::PLAN_STATE_ACTIV
 std::string WritePlan(const std::string& path, const std::string& name, const std::string& data_dir) {
   std::ofstream(path) << "name: " << name << R"(
 model: {layers: 1, d_model: 32, heads: 2, kv_heads: 1, ffn_size: 64, vocab_size: 512}
-data: {dir: )" << data_dir << R"(}
+data: {dir: )" << data_dir
+                      << R"(}
 stages:
   - name: core
     kind: pretrain
@@ -53,12 +54,14 @@ TEST(ReadConfinement, ASymlinkSwappedInAfterSubmitIsRefusedWhereTheRankReads) {
   const std::string prepared = PrepareData("confine", "math", 512);
   Cluster cluster({.rank_binary = BinaryPath("worker/loom-rank")});
   // Outside every root of the cluster (its directory and the prepared data's parent).
-  const std::string outside = (fs::temp_directory_path() / ("loom-outside-" + std::to_string(::getpid()))).string();
+  const std::string outside =
+      (fs::temp_directory_path() / ("loom-outside-" + std::to_string(::getpid()))).string();
   fs::remove_all(outside);
   fs::create_directories(outside);
   fs::copy(prepared, outside + "/data", fs::copy_options::recursive);
   // Two copies of the data inside the cluster's directory, accepted as they are at submit.
-  const std::string dir_swapped = cluster.dir() + "/dir-swapped", file_swapped = cluster.dir() + "/file-swapped";
+  const std::string dir_swapped = cluster.dir() + "/dir-swapped",
+                    file_swapped = cluster.dir() + "/file-swapped";
   fs::copy(prepared, dir_swapped, fs::copy_options::recursive);
   fs::copy(prepared, file_swapped, fs::copy_options::recursive);
 
@@ -78,8 +81,8 @@ TEST(ReadConfinement, ASymlinkSwappedInAfterSubmitIsRefusedWhereTheRankReads) {
   cluster.StartWorker("w1", 3);
   ExpectRefusedAtTheRead(cluster.WaitForPlan(a, Ended, std::chrono::seconds(60)), dir_swapped + "/math/train",
                          cluster.Logs());
-  ExpectRefusedAtTheRead(cluster.WaitForPlan(b, Ended, std::chrono::seconds(60)), file_swapped + "/tokenizer.model",
-                         cluster.Logs());
+  ExpectRefusedAtTheRead(cluster.WaitForPlan(b, Ended, std::chrono::seconds(60)),
+                         file_swapped + "/tokenizer.model", cluster.Logs());
   const PlanStatus trained = cluster.WaitForPlan(c, Ended, std::chrono::seconds(60));
   ASSERT_EQ(trained.state(), loom::v1::PLAN_STATE_SUCCEEDED) << cluster.Logs();
   EXPECT_TRUE(trained.jobs(0).final_checkpoint().final()) << trained.jobs(0).DebugString();

@@ -60,8 +60,9 @@ TEST_F(ConfinedReadTest, RefusesAFileOutsideNamingPathResolutionAndRoots) {
   absl::StatusOr<ConfinedFile> file = OpenConfined(base_ + "/outside/secret.txt", roots());
   ASSERT_FALSE(file.ok());
   EXPECT_EQ(file.status().code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_NE(file.status().message().find(base_ + "/outside/secret.txt is outside the read roots (" + root_ + ")"),
-            std::string::npos)
+  EXPECT_NE(
+      file.status().message().find(base_ + "/outside/secret.txt is outside the read roots (" + root_ + ")"),
+      std::string::npos)
       << file.status();
 }
 
@@ -140,7 +141,8 @@ TEST_F(ConfinedReadTest, ProcessRootsAreResolvedAndConfineTheCheckpointReaders) 
   Write(base_ + "/outside/manifest.json", "{}");
   absl::StatusOr<loom::v1::CheckpointManifest> manifest = ReadCheckpointManifest(root_ + "/ckpt", false);
   ASSERT_FALSE(manifest.ok());
-  EXPECT_NE(manifest.status().message().find("outside the read roots"), std::string::npos) << manifest.status();
+  EXPECT_NE(manifest.status().message().find("outside the read roots"), std::string::npos)
+      << manifest.status();
 }
 
 }  // namespace
