@@ -1,5 +1,6 @@
 #include "common/checkpoint_io.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/confined_read.h"
 #include "common/files.h"
 #include "common/rank_lifecycle.h"
 #include "common/sha256.h"
@@ -98,7 +100,8 @@ absl::Status CheckCheckpointFileName(std::string_view name) {
 
 absl::StatusOr<loom::v1::CheckpointManifest> ReadCheckpointManifest(const std::string& dir, bool verify) {
   const std::string path = (fs::path(dir) / "manifest.json").string();
-  absl::StatusOr<std::string> json = ReadFile(path);
+  // Confined to the read roots (a rank's; common/confined_read.h), like every file read below.
+  absl::StatusOr<std::string> json = ReadConfinedFile(path);
   if (!json.ok()) {
     return absl::Status(json.status().code(), absl::StrCat("checkpoint ", dir, " has no readable manifest.json (",
                                                            json.status().message(), ")"));
@@ -133,15 +136,19 @@ absl::StatusOr<loom::v1::CheckpointManifest> ReadCheckpointManifest(const std::s
   if (!verify) return manifest;
   for (const auto& [name, entry] : manifest.files()) {
     const std::string file = (fs::path(dir) / name).string();
-    std::error_code ec;
-    const auto size = fs::file_size(file, ec);
-    if (ec) return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": file ", name, " is missing"));
-    if (static_cast<int64_t>(size) != entry.bytes()) {
-      return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": file ", name, " has ", size,
+    absl::StatusOr<ConfinedFile> opened = OpenConfined(file);
+    if (!opened.ok() && opened.status().code() == absl::StatusCode::kNotFound) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": file ", name, " is missing"));
+    }
+    if (!opened.ok()) return opened.status();
+    struct stat st {};
+    if (::fstat(opened->fd(), &st) != 0) return ErrnoError("cannot stat", file);
+    if (static_cast<int64_t>(st.st_size) != entry.bytes()) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": file ", name, " has ", st.st_size,
                                               " bytes but the manifest says ", entry.bytes(),
                                               "; the file is damaged: resume from another checkpoint"));
     }
-    absl::StatusOr<std::string> digest = Sha256File(file);
+    absl::StatusOr<std::string> digest = Sha256Descriptor(opened->fd(), file);
     if (!digest.ok()) return digest.status();
     if (*digest != entry.sha256()) {
       return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": file ", name, " has sha256 ", *digest,

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/confined_read.h"
 #include "common/files.h"
 
 namespace loom {
@@ -121,7 +122,8 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
 }
 
 absl::StatusOr<SafetensorsFile> SafetensorsFile::Read(const std::string& path) {
-  absl::StatusOr<std::string> bytes = ReadFile(path);
+  // Confined to the read roots (a rank's; common/confined_read.h): checked on the opened file.
+  absl::StatusOr<std::string> bytes = ReadConfinedFile(path);
   if (!bytes.ok()) return bytes.status();
   return Parse(std::move(*bytes), path);
 }

@@ -1,8 +1,11 @@
 #include "common/sha256.h"
 
 #include <openssl/evp.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -54,6 +57,21 @@ absl::StatusOr<std::string> Sha256File(const std::string& path) {
   size_t n;
   while ((n = std::fread(buffer.get(), 1, 1 << 20, file.get())) > 0) h.Update(buffer.get(), n);
   if (std::ferror(file.get())) return absl::DataLossError(absl::StrCat("error reading ", path));
+  return h.HexDigest();
+}
+
+absl::StatusOr<std::string> Sha256Descriptor(int fd, const std::string& path) {
+  Sha256 h;
+  std::unique_ptr<char[]> buffer(new char[1 << 20]);
+  while (true) {
+    const ssize_t n = ::read(fd, buffer.get(), 1 << 20);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::DataLossError(absl::StrCat("error reading ", path, ": ", std::strerror(errno)));
+    }
+    if (n == 0) break;
+    h.Update(buffer.get(), static_cast<size_t>(n));
+  }
   return h.HexDigest();
 }
 

@@ -32,5 +32,7 @@ std::string Sha256Hex(std::string_view bytes);
 
 // Streams the file; NOT_FOUND / DATA_LOSS name the file on failure.
 absl::StatusOr<std::string> Sha256File(const std::string& path);
+// Streams the rest of an open descriptor (not closed); `path` names it in errors.
+absl::StatusOr<std::string> Sha256Descriptor(int fd, const std::string& path);
 
 }  // namespace loom

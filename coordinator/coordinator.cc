@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <utility>
 
 #include "absl/random/distributions.h"
@@ -76,11 +77,24 @@ void ResolveStages(PlanRecord* record) {
   }
 }
 
+// `roots` resolved (symlinks, `..`) as far as they exist, as plan_files.cc checks them.
+std::vector<std::string> ResolvedRoots(const std::vector<std::string>& roots) {
+  std::vector<std::string> out;
+  for (const std::string& root : roots) {
+    std::error_code ec;
+    namespace fs = std::filesystem;
+    const fs::path resolved = fs::weakly_canonical(fs::absolute(root, ec), ec);
+    out.push_back(ec ? fs::absolute(root).lexically_normal().string() : resolved.string());
+  }
+  return out;
+}
+
 }  // namespace
 
 Coordinator::Coordinator(Store* store, CoordinatorOptions options, Clock clock)
     : store_(store),
       options_(std::move(options)),
+      read_roots_(ResolvedRoots(options_.allowed_roots)),
       clock_(std::move(clock)),
       history_(store, options_.history_max_points) {}
 

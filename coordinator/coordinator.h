@@ -307,6 +307,8 @@ class Coordinator {
 
   Store* store_;
   const CoordinatorOptions options_;
+  // options_.allowed_roots after symlinks and `..`, sent in every Assignment (read_roots).
+  const std::vector<std::string> read_roots_;
   const Clock clock_;
   RendezvousStore rendezvous_;
   RunHistory history_;

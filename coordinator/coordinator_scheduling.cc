@@ -138,6 +138,8 @@ loom::v1::Assignment Coordinator::MakeAssignment(const PlanRecord& plan, int ind
   a.set_checkpoint_dir(AttemptDir(plan.status().plan_id(), job.stage(), job.attempt()));
   *a.mutable_inputs() = inputs;
   a.set_device_index(device);
+  // The ranks confine their reads of plan-named files to the same roots (common/confined_read.h).
+  for (const std::string& root : read_roots_) a.add_read_roots(root);
   return a;
 }
 

@@ -75,7 +75,8 @@ int Run(const std::vector<std::string>& args) {
              "colon-separated directories, besides this coordinator's own, that the paths a plan names may lie "
              "in. Every path a plan names (data.dir, data.tokenizer, its sources, checkpoint references) must "
              "resolve, after `..` and symlinks, inside --data-dir, --checkpoint-root, --prepared-data or one of "
-             "these; anything else is refused at submit with its field path");
+             "these; anything else is refused at submit with its field path. The ranks check again where they "
+             "read (each assignment carries the roots), so a symlink swapped in after submit is refused too");
   cl.AddFlag("allow-any-path", &allow_any_path,
              "do not confine plan paths: a plan may then make workers read any file they can (/etc, other "
              "users' data, keys). For a single-user machine only; logged as a warning at start");

@@ -1,9 +1,12 @@
 #include "data/chat.h"
 
 #include <algorithm>
-#include <fstream>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "common/confined_read.h"
 #include "common/files.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
@@ -62,11 +65,24 @@ absl::StatusOr<Conversation> TurnsFromJson(const nlohmann::json& j, const char* 
 
 template <typename T, typename Parse>
 absl::StatusOr<std::vector<T>> ReadJsonl(const std::string& path, Parse parse) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return ErrnoError("cannot open", path);
+  // Confined to the read roots (a rank's; common/confined_read.h): checked on the opened file.
+  LOOM_ASSIGN_OR_RETURN(ConfinedFile file, OpenConfined(path));
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> in(::fdopen(file.fd(), "rb"), &std::fclose);
+  if (in == nullptr) return ErrnoError("cannot open", path);
+  file.Release();  // the FILE owns it now
+  std::unique_ptr<char, void (*)(void*)> buffer(nullptr, &std::free);
+  size_t capacity = 0;
   std::vector<T> out;
-  std::string line;
-  for (int number = 1; std::getline(in, line); ++number) {
+  for (int number = 1;; ++number) {
+    char* raw = buffer.release();
+    const ssize_t n = ::getline(&raw, &capacity, in.get());
+    buffer.reset(raw);
+    if (n < 0) {
+      if (std::ferror(in.get())) return ErrnoError("cannot read", path);
+      break;
+    }
+    std::string line(raw, static_cast<size_t>(n));
+    if (!line.empty() && line.back() == '\n') line.pop_back();
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     absl::StatusOr<T> item = parse(line);
     if (!item.ok())

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/confined_read.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
 #include "data/hash.h"
@@ -21,10 +22,13 @@ absl::StatusOr<std::unique_ptr<ChatSampler>> ChatSampler::Open(const ChatSampler
   // A directory (a rejection_sampling stage's dataset): every *.jsonl in it, in name order.
   std::vector<std::string> files;
   if (std::filesystem::is_directory(options.path)) {
-    for (const auto& entry : std::filesystem::directory_iterator(options.path)) {
-      if (entry.path().extension() == ".jsonl") files.push_back(entry.path().string());
+    // Listed confined to the read roots (a rank's; common/confined_read.h); each file is opened
+    // confined again, so an entry that is a symlink out is refused too.
+    LOOM_ASSIGN_OR_RETURN(std::vector<std::string> names, ListConfinedDirectory(options.path));
+    for (const std::string& name : names) {
+      const std::filesystem::path entry = std::filesystem::path(options.path) / name;
+      if (entry.extension() == ".jsonl") files.push_back(entry.string());
     }
-    std::sort(files.begin(), files.end());
   } else {
     files.push_back(options.path);
   }

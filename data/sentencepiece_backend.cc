@@ -62,10 +62,10 @@ class Model final : public SentencePieceModel {
   int32_t pad_id() const override { return processor.pad_id(); }
 };
 
-std::unique_ptr<SentencePieceModel> Load(const std::string& path, std::string* error) {
+std::unique_ptr<SentencePieceModel> Load(std::string_view serialized, std::string* error) {
   auto model = std::make_unique<Model>();
   try {
-    const auto status = model->processor.Load(path);
+    const auto status = model->processor.LoadFromSerializedProto(serialized);
     if (!status.ok()) {
       *error = status.ToString();
       return nullptr;

@@ -39,8 +39,9 @@ class SentencePieceModel {
 };
 
 struct SentencePieceApi {
-  // Loads a serialized model; returns null and sets *error on failure.
-  std::unique_ptr<SentencePieceModel> (*load)(const std::string& path, std::string* error);
+  // Loads a model from its serialized bytes (the contents of a .model file, which the caller read:
+  // data/tokenizer.cc reads it confined to the read roots); returns null and sets *error on failure.
+  std::unique_ptr<SentencePieceModel> (*load)(std::string_view serialized, std::string* error);
   // Runs SentencePiece's trainer with its named arguments (`input`, `model_prefix`, ...); returns
   // false and sets *error. `seed` seeds SentencePiece's sentence sampling (same seed and inputs:
   // same model). SentencePiece's own logging is off in this module (see the .cc).

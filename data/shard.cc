@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/confined_read.h"
 #include "common/files.h"
 #include "common/status_macros.h"
 
@@ -153,11 +154,13 @@ ShardReader::~ShardReader() {
 
 absl::StatusOr<std::unique_ptr<ShardReader>> ShardReader::Open(const std::string& path,
                                                                const ShardExpectation& expected) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const std::string message = absl::StrCat("cannot open token shard ", path, ": ", std::strerror(errno));
-    return errno == ENOENT ? absl::NotFoundError(message) : absl::InternalError(message);
+  // Confined to the read roots (a rank's; common/confined_read.h): a shard swapped for a symlink
+  // out of them after the plan was accepted is refused here, on the opened file.
+  absl::StatusOr<ConfinedFile> opened = OpenConfined(path);
+  if (!opened.ok()) {
+    return absl::Status(opened.status().code(), absl::StrCat("token shard: ", opened.status().message()));
   }
+  const int fd = opened->Release();
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
@@ -272,15 +275,17 @@ absl::Status ShardReader::Verify() const {
 
 absl::StatusOr<std::vector<std::unique_ptr<ShardReader>>> OpenShardDir(const std::string& dir,
                                                                        const ShardExpectation& expected) {
-  std::error_code ec;
-  std::vector<std::string> paths;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.starts_with("shard-") && name.ends_with(".bin")) paths.push_back(entry.path().string());
-  }
-  if (ec) {
-    return absl::NotFoundError(absl::StrCat("token shard directory ", dir, ": ", ec.message(),
+  absl::StatusOr<std::vector<std::string>> names = ListConfinedDirectory(dir);
+  if (!names.ok()) {
+    if (names.status().code() == absl::StatusCode::kPermissionDenied) return names.status();
+    return absl::NotFoundError(absl::StrCat("token shard directory ", dir, ": ", names.status().message(),
                                             " (run `loom data prepare` to make it)"));
+  }
+  std::vector<std::string> paths;
+  for (const std::string& name : *names) {
+    if (name.starts_with("shard-") && name.ends_with(".bin")) {
+      paths.push_back((std::filesystem::path(dir) / name).string());
+    }
   }
   if (paths.empty())
     return absl::NotFoundError(absl::StrCat("token shard directory ", dir, " has no shard-*.bin files"));

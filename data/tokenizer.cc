@@ -1,17 +1,18 @@
 #include "data/tokenizer.h"
 
 #include <dlfcn.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/confined_read.h"
 #include "common/files.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
@@ -121,13 +122,11 @@ class SentencePieceBackend : public internal::TokenizerBackend {
   std::unique_ptr<internal::SentencePieceModel> model_;
 };
 
-bool IsHuggingFaceJson(const std::string& path) {
+// A Hugging Face tokenizer.json: named *.json, or its first non-blank byte opens a JSON object.
+bool IsHuggingFaceJson(const std::string& path, std::string_view bytes) {
   if (std::filesystem::path(path).extension() == ".json") return true;
-  std::ifstream in(path, std::ios::binary);
-  char c = 0;
-  while (in.get(c) && (c == ' ' || c == '\n' || c == '\r' || c == '\t')) {
-  }
-  return in && c == '{';
+  const size_t first = bytes.find_first_not_of(" \n\r\t");
+  return first != std::string_view::npos && bytes[first] == '{';
 }
 
 }  // namespace
@@ -138,35 +137,46 @@ Tokenizer::Tokenizer(std::unique_ptr<internal::TokenizerBackend> model, std::str
 Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
-  absl::StatusOr<std::string> hash = Sha256File(path);
-  if (!hash.ok()) {
-    return absl::Status(hash.status().code(), absl::StrCat("tokenizer model ", path, ": ", hash.status().message(),
-                                                           " (train one with `loom data prepare`)"));
+  auto unreadable = [&](const absl::Status& s) {  // s names the path
+    return absl::Status(s.code(), absl::StrCat("tokenizer model: ", s.message(),
+                                               s.code() == absl::StatusCode::kNotFound
+                                                   ? " (train one with `loom data prepare`)"
+                                                   : ""));
+  };
+  // Read once, through one descriptor confined to the read roots (a rank's;
+  // common/confined_read.h): the hash, the format and the model all come from the same bytes.
+  absl::StatusOr<ConfinedFile> file = OpenConfined(path);
+  if (!file.ok()) return unreadable(file.status());
+  struct stat st {};
+  if (::fstat(file->fd(), &st) != 0) return unreadable(ErrnoError("cannot stat", path));
+  const bool json_by_name = std::filesystem::path(path).extension() == ".json";
+  auto too_big = [&](uintmax_t size) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", size, " bytes is more than the limit of ",
+                                                   internal::kMaxTokenizerJsonBytes,
+                                                   " for a tokenizer.json"));
+  };
+  if (json_by_name && static_cast<uintmax_t>(st.st_size) > internal::kMaxTokenizerJsonBytes) {
+    return too_big(st.st_size);
   }
-  if (IsHuggingFaceJson(path)) {
-    std::error_code ec;
-    const uintmax_t size = std::filesystem::file_size(path, ec);
-    if (!ec && size > internal::kMaxTokenizerJsonBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": ", size, " bytes is more than the limit of ",
-                                                     internal::kMaxTokenizerJsonBytes,
-                                                     " for a tokenizer.json"));
-    }
-    LOOM_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  absl::StatusOr<std::string> bytes = ReadAll(*file);
+  if (!bytes.ok()) return unreadable(bytes.status());
+  std::string hash = Sha256Hex(*bytes);
+  if (IsHuggingFaceJson(path, *bytes)) {
+    if (bytes->size() > internal::kMaxTokenizerJsonBytes) return too_big(bytes->size());
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<internal::TokenizerBackend> bpe,
-                          internal::LoadByteLevelBpe(text, path));
-    return std::unique_ptr<Tokenizer>(
-        new Tokenizer(std::move(bpe), "byte-level-bpe", path, *std::move(hash)));
+                          internal::LoadByteLevelBpe(*bytes, path));
+    return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(bpe), "byte-level-bpe", path, std::move(hash)));
   }
   LOOM_ASSIGN_OR_RETURN(const internal::SentencePieceApi* spm, SentencePiece());
   std::string error;
-  std::unique_ptr<internal::SentencePieceModel> model = spm->load(path, &error);
+  std::unique_ptr<internal::SentencePieceModel> model = spm->load(*bytes, &error);
   if (model == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("tokenizer model ", path,
                                                    " is not a SentencePiece model (", error,
                                                    ") nor a Hugging Face tokenizer.json"));
   }
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::make_unique<SentencePieceBackend>(std::move(model)),
-                                                  "sentencepiece", path, *std::move(hash)));
+                                                  "sentencepiece", path, std::move(hash)));
 }
 
 std::vector<int32_t> Tokenizer::Encode(std::string_view text) const { return model_->Encode(text); }

@@ -28,6 +28,7 @@
 #include "absl/time/clock.h"
 #include "common/clock.h"
 #include "common/command_line.h"
+#include "common/confined_read.h"
 #include "common/rank_exit.h"
 #include "common/rank_lifecycle.h"
 #include "common/status_macros.h"
@@ -157,6 +158,10 @@ std::string tls_dir, tls_name;
 
 absl::Status Run(const loom::v1::Assignment& a, const std::string& coordinator, int threads) {
   LOOM_RETURN_IF_ERROR(loom::CheckInputsResolved(a.stage(), a.inputs()));
+  // Every plan-named file this rank reads (shards, tokenizer, sources, checkpoints) must lie, once
+  // opened, inside the coordinator's allowed roots: a symlink swapped in after the plan was
+  // accepted is refused where it is read. Set once, before any of them is opened.
+  loom::SetProcessReadRoots({a.read_roots().begin(), a.read_roots().end()});
   loom::engine::StageRun run;
   run.plan_id = a.plan_id();
   run.stage = a.stage();

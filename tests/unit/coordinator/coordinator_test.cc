@@ -70,6 +70,7 @@ class CoordinatorTest : public ::testing::Test {
     o.heartbeat_timeout = absl::Seconds(5);
     o.adopt_grace = absl::Seconds(10);
     o.plan_retention = plan_retention_;
+    o.allowed_roots = allowed_roots_;
     coordinator_ = std::move(*Coordinator::Create(store_.get(), o, [this] { return now_; }));
   }
   int64_t Register(const std::string& id, FakeLink* link, int slots, std::vector<RankRef> running = {}) {
@@ -154,11 +155,41 @@ class CoordinatorTest : public ::testing::Test {
   std::string checkpoint_root_ = "/ckpt";  // a name only, unless a test makes it a directory
   double jitter_ = 1.0;        // every backoff its longest
   absl::Duration plan_retention_ = absl::ZeroDuration();  // plans kept forever
+  std::vector<std::string> allowed_roots_;  // none: paths not confined
   int64_t now_ = 1'000'000;
   TrainingPlan plan_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Coordinator> coordinator_;
 };
+
+TEST_F(CoordinatorTest, AssignmentsCarryTheResolvedAllowedRootsForTheRanksToConfineTheirReads) {
+  // Without roots (--allow-any-path) the ranks read unconfined.
+  const std::string first = *coordinator_->SubmitPlan(plan_, "plan.yaml");
+  FakeLink unconfined;
+  Register("w0", &unconfined, 2);
+  coordinator_->Tick();
+  std::vector<Assignment> a = unconfined.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].read_roots_size(), 0);
+  ASSERT_TRUE(coordinator_->CancelPlan(first, "next: with roots").ok());
+
+  // A root named through a symlink travels resolved, as the ranks compare it with the real paths
+  // of the files they opened.
+  const std::string real = dir_ + "-roots/real";
+  std::filesystem::create_directories(real);
+  std::filesystem::create_directory_symlink(real, dir_ + "-roots/alias");
+  allowed_roots_ = {dir_ + "-roots/alias", "/srv/data"};
+  Open();
+  coordinator_->SubmitPlan(plan_, "plan.yaml");
+  FakeLink link;
+  Register("w1", &link, 2);
+  coordinator_->Tick();
+  a = link.TakeAssignments();
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(std::vector<std::string>(a[1].read_roots().begin(), a[1].read_roots().end()),
+            (std::vector<std::string>{std::filesystem::canonical(real).string(), "/srv/data"}));
+  std::filesystem::remove_all(dir_ + "-roots");
+}
 
 TEST_F(CoordinatorTest, RunsStagesInOrderAndHandsOverTheFinalCheckpoint) {
   const std::string id = *coordinator_->SubmitPlan(plan_, "plan.yaml");
