@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -89,11 +90,22 @@ std::vector<std::string> ProcessReadRoots() {
 
 absl::StatusOr<ConfinedFile> OpenConfined(const std::string& path, const std::vector<std::string>& roots,
                                           bool directory) {
-  const int flags = O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0);
+  // Confined, a FIFO must not block the open (O_NONBLOCK, cleared below once the file is known
+  // to be a regular file or a directory): a plan must not hang a rank on a pipe in a root.
+  const int flags = O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0) | (roots.empty() ? 0 : O_NONBLOCK);
   const int fd = ::open(path.c_str(), flags);
   if (fd < 0) return ErrnoError(directory ? "cannot open directory" : "cannot open", path);
   ConfinedFile file(fd, path);
   if (roots.empty()) return file;
+  struct stat st {};
+  if (::fstat(file.fd(), &st) != 0) return ErrnoError("cannot stat", path);
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        path, " is not a regular file or a directory (a FIFO, socket or device): a rank reads only files"));
+  }
+  if (::fcntl(file.fd(), F_SETFL, ::fcntl(file.fd(), F_GETFL) & ~O_NONBLOCK) != 0) {
+    return ErrnoError("cannot clear O_NONBLOCK on", path);
+  }
   absl::StatusOr<std::string> opened = OpenedPath(file.fd());
   if (!opened.ok()) return opened.status();
   for (const std::string& root : roots) {

@@ -4,6 +4,8 @@
 // after a check that passed is caught when the file is opened.
 #include "common/confined_read.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -113,6 +115,21 @@ TEST_F(ConfinedReadTest, DirectoriesAreConfinedToo) {
   absl::StatusOr<std::vector<std::string>> out = ListConfinedDirectory(root_ + "/src");
   ASSERT_FALSE(out.ok());
   EXPECT_NE(out.status().message().find("outside"), std::string::npos) << out.status();
+}
+
+TEST_F(ConfinedReadTest, AFifoInsideARootIsRefusedWithoutBlocking) {
+  // Opening a FIFO for reading blocks until a writer comes; a confined open must neither block
+  // nor read it: a plan could otherwise hang a rank on a pipe placed in a root.
+  const std::string fifo = root_ + "/pipe";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  absl::StatusOr<ConfinedFile> file = OpenConfined(fifo, roots());
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_NE(file.status().message().find("not a regular file"), std::string::npos) << file.status();
+  // A regular file's descriptor is left blocking, as readers expect.
+  absl::StatusOr<ConfinedFile> regular = OpenConfined(root_ + "/inside.txt", roots());
+  ASSERT_TRUE(regular.ok()) << regular.status();
+  EXPECT_EQ(::fcntl(regular->fd(), F_GETFL) & O_NONBLOCK, 0);
 }
 
 TEST_F(ConfinedReadTest, NoRootsMeansNoConfinementAndMissingFilesSayNotFound) {
