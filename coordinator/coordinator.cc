@@ -1,7 +1,5 @@
 #include "coordinator/coordinator.h"
 
-#include <openssl/crypto.h>
-
 #include <algorithm>
 #include <utility>
 
@@ -357,6 +355,7 @@ absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWork
     by_connection_.erase(w.connection);
     by_connection_[connection] = request.worker_id();
     w.heartbeat_key = NewHeartbeatKey();
+    w.last_datagram_sequence = 0;
     w.link = std::move(link);
     w.connection = connection;
     w.stopping = false;  // a new process, or one that stopped stopping
@@ -518,19 +517,21 @@ void Coordinator::EnableHeartbeatDatagrams(int port) {
   heartbeat_udp_port_ = port;
 }
 
-void Coordinator::OnHeartbeatDatagram(const HeartbeatDatagram& beat) {
+Coordinator::DatagramVerdict Coordinator::OnHeartbeatDatagram(const HeartbeatDatagram& beat) {
   absl::MutexLock lock(&mu_);
   auto id = by_connection_.find(beat.connection);
-  if (id == by_connection_.end()) return;
+  if (id == by_connection_.end()) return DatagramVerdict::kUnknownConnection;
   auto it = workers_.find(id->second);
-  if (it == workers_.end()) return;
+  if (it == workers_.end()) return DatagramVerdict::kUnknownConnection;
   Worker& w = it->second;
-  if (w.connection != beat.connection || w.link == nullptr ||
-      CRYPTO_memcmp(w.heartbeat_key.data(), beat.key.data(), beat.key.size()) != 0) {
-    return;
-  }
+  if (w.connection != beat.connection || w.link == nullptr) return DatagramVerdict::kUnknownConnection;
+  // The MAC first: the sequence of a datagram nobody with the key made means nothing.
+  if (!VerifyHeartbeatMac(beat, w.heartbeat_key)) return DatagramVerdict::kBadMac;
+  if (beat.sequence <= w.last_datagram_sequence) return DatagramVerdict::kReplayed;
+  w.last_datagram_sequence = beat.sequence;
   w.status.set_last_heartbeat_ms(clock_());
   earliest_heartbeat_ms_ = std::min(earliest_heartbeat_ms_, w.status.last_heartbeat_ms());
+  return DatagramVerdict::kAccepted;
 }
 
 void Coordinator::OnHeartbeat(Worker& w, const loom::v1::Heartbeat& hb) {
