@@ -518,20 +518,35 @@ void Coordinator::EnableHeartbeatDatagrams(int port) {
 }
 
 Coordinator::DatagramVerdict Coordinator::OnHeartbeatDatagram(const HeartbeatDatagram& beat) {
+  // The live connection's key, under mu_; the MAC (about a microsecond) outside it, so that a
+  // flood of forged datagrams holds mu_ no longer than a lookup each.
+  HeartbeatKey key;
+  {
+    absl::MutexLock lock(&mu_);
+    const Worker* w = LiveConnection(beat.connection);
+    if (w == nullptr) return DatagramVerdict::kUnknownConnection;
+    // A copy or an older one is dropped before its MAC is computed; checked again below.
+    if (beat.sequence <= w->last_datagram_sequence) return DatagramVerdict::kReplayed;
+    key = w->heartbeat_key;
+  }
+  if (!VerifyHeartbeatMac(beat, key)) return DatagramVerdict::kBadMac;
   absl::MutexLock lock(&mu_);
-  auto id = by_connection_.find(beat.connection);
-  if (id == by_connection_.end()) return DatagramVerdict::kUnknownConnection;
-  auto it = workers_.find(id->second);
-  if (it == workers_.end()) return DatagramVerdict::kUnknownConnection;
-  Worker& w = it->second;
-  if (w.connection != beat.connection || w.link == nullptr) return DatagramVerdict::kUnknownConnection;
-  // The MAC first: the sequence of a datagram nobody with the key made means nothing.
-  if (!VerifyHeartbeatMac(beat, w.heartbeat_key)) return DatagramVerdict::kBadMac;
-  if (beat.sequence <= w.last_datagram_sequence) return DatagramVerdict::kReplayed;
-  w.last_datagram_sequence = beat.sequence;
-  w.status.set_last_heartbeat_ms(clock_());
-  earliest_heartbeat_ms_ = std::min(earliest_heartbeat_ms_, w.status.last_heartbeat_ms());
+  // The connection may have ended, or taken this number from a copy, in between.
+  Worker* w = LiveConnection(beat.connection);
+  if (w == nullptr) return DatagramVerdict::kUnknownConnection;
+  if (beat.sequence <= w->last_datagram_sequence) return DatagramVerdict::kReplayed;
+  w->last_datagram_sequence = beat.sequence;
+  w->status.set_last_heartbeat_ms(clock_());
+  earliest_heartbeat_ms_ = std::min(earliest_heartbeat_ms_, w->status.last_heartbeat_ms());
   return DatagramVerdict::kAccepted;
+}
+
+Coordinator::Worker* Coordinator::LiveConnection(int64_t connection) {
+  auto id = by_connection_.find(connection);
+  if (id == by_connection_.end()) return nullptr;
+  auto it = workers_.find(id->second);
+  if (it == workers_.end() || it->second.connection != connection || it->second.link == nullptr) return nullptr;
+  return &it->second;
 }
 
 void Coordinator::OnHeartbeat(Worker& w, const loom::v1::Heartbeat& hb) {

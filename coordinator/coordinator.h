@@ -207,6 +207,8 @@ class Coordinator {
   };
 
   Coordinator(Store* store, CoordinatorOptions options, Clock clock);
+  // The connected worker whose current connection is `connection`, or null.
+  Worker* LiveConnection(int64_t connection) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Event handlers (mu_ held).
