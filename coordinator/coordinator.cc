@@ -520,7 +520,7 @@ void Coordinator::EnableHeartbeatDatagrams(int port) {
 Coordinator::DatagramVerdict Coordinator::OnHeartbeatDatagram(const HeartbeatDatagram& beat) {
   // The live connection's key, under mu_; the MAC (about a microsecond) outside it, so that a
   // flood of forged datagrams holds mu_ no longer than a lookup each.
-  HeartbeatKey key;
+  HeartbeatKey key{};
   {
     absl::MutexLock lock(&mu_);
     const Worker* w = LiveConnection(beat.connection);
