@@ -2,9 +2,11 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -62,7 +64,63 @@ std::array<uint8_t, kHeartbeatMacSize> MacOf(const Header& header, const Heartbe
   return mac;
 }
 
+// HMAC, fetched once for the process (null if this OpenSSL has none).
+EVP_MAC* Hmac() {
+  static EVP_MAC* const hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  return hmac;
+}
+
 }  // namespace
+
+HeartbeatMac::HeartbeatMac(const HeartbeatKey& key) : key_(key) {
+  if (Hmac() == nullptr) return;
+  EVP_MAC_CTX* context = EVP_MAC_CTX_new(Hmac());
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                               OSSL_PARAM_construct_end()};
+  if (context != nullptr && EVP_MAC_init(context, key_.data(), key_.size(), params) != 1) {
+    EVP_MAC_CTX_free(context);
+    context = nullptr;
+  }
+  absl::MutexLock lock(&mu_);
+  context_ = context;
+}
+
+HeartbeatMac::~HeartbeatMac() {
+  absl::MutexLock lock(&mu_);
+  EVP_MAC_CTX_free(context_);
+}
+
+std::array<uint8_t, kHeartbeatMacSize> HeartbeatMac::MacOf(int64_t connection, uint64_t sequence) {
+  const Header header = HeaderOf(connection, sequence);
+  {
+    absl::MutexLock lock(&mu_);
+    uint8_t full[EVP_MAX_MD_SIZE];
+    size_t length = 0;
+    // A null key restarts the context with the key it holds.
+    if (context_ != nullptr && EVP_MAC_init(context_, nullptr, 0, nullptr) == 1 &&
+        EVP_MAC_update(context_, header.data(), header.size()) == 1 &&
+        EVP_MAC_final(context_, full, &length, sizeof(full)) == 1 && length >= kHeartbeatMacSize) {
+      std::array<uint8_t, kHeartbeatMacSize> mac{};
+      std::memcpy(mac.data(), full, mac.size());
+      return mac;
+    }
+  }
+  return ::loom::MacOf(header, key_);
+}
+
+HeartbeatDatagram HeartbeatMac::Sign(int64_t connection, uint64_t sequence) {
+  HeartbeatDatagram beat;
+  beat.connection = connection;
+  beat.sequence = sequence;
+  beat.mac = MacOf(connection, sequence);
+  return beat;
+}
+
+bool HeartbeatMac::Verify(const HeartbeatDatagram& beat) {
+  const std::array<uint8_t, kHeartbeatMacSize> expected = MacOf(beat.connection, beat.sequence);
+  return CRYPTO_memcmp(expected.data(), beat.mac.data(), expected.size()) == 0;
+}
 
 HeartbeatDatagram SignedHeartbeat(int64_t connection, uint64_t sequence, const HeartbeatKey& key) {
   HeartbeatDatagram beat;

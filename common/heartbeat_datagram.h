@@ -37,7 +37,11 @@
 #include <string_view>
 #include <thread>
 
+#include <openssl/types.h>
+
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 namespace loom {
 
@@ -67,6 +71,29 @@ std::optional<HeartbeatDatagram> DecodeHeartbeatDatagram(std::string_view bytes)
 
 // kHeartbeatKeySize random bytes (OpenSSL's generator), for a connection's key.
 HeartbeatKey NewHeartbeatKey();
+
+// SignedHeartbeat and VerifyHeartbeatMac for one key, keyed once: for a receiver that checks every
+// datagram of a connection. HMAC() from scratch sets up the digest and the key each time (about
+// 1.3 us here); a keyed context only restarts (about 0.2 us). Thread-safe. Gives the same MACs as
+// the functions above (tests/unit/common/heartbeat_datagram_test.cc).
+class HeartbeatMac {
+ public:
+  explicit HeartbeatMac(const HeartbeatKey& key);
+  ~HeartbeatMac();
+  HeartbeatMac(const HeartbeatMac&) = delete;
+  HeartbeatMac& operator=(const HeartbeatMac&) = delete;
+
+  HeartbeatDatagram Sign(int64_t connection, uint64_t sequence);
+  bool Verify(const HeartbeatDatagram& beat);
+
+ private:
+  std::array<uint8_t, kHeartbeatMacSize> MacOf(int64_t connection, uint64_t sequence);
+
+  const HeartbeatKey key_;
+  absl::Mutex mu_;
+  // Null where OpenSSL could not make it: then HMAC() from scratch, with key_.
+  EVP_MAC_CTX* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
 
 // Sends heartbeats to one coordinator over one UDP socket.
 class HeartbeatSender {

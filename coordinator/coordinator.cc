@@ -354,7 +354,8 @@ absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWork
     connection = next_connection_++;
     by_connection_.erase(w.connection);
     by_connection_[connection] = request.worker_id();
-    w.heartbeat_key = NewHeartbeatKey();
+    const HeartbeatKey heartbeat_key = NewHeartbeatKey();
+    w.heartbeat_mac = std::make_shared<HeartbeatMac>(heartbeat_key);
     w.last_datagram_sequence = 0;
     w.link = std::move(link);
     w.connection = connection;
@@ -376,7 +377,7 @@ absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWork
     if (heartbeat_udp_port_ > 0) {
       ack.mutable_registered()->set_heartbeat_udp_port(heartbeat_udp_port_);
       ack.mutable_registered()->set_connection(connection);
-      ack.mutable_registered()->set_heartbeat_key(w.heartbeat_key.data(), w.heartbeat_key.size());
+      ack.mutable_registered()->set_heartbeat_key(heartbeat_key.data(), heartbeat_key.size());
       ack.mutable_registered()->set_full_heartbeat_interval_ms(
           absl::ToInt64Milliseconds(options_.full_heartbeat_interval));
     }
@@ -518,18 +519,18 @@ void Coordinator::EnableHeartbeatDatagrams(int port) {
 }
 
 Coordinator::DatagramVerdict Coordinator::OnHeartbeatDatagram(const HeartbeatDatagram& beat) {
-  // The live connection's key, under mu_; the MAC (about a microsecond) outside it, so that a
-  // flood of forged datagrams holds mu_ no longer than a lookup each.
-  HeartbeatKey key{};
+  // The live connection's keyed MAC, under mu_; the MAC itself outside it, so that a flood of
+  // forged datagrams holds mu_ no longer than a lookup each.
+  std::shared_ptr<HeartbeatMac> mac;
   {
     absl::MutexLock lock(&mu_);
     const Worker* w = LiveConnection(beat.connection);
     if (w == nullptr) return DatagramVerdict::kUnknownConnection;
     // A copy or an older one is dropped before its MAC is computed; checked again below.
     if (beat.sequence <= w->last_datagram_sequence) return DatagramVerdict::kReplayed;
-    key = w->heartbeat_key;
+    mac = w->heartbeat_mac;
   }
-  if (!VerifyHeartbeatMac(beat, key)) return DatagramVerdict::kBadMac;
+  if (mac == nullptr || !mac->Verify(beat)) return DatagramVerdict::kBadMac;
   absl::MutexLock lock(&mu_);
   // The connection may have ended, or taken this number from a copy, in between.
   Worker* w = LiveConnection(beat.connection);

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -107,6 +108,36 @@ TEST(HeartbeatDatagram, TheMacVerifiesOnlyUnderItsKeyAndForItsExactBytes) {
   HeartbeatDatagram moved = SignedHeartbeat(42, 2, key);
   moved.mac = beat.mac;
   EXPECT_FALSE(VerifyHeartbeatMac(moved, key));
+}
+
+// The keyed HeartbeatMac (what the coordinator checks with) gives exactly the MACs of HMAC()
+// from scratch, for every datagram in a row (its context restarts between them), from several
+// threads at once, and refuses what another key signed.
+TEST(HeartbeatDatagram, AKeyedMacAgreesWithHmacFromScratch) {
+  const HeartbeatKey key = NewHeartbeatKey();
+  HeartbeatMac mac(key);
+  HeartbeatMac other(NewHeartbeatKey());
+  for (uint64_t n = 1; n <= 200; ++n) {
+    const HeartbeatDatagram signed_once = SignedHeartbeat(7, n, key);
+    EXPECT_EQ(mac.Sign(7, n).mac, signed_once.mac) << n;
+    EXPECT_TRUE(mac.Verify(signed_once)) << n;
+    EXPECT_FALSE(other.Verify(signed_once)) << n;
+    EXPECT_TRUE(VerifyHeartbeatMac(mac.Sign(7, n), key)) << n;
+    HeartbeatDatagram flipped = signed_once;
+    flipped.mac[n % kHeartbeatMacSize] ^= 1;
+    EXPECT_FALSE(mac.Verify(flipped)) << n;
+  }
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint64_t n = 1; n <= 500; ++n) {
+        if (!mac.Verify(SignedHeartbeat(t, n, key))) ++wrong;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 TEST(HeartbeatDatagram, ASenderReachesAReceiverAndMalformedDatagramsAreCountedAndDropped) {
