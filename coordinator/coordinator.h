@@ -188,7 +188,7 @@ class Coordinator {
     loom::v1::WorkerStatus status;
     std::shared_ptr<WorkerLink> link;  // null when not connected
     int64_t connection = 0;
-    // Keyed with `connection`'s key, for its datagrams' MACs (shared: checked outside mu_).
+    // Keyed with `connection`'s key, for its datagrams' MACs.
     std::shared_ptr<HeartbeatMac> heartbeat_mac;
     uint64_t last_datagram_sequence = 0;  // the last accepted on `connection` (0: none yet)
     bool stopping = false;  // said Draining on `connection`: no new ranks until it registers again
