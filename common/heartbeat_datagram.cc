@@ -2,12 +2,18 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <chrono>
 #include <cstring>
 #include <vector>
@@ -19,17 +25,121 @@ namespace loom {
 namespace {
 
 constexpr char kMagic[4] = {'L', 'M', 'H', 'B'};
-constexpr uint8_t kVersion = 1;
+constexpr uint8_t kVersion = 2;
+// Bytes 0-23: what the MAC covers.
+constexpr size_t kHeaderSize = kHeartbeatDatagramSize - kHeartbeatMacSize;
+using Header = std::array<uint8_t, kHeaderSize>;
+
+void PutBigEndian(uint64_t v, uint8_t* out) {
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>((v >> (56 - 8 * i)) & 0xff);
+}
+
+uint64_t GetBigEndian(const char* in) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(in[i]);
+  return v;
+}
+
+Header HeaderOf(int64_t connection, uint64_t sequence) {
+  Header h{};
+  std::memcpy(h.data(), kMagic, 4);
+  h[4] = kVersion;
+  PutBigEndian(static_cast<uint64_t>(connection), h.data() + 8);
+  PutBigEndian(sequence, h.data() + 16);
+  return h;
+}
+
+// HMAC-SHA256 of the header under `key`, its first kHeartbeatMacSize bytes.
+std::array<uint8_t, kHeartbeatMacSize> MacOf(const Header& header, const HeartbeatKey& key) {
+  uint8_t full[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  std::array<uint8_t, kHeartbeatMacSize> mac{};
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), header.data(), header.size(), full, &length) ==
+          nullptr ||
+      length < mac.size()) {
+    // Not expected; an all-zero MAC then fails verification (the other side computes it right).
+    return mac;
+  }
+  std::memcpy(mac.data(), full, mac.size());
+  return mac;
+}
+
+// HMAC, fetched once for the process (null if this OpenSSL has none).
+EVP_MAC* Hmac() {
+  static EVP_MAC* const hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  return hmac;
+}
 
 }  // namespace
 
+HeartbeatMac::HeartbeatMac(const HeartbeatKey& key) : key_(key) {
+  if (Hmac() == nullptr) return;
+  EVP_MAC_CTX* context = EVP_MAC_CTX_new(Hmac());
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                               OSSL_PARAM_construct_end()};
+  if (context != nullptr && EVP_MAC_init(context, key_.data(), key_.size(), params) != 1) {
+    EVP_MAC_CTX_free(context);
+    context = nullptr;
+  }
+  absl::MutexLock lock(&mu_);
+  context_ = context;
+}
+
+HeartbeatMac::~HeartbeatMac() {
+  absl::MutexLock lock(&mu_);
+  EVP_MAC_CTX_free(context_);
+}
+
+std::array<uint8_t, kHeartbeatMacSize> HeartbeatMac::MacOf(int64_t connection, uint64_t sequence) {
+  const Header header = HeaderOf(connection, sequence);
+  {
+    absl::MutexLock lock(&mu_);
+    uint8_t full[EVP_MAX_MD_SIZE];
+    size_t length = 0;
+    // A null key restarts the context with the key it holds.
+    if (context_ != nullptr && EVP_MAC_init(context_, nullptr, 0, nullptr) == 1 &&
+        EVP_MAC_update(context_, header.data(), header.size()) == 1 &&
+        EVP_MAC_final(context_, full, &length, sizeof(full)) == 1 && length >= kHeartbeatMacSize) {
+      std::array<uint8_t, kHeartbeatMacSize> mac{};
+      std::memcpy(mac.data(), full, mac.size());
+      return mac;
+    }
+  }
+  return ::loom::MacOf(header, key_);
+}
+
+HeartbeatDatagram HeartbeatMac::Sign(int64_t connection, uint64_t sequence) {
+  HeartbeatDatagram beat;
+  beat.connection = connection;
+  beat.sequence = sequence;
+  beat.mac = MacOf(connection, sequence);
+  return beat;
+}
+
+bool HeartbeatMac::Verify(const HeartbeatDatagram& beat) {
+  const std::array<uint8_t, kHeartbeatMacSize> expected = MacOf(beat.connection, beat.sequence);
+  return CRYPTO_memcmp(expected.data(), beat.mac.data(), expected.size()) == 0;
+}
+
+HeartbeatDatagram SignedHeartbeat(int64_t connection, uint64_t sequence, const HeartbeatKey& key) {
+  HeartbeatDatagram beat;
+  beat.connection = connection;
+  beat.sequence = sequence;
+  beat.mac = MacOf(HeaderOf(connection, sequence), key);
+  return beat;
+}
+
+bool VerifyHeartbeatMac(const HeartbeatDatagram& beat, const HeartbeatKey& key) {
+  const std::array<uint8_t, kHeartbeatMacSize> expected = MacOf(HeaderOf(beat.connection, beat.sequence), key);
+  return CRYPTO_memcmp(expected.data(), beat.mac.data(), expected.size()) == 0;
+}
+
 std::string EncodeHeartbeatDatagram(const HeartbeatDatagram& beat) {
+  const Header header = HeaderOf(beat.connection, beat.sequence);
   std::string out(kHeartbeatDatagramSize, '\0');
-  std::memcpy(out.data(), kMagic, 4);
-  out[4] = static_cast<char>(kVersion);
-  const uint64_t c = static_cast<uint64_t>(beat.connection);
-  for (int i = 0; i < 8; ++i) out[8 + i] = static_cast<char>((c >> (56 - 8 * i)) & 0xff);
-  std::memcpy(out.data() + 16, beat.key.data(), beat.key.size());
+  std::memcpy(out.data(), header.data(), header.size());
+  std::memcpy(out.data() + kHeaderSize, beat.mac.data(), beat.mac.size());
   return out;
 }
 
@@ -38,16 +148,15 @@ std::optional<HeartbeatDatagram> DecodeHeartbeatDatagram(std::string_view bytes)
       static_cast<uint8_t>(bytes[4]) != kVersion || bytes[5] != 0 || bytes[6] != 0 || bytes[7] != 0) {
     return std::nullopt;
   }
-  uint64_t c = 0;
-  for (int i = 0; i < 8; ++i) c = (c << 8) | static_cast<uint8_t>(bytes[8 + i]);
   HeartbeatDatagram beat;
-  beat.connection = static_cast<int64_t>(c);
-  std::memcpy(beat.key.data(), bytes.data() + 16, beat.key.size());
+  beat.connection = static_cast<int64_t>(GetBigEndian(bytes.data() + 8));
+  beat.sequence = GetBigEndian(bytes.data() + 16);
+  std::memcpy(beat.mac.data(), bytes.data() + kHeaderSize, beat.mac.size());
   return beat;
 }
 
-std::array<uint8_t, 16> NewHeartbeatKey() {
-  std::array<uint8_t, 16> key{};
+HeartbeatKey NewHeartbeatKey() {
+  HeartbeatKey key{};
   if (RAND_bytes(key.data(), static_cast<int>(key.size())) != 1) {
     // OpenSSL's generator failing is not expected; fall back to the kernel's.
     std::FILE* f = std::fopen("/dev/urandom", "rb");

@@ -1,7 +1,5 @@
 #include "coordinator/coordinator.h"
 
-#include <openssl/crypto.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <utility>
@@ -370,7 +368,9 @@ absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWork
     connection = next_connection_++;
     by_connection_.erase(w.connection);
     by_connection_[connection] = request.worker_id();
-    w.heartbeat_key = NewHeartbeatKey();
+    const HeartbeatKey heartbeat_key = NewHeartbeatKey();
+    w.heartbeat_mac = std::make_shared<HeartbeatMac>(heartbeat_key);
+    w.last_datagram_sequence = 0;
     w.link = std::move(link);
     w.connection = connection;
     w.stopping = false;  // a new process, or one that stopped stopping
@@ -391,7 +391,7 @@ absl::StatusOr<int64_t> Coordinator::RegisterWorker(const loom::v1::RegisterWork
     if (heartbeat_udp_port_ > 0) {
       ack.mutable_registered()->set_heartbeat_udp_port(heartbeat_udp_port_);
       ack.mutable_registered()->set_connection(connection);
-      ack.mutable_registered()->set_heartbeat_key(w.heartbeat_key.data(), w.heartbeat_key.size());
+      ack.mutable_registered()->set_heartbeat_key(heartbeat_key.data(), heartbeat_key.size());
       ack.mutable_registered()->set_full_heartbeat_interval_ms(
           absl::ToInt64Milliseconds(options_.full_heartbeat_interval));
     }
@@ -532,19 +532,27 @@ void Coordinator::EnableHeartbeatDatagrams(int port) {
   heartbeat_udp_port_ = port;
 }
 
-void Coordinator::OnHeartbeatDatagram(const HeartbeatDatagram& beat) {
+Coordinator::DatagramVerdict Coordinator::OnHeartbeatDatagram(const HeartbeatDatagram& beat) {
   absl::MutexLock lock(&mu_);
-  auto id = by_connection_.find(beat.connection);
-  if (id == by_connection_.end()) return;
+  Worker* w = LiveConnection(beat.connection);
+  if (w == nullptr) return DatagramVerdict::kUnknownConnection;
+  // A copy or an older one is dropped without computing its MAC.
+  if (beat.sequence <= w->last_datagram_sequence) return DatagramVerdict::kReplayed;
+  // Under mu_: with the connection's keyed context a MAC costs about what the lookup above does,
+  // and one lookup per datagram is half the cost of looking up again after it.
+  if (w->heartbeat_mac == nullptr || !w->heartbeat_mac->Verify(beat)) return DatagramVerdict::kBadMac;
+  w->last_datagram_sequence = beat.sequence;
+  w->status.set_last_heartbeat_ms(clock_());
+  earliest_heartbeat_ms_ = std::min(earliest_heartbeat_ms_, w->status.last_heartbeat_ms());
+  return DatagramVerdict::kAccepted;
+}
+
+Coordinator::Worker* Coordinator::LiveConnection(int64_t connection) {
+  auto id = by_connection_.find(connection);
+  if (id == by_connection_.end()) return nullptr;
   auto it = workers_.find(id->second);
-  if (it == workers_.end()) return;
-  Worker& w = it->second;
-  if (w.connection != beat.connection || w.link == nullptr ||
-      CRYPTO_memcmp(w.heartbeat_key.data(), beat.key.data(), beat.key.size()) != 0) {
-    return;
-  }
-  w.status.set_last_heartbeat_ms(clock_());
-  earliest_heartbeat_ms_ = std::min(earliest_heartbeat_ms_, w.status.last_heartbeat_ms());
+  if (it == workers_.end() || it->second.connection != connection || it->second.link == nullptr) return nullptr;
+  return &it->second;
 }
 
 void Coordinator::OnHeartbeat(Worker& w, const loom::v1::Heartbeat& hb) {

@@ -163,9 +163,17 @@ class Coordinator {
   // Workers that register from now on are told to send heartbeats as datagrams to UDP `port`
   // (common/heartbeat_datagram.h), which the caller receives and hands to OnHeartbeatDatagram.
   void EnableHeartbeatDatagrams(int port);
-  // A datagram heartbeat: the worker of that connection is alive, if the key is that
-  // connection's; anything else is ignored.
-  void OnHeartbeatDatagram(const HeartbeatDatagram& beat);
+  // What OnHeartbeatDatagram made of a datagram.
+  enum class DatagramVerdict {
+    kAccepted,           // the worker's heartbeat time is now
+    kUnknownConnection,  // no live worker connection has that id
+    kBadMac,             // not made with that connection's key
+    kReplayed,           // its sequence number is not above the last accepted one (a copy, or late)
+  };
+  // A datagram heartbeat: the worker of that connection is alive, if the connection is live, the
+  // MAC is that of the connection's key and the sequence number is above the last one accepted on
+  // it. Anything else changes nothing.
+  DatagramVerdict OnHeartbeatDatagram(const HeartbeatDatagram& beat);
 
   // Timers: heartbeat timeouts, adoption grace, scheduling. Call often (every ~100 ms).
   void Tick();
@@ -180,7 +188,9 @@ class Coordinator {
     loom::v1::WorkerStatus status;
     std::shared_ptr<WorkerLink> link;  // null when not connected
     int64_t connection = 0;
-    std::array<uint8_t, 16> heartbeat_key{};  // of `connection`, for its datagrams
+    // Keyed with `connection`'s key, for its datagrams' MACs.
+    std::shared_ptr<HeartbeatMac> heartbeat_mac;
+    uint64_t last_datagram_sequence = 0;  // the last accepted on `connection` (0: none yet)
     bool stopping = false;  // said Draining on `connection`: no new ranks until it registers again
     // device index -> rank running there (rank exits free the slot)
     std::map<int, loom::v1::RankRef> occupied;
@@ -198,6 +208,8 @@ class Coordinator {
   };
 
   Coordinator(Store* store, CoordinatorOptions options, Clock clock);
+  // The connected worker whose current connection is `connection`, or null.
+  Worker* LiveConnection(int64_t connection) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Event handlers (mu_ held).

@@ -177,7 +177,9 @@ class SimWorker final
   SimCluster* const owner_;
   const int index_;
   bool datagrams_ = false;  // the coordinator offered heartbeat datagrams
-  loom::HeartbeatDatagram datagram_;
+  int64_t connection_ = 0;  // and its key, for the datagrams' MACs
+  loom::HeartbeatKey key_{};
+  uint64_t datagram_sequence_ = 0;
   int64_t full_every_ = 1, beats_sent_ = 0;
   grpc::ClientContext context_;
   loom::v1::WorkerMessage out_;
@@ -402,15 +404,15 @@ inline void SimWorker::OnReadDone(bool ok) {
   }
   if (in_.has_registered()) {
     const loom::v1::RegisterAck& ack = in_.registered();
-    const bool datagrams = ack.heartbeat_udp_port() > 0 && ack.heartbeat_key().size() == datagram_.key.size() &&
+    const bool datagrams = ack.heartbeat_udp_port() > 0 && ack.heartbeat_key().size() == key_.size() &&
                            owner_->OpenDatagrams(ack.heartbeat_udp_port());
     {
       std::lock_guard<std::mutex> lock(mu_);
       registered_ = true;
       if (datagrams) {
         datagrams_ = true;
-        datagram_.connection = ack.connection();
-        std::memcpy(datagram_.key.data(), ack.heartbeat_key().data(), datagram_.key.size());
+        connection_ = ack.connection();
+        std::memcpy(key_.data(), ack.heartbeat_key().data(), key_.size());
         full_every_ = std::max<int64_t>(1, ack.full_heartbeat_interval_ms() / 1000);
       }
     }
@@ -423,6 +425,9 @@ inline void SimWorker::OnReadDone(bool ok) {
 
 inline void SimWorker::OnDone(const grpc::Status& status) { owner_->Ended(index_, status); }
 
-inline bool SimWorker::SendDatagram() { return owner_->SendDatagram(datagram_); }
+// Under mu_ (Beat): numbered and signed as loom-worker does, one HMAC per datagram.
+inline bool SimWorker::SendDatagram() {
+  return owner_->SendDatagram(loom::SignedHeartbeat(connection_, ++datagram_sequence_, key_));
+}
 
 }  // namespace loom::bench

@@ -18,7 +18,9 @@
 // coordinator's own certificate, whose role no RPC accepts (PERMISSION_DENIED). A method whose
 // role check went missing answers the last two with something else, and the test fails.
 // Every UDP port: forged heartbeat datagrams (every connection id the coordinator can have handed
-// out, random keys) must not keep a silent worker alive.
+// out, in the current layout with random MACs and sequence numbers, and in the old layout that
+// carried the key, with random keys) must not keep a silent worker alive, while the datagrams of
+// the worker that runs on keep it alive.
 // After each step, the plans and workers the coordinator lists must be what they were.
 #include <arpa/inet.h>
 #include <grpcpp/generic/generic_stub.h>
@@ -411,34 +413,51 @@ TEST(PortScan, NothingChangesTheClusterWithoutAuthentication) {
   EXPECT_EQ(Snapshot(cluster.address(), tls), before) << "a call without authentication changed the cluster";
 
   // UDP: the coordinator's heartbeat datagrams. Stop w2 (its stream stays open, it sends nothing)
-  // and forge datagrams for every connection id the coordinator has handed out, with wrong keys:
-  // w2 must be lost after the heartbeat timeout (2 s) all the same, and w1 untouched.
+  // and forge datagrams for every connection id the coordinator has handed out: well-formed ones
+  // with random MACs and sequence numbers (low ones, as a worker's first, and any), and ones of the
+  // old 32-byte layout with random keys. w2 must be lost after the heartbeat timeout (2 s) all the
+  // same, and w1, whose own signed datagrams arrive among them, untouched.
   std::mt19937_64 random(std::random_device{}());
   for (const Listener& l : ports) {
     if (l.tcp) continue;
     ++udp_ports;
     SCOPED_TRACE(l.Describe());
     EXPECT_EQ(l.pid, coordinator) << "only the coordinator takes datagrams";
-    absl::StatusOr<std::unique_ptr<HeartbeatSender>> sender =
-        HeartbeatSender::Open(l.host == "0.0.0.0" ? "127.0.0.1" : l.host, l.port);
+    const std::string host = l.host == "0.0.0.0" ? "127.0.0.1" : l.host;
+    absl::StatusOr<std::unique_ptr<HeartbeatSender>> sender = HeartbeatSender::Open(host, l.port);
     ASSERT_TRUE(sender.ok()) << sender.status();
+    const int old_layout = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(old_layout, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<uint16_t>(l.port));
+    ASSERT_EQ(inet_pton(AF_INET, host.c_str(), &to.sin_addr), 1) << host;
     ASSERT_EQ(kill(cluster.worker("w2")->pid(), SIGSTOP), 0);
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (std::chrono::steady_clock::now() < until) {
+    for (uint64_t round = 1; std::chrono::steady_clock::now() < until; ++round) {
       for (int64_t connection = 0; connection < 200; ++connection) {
         HeartbeatDatagram forged;
         forged.connection = connection;
-        for (uint8_t& b : forged.key) b = static_cast<uint8_t>(random());
+        forged.sequence = round % 2 == 0 ? round : random();
+        for (uint8_t& b : forged.mac) b = static_cast<uint8_t>(random());
         (*sender)->Send(forged);
+        // Version 1: "LMHB", 1, three zeros, the connection id (big-endian), a 16-byte key.
+        std::string v1("LMHB\1\0\0\0", 8);
+        for (int i = 7; i >= 0; --i) v1 += static_cast<char>((connection >> (8 * i)) & 0xff);
+        for (int i = 0; i < 16; ++i) v1 += static_cast<char>(random());
+        sendto(old_layout, v1.data(), v1.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    close(old_layout);
     const std::string after = Snapshot(cluster.address(), tls);
     kill(cluster.worker("w2")->pid(), SIGCONT);
     EXPECT_NE(after.find("worker w2 WORKER_STATE_LOST"), std::string::npos)
         << "forged heartbeat datagrams kept a silent worker alive:\n" << after;
     EXPECT_NE(after.find("worker w1 WORKER_STATE_IDLE"), std::string::npos) << after;
     EXPECT_NE(after.find("plan twostage-1 PLAN_STATE_SUCCEEDED"), std::string::npos) << after;
+    // w1 heartbeats on its stream only every 30 s: its datagrams alone kept it alive all along.
+    EXPECT_EQ(cluster.coordinator()->log().find("worker w1 lost"), std::string::npos) << cluster.Logs();
   }
   EXPECT_EQ(udp_ports, 1) << found;
 }

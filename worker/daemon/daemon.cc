@@ -192,18 +192,18 @@ bool WorkerDaemon::Session() {
       reg->running_size(), " ranks running, ", replayed, " reports replayed)");
 
   // Heartbeats as datagrams where the coordinator offers them (common/heartbeat_datagram.h): one
-  // every interval, and a full one, listing the ranks, on the stream every full interval.
+  // every interval, and a full one, listing the ranks, on the stream every full interval. A key of
+  // another length is another datagram version (an older coordinator's): the stream only, then.
   std::unique_ptr<HeartbeatSender> datagrams;
-  HeartbeatDatagram beat;
+  HeartbeatKey key{};
   int64_t full_every = 1;  // intervals between full heartbeats
   const loom::v1::RegisterAck& ack = first.registered();
-  if (ack.heartbeat_udp_port() > 0 && ack.heartbeat_key().size() == beat.key.size() && !datagrams_unheard_) {
+  if (ack.heartbeat_udp_port() > 0 && ack.heartbeat_key().size() == key.size() && !datagrams_unheard_) {
     const std::string host = options_.coordinator.substr(0, options_.coordinator.rfind(':'));
     absl::StatusOr<std::unique_ptr<HeartbeatSender>> opened = HeartbeatSender::Open(host, ack.heartbeat_udp_port());
     if (opened.ok()) {
       datagrams = std::move(*opened);
-      beat.connection = ack.connection();
-      std::memcpy(beat.key.data(), ack.heartbeat_key().data(), beat.key.size());
+      std::memcpy(key.data(), ack.heartbeat_key().data(), key.size());
       full_every = std::max<int64_t>(1, absl::Milliseconds(ack.full_heartbeat_interval_ms()) / interval);
     } else {
       Log(LogLevel::kWarning, kLog, options_.worker_id, ": heartbeats on the stream only: ", opened.status().message());
@@ -212,7 +212,8 @@ bool WorkerDaemon::Session() {
   absl::Notification done;
   std::thread heartbeats([&] {
     for (int64_t n = 1; !done.WaitForNotificationWithTimeout(interval); ++n) {
-      if (datagrams != nullptr) datagrams->Send(beat);
+      // Datagram n of this connection is numbered n: the coordinator takes each number once.
+      if (datagrams != nullptr) datagrams->Send(SignedHeartbeat(ack.connection(), static_cast<uint64_t>(n), key));
       if (datagrams == nullptr || n % full_every == 0) {
         loom::v1::WorkerMessage hb;
         hb.mutable_heartbeat()->set_time_ms(absl::ToUnixMillis(absl::Now()));

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -874,9 +875,10 @@ TEST_F(CoordinatorTest, TheRetryBudgetIsCountedPerWindow) {
 }
 
 // With heartbeat datagrams on, the RegisterAck gives the worker the UDP port, its connection id
-// and key; a datagram with that key keeps the worker alive, one with another key or for another
-// connection does not.
+// and key; a datagram signed with that key keeps the worker alive, one signed with another key or
+// for another connection does not.
 TEST_F(CoordinatorTest, HeartbeatDatagramsKeepAWorkerAliveOnlyWithItsConnectionsKey) {
+  using Verdict = Coordinator::DatagramVerdict;
   coordinator_->EnableHeartbeatDatagrams(7070);
   FakeLink link;
   const int64_t conn = Register("w1", &link, 1);
@@ -884,33 +886,88 @@ TEST_F(CoordinatorTest, HeartbeatDatagramsKeepAWorkerAliveOnlyWithItsConnections
   const RegisterAck ack = link.messages[0].registered();
   EXPECT_EQ(ack.heartbeat_udp_port(), 7070);
   EXPECT_EQ(ack.connection(), conn);
-  ASSERT_EQ(ack.heartbeat_key().size(), 16u);
+  ASSERT_EQ(ack.heartbeat_key().size(), kHeartbeatKeySize);
   EXPECT_EQ(ack.full_heartbeat_interval_ms(), 30000);
-  HeartbeatDatagram good;
-  good.connection = conn;
-  std::memcpy(good.key.data(), ack.heartbeat_key().data(), 16);
-  HeartbeatDatagram wrong_key = good, wrong_connection = good;
-  wrong_key.key[0] ^= 1;
-  wrong_connection.connection = conn + 1;
+  HeartbeatKey key{};
+  std::memcpy(key.data(), ack.heartbeat_key().data(), key.size());
+  HeartbeatKey other_key = key;
+  other_key[0] ^= 1;
+  uint64_t sequence = 0;
   for (int i = 0; i < 3; ++i) {  // 12 s alive on datagrams alone (timeout 5 s)
     now_ += 4000;
-    coordinator_->OnHeartbeatDatagram(good);
+    EXPECT_EQ(coordinator_->OnHeartbeatDatagram(SignedHeartbeat(conn, ++sequence, key)), Verdict::kAccepted);
     coordinator_->Tick();
     ASSERT_EQ(coordinator_->ListWorkers().workers(0).state(), WORKER_STATE_IDLE) << i;
   }
   now_ += 4000;
-  coordinator_->OnHeartbeatDatagram(wrong_key);
-  coordinator_->OnHeartbeatDatagram(wrong_connection);
+  EXPECT_EQ(coordinator_->OnHeartbeatDatagram(SignedHeartbeat(conn, ++sequence, other_key)), Verdict::kBadMac);
+  EXPECT_EQ(coordinator_->OnHeartbeatDatagram(SignedHeartbeat(conn + 1, ++sequence, key)),
+            Verdict::kUnknownConnection);
   coordinator_->Tick();
   EXPECT_EQ(coordinator_->ListWorkers().workers(0).state(), WORKER_STATE_IDLE);
   now_ += 2000;  // 6 s since the last good one
-  coordinator_->OnHeartbeatDatagram(wrong_key);
+  EXPECT_EQ(coordinator_->OnHeartbeatDatagram(SignedHeartbeat(conn, ++sequence, other_key)), Verdict::kBadMac);
   coordinator_->Tick();
   EXPECT_EQ(coordinator_->ListWorkers().workers(0).state(), WORKER_STATE_LOST);
   // A lost worker is not revived by its old key.
-  coordinator_->OnHeartbeatDatagram(good);
+  EXPECT_EQ(coordinator_->OnHeartbeatDatagram(SignedHeartbeat(conn, ++sequence, key)), Verdict::kUnknownConnection);
   coordinator_->Tick();
   EXPECT_EQ(coordinator_->ListWorkers().workers(0).state(), WORKER_STATE_LOST);
+}
+
+// A datagram seen on the wire and sent again (the same bytes), or an older one, does not keep a
+// worker alive: only a sequence number above the last accepted one does. Each connection counts
+// on its own: a worker that registers again starts over at 1, under a new key.
+TEST_F(CoordinatorTest, AReplayedHeartbeatDatagramDoesNotKeepAWorkerAlive) {
+  using Verdict = Coordinator::DatagramVerdict;
+  coordinator_->EnableHeartbeatDatagrams(7070);
+  FakeLink link;
+  const int64_t conn = Register("w1", &link, 1);
+  ASSERT_FALSE(link.messages.empty());
+  HeartbeatKey key{};
+  ASSERT_EQ(link.messages[0].registered().heartbeat_key().size(), key.size());
+  std::memcpy(key.data(), link.messages[0].registered().heartbeat_key().data(), key.size());
+  // What an eavesdropper holds: the bytes of datagrams 1 to 3, as they crossed the wire.
+  std::vector<std::string> seen;
+  for (uint64_t n = 1; n <= 3; ++n) seen.push_back(EncodeHeartbeatDatagram(SignedHeartbeat(conn, n, key)));
+  auto deliver = [&](const std::string& bytes) {
+    std::optional<HeartbeatDatagram> beat = DecodeHeartbeatDatagram(bytes);
+    EXPECT_TRUE(beat.has_value());
+    return beat ? coordinator_->OnHeartbeatDatagram(*beat) : Verdict::kUnknownConnection;
+  };
+  now_ += 1000;
+  EXPECT_EQ(deliver(seen[0]), Verdict::kAccepted);
+  EXPECT_EQ(deliver(seen[2]), Verdict::kAccepted);  // a lost datagram in between is fine
+  EXPECT_EQ(deliver(seen[2]), Verdict::kReplayed);  // the same bytes again
+  EXPECT_EQ(deliver(seen[1]), Verdict::kReplayed);  // an older one
+  // The worker dies after datagram 3 (at 1 s); its datagrams keep being replayed, and it is
+  // still declared lost at the timeout (5 s).
+  for (int i = 0; i < 6; ++i) {
+    now_ += 1000;
+    for (const std::string& bytes : seen) EXPECT_EQ(deliver(bytes), Verdict::kReplayed) << i;
+    coordinator_->Tick();
+  }
+  EXPECT_EQ(coordinator_->ListWorkers().workers(0).state(), WORKER_STATE_LOST);
+
+  // Registered again: a new connection, a new key, and its own numbering from 1; the old
+  // connection's datagrams count for nothing.
+  FakeLink again;
+  const int64_t conn2 = Register("w1", &again, 1);
+  ASSERT_NE(conn2, conn);
+  ASSERT_FALSE(again.messages.empty());
+  HeartbeatKey key2{};
+  ASSERT_EQ(again.messages[0].registered().heartbeat_key().size(), key2.size());
+  std::memcpy(key2.data(), again.messages[0].registered().heartbeat_key().data(), key2.size());
+  EXPECT_NE(key2, key);
+  for (int i = 0; i < 6; ++i) {
+    now_ += 1000;
+    EXPECT_EQ(coordinator_->OnHeartbeatDatagram(SignedHeartbeat(conn2, i + 1, key2)), Verdict::kAccepted) << i;
+    EXPECT_EQ(deliver(seen[2]), Verdict::kUnknownConnection);
+    // The old connection's key on the new connection's id.
+    EXPECT_EQ(coordinator_->OnHeartbeatDatagram(SignedHeartbeat(conn2, 100 + i, key)), Verdict::kBadMac);
+    coordinator_->Tick();
+    ASSERT_EQ(coordinator_->ListWorkers().workers(0).state(), WORKER_STATE_IDLE) << i;
+  }
 }
 
 // Workers that leave on purpose (SIGTERM: a drain, a Slurm allocation's end) move their jobs at
