@@ -535,12 +535,21 @@ void Coordinator::EnableHeartbeatDatagrams(int port) {
 Coordinator::DatagramVerdict Coordinator::OnHeartbeatDatagram(const HeartbeatDatagram& beat) {
   absl::MutexLock lock(&mu_);
   Worker* w = LiveConnection(beat.connection);
-  if (w == nullptr) return DatagramVerdict::kUnknownConnection;
+  if (w == nullptr) {
+    ++datagrams_unknown_connection_;
+    return DatagramVerdict::kUnknownConnection;
+  }
   // A copy or an older one is dropped without computing its MAC.
-  if (beat.sequence <= w->last_datagram_sequence) return DatagramVerdict::kReplayed;
+  if (beat.sequence <= w->last_datagram_sequence) {
+    ++datagrams_replayed_;
+    return DatagramVerdict::kReplayed;
+  }
   // Under mu_: with the connection's keyed context a MAC costs about what the lookup above does,
   // and one lookup per datagram is half the cost of looking up again after it.
-  if (w->heartbeat_mac == nullptr || !w->heartbeat_mac->Verify(beat)) return DatagramVerdict::kBadMac;
+  if (w->heartbeat_mac == nullptr || !w->heartbeat_mac->Verify(beat)) {
+    ++datagrams_bad_mac_;
+    return DatagramVerdict::kBadMac;
+  }
   w->last_datagram_sequence = beat.sequence;
   w->status.set_last_heartbeat_ms(clock_());
   earliest_heartbeat_ms_ = std::min(earliest_heartbeat_ms_, w->status.last_heartbeat_ms());
@@ -1542,6 +1551,9 @@ MetricsSnapshot Coordinator::Metrics() {
   m.checkpoint_save_failures = checkpoint_save_failures_;
   m.attempt_failures = attempt_failures_;
   m.fenced_reports = fenced_reports_;
+  m.dropped_datagrams = {{"unknown_connection", datagrams_unknown_connection_},
+                         {"bad_mac", datagrams_bad_mac_},
+                         {"replayed", datagrams_replayed_}};
   for (const auto& [id, plan] : plans_) {
     if (plan.status().state() != loom::v1::PLAN_STATE_ACTIVE && now - plan.status().ended_ms() > kGoodputRetentionMs)
       continue;

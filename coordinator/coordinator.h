@@ -109,6 +109,9 @@ struct MetricsSnapshot {
   std::map<std::pair<std::string, std::string>, int64_t> attempt_failures;
   // Reports from a worker's stream that were refused (Coordinator::FenceReport), by reason.
   std::map<std::string, int64_t> fenced_reports;
+  // Heartbeat datagrams that changed nothing, by reason: unknown_connection, bad_mac, replayed
+  // (OnHeartbeatDatagram); coordinator/main.cc adds malformed (HeartbeatReceiver::rejected).
+  std::map<std::string, int64_t> dropped_datagrams;
   // Goodput ledgers (closed intervals: counters) of the jobs of active plans and of plans that
   // ended less than kGoodputRetention ago.
   struct JobGoodput {
@@ -415,6 +418,10 @@ class Coordinator {
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, std::string>, int64_t> attempt_failures_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> fenced_reports_ ABSL_GUARDED_BY(mu_);
+  // Datagrams OnHeartbeatDatagram dropped, by reason (MetricsSnapshot::dropped_datagrams).
+  int64_t datagrams_unknown_connection_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t datagrams_bad_mac_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t datagrams_replayed_ ABSL_GUARDED_BY(mu_) = 0;
   // (worker, reason, rank) already logged by FenceReport; bounded (cleared when full).
   std::set<std::string> fenced_logged_ ABSL_GUARDED_BY(mu_);
 };

@@ -318,7 +318,11 @@ int Run(const std::vector<std::string>& args) {
     int n = 0;
     while (!stop) {
       (*coordinator)->Tick();
-      if (++n % 5 == 0) metrics.Update((*coordinator)->Metrics());
+      if (++n % 5 == 0) {
+        loom::coordinator::MetricsSnapshot snapshot = (*coordinator)->Metrics();
+        if (datagrams.ok()) snapshot.dropped_datagrams["malformed"] = static_cast<int64_t>((*datagrams)->rejected());
+        metrics.Update(snapshot);
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });

@@ -38,6 +38,13 @@ CoordinatorMetrics::CoordinatorMetrics()
                                 "stale_attempt (a rank of an ended attempt), unknown_rank, wrong_worker (a rank "
                                 "placed on another worker), checkpoint_path (outside the attempt's directory)")
                           .Register(*registry_)),
+      dropped_datagrams_(prometheus::BuildCounter()
+                             .Name("loom_heartbeat_datagrams_dropped_total")
+                             .Help("Heartbeat datagrams that changed nothing, by reason: malformed (not a "
+                                   "version-2 heartbeat), unknown_connection (no live worker connection has "
+                                   "its id: routine after a reconnect), bad_mac (not signed with that "
+                                   "connection's key: forged), replayed (a sequence number already seen)")
+                             .Register(*registry_)),
       straggler_(prometheus::BuildGauge()
                      .Name("loom_rank_straggler")
                      .Help("1 while a rank's compute time per step stays >= 1.3x its peers' median over the "
@@ -228,6 +235,15 @@ void CoordinatorMetrics::Update(const MetricsSnapshot& s) {
     int64_t& seen = fenced_seen_[reason];
     if (count > seen) {
       fenced_reports_.Add({{"reason", reason}}).Increment(static_cast<double>(count - seen));
+      seen = count;
+    }
+  }
+  for (const auto& [reason, count] : s.dropped_datagrams) {
+    int64_t& seen = dropped_datagrams_seen_[reason];
+    // Every reason has a series from the start (0), so a rate() sees the first forged datagram.
+    prometheus::Counter& counter = dropped_datagrams_.Add({{"reason", reason}});
+    if (count > seen) {
+      counter.Increment(static_cast<double>(count - seen));
       seen = count;
     }
   }

@@ -37,6 +37,7 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Gauge>& plans_;
   prometheus::Family<prometheus::Counter>& attempt_failures_;
   prometheus::Family<prometheus::Counter>& fenced_reports_;
+  prometheus::Family<prometheus::Counter>& dropped_datagrams_;
   prometheus::Family<prometheus::Gauge>& straggler_;
   prometheus::Family<prometheus::Gauge>& last_heartbeat_;
   prometheus::Family<prometheus::Gauge>& last_checkpoint_;
@@ -66,6 +67,7 @@ class CoordinatorMetrics {
   int64_t checkpoint_save_failures_seen_ = 0;
   std::map<std::pair<std::string, std::string>, int64_t> failures_seen_;
   std::map<std::string, int64_t> fenced_seen_;
+  std::map<std::string, int64_t> dropped_datagrams_seen_;
   GoodputMetrics goodput_;
 };
 

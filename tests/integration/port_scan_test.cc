@@ -31,6 +31,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -458,6 +459,21 @@ TEST(PortScan, NothingChangesTheClusterWithoutAuthentication) {
     EXPECT_NE(after.find("plan twostage-1 PLAN_STATE_SUCCEEDED"), std::string::npos) << after;
     // w1 heartbeats on its stream only every 30 s: its datagrams alone kept it alive all along.
     EXPECT_EQ(cluster.coordinator()->log().find("worker w1 lost"), std::string::npos) << cluster.Logs();
+    // And the coordinator counted what it dropped (its metrics refresh every 0.5 s): the forged
+    // MACs as bad_mac (on the live connections: tens), the ids of no live connection as
+    // unknown_connection and the old layout as malformed (thousands each).
+    auto dropped = [&](const std::string& reason) {
+      const std::string metrics = cluster.Get(cluster.coordinator_metrics(), "/metrics");
+      const std::string series = "loom_heartbeat_datagrams_dropped_total{reason=\"" + reason + "\"} ";
+      const size_t at = metrics.find(series);
+      return at == std::string::npos ? -1.0 : std::atof(metrics.c_str() + at + series.size());
+    };
+    for (int i = 0; i < 30 && (dropped("bad_mac") < 10 || dropped("malformed") < 1000); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_GE(dropped("bad_mac"), 10) << "forged datagrams are not counted as bad_mac";
+    EXPECT_GE(dropped("unknown_connection"), 1000);
+    EXPECT_GE(dropped("malformed"), 1000) << "old-layout datagrams are not counted as malformed";
   }
   EXPECT_EQ(udp_ports, 1) << found;
 }
