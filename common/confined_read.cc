@@ -27,16 +27,6 @@ std::vector<std::string>& Roots() {
   return *roots;
 }
 
-// True when `path` equals `root` or lies below it, component by component.
-bool IsInside(const fs::path& path, const fs::path& root) {
-  auto p = path.begin();
-  for (auto r = root.begin(); r != root.end(); ++r, ++p) {
-    if (r->empty()) continue;  // a trailing separator
-    if (p == path.end() || *p != *r) return false;
-  }
-  return true;
-}
-
 // What the kernel says descriptor `fd` refers to.
 absl::StatusOr<std::string> OpenedPath(int fd) {
   const std::string link = absl::StrCat("/proc/self/fd/", fd);
@@ -52,6 +42,22 @@ absl::StatusOr<std::string> OpenedPath(int fd) {
 }
 
 }  // namespace
+
+std::string ResolvedPath(const std::string& path) {
+  std::error_code ec;
+  const fs::path resolved = fs::weakly_canonical(fs::absolute(path, ec), ec);
+  return ec ? fs::absolute(path).lexically_normal().string() : resolved.string();
+}
+
+bool IsInsideRoot(const std::string& path, const std::string& root) {
+  const fs::path p(path), r(root);
+  auto at = p.begin();
+  for (auto part = r.begin(); part != r.end(); ++part, ++at) {
+    if (part->empty()) continue;  // a trailing separator
+    if (at == p.end() || *at != *part) return false;
+  }
+  return true;
+}
 
 ConfinedFile::~ConfinedFile() {
   if (fd_ >= 0) ::close(fd_);
@@ -74,10 +80,7 @@ int ConfinedFile::Release() { return std::exchange(fd_, -1); }
 void SetProcessReadRoots(const std::vector<std::string>& roots) {
   std::vector<std::string> resolved;
   for (const std::string& root : roots) {
-    if (root.empty()) continue;
-    std::error_code ec;
-    fs::path r = fs::weakly_canonical(fs::absolute(root, ec), ec);
-    resolved.push_back(ec ? fs::absolute(root).lexically_normal().string() : r.string());
+    if (!root.empty()) resolved.push_back(ResolvedPath(root));
   }
   std::lock_guard<std::mutex> lock(roots_mutex);
   Roots() = std::move(resolved);
@@ -109,7 +112,7 @@ absl::StatusOr<ConfinedFile> OpenConfined(const std::string& path, const std::ve
   absl::StatusOr<std::string> opened = OpenedPath(file.fd());
   if (!opened.ok()) return opened.status();
   for (const std::string& root : roots) {
-    if (IsInside(fs::path(*opened), fs::path(root))) return file;
+    if (IsInsideRoot(*opened, root)) return file;
   }
   return absl::PermissionDeniedError(absl::StrCat(
       path, *opened == path ? "" : absl::StrCat(" (which is ", *opened, ")"), " is outside the read roots (",

@@ -46,6 +46,13 @@ class ConfinedFile {
   std::string path_;
 };
 
+// `path` made absolute, with `..` and symlinks resolved as far as it exists (the rest lexically):
+// how the coordinator resolves its roots and a plan's paths, and how a rank resolves its roots.
+std::string ResolvedPath(const std::string& path);
+// True when `path` equals `root` or lies below it, component by component (/srv/data2 is not
+// inside /srv/data). Both are taken as given: resolve them first.
+bool IsInsideRoot(const std::string& path, const std::string& root);
+
 // Sets the read roots of this process (loom-rank, from its Assignment, before the stage runs).
 // Each root is resolved (symlinks, `..`) as far as it exists, so that a root reached through a
 // symlink on this host still matches the real paths the kernel reports. Empty: no confinement.

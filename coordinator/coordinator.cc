@@ -1,7 +1,6 @@
 #include "coordinator/coordinator.h"
 
 #include <algorithm>
-#include <filesystem>
 #include <utility>
 
 #include "absl/random/distributions.h"
@@ -13,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/checkpoint_ref.h"
+#include "common/confined_read.h"
 #include "common/logging.h"
 #include "common/plan_error.h"
 #include "common/plan_repeat.h"
@@ -78,12 +78,7 @@ void ResolveStages(PlanRecord* record) {
 // `roots` resolved (symlinks, `..`) as far as they exist, as plan_files.cc checks them.
 std::vector<std::string> ResolvedRoots(const std::vector<std::string>& roots) {
   std::vector<std::string> out;
-  for (const std::string& root : roots) {
-    std::error_code ec;
-    namespace fs = std::filesystem;
-    const fs::path resolved = fs::weakly_canonical(fs::absolute(root, ec), ec);
-    out.push_back(ec ? fs::absolute(root).lexically_normal().string() : resolved.string());
-  }
+  for (const std::string& root : roots) out.push_back(ResolvedPath(root));
   return out;
 }
 

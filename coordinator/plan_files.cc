@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/checkpoint_ref.h"
+#include "common/confined_read.h"
 #include "common/plan_resolve.h"
 #include "common/stage_inputs.h"
 #include "data/tokenizer_path.h"
@@ -30,31 +31,12 @@ std::string Problem(const std::string& path, bool want_directory) {
   return "";
 }
 
-// `path` after `..` and symlinks are resolved (as far as it exists), absolute.
-fs::path Resolved(const std::string& path) {
-  std::error_code ec;
-  fs::path resolved = fs::weakly_canonical(fs::absolute(path, ec), ec);
-  if (ec) return fs::absolute(path).lexically_normal();
-  return resolved;
-}
-
-// True when `path` equals `root` or lies below it, component by component (so /data2 is not
-// inside /data).
-bool IsInside(const fs::path& path, const fs::path& root) {
-  auto p = path.begin();
-  for (auto r = root.begin(); r != root.end(); ++r, ++p) {
-    if (r->empty()) continue;  // a trailing separator
-    if (p == path.end() || *p != *r) return false;
-  }
-  return true;
-}
-
 class Checker {
  public:
   Checker(const loom::v1::PlanRecord& record, std::string data_dir, bool data_dir_is_default,
           const std::vector<std::string>& allowed_roots)
       : record_(record), data_dir_(std::move(data_dir)), default_(data_dir_is_default) {
-    for (const std::string& root : allowed_roots) roots_.push_back(Resolved(root));
+    for (const std::string& root : allowed_roots) roots_.push_back(ResolvedPath(root));
   }
 
   std::vector<PlanError> Run() {
@@ -82,15 +64,13 @@ class Checker {
   // symlinks, is inside none of them.
   bool Confined(const std::string& field, const std::string& path) {
     if (roots_.empty()) return true;
-    const fs::path resolved = Resolved(path);
-    for (const fs::path& root : roots_) {
-      if (IsInside(resolved, root)) return true;
+    const std::string resolved = ResolvedPath(path);
+    for (const std::string& root : roots_) {
+      if (IsInsideRoot(resolved, root)) return true;
     }
-    std::vector<std::string> names;
-    for (const fs::path& root : roots_) names.push_back(root.string());
     Error(field,
-          absl::StrCat(path, resolved.string() == path ? "" : absl::StrCat(" (", resolved.string(), ")"),
-                       " is outside the coordinator's allowed roots (", absl::StrJoin(names, ", "), ")"),
+          absl::StrCat(path, resolved == path ? "" : absl::StrCat(" (", resolved, ")"),
+                       " is outside the coordinator's allowed roots (", absl::StrJoin(roots_, ", "), ")"),
           "move the files under an allowed root, or start loom-coordinator with --allowed-roots naming "
           "their directory");
     return false;
@@ -177,7 +157,7 @@ class Checker {
   const loom::v1::PlanRecord& record_;
   const std::string data_dir_;
   const bool default_;
-  std::vector<fs::path> roots_;
+  std::vector<std::string> roots_;  // resolved
   bool tokenizer_ok_ = true;
   std::vector<PlanError> errors_;
 };

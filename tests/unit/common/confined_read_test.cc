@@ -48,6 +48,15 @@ class ConfinedReadTest : public ::testing::Test {
   std::string base_, root_;
 };
 
+TEST(IsInsideRoot, ComparesWholeComponents) {
+  EXPECT_TRUE(IsInsideRoot("/srv/data", "/srv/data"));
+  EXPECT_TRUE(IsInsideRoot("/srv/data/a/b", "/srv/data"));
+  EXPECT_TRUE(IsInsideRoot("/srv/data/a", "/srv/data/"));
+  EXPECT_FALSE(IsInsideRoot("/srv/data2/a", "/srv/data"));
+  EXPECT_FALSE(IsInsideRoot("/srv", "/srv/data"));
+  EXPECT_FALSE(IsInsideRoot("/etc/passwd", "/srv/data"));
+}
+
 TEST_F(ConfinedReadTest, ReadsAFileInsideARoot) {
   absl::StatusOr<ConfinedFile> file = OpenConfined(root_ + "/sub/nested.txt", roots());
   ASSERT_TRUE(file.ok()) << file.status();
