@@ -126,20 +126,7 @@ absl::StatusOr<ConfinedFile> OpenConfined(const std::string& path, bool director
   return OpenConfined(path, ProcessReadRoots(), directory);
 }
 
-absl::StatusOr<std::string> ReadAll(const ConfinedFile& file) {
-  std::string out;
-  char buffer[1 << 16];
-  while (true) {
-    const ssize_t n = ::read(file.fd(), buffer, sizeof(buffer));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError("cannot read", file.path());
-    }
-    if (n == 0) break;
-    out.append(buffer, static_cast<size_t>(n));
-  }
-  return out;
-}
+absl::StatusOr<std::string> ReadAll(const ConfinedFile& file) { return ReadDescriptor(file.fd(), file.path()); }
 
 absl::StatusOr<std::string> ReadConfinedFile(const std::string& path) {
   absl::StatusOr<ConfinedFile> file = OpenConfined(path);

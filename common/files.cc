@@ -60,10 +60,14 @@ class Fd {
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoError("cannot open", path);
+  return ReadDescriptor(fd.get(), path);
+}
+
+absl::StatusOr<std::string> ReadDescriptor(int fd, const std::string& path) {
   std::string out;
   char buffer[1 << 16];
   while (true) {
-    const ssize_t n = ::read(fd.get(), buffer, sizeof(buffer));
+    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
     if (n < 0) {
       if (errno == EINTR) continue;
       return ErrnoError("cannot read", path);

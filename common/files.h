@@ -18,6 +18,8 @@ absl::Status ErrnoError(std::string_view what, const std::string& path);
 
 // Reads a whole file. NOT_FOUND names the file.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
+// Reads the rest of an open descriptor (not closed); `path` names it in errors.
+absl::StatusOr<std::string> ReadDescriptor(int fd, const std::string& path);
 
 // Writes `bytes` to `path` (created or truncated) and fsyncs the file before returning.
 // `mode`: the permissions of a new file (less the umask).

@@ -1,10 +1,10 @@
 #include "common/sha256.h"
 
 #include <openssl/evp.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <memory>
 
@@ -50,14 +50,11 @@ std::string Sha256Hex(std::string_view bytes) {
 }
 
 absl::StatusOr<std::string> Sha256File(const std::string& path) {
-  std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!file) return ErrnoError("cannot open (to hash it)", path);
-  Sha256 h;
-  std::unique_ptr<char[]> buffer(new char[1 << 20]);
-  size_t n;
-  while ((n = std::fread(buffer.get(), 1, 1 << 20, file.get())) > 0) h.Update(buffer.get(), n);
-  if (std::ferror(file.get())) return absl::DataLossError(absl::StrCat("error reading ", path));
-  return h.HexDigest();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError("cannot open (to hash it)", path);
+  absl::StatusOr<std::string> digest = Sha256Descriptor(fd, path);
+  ::close(fd);
+  return digest;
 }
 
 absl::StatusOr<std::string> Sha256Descriptor(int fd, const std::string& path) {
